@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` and `make test`; each sets up .venv/ first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-slow lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/python tools/show_lr.py configs/default.py --out-dir work_dirs/show_lr
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m "slow"
+
+lint: setup
+	$(BIN)/ruff check recipes zoo tools tests bench configs
+
+bench: setup
+	$(BIN)/python bench/build_time.py
+
+clean:
+	rm -rf work_dirs .pytest_cache

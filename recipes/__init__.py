@@ -1,0 +1,33 @@
+"""zoo-recipes: layer-wise and per-component learning rates, done once, for every model family.
+
+>>> from recipes import build_param_groups, build_schedule, format_lr_grid
+"""
+
+from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, unwrap_model
+from recipes.param_groups import base_lr_of, build_param_groups, build_strategy, resolve_adapter
+from recipes.registry import ADAPTERS, DATASETS, MODELS, RECIPES, SCHEDULES, TASKS
+from recipes.report import format_lr_grid
+from recipes.schedules import Schedule, build_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADAPTERS",
+    "DATASETS",
+    "MODELS",
+    "RECIPES",
+    "SCHEDULES",
+    "TASKS",
+    "Adapter",
+    "ModelMap",
+    "ParamInfo",
+    "Schedule",
+    "base_lr_of",
+    "build_param_groups",
+    "build_schedule",
+    "build_strategy",
+    "canonical_name",
+    "format_lr_grid",
+    "resolve_adapter",
+    "unwrap_model",
+]

@@ -1,0 +1,297 @@
+"""The adapter contract: what the engine needs to know about each parameter of a model.
+
+An adapter is data first. It lists, as ordered regex tables matched against the full
+``named_parameters()`` name (first match wins):
+
+* ``stacks``: the block stacks in execution order, each ``(stack_name, regex)`` whose one group
+  captures the block index (Flux: double blocks, then single blocks);
+* ``embed``: parameters at layer id 0 (stem, patch/positional embeddings, tokens);
+* ``head``: parameters at layer id N+1 that sit outside every stack (head, final norm, ...);
+* ``components``: ``(regex, component)`` pairs (``self_attn``, ``cross_attn``, ``ffn``, ``norm``...);
+* ``no_decay``: adapter-specific names that get no weight decay, on top of the generic rules.
+
+Layer ids: 0 = embeddings/stem, 1..N = blocks in execution order, N+1 = head and the rest.
+Depth is computed from *all* parameters (frozen ones too), never from what is trainable.
+
+Names are canonicalised first, so one table serves a plain model, a peft-wrapped one, DDP and
+``torch.compile``: prefixes ``module.``, ``_orig_mod.``, ``base_model.model.`` are dropped, peft's
+``.base_layer.`` / ``.modules_to_save.<name>.`` / ``.original_module.`` are folded, and a LoRA
+tensor (``lora_A``, ``lora_B``, ``lora_embedding_A/B``, DoRA ``lora_magnitude_vector``) takes the
+name of the weight it wraps, plus a ``lora`` role.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+# Wrapper prefixes that never belong to an architecture's own names.
+_PREFIX = re.compile(r"^(?:module\.|_orig_mod\.|base_model\.model\.|_fsdp_wrapped_module\.)+")
+_PREFIX_STARTS = ("module.", "_orig_mod.", "base_model.", "_fsdp_wrapped_module.")
+_PEFT_FOLD = re.compile(r"\.(?:base_layer|original_module|modules_to_save\.[^.]+)(?=\.)")
+_LORA = re.compile(
+    r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.[^.]+)?(?:\.weight)?$"
+)
+_LORA_ROLE = {
+    "lora_A": "lora_A",
+    "lora_B": "lora_B",
+    "lora_embedding_A": "lora_A",
+    "lora_embedding_B": "lora_B",
+    "lora_magnitude_vector": "lora_magnitude",
+}
+
+
+def canonical_name(name: str) -> tuple[str, str | None]:
+    """Map a parameter name to the architecture's own name and its LoRA role (or ``None``).
+
+    >>> canonical_name("base_model.model.blocks.3.attn.qkv.lora_B.default.weight")
+    ('blocks.3.attn.qkv.weight', 'lora_B')
+    >>> canonical_name("module.blocks.3.attn.qkv.base_layer.bias")
+    ('blocks.3.attn.qkv.bias', None)
+    """
+    if name.startswith(_PREFIX_STARTS):
+        name = _PREFIX.sub("", name)
+    if "lora_" not in name and "_module" not in name and "base_layer" not in name and "modules_to_save" not in name:
+        return name, None  # the common case, without a regex
+    name = _PEFT_FOLD.sub("", name)
+    m = _LORA.search(name)
+    if m is None:
+        return name, None
+    return name[: m.start()] + ".weight", _LORA_ROLE[m.group(1)]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The architecture inside DDP / FSDP / ``torch.compile`` / peft wrappers."""
+    while True:
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft
+            inner = model.get_base_model()
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            inner = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
+            "DistributedDataParallel",
+            "DataParallel",
+            "FullyShardedDataParallel",
+        ):
+            inner = model.module
+        else:
+            return model
+        if inner is model:
+            return model
+        model = inner
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """What an adapter says about one (canonical) parameter name."""
+
+    name: str
+    layer_id: int
+    component: str
+    no_decay: bool
+    stack: str | None = None  # block stack it belongs to, None outside every stack
+    stack_index: int | None = None  # index inside that stack (0-based)
+    block: int | None = None  # global block index in execution order (0-based)
+    lora: str | None = None  # lora_A / lora_B / lora_magnitude, None for base weights
+
+
+@dataclass
+class ModelMap:
+    """The adapter's answer for a whole model: per-name infos plus the depth of every stack."""
+
+    adapter: str
+    params: dict[str, ParamInfo]
+    stack_sizes: dict[str, int]
+    unmatched: list[str] = field(default_factory=list)
+    head_layer_id: int | None = None  # set when the model's own grouping says it (timm)
+
+    @property
+    def num_layers(self) -> int:
+        """N: the number of blocks over all stacks."""
+        return sum(self.stack_sizes.values())
+
+    def block_at(self, block: int) -> tuple[str, int]:
+        """(stack, index) of the global block index ``block`` (0-based, execution order)."""
+        for stack, size in self.stack_sizes.items():
+            if block < size:
+                return stack, block
+            block -= size
+        raise IndexError(f"{self.adapter}: block {block} is past the last of {self.num_layers} blocks")
+
+    def block_label(self, stack: str, index: int) -> str:
+        """``blocks.07``: zero-padded to the stack's width (at least two digits)."""
+        width = max(2, len(str(self.stack_sizes[stack] - 1)))
+        return f"{stack}.{index:0{width}d}"
+
+    @property
+    def max_layer_id(self) -> int:
+        """The head's layer id: N+1, or what the model's own grouping gives (timm)."""
+        return self.num_layers + 1 if self.head_layer_id is None else self.head_layer_id
+
+
+def _compile(rules: Iterable[str]) -> list[re.Pattern[str]]:
+    return [re.compile(r) for r in rules]
+
+
+class Adapter:
+    """Base class: subclasses fill the tables and, where a table cannot say it, a method."""
+
+    name: ClassVar[str] = ""
+    #: upstream package and version the names were read from (shown in docs and errors).
+    upstream: ClassVar[str] = ""
+    stacks: ClassVar[tuple[tuple[str, str], ...]] = ()
+    embed: ClassVar[tuple[str, ...]] = ()
+    head: ClassVar[tuple[str, ...]] = ()
+    components: ClassVar[tuple[tuple[str, str], ...]] = ()
+    no_decay: ClassVar[tuple[str, ...]] = ()
+    #: components that collect whatever is not a block part (embedders, modulation, head...).
+    catch_all: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self) -> None:
+        self._stacks = [(s, re.compile(r)) for s, r in self.stacks]
+        self._embed = _compile(self.embed)
+        self._head = _compile(self.head)
+        self._components = [(re.compile(r), c) for r, c in self.components]
+        self._no_decay = _compile(self.no_decay)
+
+    # --- recognition -------------------------------------------------------------------------
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """True when this adapter knows ``model`` (already unwrapped). Used by ``adapter='auto'``."""
+        return False
+
+    # --- per-name rules ----------------------------------------------------------------------
+    def stack_of(self, name: str) -> tuple[str, int] | None:
+        """(stack name, index inside it) of a canonical name, None outside every stack."""
+        loc = self._locate(name)
+        return None if loc is None else loc[:2]
+
+    def component_of(self, name: str) -> str | None:
+        for rx, comp in self._components:
+            if rx.search(name):
+                return comp
+        return None
+
+    def is_no_decay(self, name: str) -> bool:
+        """Adapter-specific no-decay names (the generic rules live in the engine)."""
+        return any(rx.search(name) for rx in self._no_decay)
+
+    def layer_ids(self, model: nn.Module, names: list[str]) -> dict[str, int] | None:
+        """Override to take layer ids from the model itself (timm's ``group_matcher``).
+
+        Returning a map makes its largest id the head's layer id (``ModelMap.max_layer_id``).
+        """
+        return None
+
+    # --- the whole model ---------------------------------------------------------------------
+    def describe(self, model: nn.Module, names: list[str] | None = None) -> ModelMap:
+        """Classify every parameter of ``model`` (frozen ones included) by canonical name.
+
+        ``names``: the canonical names of all parameters, when the caller has them already.
+        Component and no-decay rules are evaluated once per block template (the name with its
+        stack index masked), so they must not depend on the block index.
+        """
+        if names is None:
+            names = [canonical_name(n)[0] for n, _ in unwrap_model(model).named_parameters()]
+        names = list(dict.fromkeys(names))
+        located = {n: self._locate(n) for n in names}
+        sizes: dict[str, int] = {s: 0 for s, _ in self.stacks}
+        for loc in located.values():
+            if loc is not None:
+                sizes[loc[0]] = max(sizes[loc[0]], loc[1] + 1)
+        sizes = {s: k for s, k in sizes.items() if k}
+        offsets, total = {}, 0
+        for s, k in sizes.items():
+            offsets[s] = total
+            total += k
+        given = self.layer_ids(model, names)
+        infos: dict[str, ParamInfo] = {}
+        unmatched: list[str] = []
+        cache: dict[str, tuple[int, str | None, bool]] = {}
+        for n in names:
+            loc = located[n]
+            key = n if loc is None else loc[2]
+            rules = cache.get(key)
+            if rules is None:
+                rules = cache[key] = self._rules(n, loc is not None, total)
+            layer_id, comp, no_decay = rules
+            block = None
+            if loc is not None:
+                block = offsets[loc[0]] + loc[1]
+                layer_id = block + 1
+            if given is not None:
+                layer_id = given.get(n, layer_id)
+            if layer_id < 0 or comp is None:
+                unmatched.append(n)
+                continue
+            infos[n] = ParamInfo(
+                name=n,
+                layer_id=layer_id,
+                component=comp,
+                no_decay=no_decay,
+                stack=loc[0] if loc else None,
+                stack_index=loc[1] if loc else None,
+                block=block,
+            )
+        head_id = max(given.values()) if given else None
+        return ModelMap(self.name or type(self).__name__, infos, sizes, unmatched, head_layer_id=head_id)
+
+    def _locate(self, name: str) -> tuple[str, int, str] | None:
+        """(stack, index, template with the index masked) or None outside every stack."""
+        for stack, rx in self._stacks:
+            m = rx.match(name)
+            if m:
+                s, e = m.span(1)
+                return stack, int(m.group(1)), f"{name[:s]}#{name[e:]}"
+        return None
+
+    def _rules(self, name: str, in_stack: bool, num_blocks: int) -> tuple[int, str | None, bool]:
+        if in_stack:
+            layer_id = 0  # replaced by the block's id
+        elif any(rx.match(name) for rx in self._embed):
+            layer_id = 0
+        elif any(rx.match(name) for rx in self._head):
+            layer_id = num_blocks + 1
+        else:
+            layer_id = -1
+        return layer_id, self.component_of(name), self.is_no_decay(name) or generic_no_decay(name)
+
+    def rule_hits(self, model: nn.Module) -> dict[str, int]:
+        """How many names each rule matches: a rule that matches nothing is dead (tests check it)."""
+        names = list(dict.fromkeys(canonical_name(n)[0] for n, _ in unwrap_model(model).named_parameters()))
+        tables = (
+            [("stack:" + s, rx.match) for s, rx in self._stacks]
+            + [("embed:" + rx.pattern, rx.match) for rx in self._embed]
+            + [("head:" + rx.pattern, rx.match) for rx in self._head]
+            + [("component:" + rx.pattern, rx.search) for rx, _ in self._components]
+            + [("no_decay:" + rx.pattern, rx.search) for rx in self._no_decay]
+        )
+        return {key: sum(1 for n in names if fn(n)) for key, fn in tables}
+
+
+# Generic no-decay names (searched in the canonical name), on top of "1-D" and ".bias" (checked by
+# the engine on the tensor itself): norms, positional embeddings, class/register/mask/distillation
+# tokens, layer-scale gammas, relative-position tables.
+GENERIC_NO_DECAY = re.compile(
+    r"pos_embed|position_embedding|positional_embedding|pos_emb\b|rel_pos|relative_position"
+    r"|cls_token|reg_token|register_tokens|mask_token|dist_token"
+    r"|(?:^|\.)gamma(?:_\d)?$|\.ls\d\.|layer_scale|lambda1|lambda2"
+)
+
+
+def generic_no_decay(name: str) -> bool:
+    """The engine's name-based no-decay rules, shared by every adapter."""
+    return is_norm_name(name) or bool(GENERIC_NO_DECAY.search(name))
+
+
+def is_norm_name(name: str) -> bool:
+    """Normalisation parameters, by the name of the module that owns them (timm, diffusers, hf)."""
+    return bool(_NORM.search(name))
+
+
+# The owning module's name contains "norm" (norm1, layernorm, norm_added_q, attention_norm) or
+# is one of the short names ln_*, bn*, gn* used by CLIP-style and conv models.
+_NORM = re.compile(r"(?:^|\.)(?:[^.]*norm[^.]*|ln(?:_[^.]*)?|ln\d+|bn\d*|gn\d*)\.[^.]+$", re.I)

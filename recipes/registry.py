@@ -1,0 +1,63 @@
+"""Every registry of the project, declared in one place.
+
+Adapters, strategies and schedules register lazily: the first lookup imports the modules named
+in ``locations``. A user's own module registers with the same decorators and is loaded from a
+config through mmengine's ``custom_imports``::
+
+    from recipes.registry import ADAPTERS
+    from recipes.adapter import Adapter
+
+    @ADAPTERS.register_module()
+    class MyNetAdapter(Adapter): ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from mmengine.registry import Registry as _MMRegistry
+
+
+class Registry(_MMRegistry):
+    """mmengine ``Registry`` whose unknown names fail with the known names and the nearest one."""
+
+    def lookup(self, name: str) -> Any:
+        """Return the object registered as ``name`` or raise a ``KeyError`` that says what exists."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.name}: expected a registered name (str), got {type(name).__name__}")
+        obj = self.get(name)
+        if obj is None:
+            known = sorted(self.module_dict)
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise KeyError(
+                f"unknown {self.name} {name!r}.{hint} Known: {', '.join(known) or '(none)'}. "
+                f"Register your own with @{self.name.upper()}.register_module() and load it "
+                "through custom_imports."
+            )
+        return obj
+
+    def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(cfg, dict) and isinstance(cfg.get("type"), str):
+            self.lookup(cfg["type"])  # a clear error before mmengine's generic one
+        return super().build(cfg, *args, **kwargs)
+
+    def names(self) -> list[str]:
+        """All registered names, after importing the lazy ``locations``."""
+        self.import_from_location()
+        return sorted(self.module_dict)
+
+
+# Architecture adapters: parameter name -> layer id, component, weight decay (zoo/).
+ADAPTERS = Registry("adapters", locations=["zoo"])
+# Parameter-group strategies: layer_decay, component_depth, flat (recipes/strategies.py).
+RECIPES = Registry("recipes", locations=["recipes.strategies"])
+# Step schedules for the learning rate and weight decay (recipes/schedules.py).
+SCHEDULES = Registry("schedules", locations=["recipes.schedules"])
+# Model builders used by tools/train.py (recipes/tasks/ and user modules).
+MODELS = Registry("models", locations=["recipes.tasks"])
+# Dataset builders (recipes/tasks/ and user modules).
+DATASETS = Registry("datasets", locations=["recipes.tasks"])
+# Training tasks: what a batch, a loss and an evaluation are (recipes/tasks/).
+TASKS = Registry("tasks", locations=["recipes.tasks"])

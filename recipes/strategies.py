@@ -1,0 +1,264 @@
+"""Parameter-group strategies: how a parameter's layer and component turn into an ``lr_scale``.
+
+A strategy never sees a model, only the adapter's :class:`~recipes.adapter.ParamInfo` for each
+parameter and the :class:`~recipes.adapter.ModelMap` of the whole architecture. The engine
+(``recipes.param_groups``) handles coverage, weight decay, LoRA+ and merging.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping, Sequence
+
+from recipes.adapter import ModelMap, ParamInfo
+from recipes.registry import RECIPES
+
+DEPTH_STRATEGIES = ("linear", "cosine", "inverted_u", "flat")
+
+
+def _check_lr(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{where}: expected a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{where}: learning rates and weight decays must be >= 0, got {value}")
+    return float(value)
+
+
+def _check_unit(where: str, value: float) -> float:
+    value = _check_lr(where, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where} must lie in [0, 1], got {value}")
+    return value
+
+
+class Strategy:
+    """Options every strategy shares.
+
+    Args:
+        lr: base learning rate; a group's ``lr`` is ``lr * lr_scale``.
+        weight_decay: for every parameter not caught by a no-decay rule.
+        no_decay: extra regexes (searched in the canonical name) that get no weight decay.
+        on_unmatched: ``"error"`` (default) or ``"default"``: a trainable parameter no adapter rule
+            classifies then gets ``lr_scale`` 1.0 (``default_lr`` for ``component_depth``), with a warning.
+        loraplus_ratio: LoRA+ (Hayou et al. 2024): LoRA B matrices get ``lr x ratio``; composes
+            with every other factor.
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        weight_decay: float = 0.0,
+        no_decay: Sequence[str] = (),
+        on_unmatched: str = "error",
+        loraplus_ratio: float | None = None,
+    ) -> None:
+        self.lr = _check_lr("recipe.lr", lr)
+        self.weight_decay = _check_lr("recipe.weight_decay", weight_decay)
+        if isinstance(no_decay, str):
+            raise TypeError("recipe.no_decay: expected a list of regexes, got one string; wrap it in a list")
+        self.no_decay = tuple(no_decay)
+        if on_unmatched not in ("error", "default"):
+            raise ValueError(f"recipe.on_unmatched must be 'error' or 'default', got {on_unmatched!r}")
+        self.on_unmatched = on_unmatched
+        if loraplus_ratio is not None and _check_lr("recipe.loraplus_ratio", loraplus_ratio) <= 0:
+            raise ValueError("recipe.loraplus_ratio must be > 0 (1.0 turns LoRA+ off)")
+        self.loraplus_ratio = loraplus_ratio
+
+    @property
+    def base_lr(self) -> float:
+        """The LR of a group whose ``lr_scale`` is 1.0 (what a schedule's ``value`` peaks at)."""
+        return self.lr
+
+    def prepare(self, mmap: ModelMap) -> None:
+        """Validate options that depend on the model (list lengths, component names)."""
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        raise NotImplementedError
+
+    def default_scale(self) -> float:
+        """``lr_scale`` of an unmatched parameter when ``on_unmatched='default'``."""
+        return 1.0
+
+
+def _warn_unused_components(where: str, keys: Mapping[str, Any], mmap: ModelMap) -> None:
+    present = {i.component for i in mmap.params.values()}
+    unused = sorted(set(keys) - present)
+    if unused:
+        warnings.warn(
+            f"{where}: {unused} match no component of this model (adapter {mmap.adapter!r} has "
+            f"{sorted(present)}); those entries have no effect",
+            stacklevel=4,
+        )
+
+
+@RECIPES.register_module("flat")
+class Flat(Strategy):
+    """One LR for everything, still with the decay / no-decay split.
+
+    >>> Flat(lr=1e-3, weight_decay=0.05).lr_scale(None, None)
+    1.0
+    """
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        return 1.0
+
+
+@RECIPES.register_module("layer_decay")
+class LayerDecay(Strategy):
+    """Exponential layer-wise LR decay (BEiT / MAE / timm): ``decay ** (N + 1 - layer_id)``.
+
+    Args:
+        decay: in (0, 1]; layer id N+1 (head) gets 1.0, the stem ``decay ** (N + 1)``.
+        scales: explicit scale per layer id 0..N+1 instead of ``decay`` (N + 2 entries).
+        min_scale: floor under every layer's scale (timm's ``min_scale``).
+        component_scale: multipliers per component, e.g. ``{"decoder": 0.7}``.
+        component_lr: absolute LR per component at scale 1, e.g. ``{"encoder": 1.5e-4}``
+            (RF-DETR's ``lr_encoder``); layer decay still applies on top.
+
+    >>> s = LayerDecay(lr=1.0, decay=0.5)
+    >>> s.layer_scale(0, num_layers=2)
+    0.125
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        decay: float | None = None,
+        scales: Sequence[float] | None = None,
+        min_scale: float = 0.0,
+        component_scale: Mapping[str, float] | None = None,
+        component_lr: Mapping[str, float] | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(lr, **common)
+        if (decay is None) == (scales is None):
+            raise ValueError("layer_decay: give exactly one of `decay` (e.g. 0.75) or `scales` (one per layer id)")
+        if decay is not None:
+            decay = _check_lr("layer_decay.decay", decay)
+            if not 0.0 < decay <= 1.0:
+                raise ValueError(f"layer_decay.decay must lie in (0, 1], got {decay}; 1.0 turns decay off")
+        self.decay = decay
+        self.scales = None if scales is None else [_check_lr("layer_decay.scales[]", s) for s in scales]
+        self.min_scale = _check_unit("layer_decay.min_scale", min_scale)
+        self.component_scale = {k: _check_lr(f"component_scale[{k!r}]", v) for k, v in (component_scale or {}).items()}
+        self.component_lr = {k: _check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
+        if self.component_lr and self.lr == 0:
+            raise ValueError("layer_decay: component_lr needs a non-zero base `lr` to express it as an lr_scale")
+
+    def prepare(self, mmap: ModelMap) -> None:
+        if self.scales is not None and len(self.scales) != mmap.max_layer_id + 1:
+            raise ValueError(
+                f"layer_decay.scales has {len(self.scales)} entries but {mmap.adapter!r} has layer ids "
+                f"0..{mmap.max_layer_id} ({mmap.max_layer_id + 1} entries: stem, {mmap.max_layer_id - 1} "
+                "blocks, head); give one scale per layer id"
+            )
+        _warn_unused_components("layer_decay.component_scale", self.component_scale, mmap)
+        _warn_unused_components("layer_decay.component_lr", self.component_lr, mmap)
+
+    def layer_scale(self, layer_id: int, num_layers: int) -> float:
+        if self.scales is not None:
+            return self.scales[layer_id]
+        return max(self.min_scale, self.decay ** (num_layers + 1 - layer_id))
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        scale = self.layer_scale(info.layer_id, mmap.max_layer_id - 1)
+        scale *= self.component_scale.get(info.component, 1.0)
+        if info.component in self.component_lr:
+            scale *= self.component_lr[info.component] / self.lr
+        return scale
+
+
+def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float = 0.5) -> float:
+    """Seed 001's depth factor for block ``idx`` of ``n``: 1.0 at the shallowest block.
+
+    ``inverted_u`` (no formula in the seed) is 1.0 at ``peak * (n - 1)`` and falls quadratically to
+    ``min_factor`` at both ends, each side scaled to its own length.
+
+    >>> round(depth_factor("linear", 5, 20, 0.3), 4)
+    0.8158
+    >>> depth_factor("inverted_u", 0, 21, 0.3), depth_factor("inverted_u", 10, 21, 0.3)
+    (0.3, 1.0)
+    """
+    if strategy == "flat" or n <= 1:
+        return 1.0
+    x = idx / (n - 1)
+    if strategy == "linear":
+        return 1.0 - x * (1.0 - min_factor)
+    if strategy == "cosine":
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * x))
+    if strategy == "inverted_u":
+        span = peak if x < peak else 1.0 - peak
+        d = 0.0 if span == 0 else (x - peak) / span
+        return 1.0 - (1.0 - min_factor) * d * d
+    raise ValueError(f"depth_strategy must be one of {DEPTH_STRATEGIES}, got {strategy!r}")
+
+
+@RECIPES.register_module("component_depth")
+class ComponentDepth(Strategy):
+    """Seed 001's per-component x depth grid: ``lr = component_lr[component] * factor(idx, N)``.
+
+    Accepts seed 001's ``per_layer_lr`` JSON block verbatim as keyword arguments. Parameters whose
+    component has no entry in ``component_lr`` get ``default_lr``, which is also the base LR
+    (``lr_scale`` 1.0). With ``enabled=False`` every parameter gets the flat ``lr``.
+
+    Args:
+        depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the seed's log) or
+            ``"global"`` (one index over all stacks in execution order).
+        log_grad_norms: read by the training engine (per-group gradient norms every step).
+    """
+
+    def __init__(
+        self,
+        lr: float | None = None,
+        enabled: bool = True,
+        component_lr: Mapping[str, float] | None = None,
+        depth_strategy: str = "linear",
+        min_depth_factor: float = 0.3,
+        peak_position: float = 0.5,
+        default_lr: float = 3e-4,
+        depth_scope: str = "per_stack",
+        log_grad_norms: bool = False,
+        **common: Any,
+    ) -> None:
+        self.enabled = bool(enabled)
+        self.default_lr = _check_lr("component_depth.default_lr", default_lr)
+        super().__init__(self.default_lr if lr is None else lr, **common)
+        if self.enabled and component_lr is None:
+            raise ValueError("component_depth: `component_lr` is required, e.g. {'self_attn': 4e-4, 'ffn': 3e-4}")
+        self.component_lr = {k: _check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
+        if depth_strategy not in DEPTH_STRATEGIES:
+            raise ValueError(f"component_depth.depth_strategy must be one of {DEPTH_STRATEGIES}, got {depth_strategy!r}")
+        self.depth_strategy = depth_strategy
+        self.min_depth_factor = _check_unit("component_depth.min_depth_factor", min_depth_factor)
+        self.peak_position = _check_unit("component_depth.peak_position", peak_position)
+        if depth_scope not in ("per_stack", "global"):
+            raise ValueError(f"component_depth.depth_scope must be 'per_stack' or 'global', got {depth_scope!r}")
+        self.depth_scope = depth_scope
+        self.log_grad_norms = bool(log_grad_norms)
+        if self.enabled and self.default_lr == 0:
+            raise ValueError("component_depth.default_lr is the base LR (lr_scale 1.0) and must be > 0")
+
+    @property
+    def base_lr(self) -> float:
+        return self.default_lr if self.enabled else self.lr
+
+    def prepare(self, mmap: ModelMap) -> None:
+        if self.enabled:
+            _warn_unused_components("component_depth.component_lr", self.component_lr, mmap)
+
+    def factor(self, info: ParamInfo, mmap: ModelMap) -> float:
+        if info.block is None:
+            return 1.0
+        if self.depth_scope == "per_stack":
+            idx, n = info.stack_index, mmap.stack_sizes[info.stack]
+        else:
+            idx, n = info.block, mmap.num_layers
+        return depth_factor(self.depth_strategy, idx, n, self.min_depth_factor, self.peak_position)
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        if not self.enabled:
+            return 1.0
+        if info.component not in self.component_lr:
+            return 1.0
+        return self.component_lr[info.component] * self.factor(info, mmap) / self.default_lr
