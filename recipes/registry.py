@@ -51,8 +51,8 @@ class Registry(_MMRegistry):
 
 # Architecture adapters: parameter name -> layer id, component, weight decay (zoo/).
 ADAPTERS = Registry("adapters", locations=["zoo"])
-# Parameter-group strategies: layer_decay, component_depth, flat (recipes/strategies.py).
-RECIPES = Registry("recipes", locations=["recipes.strategies"])
+# Parameter-group strategies: layer_decay, component_depth, flat; presets such as rfdetr (zoo/).
+RECIPES = Registry("recipes", locations=["recipes.strategies", "zoo"])
 # Step schedules for the learning rate and weight decay (recipes/schedules.py).
 SCHEDULES = Registry("schedules", locations=["recipes.schedules"])
 # Model builders used by tools/train.py (recipes/tasks/ and user modules).

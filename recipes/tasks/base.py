@@ -1,0 +1,47 @@
+"""The task contract: what the training engine needs from classification, detection, ...
+
+A task is built from the config (``TASKS.build(cfg.task, cfg=cfg)``) and answers five questions;
+the engine owns everything else (param groups, schedule, AMP, accumulation, DDP, checkpoints,
+logging). Tasks import heavy upstream packages inside their methods only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Task:
+    """Base class; subclasses register with ``@TASKS.register_module("name")``."""
+
+    #: the metric that decides the best checkpoint, and whether higher is better
+    primary_metric: str = "loss"
+    higher_is_better: bool = False
+
+    def __init__(self, cfg: Any, **options: Any) -> None:
+        self.cfg = cfg
+        self.options = options
+
+    def build_model(self) -> nn.Module:
+        """The model to train (the engine applies the trainable policy and moves it)."""
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """(train, val) datasets; val may be None."""
+        raise NotImplementedError
+
+    def collate(self, batch: list[Any]) -> Any:
+        """Turn a list of samples into a batch (default: torch's default collate)."""
+        return torch.utils.data.default_collate(batch)
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward one batch: the scalar loss to backpropagate and floats to log."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        """Metrics on a loader (the engine calls it at each epoch end, on rank 0 or all ranks)."""
+        raise NotImplementedError
