@@ -23,10 +23,10 @@ name of the weight it wraps, plus a ``lora`` role.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable
+from typing import ClassVar
 
-import torch
 from torch import nn
 
 # Wrapper prefixes that never belong to an architecture's own names.
@@ -84,9 +84,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParamInfo:
-    """What an adapter says about one (canonical) parameter name."""
+    """What an adapter says about one (canonical) parameter name (treat as read-only)."""
 
     name: str
     layer_id: int

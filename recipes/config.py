@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mmengine.config import Config, DictAction
 
@@ -24,7 +25,7 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 
         holder = _NS()
         parser_action(None, holder, list(options))
-        ns = getattr(holder, "opts")
+        ns = holder.opts
         cfg.merge_from_dict(ns)
     for key in ("model", "recipe", "schedule"):
         if key not in cfg:

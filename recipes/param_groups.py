@@ -11,13 +11,15 @@ import dataclasses
 import inspect
 import re
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, generic_no_decay, unwrap_model
 from recipes.registry import ADAPTERS, RECIPES
 from recipes.strategies import Strategy
+
 
 def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
     """Build a strategy from ``dict(type=..., lr=..., ...)``, rejecting keys it does not read."""

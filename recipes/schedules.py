@@ -17,7 +17,8 @@ that is what some recipes ask for (seed 002), and it does not keep the ratios be
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 

@@ -1,0 +1,104 @@
+"""Registries: lazy locations, nearest-match errors, duplicates, custom_imports from a config."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+
+from recipes import ADAPTERS, RECIPES, SCHEDULES, build_param_groups, build_schedule, canonical_name
+from recipes.adapter import is_norm_name
+from recipes.config import load_config
+
+
+def test_lazy_locations_register_everything():
+    assert "timm_vit" in ADAPTERS.names()
+    assert {"layer_decay", "component_depth", "flat"} <= set(RECIPES.names())
+    assert {"cosine", "linear", "constant", "step", "multistep", "wsd", "inverse_sqrt", "noam"} <= set(SCHEDULES.names())
+
+
+def test_unknown_names_list_known_and_nearest():
+    with pytest.raises(KeyError, match=r"unknown adapters 'timm_vti'. Did you mean 'timm_vit'\?.*Known: "):
+        ADAPTERS.lookup("timm_vti")
+    with pytest.raises(KeyError, match="Did you mean 'cosine'"):
+        SCHEDULES.build(dict(type="cosin", total_steps=3))
+
+
+def test_duplicate_name_raises():
+    with pytest.raises(KeyError, match="already registered"):
+        SCHEDULES.register_module("cosine", module=type("Dup", (), {}))
+
+
+def test_auto_adapter_errors_on_unknown_model():
+    with pytest.raises(ValueError, match=r"no registered adapter recognises torch.nn.modules.linear.Linear"):
+        build_param_groups(torch.nn.Linear(2, 2), dict(type="flat", lr=1.0))
+
+
+def test_custom_imports_register_a_users_schedule(tmp_path, monkeypatch):
+    (tmp_path / "my_sched.py").write_text(textwrap.dedent('''
+        from recipes.registry import SCHEDULES
+        from recipes.schedules import Schedule
+
+        @SCHEDULES.register_module("my_half")
+        class Half(Schedule):
+            def decay(self, t):
+                return 0.5
+    '''))
+    (tmp_path / "cfg.py").write_text(textwrap.dedent('''
+        custom_imports = dict(imports=["my_sched"], allow_failed_imports=False)
+        model = dict(type="timm", name="vit_tiny_patch16_224")
+        recipe = dict(type="flat", lr=1.0)
+        schedule = dict(type="my_half", lr=2.0)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = load_config(tmp_path / "cfg.py", ["schedule.lr=4.0"])
+        assert build_schedule(cfg.schedule, total_steps=10).value(5) == 2.0
+    finally:
+        SCHEDULES.module_dict.pop("my_half", None)
+        sys.modules.pop("my_sched", None)
+
+
+@pytest.mark.parametrize(
+    "name,canon,role",
+    [
+        ("blocks.3.attn.qkv.weight", "blocks.3.attn.qkv.weight", None),
+        ("base_model.model.blocks.3.attn.qkv.lora_A.default.weight", "blocks.3.attn.qkv.weight", "lora_A"),
+        ("base_model.model.blocks.3.attn.qkv.lora_B.default.weight", "blocks.3.attn.qkv.weight", "lora_B"),
+        ("blocks.3.attn.qkv.base_layer.bias", "blocks.3.attn.qkv.bias", None),
+        ("module._orig_mod.head.weight", "head.weight", None),
+        ("base_model.model.head.modules_to_save.default.weight", "head.weight", None),
+        ("base_model.model.head.original_module.bias", "head.bias", None),
+        ("x.to_q.lora_magnitude_vector.default", "x.to_q.weight", "lora_magnitude"),
+        ("x.emb.lora_embedding_B.default", "x.emb.weight", "lora_B"),
+    ],
+)
+def test_canonical_names(name, canon, role):
+    assert canonical_name(name) == (canon, role)
+
+
+@pytest.mark.parametrize(
+    "name,norm",
+    [("blocks.0.norm1.weight", True), ("encoder.layer.0.layernorm_before.bias", True), ("ln_post.weight", True),
+     ("x.attn.norm_added_q.weight", True), ("bn1.weight", True), ("blocks.0.attn.qkv.weight", False),
+     ("transformer.ln_f.weight", True), ("head.weight", False)],
+)
+def test_norm_names(name, norm):
+    assert is_norm_name(name) is norm
+
+
+def test_peft_lora_on_timm_takes_the_wrapped_layer():
+    peft = pytest.importorskip("peft")
+    model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=2, num_classes=3, embed_dim=8, num_heads=2)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["qkv"], modules_to_save=["head"]))
+    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5, weight_decay=0.05, loraplus_ratio=16))
+    lr = {n: g["lr"] for g in groups for n in g["param_names"]}
+    assert lr["base_model.model.blocks.0.attn.qkv.lora_A.default.weight"] == 0.25
+    assert lr["base_model.model.blocks.0.attn.qkv.lora_B.default.weight"] == 0.25 * 16
+    assert lr["base_model.model.blocks.1.attn.qkv.lora_B.default.weight"] == 0.5 * 16
+    assert lr["base_model.model.head.modules_to_save.default.weight"] == 1.0
+    names = {g["name"] for g in groups}
+    assert "blocks.01.self_attn.lora_B.decay" in names
