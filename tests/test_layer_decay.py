@@ -181,3 +181,17 @@ def test_bad_recipes(recipe, match):
 def test_flat_keeps_the_no_decay_split():
     groups = build_param_groups(tiny_vit(), dict(type="flat", lr=1e-3, weight_decay=0.05))
     assert [(g["name"], g["weight_decay"]) for g in groups] == [("no_decay", 0.0), ("decay", 0.05)]
+
+
+def test_recipe_as_a_dataclass():
+    from dataclasses import dataclass
+
+    @dataclass
+    class MyRecipe:
+        type: str = "layer_decay"
+        lr: float = 1.0
+        decay: float = 0.5
+        weight_decay: float = 0.05
+
+    groups = build_param_groups(tiny_vit(), MyRecipe())
+    assert sorted({g["lr_scale"] for g in groups}) == [0.125, 0.25, 0.5, 1.0]
