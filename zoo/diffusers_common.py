@@ -28,12 +28,13 @@ _NORM_IN_BLOCK = r"\.\d+\.(?:\w+\.)*?\w*norm\w*\."
 MODULATION_NO_DECAY = (r"scale_shift_table$",)
 
 
-def block_norms(stacks: str, tables: bool = False) -> tuple[tuple[str, str], ...]:
+def block_norms(stacks: str, tables: bool = False, affine: bool = True) -> tuple[tuple[str, str], ...]:
     """Norms inside the blocks of ``stacks`` (a regex alternation of stack prefixes).
 
     ``tables``: the blocks also carry adaLN ``*scale_shift_table`` parameters (PixArt, WAN, LTX).
+    ``affine``: False where no block norm has weights (PixArt, Sana), so no rule is dead.
     """
-    rules = ((rf"^(?:{stacks}){_NORM_IN_BLOCK}", "norm"),)
+    rules = ((rf"^(?:{stacks}){_NORM_IN_BLOCK}", "norm"),) if affine else ()
     if tables:
         rules += ((rf"^(?:{stacks})\.\d+\.(?:\w+_)?scale_shift_table$", "norm"),)
     return rules

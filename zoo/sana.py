@@ -27,7 +27,7 @@ class Sana(DiffusersAdapter):
     embed = (_EMBED, _MOD)
     head = (_HEAD,)
     components = (
-        *block_norms("transformer_blocks", tables=True),
+        *block_norms("transformer_blocks", tables=True, affine=False),
         *self_cross("transformer_blocks"),
         (_EMBED, "embed"),
         (_MOD, "modulation"),

@@ -69,6 +69,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "ltx2": ("LTX2VideoTransformer3DModel", {}),  # 19B, 48 audio-video blocks
     "qwen-image": ("QwenImageTransformer2DModel", {}),  # 20B, 60 blocks
     "zimage-turbo": ("ZImageTransformer2DModel", {}),  # 6B: 2 + 2 refiner, 30 main blocks
+    "zimage-omni": ("ZImageTransformer2DModel", dict(siglip_feat_dim=1152)),  # + SigLIP image-condition refiner
     "chroma": ("ChromaTransformer2DModel", {}),  # 19 double + 38 single
     "hunyuan-video": ("HunyuanVideoTransformer3DModel", {}),  # 13B: 2 refiner + 20 double + 40 single
     "pixart-sigma": (

@@ -1,0 +1,23 @@
+# Seed 001 example "SDXL -- Concept LoRA": an SDXL U-Net concept LoRA (rank 16), per-component x depth LR (linear).
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/seed001_sdxl_concept.py
+# From seed 001's JSON (model_type 'sdxl'); `recipe` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="sdxl", device="meta")
+adapter = "auto"
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); seed 001 gives only rank/alpha
+policy = dict(
+    type="lora_only",
+    rank=16,
+    alpha=16,
+    target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+)
+recipe = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 0.00012, "cross_attn": 4e-05, "ffn": 8e-05, "norm": 1e-05},
+    depth_strategy="linear",
+    min_depth_factor=0.35,
+    default_lr=8e-05,
+    lr=0.0001,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the seed gives no schedule: a common one
+train = dict(max_steps=2000)
