@@ -123,7 +123,7 @@ def build_param_groups(
                 scale = scales[where] = strategy.lr_scale(info, mmap)
         if lora == "lora_B" and strategy.loraplus_ratio:
             scale *= strategy.loraplus_ratio
-        wd = 0.0 if _no_decay(canon, info, p.dim(), extra) else strategy.weight_decay
+        wd = strategy.weight_decay_for(info, _no_decay(canon, info, p.dim(), extra))
         bucket = buckets.get((scale, wd))
         if bucket is None:
             bucket = buckets[(scale, wd)] = {"params": [], "param_names": [], "where": {}}

@@ -81,6 +81,14 @@ class Strategy:
         """``lr_scale`` of an unmatched parameter when ``on_unmatched='default'``."""
         return 1.0
 
+    def weight_decay_for(self, info: ParamInfo | None, no_decay: bool) -> float:
+        """Weight decay of one parameter; ``no_decay`` is the engine's verdict (1-D, bias, name rules).
+
+        Override only to reproduce another library's rules (the ``rfdetr`` preset decays decoder
+        biases and norms, as rfdetr does); ``info`` is None for an unmatched parameter.
+        """
+        return 0.0 if no_decay else self.weight_decay
+
 
 def _warn_unused_components(where: str, keys: Mapping[str, Any], mmap: ModelMap) -> None:
     present = {i.component for i in mmap.params.values()}
