@@ -1,0 +1,1 @@
+"""Datasets and evaluation helpers shared by tasks (importing this package is cheap)."""

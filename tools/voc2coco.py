@@ -1,0 +1,168 @@
+"""Convert Pascal VOC xml files, or a CSV of boxes, to a COCO-format folder.
+
+    python tools/voc2coco.py xml ANNOTATIONS_DIR --images IMAGES_DIR --out OUT_DIR [--list ids.txt]
+    python tools/voc2coco.py csv LABELS.csv --images IMAGES_DIR --out OUT_DIR
+
+The CSV has the columns ``filename,width,height,class,xmin,ymin,xmax,ymax`` (one box a row; the
+raccoon set's ``data/{train,test}_labels.csv``). ``OUT_DIR`` gets ``_annotations.coco.json`` and the
+images (symlinked; ``--copy`` copies them): the Roboflow / RF-DETR split layout, so a dataset root
+holds ``train/`` and ``valid/`` made by two calls::
+
+    python tools/voc2coco.py csv raccoon/data/train_labels.csv --images raccoon/images --out coco/train
+    python tools/voc2coco.py csv raccoon/data/test_labels.csv --images raccoon/images --out coco/valid
+
+VOC pixel coordinates are 1-based and inclusive; COCO's are 0-based: ``x = xmin - 1`` and
+``w = xmax - xmin + 1`` (as detectron2 reads VOC). The raccoon CSV copies the xml values, so it
+gets the same rule. Category ids start at 1, in the order of ``--classes`` or sorted by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ANN_NAME = "_annotations.coco.json"
+CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+
+
+def _box(where: str, xmin: Any, ymin: Any, xmax: Any, ymax: Any) -> list[float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in (xmin, ymin, xmax, ymax))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: box coordinates must be numbers, got {(xmin, ymin, xmax, ymax)!r}") from None
+    return [x0 - 1.0, y0 - 1.0, x1 - x0 + 1.0, y1 - y0 + 1.0]
+
+
+def _text(node: ET.Element, path: str, where: str) -> str:
+    found = node.find(path)
+    if found is None or found.text is None or not found.text.strip():
+        raise ValueError(f"{where}: missing the <{path}> field")
+    return found.text.strip()
+
+
+def read_voc_xml(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, list[float]]]]:
+    """One VOC file: ``({file_name, width, height}, [(class name, [x, y, w, h]), ...])``."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise ValueError(f"{path}: not a valid xml file ({e})") from None
+    image = {
+        "file_name": _text(root, "filename", str(path)),
+        "width": int(float(_text(root, "size/width", str(path)))),
+        "height": int(float(_text(root, "size/height", str(path)))),
+    }
+    boxes = []
+    for k, obj in enumerate(root.findall("object")):
+        where = f"{path}: object {k}"
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise ValueError(f"{where}: missing the <bndbox> field")
+        coords = [_text(bb, c, where) for c in ("xmin", "ymin", "xmax", "ymax")]
+        boxes.append((_text(obj, "name", where), _box(where, *coords)))
+    return image, boxes
+
+
+def read_box_csv(path: str | Path) -> list[tuple[dict[str, Any], list[tuple[str, list[float]]]]]:
+    """A ``filename,width,height,class,xmin,ymin,xmax,ymax`` CSV, grouped by image in file order."""
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; expected the header {','.join(CSV_COLUMNS)}")
+        images: dict[str, tuple[dict[str, Any], list]] = {}
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            name = row["filename"]
+            if name not in images:
+                try:
+                    size = {"width": int(float(row["width"])), "height": int(float(row["height"]))}
+                except ValueError:
+                    raise ValueError(
+                        f"{where}: width/height must be numbers, got {row['width']!r}, {row['height']!r}"
+                    ) from None
+                images[name] = ({"file_name": name, **size}, [])
+            images[name][1].append((row["class"], _box(where, row["xmin"], row["ymin"], row["xmax"], row["ymax"])))
+    return list(images.values())
+
+
+def to_coco(
+    records: Iterable[tuple[dict[str, Any], list[tuple[str, list[float]]]]], classes: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """COCO dict from ``(image, [(class, xywh), ...])`` records; unknown classes fail when ``classes`` is given."""
+    records = list(records)
+    names = list(classes) if classes else sorted({c for _, boxes in records for c, _ in boxes})
+    cat_id = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for img_id, (image, boxes) in enumerate(records, start=1):
+        images.append({"id": img_id, **image})
+        for name, (x, y, w, h) in boxes:
+            if name not in cat_id:
+                raise ValueError(f"{image['file_name']}: class {name!r} is not in --classes {names}")
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": img_id, "category_id": cat_id[name],
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+            })  # fmt: skip
+    categories = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_split(coco: dict[str, Any], images_dir: str | Path, out_dir: str | Path, copy: bool = False) -> Path:
+    """``out_dir/_annotations.coco.json`` plus the images it names (symlinks unless ``copy``)."""
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image in coco["images"]:
+        src, dst = images_dir / image["file_name"], out_dir / image["file_name"]
+        if not src.is_file():
+            raise FileNotFoundError(f"image {str(src)!r} named by the annotations does not exist")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() or dst.is_symlink():
+            dst.unlink()
+        if copy:
+            shutil.copyfile(src, dst)
+        else:
+            dst.symlink_to(src.resolve())
+    ann = out_dir / ANN_NAME
+    ann.write_text(json.dumps(coco))
+    return ann
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("format", choices=("xml", "csv"))
+    ap.add_argument("source", help="xml: a folder of VOC .xml files; csv: the labels file")
+    ap.add_argument("--images", required=True, help="folder holding the image files")
+    ap.add_argument("--out", required=True, help="output split folder (gets _annotations.coco.json)")
+    ap.add_argument("--classes", default=None, help="comma-separated class names (default: sorted names found)")
+    ap.add_argument("--list", default=None, help="xml only: a VOC ImageSets file of ids to convert")
+    ap.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
+    args = ap.parse_args(argv)
+
+    if args.format == "xml":
+        src = Path(args.source)
+        if args.list:
+            ids = [s.split()[0] for s in Path(args.list).read_text().splitlines() if s.strip()]
+            files = [src / f"{i}.xml" for i in ids]
+        else:
+            files = sorted(src.glob("*.xml"))
+        if not files:
+            raise FileNotFoundError(f"no .xml files in {str(src)!r}")
+        records = [read_voc_xml(f) for f in files]
+    else:
+        records = read_box_csv(args.source)
+    coco = to_coco(records, args.classes.split(",") if args.classes else None)
+    ann = write_split(coco, args.images, args.out, copy=args.copy)
+    names = [c["name"] for c in coco["categories"]]
+    print(f"wrote {ann}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, classes {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
