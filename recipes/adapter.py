@@ -55,6 +55,8 @@ def canonical_name(name: str) -> tuple[str, str | None]:
     """
     if name.startswith(_PREFIX_STARTS):
         name = _PREFIX.sub("", name)
+    if ".base_model.model." in name:  # a peft-wrapped submodule (rfdetr's backbone_lora wraps its encoder)
+        name = name.replace(".base_model.model.", ".")
     if "lora_" not in name and "_module" not in name and "base_layer" not in name and "modules_to_save" not in name:
         return name, None  # the common case, without a regex
     name = _PEFT_FOLD.sub("", name)
