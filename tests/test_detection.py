@@ -329,3 +329,31 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
         build_rfdetr("nano", num_classes=1, pretrain_weights=str(tmp_path / "nope.pth"))
     with pytest.raises(KeyError, match="unknown RF-DETR size 'tiny'"):
         build_rfdetr("tiny")
+
+
+@pytest.mark.parametrize("size", ["nano", "small", "medium", "large", "base"])
+def test_every_size_config_builds_offline(size: str):
+    from recipes.config import load_config
+    from recipes.param_groups import build_param_groups
+    from recipes.tasks.detection import build_rfdetr
+
+    cfg = load_config(ROOT / "configs" / f"rfdetr_{size}.py")
+    assert cfg.model.size == size and cfg.recipe.type == "rfdetr" and cfg.data_root is None
+    model = build_rfdetr(size, num_classes=3)  # random weights, no download (Base: positional_encoding_size=40)
+    assert model.class_embed.out_features == 4
+    groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_predict_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
+    from tools import predict
+
+    model = _task(_cfg(coco_root)).build_model()
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "class_names": ["raccoon"]}, ckpt)
+    image = next((coco_root / "valid").glob("*.jpg"))
+    args = [str(ROOT / "configs" / "rfdetr_ft.py"), str(ckpt), str(image), "--out-dir", str(tmp_path / "out")]
+    assert predict.main([*args, "--threshold", "0", "--cfg-options", "model.resolution=128"]) == 0
+    png = tmp_path / "out" / f"{image.stem}.png"
+    assert Image.open(png).size == Image.open(image).size
+    assert "300 boxes >= 0.0" in capsys.readouterr().out  # rfdetr keeps num_select=300 detections

@@ -1,0 +1,131 @@
+"""Draw a trained detector's boxes on images (one PNG per image).
+
+    python tools/predict.py configs/rfdetr_ft.py work_dirs/rfdetr_ft/best.pth img1.jpg img2.jpg \\
+        [--out-dir work_dirs/predict] [--threshold 0.3] [--ema] [--cfg-options key=value ...]
+
+The model is the config's (``model.size`` etc.); the class count is read from the checkpoint's
+classification head, the class names from the checkpoint (``class_names``) or the config's training
+set when ``data_root`` is set, else ``class 0``, ``class 1``... The checkpoint may be a plain state
+dict or a dict holding it under ``model`` / ``state_dict`` (``ema`` / ``ema_model`` with ``--ema``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from recipes.config import load_config  # noqa: E402
+
+COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+
+
+def read_state_dict(path: str | Path, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(model state dict, the checkpoint dict) from a file in any of the layouts above."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    keys = (("ema", "ema_model") if ema else ()) + ("model", "state_dict")
+    state = next((ckpt[k] for k in keys if isinstance(ckpt.get(k), dict)), None)
+    if state is None:
+        if ema:
+            raise KeyError(f"{path}: --ema given but the checkpoint has no 'ema' / 'ema_model' entry")
+        state = ckpt
+    if isinstance(state.get("module"), dict):  # an EMA wrapper's own state dict
+        state = state["module"]
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    if "class_embed.bias" not in state:
+        raise ValueError(f"{path}: no 'class_embed.bias' in the checkpoint; is it an RF-DETR checkpoint?")
+    return state, ckpt
+
+
+def class_names(cfg: Any, ckpt: dict[str, Any], n: int) -> list[str]:
+    names = ckpt.get("class_names") or (ckpt.get("meta") or {}).get("class_names")
+    if not names and cfg.get("data_root"):
+        from recipes.registry import TASKS
+
+        opts = dict(cfg.task)
+        names = TASKS.lookup(opts.pop("type"))(cfg, **opts).dataset_classes()
+    names = list(names or [])
+    if len(names) != n:
+        names = [f"class {k}" for k in range(n)]
+    return names
+
+
+def draw(image: Any, result: dict[str, torch.Tensor], names: list[str], threshold: float) -> Any:
+    from PIL import ImageDraw
+
+    image = image.copy()
+    pen = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 300))
+    for box, label, score in zip(
+        result["boxes"].tolist(), result["labels"].tolist(), result["scores"].tolist(), strict=True
+    ):
+        if score < threshold:
+            continue
+        colour = COLOURS[label % len(COLOURS)]
+        pen.rectangle(box, outline=colour, width=width)
+        name = names[label] if 0 <= label < len(names) else str(label)
+        text = f"{name} {score:.2f}"
+        x, y = box[0], max(0, box[1] - 12)
+        pen.rectangle(pen.textbbox((x, y), text), fill=colour)
+        pen.text((x, y), text, fill="white")
+    return image
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("checkpoint")
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--out-dir", default="work_dirs/predict")
+    ap.add_argument("--threshold", type=float, default=0.3, help="score below which boxes are not drawn")
+    ap.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from PIL import Image
+
+    from recipes.data.coco_detection import build_transform
+    from recipes.tasks.detection import build_rfdetr_wrapper
+
+    cfg = load_config(args.config, args.cfg_options)
+    state, ckpt = read_state_dict(args.checkpoint, args.ema)
+    n = state["class_embed.bias"].shape[0] - 1  # rfdetr's head has num_classes + 1 outputs
+    kw = {k: v for k, v in dict(cfg.model).items() if k not in ("type", "pretrain_weights", "num_classes")}
+    if cfg.get("task", {}).get("lora"):
+        kw["backbone_lora"] = True
+    logging.getLogger("recipes.detection").setLevel(logging.ERROR)  # the weights come from the checkpoint
+    wrapper = build_rfdetr_wrapper(num_classes=n, pretrain_weights=None, **kw)
+    model, post = wrapper.model.model, wrapper.model.postprocess
+    model.load_state_dict(state)
+    model.eval()
+    names = class_names(cfg, ckpt, n)
+    transform = build_transform(False, wrapper.model_config.resolution)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
+
+    for path in args.images:
+        image = Image.open(path).convert("RGB")
+        arr = transform(image=np.asarray(image), bboxes=np.zeros((0, 4)), labels=[])["image"]
+        x = nested_tensor_from_tensor_list([torch.from_numpy(arr.transpose(2, 0, 1).copy())])
+        with torch.no_grad():
+            result = post(model(x), torch.tensor([[image.height, image.width]]))[0]
+        keep = int((result["scores"] >= args.threshold).sum())
+        dst = out_dir / f"{Path(path).stem}.png"
+        draw(image, result, names, args.threshold).save(dst)
+        print(f"{path}: {keep} boxes >= {args.threshold} -> {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
