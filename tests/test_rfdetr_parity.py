@@ -21,7 +21,7 @@ from recipes.param_groups import build_param_groups, resolve_adapter
 
 rfdetr = pytest.importorskip("rfdetr")
 VARIANTS = ("RFDETRNano", "RFDETRSmall", "RFDETRMedium", "RFDETRLarge", "RFDETRBase", "RFDETRSegNano",
-            "RFDETRKeypointPreview")  # fmt: skip
+            "RFDETRKeypointPreview", "RFDETRNano+backbone_lora")  # fmt: skip
 
 
 @functools.cache
@@ -37,6 +37,8 @@ def rf_param_groups() -> ModuleType:
 def build(variant: str) -> tuple[torch.nn.Module, list[int]]:
     """The ``LWDETR`` module of a wrapper, untrained, and its ``out_feature_indexes``."""
     kwargs = {"positional_encoding_size": 40} if variant == "RFDETRBase" else {}
+    if variant.endswith("+backbone_lora"):  # rfdetr's own encoder DoRA (rank 16, peft)
+        variant, kwargs = variant.split("+")[0], {"backbone_lora": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wrapper = getattr(rfdetr, variant)(pretrain_weights=None, **kwargs)

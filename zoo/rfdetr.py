@@ -2,7 +2,8 @@
 
 Names read from rfdetr 1.11.2 (``rfdetr/models/lwdetr.py``, ``models/backbone/backbone.py``,
 ``models/backbone/dinov2_with_windowed_attn.py``, ``training/param_groups.py``), on every size
-(Nano, Small, Medium, Large, Base) and the Seg / Keypoint variants.
+(Nano, Small, Medium, Large, Base), the Seg / Keypoint variants and rfdetr's own encoder LoRA
+(``backbone_lora=True``: the encoder becomes a peft model, ``backbone.0.encoder.base_model.model.``).
 
 Layer ids follow the architecture: encoder ``embeddings`` -> 0, ``encoder.layer.i`` -> i+1, and
 everything else (encoder ``layernorm``, projector, decoder, heads) -> N+1, N = the encoder's
@@ -32,6 +33,8 @@ from recipes.registry import ADAPTERS, RECIPES
 from recipes.strategies import Strategy, _check_lr
 
 _ENC = r"^backbone\.0\.encoder\."
+# the DINOv2 inside; rfdetr's own encoder LoRA (backbone_lora=True) wraps it in a peft model
+_DINO = _ENC + r"(?:base_model\.model\.)?encoder\."
 _PROJ = r"^backbone\.0\.(?:cross_attn_)?projector\."  # the keypoint model has both
 _HEADS = (
     r"^(?:class_embed|bbox_embed|keypoint_embed|refpoint_embed|query_feat|segmentation_head)\.",
@@ -50,9 +53,9 @@ class RFDETRMap(ModelMap):
 class RFDETR(Adapter):
     name = "rfdetr"
     upstream = "rfdetr 1.11.2"
-    stacks = (("encoder", _ENC + r"encoder\.encoder\.layer\.(\d+)\."),)
-    embed = (_ENC + r"encoder\.embeddings\.",)
-    head = (_ENC + r"encoder\.layernorm\.", _PROJ, r"^transformer\.", *_HEADS)
+    stacks = (("encoder", _DINO + r"encoder\.layer\.(\d+)\."),)
+    embed = (_DINO + r"embeddings\.",)
+    head = (_DINO + r"layernorm\.", _PROJ, r"^transformer\.", *_HEADS)
     components = (
         (_ENC, "encoder"),
         (_PROJ, "projector"),
