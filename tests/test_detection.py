@@ -290,11 +290,13 @@ def test_freeze_encoder_for_n_steps(coco_root: Path):
     opt.step()
     opt.zero_grad()
 
-    task.on_step(model, opt, 1)  # unfreezes, adds the encoder groups with rfdetr's LRs
+    for g in opt.param_groups:  # the engine applies the schedule (here: half the peak) before on_step
+        g["lr"] = 0.5 * 1e-4 * g["lr_scale"]
+    task.on_step(model, opt, 1)  # unfreezes, adds the encoder groups with rfdetr's LRs at the same point
     task.on_step(model, opt, 2)  # idempotent
     added = {n: g["lr"] for g in opt.param_groups for n in g["param_names"] if n.startswith("backbone.0.encoder.")}
     assert len(added) == len(enc) and all(p.requires_grad for p in enc)
-    assert all(lr == pytest.approx(_expected_lr(n), rel=1e-12) for n, lr in added.items())
+    assert all(lr == pytest.approx(0.5 * _expected_lr(n), rel=1e-12) for n, lr in added.items())
     loss, _ = task.train_step(model, batch, CPU)
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.")}

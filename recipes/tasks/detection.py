@@ -268,8 +268,12 @@ class DetectionTask(Task):
         for g in build_param_groups(base, self.cfg.recipe, adapter=self.cfg.get("adapter", "auto")):
             keep = [i for i, p in enumerate(g["params"]) if id(p) in frozen]
             if keep:
-                optimizer.add_param_group({**g, "params": [g["params"][i] for i in keep],
-                                           "param_names": [g["param_names"][i] for i in keep]})  # fmt: skip
+                # the engine applied this step's schedule before calling us: join at the same point of it
+                lr = g["lr"] * _schedule_factor(optimizer, g["lr"] / g["lr_scale"] if g["lr_scale"] else 0.0)
+                optimizer.add_param_group(
+                    {**g, "lr": lr, "params": [g["params"][i] for i in keep],
+                     "param_names": [g["param_names"][i] for i in keep]}
+                )  # fmt: skip
                 added += len(keep)
         log.info("step %d: encoder unfrozen, %d tensors added to the optimizer", step, added)
 
@@ -295,6 +299,14 @@ class DetectionTask(Task):
         if ds.skipped:
             metrics["skipped_images"] = float(len(ds.skipped))
         return metrics
+
+
+def _schedule_factor(optimizer: torch.optim.Optimizer, base_lr: float) -> float:
+    """Where the schedule stands: a group's current ``lr`` over its peak ``base_lr * lr_scale``."""
+    for g in optimizer.param_groups:
+        if g.get("lr_scale") and base_lr:
+            return g["lr"] / (base_lr * g["lr_scale"])
+    return 1.0
 
 
 def _resize_batch(samples: Any, size: int) -> None:
