@@ -53,3 +53,54 @@ def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int
     if not train.get("epochs") or not steps_per_epoch:
         raise ValueError("config: set train.max_steps, or train.epochs with a dataset (or --steps-per-epoch)")
     return int(train["epochs"]) * int(steps_per_epoch), int(steps_per_epoch)
+
+
+# Every `train.*` option the engine reads, with its default (docs/training.md explains each).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
+    "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
+    "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10, "drop_last": True,
+    "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None,
+}  # fmt: skip
+TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option
+# Top-level sections something reads; anything else gets a warning.
+SECTIONS = ("model", "task", "data", "data_root", "policy", "recipe", "adapter", "optimizer", "schedule", "train",
+            "custom_imports", "default_scope", "work_dir")  # fmt: skip
+
+
+def _warn_unread(where: str, keys: Sequence[str], known: Sequence[str]) -> None:
+    import difflib
+    import warnings
+
+    for key in keys:
+        if key.startswith("_") or key in known:
+            continue
+        near = difflib.get_close_matches(key, list(known), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        msg = f"config: `{where}{key}` is not read by anything{hint}; it has no effect"
+        warnings.warn(msg, stacklevel=3)
+        print(f"WARNING: {msg}")
+
+
+def check_config(cfg: Config) -> None:
+    """Warn about top-level sections and ``train.*`` keys nothing reads (typos, stale options)."""
+    _warn_unread("", list(cfg.keys()), SECTIONS)
+    _warn_unread("train.", list(cfg.get("train", {}).keys()), [*TRAIN_DEFAULTS, *TRAIN_ALIASES])
+
+
+def train_options(cfg: Config) -> dict[str, Any]:
+    """``train.*`` merged over :data:`TRAIN_DEFAULTS`, aliases resolved, numbers validated."""
+    given = dict(cfg.get("train", {}))
+    for alias, key in TRAIN_ALIASES.items():
+        if alias in given:
+            if key in given:
+                raise ValueError(f"train: give `{key}` or its alias `{alias}`, not both")
+            given[key] = given.pop(alias)
+    opts = {**TRAIN_DEFAULTS, **{k: v for k, v in given.items() if k in TRAIN_DEFAULTS}}
+    for key in ("batch_size", "grad_accum", "keep_ckpts"):
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"train.{key} must be an int >= 1, got {v!r}")
+    if opts["num_workers"] < 0:
+        raise ValueError(f"train.num_workers must be >= 0, got {opts['num_workers']}")
+    return opts

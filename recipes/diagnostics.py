@@ -1,0 +1,53 @@
+"""Per-group gradient norm, update norm and the cosine between consecutive updates (seed 002).
+
+Measured on the optimizer's own groups, so a layer-decayed or LoRA/norm hybrid run shows each
+group's dynamics by name. Measuring costs one copy of the trainable weights, so the engine asks
+for it at the last two steps of each epoch (one cosine per epoch), or every step with
+``recipe.log_grad_norms`` / ``train.log_grad_norms``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _flat(ts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).float() for t in ts]) if ts else torch.zeros(0)
+
+
+class UpdateTracker:
+    """``before(optimizer)`` just before ``optimizer.step()``, ``after(optimizer)`` just after."""
+
+    def __init__(self) -> None:
+        self._old: list[list[torch.Tensor]] | None = None
+        self._grad_norms: list[float] = []
+        self._prev: dict[int, torch.Tensor] = {}
+        self._prev_step: int | None = None
+
+    @torch.no_grad()
+    def before(self, optimizer: torch.optim.Optimizer) -> None:
+        self._old = [[p.detach().clone() for p in g["params"]] for g in optimizer.param_groups]
+        self._grad_norms = [
+            float(_flat([p.grad for p in g["params"] if p.grad is not None]).norm()) for g in optimizer.param_groups
+        ]
+
+    @torch.no_grad()
+    def after(self, optimizer: torch.optim.Optimizer, step: int) -> list[dict[str, float | str | int]]:
+        """One row per group: grad_norm, update_norm and update_cos (vs the previous measured step)."""
+        if self._old is None:
+            return []
+        rows = []
+        consecutive = self._prev_step == step - 1
+        current: dict[int, torch.Tensor] = {}
+        for i, (g, old) in enumerate(zip(optimizer.param_groups, self._old, strict=False)):
+            delta = _flat([p.detach() - o for p, o in zip(g["params"], old, strict=True)])
+            current[i] = delta
+            cos = float("nan")
+            prev = self._prev.get(i)
+            if consecutive and prev is not None and prev.numel() == delta.numel():
+                denom = float(prev.norm() * delta.norm())
+                cos = float(prev @ delta) / denom if denom > 0 else float("nan")
+            rows.append({"step": step, "group": g.get("name", str(i)), "grad_norm": self._grad_norms[i],
+                         "update_norm": float(delta.norm()), "update_cos": cos})  # fmt: skip
+        self._prev, self._prev_step, self._old = current, step, None
+        return rows

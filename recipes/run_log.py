@@ -1,0 +1,115 @@
+"""What a run writes besides checkpoints: per-step CSV, TensorBoard, eval JSON lines, diagnostics.
+
+Files in the work dir:
+  ``train_log.csv``   step, epoch, loss, base_lr, one ``lr/<group name>`` column per group, img_per_s
+  ``eval_log.jsonl``  one object per evaluation (step, epoch, metrics)
+  ``diagnostics.csv`` step, group, grad_norm, update_norm, update_cos
+  ``tb/``             the same scalars for TensorBoard
+Resuming into the same work dir keeps the rows before the resumed step and drops the later ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TRAIN_CSV, EVAL_JSONL, DIAG_CSV = "train_log.csv", "eval_log.jsonl", "diagnostics.csv"
+DIAG_FIELDS = ["step", "group", "grad_norm", "update_norm", "update_cos"]
+
+
+def _truncate_csv(path: Path, start_step: int) -> None:
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < start_step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    tmp.replace(path)
+
+
+def _truncate_jsonl(path: Path, start_step: int) -> None:
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class RunLog:
+    """Rank 0's writer; other ranks get ``RunLog(None, ...)``, which writes nothing."""
+
+    def __init__(self, work_dir: Path | None, group_names: list[str], start_step: int = 0,
+                 tensorboard: bool = True) -> None:  # fmt: skip
+        self.dir = work_dir
+        self.fields = ["step", "epoch", "loss", "base_lr"] + [f"lr/{n}" for n in group_names] + ["img_per_s"]
+        self.tb = None
+        if work_dir is None:
+            return
+        for name in (TRAIN_CSV, DIAG_CSV):
+            _truncate_csv(work_dir / name, start_step)
+        _truncate_jsonl(work_dir / EVAL_JSONL, start_step)
+        self._csv = self._open_csv(TRAIN_CSV, self.fields)
+        self._diag = self._open_csv(DIAG_CSV, DIAG_FIELDS)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(work_dir / "tb"), purge_step=start_step)
+
+    def _open_csv(self, name: str, fields: list[str]) -> tuple[Any, csv.DictWriter]:
+        path = self.dir / name
+        new = not path.is_file() or path.stat().st_size == 0
+        f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        return f, w
+
+    def step(self, row: dict[str, Any], extra: dict[str, float]) -> None:
+        if self.dir is None:
+            return
+        f, w = self._csv
+        w.writerow(row)
+        f.flush()
+        if self.tb is not None:
+            s = row["step"]
+            self.tb.add_scalar("train/loss", row["loss"], s)
+            self.tb.add_scalar("lr/base", row["base_lr"], s)
+            for k, v in row.items():
+                if k.startswith("lr/"):
+                    self.tb.add_scalar(k, v, s)
+            for k, v in extra.items():
+                self.tb.add_scalar(f"train/{k}", v, s)
+
+    def diagnostics(self, rows: list[dict[str, Any]]) -> None:
+        if self.dir is None or not rows:
+            return
+        f, w = self._diag
+        w.writerows(rows)
+        f.flush()
+        if self.tb is not None:
+            for r in rows:
+                for k in ("grad_norm", "update_norm", "update_cos"):
+                    if not math.isnan(r[k]):
+                        self.tb.add_scalar(f"{k}/{r['group']}", r[k], r["step"])
+
+    def evaluation(self, step: int, epoch: int, metrics: dict[str, float], tag: str = "val") -> None:
+        if self.dir is None:
+            return
+        with open(self.dir / EVAL_JSONL, "a") as f:
+            f.write(json.dumps({"step": step, "epoch": epoch, "split": tag, **metrics}) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"{tag}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.dir is None:
+            return
+        for f, _ in (self._csv, self._diag):
+            f.close()
+        if self.tb is not None:
+            self.tb.close()
