@@ -1,0 +1,156 @@
+"""Trainable policies: which parameters train, and where LoRA goes (seed 002).
+
+``apply_policy(model, dict(type=..., ...))`` changes the model in place (peft's
+``inject_adapter_in_model``, so parameter names stay the architecture's own plus ``lora_A/B``)
+and sets ``requires_grad``; it returns the model. Blocks, norms and the head are found
+generically: the block index of a module comes from the model's registered adapter
+(``recipes.adapter``), a norm is any ``nn.LayerNorm / GroupNorm / BatchNorm* / RMSNorm`` (or a class
+whose name ends in ``Norm``), the head is ``model.get_classifier()`` (timm) or ``head`` (a regex).
+
+Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
+
+- ``full``: every parameter trains.
+- ``lora_only``: LoRA on ``targets`` in every block; the head trains; all else frozen.
+- ``norm_only``: every norm (in blocks and outside) and the head train; all else frozen.
+- ``hybrid_layerwise`` with ``layout``:
+    - ``deep_lora``: LoRA on ``targets`` in the last k blocks (N-k..N-1); the norms of blocks 0..N-k-1
+      train; the head trains; norms outside blocks (a ViT's final ``norm``) stay frozen unless
+      ``outside_norms=True``. ViT-S/16 with CIFAR-100's head: 247,396 trainable, seed 002's count.
+    - ``shallow_lora``: the mirror image (LoRA in blocks 0..k-1, norms in blocks k..N-1).
+
+LRs per role live in the recipe (``lr``, ``lr_lora``, ``lr_norm``, ``loraplus_ratio``);
+``freeze_lora_steps`` here is read by the engine: LoRA tensors get no gradient, update, optimizer
+state or weight decay for the first N optimizer steps, while norms and head train.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from recipes.adapter import canonical_name
+
+POLICIES = ("full", "lora_only", "norm_only", "hybrid_layerwise")
+LAYOUTS = ("deep_lora", "shallow_lora")
+NORM_TYPES = tuple(
+    t for t in (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None)) if t
+)
+ENGINE_KEYS = ("freeze_lora_steps",)  # read by recipes/engine.py, not here
+
+
+def is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith("Norm")
+
+
+def block_of_modules(model: nn.Module, adapter: Any = "auto") -> tuple[dict[str, int | None], int]:
+    """``{module name: block index or None}`` for modules with parameters, and the number of blocks."""
+    from recipes.param_groups import resolve_adapter
+
+    adp = resolve_adapter(model, adapter)
+    names = [canonical_name(n)[0] for n, _ in model.named_parameters()]
+    mmap = adp.describe(model, names)
+    out: dict[str, int | None] = {}
+    for mod_name, mod in model.named_modules():
+        own = [f"{mod_name}.{p}" if mod_name else p for p, _ in mod.named_parameters(recurse=False)]
+        infos = [mmap.params.get(canonical_name(n)[0]) for n in own]
+        if infos:
+            out[mod_name] = next((i.block for i in infos if i is not None), None)
+    return out, mmap.num_layers
+
+
+def head_names(model: nn.Module, head: str | None) -> set[str]:
+    """Parameter names of the classifier head: ``head`` regex, else timm's ``get_classifier()``."""
+    if head is None and hasattr(model, "get_classifier"):
+        clf = model.get_classifier()
+        ids = {id(p) for p in clf.parameters()} if isinstance(clf, nn.Module) else set()
+        return {n for n, p in model.named_parameters() if id(p) in ids}
+    rx = re.compile(head or r"^(?:head|fc|classifier)\.")
+    return {n for n, _ in model.named_parameters() if rx.search(n)}
+
+
+def _lora_modules(model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: Sequence[str]) -> list[str]:
+    found = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and blocks.get(n) in chosen and n.rsplit(".", 1)[-1] in targets]  # fmt: skip
+    if not found:
+        raise ValueError(
+            f"policy: LoRA targets {list(targets)} match no nn.Linear in blocks {sorted(chosen)}; check "
+            "`targets` (last part of a module name, e.g. 'qkv', 'proj', 'fc1', 'fc2' in a timm ViT)"
+        )
+    return found
+
+
+def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, dropout: float) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), model)
+
+
+def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(cfg, Mapping) or cfg.get("type") not in POLICIES:
+        got = cfg.get("type") if isinstance(cfg, Mapping) else cfg
+        raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
+    for key in ("lr", "lr_lora", "lr_norm", "loraplus_ratio"):
+        if key in cfg:
+            raise KeyError(f"policy.{key}: LRs live in the recipe (recipe.{key}=...), so the param groups carry them")
+    allowed = {"type", "layout", "r", "alpha", "dropout", "targets", "lora_blocks", "outside_norms", "head", "adapter", *ENGINE_KEYS}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise KeyError(f"policy: unknown keys {unknown}; it accepts {sorted(allowed)}")
+    return dict(cfg)
+
+
+def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
+    """Apply a trainable policy in place (see the module docstring) and return the model.
+
+    >>> import timm
+    >>> m = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, depth=3, num_classes=10)
+    >>> _ = apply_policy(m, dict(type="hybrid_layerwise", layout="deep_lora", r=4, lora_blocks=1))
+    >>> sorted({n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad and n.startswith("blocks")})
+    ['0', '1', '2']
+    """
+    cfg = _check(policy)
+    kind = cfg["type"]
+    if kind == "full":
+        model.requires_grad_(True)
+        return model
+    blocks, n_blocks = block_of_modules(model, cfg.get("adapter", "auto"))
+    head = head_names(model, cfg.get("head"))
+    norms = {n: blocks.get(n) for n, m in model.named_modules() if is_norm(m) and n in blocks}
+    lora_at: set[int] = set()
+    norm_at: set[str] = set(norms) if kind == "norm_only" else set()
+    if kind == "lora_only":
+        lora_at = set(range(n_blocks))
+    elif kind == "hybrid_layerwise":
+        layout = cfg.get("layout", "deep_lora")
+        if layout not in LAYOUTS:
+            raise ValueError(f"policy.layout must be one of {LAYOUTS}, got {layout!r}")
+        k = int(cfg.get("lora_blocks", round(n_blocks / 3)))
+        if not 0 < k <= n_blocks:
+            raise ValueError(f"policy.lora_blocks must lie in 1..{n_blocks} (the model's blocks), got {k}")
+        lora_at = set(range(n_blocks - k, n_blocks)) if layout == "deep_lora" else set(range(k))
+        norm_at = {n for n, b in norms.items() if (b is not None and b not in lora_at) or (b is None and cfg.get("outside_norms"))}
+    if lora_at:
+        targets = tuple(cfg.get("targets", ("qkv", "proj", "fc1", "fc2")))
+        inject_lora(model, _lora_modules(model, blocks, lora_at, targets), int(cfg.get("r", 8)),
+                    float(cfg.get("alpha", 16)), float(cfg.get("dropout", 0.0)))  # fmt: skip
+    trainable = set(head)
+    for name, p in model.named_parameters():
+        module = name.rsplit(".", 1)[0]
+        p.requires_grad_(name in trainable or canonical_name(name)[1] is not None or module in norm_at)
+    return model
+
+
+def trainable_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters by role: lora, norm, other; and the total."""
+    out = {"lora": 0, "norm": 0, "other": 0}
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        role = "lora" if canonical_name(name)[1] else "norm" if is_norm(modules.get(name.rsplit(".", 1)[0])) else "other"
+        out[role] += p.numel()
+    out["total"] = sum(out.values())
+    return out
