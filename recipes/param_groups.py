@@ -121,6 +121,7 @@ def build_param_groups(
             scale = scales.get(where)
             if scale is None:
                 scale = scales[where] = strategy.lr_scale(info, mmap)
+        scale *= strategy.role_factor(canon, info, lora, p.dim())
         if lora == "lora_B" and strategy.loraplus_ratio:
             scale *= strategy.loraplus_ratio
         wd = strategy.weight_decay_for(info, _no_decay(canon, info, p.dim(), extra))

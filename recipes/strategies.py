@@ -8,6 +8,7 @@ parameter and the :class:`~recipes.adapter.ModelMap` of the whole architecture. 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,7 +45,13 @@ class Strategy:
             classifies then gets ``lr_scale`` 1.0 (``default_lr`` for ``component_depth``), with a warning.
         loraplus_ratio: LoRA+ (Hayou et al. 2024): LoRA B matrices get ``lr x ratio``; composes
             with every other factor.
+        lr_lora: base LR of LoRA tensors (``lora_A/B``, ...) instead of ``lr``: their scale is
+            multiplied by ``lr_lora / base_lr``, so layer decay and LoRA+ still apply on top.
+        lr_norm: the same for normalisation weights and biases (component ``norm``, or a 1-D
+            tensor of a module named like ``norm*``, ``ln*``, ``bn*``); see :meth:`role_factor`.
     """
+
+    NORM_NAME = re.compile(r"(?:^|\.)(?:\w*norm\w*|ln\w*|bn\d*|gn\d*)\.(?:weight|bias)$", re.IGNORECASE)
 
     def __init__(
         self,
@@ -53,6 +60,8 @@ class Strategy:
         no_decay: Sequence[str] = (),
         on_unmatched: str = "error",
         loraplus_ratio: float | None = None,
+        lr_lora: float | None = None,
+        lr_norm: float | None = None,
     ) -> None:
         self.lr = _check_lr("recipe.lr", lr)
         self.weight_decay = _check_lr("recipe.weight_decay", weight_decay)
@@ -65,6 +74,24 @@ class Strategy:
         if loraplus_ratio is not None and _check_lr("recipe.loraplus_ratio", loraplus_ratio) <= 0:
             raise ValueError("recipe.loraplus_ratio must be > 0 (1.0 turns LoRA+ off)")
         self.loraplus_ratio = loraplus_ratio
+        self.lr_lora = None if lr_lora is None else _check_lr("recipe.lr_lora", lr_lora)
+        self.lr_norm = None if lr_norm is None else _check_lr("recipe.lr_norm", lr_norm)
+
+    def role_factor(self, name: str, info: ParamInfo | None, lora: str | None, ndim: int) -> float:
+        """Multiplier for per-role LRs (``lr_lora`` / ``lr_norm``); 1.0 when neither is set.
+
+        ``name`` is the canonical parameter name, ``lora`` its LoRA role (None for a base tensor).
+        """
+        if self.lr_lora is None and self.lr_norm is None:
+            return 1.0
+        if not self.base_lr:
+            raise ValueError("recipe: lr_lora / lr_norm need a non-zero base LR to express them as an lr_scale")
+        if lora:
+            return 1.0 if self.lr_lora is None else self.lr_lora / self.base_lr
+        is_norm = (info is not None and info.component == "norm") or (ndim <= 1 and self.NORM_NAME.search(name))
+        if is_norm and self.lr_norm is not None:
+            return self.lr_norm / self.base_lr
+        return 1.0
 
     @property
     def base_lr(self) -> float:
