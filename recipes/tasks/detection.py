@@ -255,7 +255,14 @@ class DetectionTask(Task):
         from the config's recipe like every other group, join the optimizer. Idempotent.
         """
         self._step = step
-        if self.freeze_steps <= 0 or self.lora or step < self.freeze_steps:
+        if self.freeze_steps <= 0 or self.lora:
+            return
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise ValueError(
+                f"task.freeze_encoder={self.freeze_steps} (unfreeze at a step) does not work under DDP: DDP fixes "
+                "the trained parameters when it wraps the model. Use freeze_encoder=True or False, or one process"
+            )
+        if step < self.freeze_steps:
             return
         base = getattr(model, "module", model)
         frozen = {id(p) for n, p in base.named_parameters() if n.startswith(ENCODER_PREFIX) and not p.requires_grad}
