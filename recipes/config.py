@@ -60,7 +60,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
     "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10, "drop_last": True,
-    "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None,
+    "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
 }  # fmt: skip
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option
 # Top-level sections something reads; anything else gets a warning.

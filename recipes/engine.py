@@ -79,6 +79,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
         check_config(self.cfg)
+        if self.opts["num_threads"]:
+            torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
         self._setup_distributed()
         seed_everything(self.opts["seed"] + self.rank)
         ckpt = self._read_resume()

@@ -1,0 +1,112 @@
+"""The engine on a real timm ViT (tiny) and real data (scikit-learn digits): exact resume, NaN stop, logs."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from recipes.checkpoint import latest_checkpoint
+from recipes.engine import NonFiniteLoss, Trainer
+
+TINY_MODEL = dict(type="timm", name="vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, depth=2,
+                  embed_dim=32, num_heads=2, drop_rate=0.1)  # fmt: skip
+
+
+def tiny_cfg(**train) -> Config:
+    """~126 digits (a 10% slice), batch 16: 7 steps per epoch; augmentation and dropout exercise the RNGs."""
+    aug = [dict(type="Affine", translate_px=(-1, 1), rotate=(-10, 10), p=0.7)]
+    return Config(dict(
+        model=copy.deepcopy(TINY_MODEL),
+        task=dict(type="classification"),
+        data=dict(train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
+                  val=dict(type="digits", split="val")),
+        recipe=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
+        optimizer=dict(type="AdamW"),
+        schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
+        train=dict(dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train),
+    ))  # fmt: skip
+
+
+def losses(work_dir: Path) -> list[tuple[int, float]]:
+    with open(work_dir / "train_log.csv") as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path):
+    full = Trainer(tiny_cfg(ckpt_every=5, ema=dict(decay=0.9)), tmp_path / "full").setup()
+    assert full.steps_per_epoch == 7 and full.total_steps == 14
+    full.train()
+    assert len(full.history) == 14
+    ckpts = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("step_*.pt"))
+    assert ckpts == ["step_0000005.pt", "step_0000010.pt", "step_0000014.pt"]  # mid-epoch 0, mid-epoch 1, end
+    state = torch.load(tmp_path / "full" / "checkpoints" / "step_0000010.pt", weights_only=True)
+    assert state["step"] == 10 and state["total_steps"] == 14 and isinstance(state["rng"][0]["torch"], torch.Tensor)
+
+    # a run "stopped" after step 5: its work dir as it was then (checkpoint pointer at step 5, logs beyond it)
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "full", stopped)
+    (stopped / "checkpoints" / "last").write_text("step_0000005.pt")
+    resumed = Trainer(tiny_cfg(ckpt_every=5, ema=dict(decay=0.9)), stopped, resume=True).setup()
+    assert resumed.step == 5
+    resumed.train()
+    assert resumed.history == full.history[5:]  # exact float equality, including mid-epoch batches
+    assert losses(stopped) == losses(tmp_path / "full")  # the CSV was cut at step 5 and continued
+    a = torch.load(tmp_path / "full" / "checkpoints" / "step_0000014.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "step_0000014.pt", weights_only=True)
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+
+
+def test_changed_schedule_length_warns_on_resume(tmp_path):
+    Trainer(tiny_cfg(max_steps=4), tmp_path).setup().train()
+    with pytest.warns(UserWarning, match="the schedule changed since the checkpoint: it was 4 steps"):
+        Trainer(tiny_cfg(max_steps=6), tmp_path, resume=True).setup()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    t = Trainer(tiny_cfg(ckpt_every=2), tmp_path).setup()
+    step = t.task.train_step
+
+    def poisoned(model, batch, device):
+        loss, logs = step(model, batch, device)
+        return (loss * float("nan") if t.step == 3 else loss), logs
+
+    t.task.train_step = poisoned
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 3"):
+        t.train()
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_0000002.pt"
+    assert "STOPPED: loss is nan at step 3" in capsys.readouterr().out
+
+
+def test_grad_accum_amp_clip_and_diagnostics(tmp_path):
+    t = Trainer(tiny_cfg(max_steps=3, grad_accum=2, amp="bf16", clip_grad=1.0, log_grad_norms=True), tmp_path)
+    t.setup().train()
+    with open(tmp_path / "diagnostics.csv") as f:
+        rows = list(csv.DictReader(f))
+    groups = {g["name"] for g in t.optimizer.param_groups}
+    assert {r["group"] for r in rows} == groups and {int(r["step"]) for r in rows} == {0, 1, 2}
+    assert all(float(r["grad_norm"]) > 0 for r in rows)
+    assert all(float(r["update_norm"]) > 0 for r in rows if r["step"] != "0")  # step 0: warm-up lr 0
+    assert all(-1 <= float(r["update_cos"]) <= 1 for r in rows if r["step"] == "2")  # step 1 follows a zero update
+    header = (tmp_path / "train_log.csv").read_text().splitlines()[0]
+    assert header.startswith("step,epoch,loss,base_lr,lr/embed.") and header.endswith("img_per_s")
+
+
+def test_schedule_is_applied_to_every_group_with_lr_scale(tmp_path):
+    t = Trainer(tiny_cfg(max_steps=4), tmp_path).setup()
+    t.train()
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        step = int(row["step"])
+        for g in t.optimizer.param_groups:
+            assert float(row[f"lr/{g['name']}"]) == pytest.approx(t.schedule.group_lr(step, g["lr_scale"]), rel=1e-12)
+    # the weight-decay schedule touched only groups with weight decay
+    assert all(g["weight_decay"] == 0 for g in t.optimizer.param_groups if g["name"].endswith("no_decay"))
+    assert all(g["weight_decay"] > 0.05 for g in t.optimizer.param_groups if g["name"].endswith(".decay"))
