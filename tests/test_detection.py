@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: faster than two on a shared 2-core machine (no oversubscription)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def raccoon(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The raccoon archive unpacked: images/, annotations/, data/."""
@@ -177,12 +186,14 @@ def test_train_augmentation_keeps_boxes_valid(coco_root: Path):
     torch.manual_seed(0)
     np.random.seed(0)
     for k in range(len(ds)):
-        for _ in range(3):
+        for epoch in range(3):
+            ds.set_epoch(epoch)
             image, t = ds[k]
             assert image.shape == (3, 96, 96)
             b = t["boxes"]
             assert len(b) == len(t["labels"]) <= len(ds.anns[ds.images[k]["id"]])
             assert ((b >= 0) & (b <= 1)).all() and (b[:, 2:] > 0).all()
+            torch.testing.assert_close(ds[k][0], image)  # seeded by (seed, epoch, index): resumable
 
 
 # --- evaluation --------------------------------------------------------------------------------------
@@ -359,3 +370,33 @@ def test_predict_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
     png = tmp_path / "out" / f"{image.stem}.png"
     assert Image.open(png).size == Image.open(image).size
     assert "300 boxes >= 0.0" in capsys.readouterr().out  # rfdetr keeps num_select=300 detections
+
+
+def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path: Path, capsys, caplog):
+    from tools import predict, train
+
+    config = str(ROOT / "configs" / "rfdetr_ft.py")
+    opts = [f"data_root={coco_root}", "model.resolution=128", "task.multi_scale=False", "train.max_steps=4",
+            "train.batch_size=4", "train.grad_accum=1", "train.ckpt_every=2", "train.progress=False"]  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    with caplog.at_level(logging.WARNING, logger="recipes.detection"):
+        assert train.main([config, "--work-dir", str(a), "--cfg-options", *opts]) == 0
+    assert "starting from random weights" in caplog.text
+    out = capsys.readouterr().out
+    assert "[eval] epoch 1 step 2: mAP=" in out and "ema_mAP50=" in out and "AP/raccoon=" in out
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["steps"] == 4 and math.isfinite(summary["final_loss"]) and "best_mAP" in summary
+
+    mid = a / "checkpoints" / "step_0000002.pt"
+    assert train.main([config, "--work-dir", str(b), "--resume", str(mid), "--cfg-options", *opts]) == 0
+    assert "[resume]" in capsys.readouterr().out
+    end_a = torch.load(a / "checkpoints" / "step_0000004.pt", weights_only=True)
+    end_b = torch.load(b / "checkpoints" / "step_0000004.pt", weights_only=True)
+    for key in ("model", "ema"):
+        for name, value in end_a[key].items():
+            torch.testing.assert_close(end_b[key][name], value, rtol=0, atol=0, msg=f"{key}: {name}")
+
+    image = next((coco_root / "valid").glob("*.jpg"))
+    args = [config, str(a / "checkpoints" / "step_0000004.pt"), str(image), "--ema", "--out-dir", str(tmp_path / "p")]
+    assert predict.main([*args, "--cfg-options", f"data_root={coco_root}", "model.resolution=128"]) == 0
+    assert (tmp_path / "p" / f"{image.stem}.png").is_file()

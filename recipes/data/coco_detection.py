@@ -125,6 +125,7 @@ class CocoDetection(Dataset):
         size: int = 384,
         train: bool = False,
         num_classes: int | None = None,
+        seed: int = 0,
         **aug: Any,
     ) -> None:
         self.ann_file = Path(ann_file)
@@ -139,6 +140,7 @@ class CocoDetection(Dataset):
                 "leave num_classes unset to follow the dataset, or fix the 'categories' list"
             )
         self.size, self.train = size, train
+        self.seed, self.epoch = int(seed), 0
         self.transform = build_transform(train, size, **aug)
         self.images, self.anns = self._index(coco)
         self.skipped: list[str] = []  # images that failed to decode, in this process
@@ -171,6 +173,10 @@ class CocoDetection(Dataset):
         self.num_clipped, self.num_dropped = n_clip, n_drop
         return coco["images"], anns
 
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation is seeded per sample from (seed, epoch, index): resumed runs see the same data."""
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -196,6 +202,8 @@ class CocoDetection(Dataset):
         h, w = image.shape[:2]
         rows = self.anns[self.images[index]["id"]]
         boxes, keep, _, _ = clean_boxes(_xywh(rows[:, :4]), w, h)
+        if self.train:
+            self.transform.set_random_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**32)
         out = self.transform(image=image, bboxes=boxes[keep], labels=rows[keep, 4].astype(np.int64))
         img = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))).float()
         return img, self._target(index, out["bboxes"], out["labels"], (h, w), img.shape[1:])
