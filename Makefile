@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/python tools/show_lr.py configs/default.py --out-dir work_dirs/show_lr
+	$(BIN)/python tools/train.py configs/default.py --work-dir work_dirs/default
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

@@ -1,0 +1,133 @@
+"""Trainable policies on real timm ViTs: seed 002's counts, per-role LRs, freeze_lora_steps in the engine."""
+
+from __future__ import annotations
+
+import copy
+import csv
+
+import pytest
+import timm
+import torch
+from mmengine.config import Config
+
+from recipes.adapter import canonical_name
+from recipes.engine import Trainer
+from recipes.param_groups import build_param_groups
+from recipes.policies import apply_policy, trainable_counts
+from tests.test_engine import tiny_cfg
+
+
+def vit(depth: int = 3, device: str = "cpu", name: str = "vit_tiny_patch16_224", **kw) -> torch.nn.Module:
+    with torch.device(device):
+        return timm.create_model(name, depth=depth, **kw)
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        (dict(type="lora_only"), {"lora": 589_824, "norm": 0, "other": 38_500, "total": 628_324}),
+        (dict(type="norm_only"), {"lora": 0, "norm": 19_200, "other": 38_500, "total": 57_700}),
+        (dict(type="hybrid_layerwise", layout="deep_lora"), {"lora": 196_608, "norm": 12_288, "other": 38_500, "total": 247_396}),
+    ],
+    ids=["lora_only", "norm_only", "deep_lora"],
+)
+def test_seed002_trainable_counts_on_vit_s16_cifar100(policy, expected):
+    with torch.device("meta"):
+        model = timm.create_model("vit_small_patch16_224", num_classes=100)
+    apply_policy(model, dict(policy, r=8, alpha=16) if policy["type"] != "norm_only" else policy)
+    assert trainable_counts(model) == expected  # the "Trainable Params" column of seed 002's table
+
+
+def test_deep_lora_layout_is_exactly_as_documented():
+    model = vit(depth=3, img_size=32, patch_size=16, num_classes=10)
+    apply_policy(model, dict(type="hybrid_layerwise", layout="deep_lora", r=4, lora_blocks=1))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if canonical_name(n)[1]}
+    assert {n.split(".")[1] for n in lora} == {"2"}  # the deepest block only
+    assert {n.split(".")[2].split(".")[0] for n in lora} == {"attn", "mlp"}
+    assert {canonical_name(n)[0] for n in lora} == {f"blocks.2.{m}.weight" for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+    norms = {n for n in trainable if not canonical_name(n)[1] and not n.startswith("head")}
+    assert norms == {f"blocks.{b}.{m}.{w}" for b in (0, 1) for m in ("norm1", "norm2") for w in ("weight", "bias")}
+    assert {"head.weight", "head.bias"} <= trainable and "norm.weight" not in trainable
+    model2 = vit(depth=3, img_size=32, patch_size=16, num_classes=10)
+    apply_policy(model2, dict(type="hybrid_layerwise", layout="shallow_lora", r=4, lora_blocks=1))
+    assert {n.split(".")[1] for n, p in model2.named_parameters() if p.requires_grad and "lora_" in n} == {"0"}
+
+
+def test_per_role_lrs_and_loraplus_in_the_groups():
+    model = vit(depth=3, img_size=32, patch_size=16, num_classes=10)
+    apply_policy(model, dict(type="hybrid_layerwise", layout="deep_lora", r=4, lora_blocks=1))
+    recipe = dict(type="flat", lr=1e-3, lr_lora=5e-4, lr_norm=2e-3, loraplus_ratio=4.0, weight_decay=0.05)
+    groups = build_param_groups(model, recipe)
+    lr_of = {n: g["lr"] for g in groups for n in g["param_names"]}
+    for name, lr in lr_of.items():
+        role = canonical_name(name)[1]
+        want = 5e-4 * 4 if role == "lora_B" else 5e-4 if role else 1e-3 if name.startswith("head") else 2e-3
+        assert lr == pytest.approx(want, rel=1e-12), name
+    # layer decay composes: the LoRA scale is lr_lora / lr on top of the block's decay
+    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5, lr_lora=0.25))
+    a = next(g for g in groups for n in g["param_names"] if n.startswith("blocks.2.attn.qkv.lora_A"))
+    assert a["lr_scale"] == 0.5 * 0.25
+
+
+def test_policy_errors_are_clear():
+    model = vit(depth=2, img_size=32, patch_size=16, num_classes=10)
+    with pytest.raises(ValueError, match="policy.type must be one of"):
+        apply_policy(model, dict(type="lora_everything"))
+    with pytest.raises(KeyError, match=r"policy.lr_lora: LRs live in the recipe"):
+        apply_policy(model, dict(type="lora_only", lr_lora=1e-4))
+    with pytest.raises(ValueError, match=r"LoRA targets \['nope'\] match no nn.Linear"):
+        apply_policy(model, dict(type="lora_only", targets=["nope"]))
+
+
+def test_freeze_lora_steps_in_the_engine(tmp_path):
+    cfg = tiny_cfg(max_steps=5, ckpt_every=3)
+    cfg.model["depth"] = 3
+    cfg.policy = dict(type="hybrid_layerwise", layout="deep_lora", r=4, lora_blocks=1, freeze_lora_steps=3)
+    cfg.recipe = dict(type="flat", lr=1e-3, lr_lora=5e-4, lr_norm=1e-3, weight_decay=0.05)
+    cfg.schedule = dict(type="constant")
+    t = Trainer(cfg, tmp_path).setup()
+    model = t.model
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert lora and others
+    t.train()
+    at3 = torch.load(tmp_path / "checkpoints" / "step_0000003.pt", weights_only=True)
+    for n, v in lora.items():  # no update, no weight decay during the freeze
+        assert torch.equal(at3["model"][n], v), n
+    assert any(not torch.equal(at3["model"][n], v) for n, v in others.items())  # norms and head trained
+    ids = {id(p): n for n, p in model.named_parameters()}
+    order = [ids[id(p)] for g in t.optimizer.param_groups for p in g["params"]]
+    state = at3["optimizer"]["state"]
+    assert not any("lora_" in order[i] for i in state)  # no AdamW state for LoRA yet
+    final = {n: p for n, p in model.named_parameters()}
+    assert all(not torch.equal(final[n].detach(), v) for n, v in lora.items() if "lora_B" in n)  # they train after
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    lora_ids = {id(p) for n, p in model.named_parameters() if "lora_" in n}
+    group = next(g["name"] for g in t.optimizer.param_groups if all(id(p) in lora_ids for p in g["params"]))
+    col = f"lr/{group}"
+    assert [float(r[col]) for r in rows] == [0.0, 0.0, 0.0, 5e-4, 5e-4]
+
+
+def test_show_lr_applies_the_policy(tmp_path, capsys):
+    from tools.show_lr import main
+
+    assert main(["configs/vit_s16_cifar100_deep_lora.py", "--out-dir", str(tmp_path), "--steps-per-epoch", "390",
+                 "--cfg-options", "model.device=meta", "model.num_classes=100"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "params=247.40K" in out and "lr=0.0005" in out
+
+
+def test_seed002_configs_build_their_recipe():
+    from recipes.config import load_config
+
+    for name in ("lora_only", "norm_only", "deep_lora"):
+        cfg = load_config(f"configs/vit_s16_cifar100_{name}.py")
+        assert (cfg.train.batch_size, cfg.train.epochs, cfg.recipe.weight_decay) == (128, 15, 0.05)
+        assert cfg.schedule == dict(type="cosine", warmup_steps=0, min_lr=1e-5, floor_mode="absolute")
+        if name != "norm_only":
+            assert (cfg.policy.r, cfg.policy.alpha, cfg.policy.freeze_lora_steps) == (8, 16, 400)
+            assert (cfg.recipe.lr, cfg.recipe.lr_lora, cfg.recipe.lr_norm) == (1e-3, 5e-4, 1e-3)
+    assert copy.deepcopy(cfg.model)["name"] == "vit_small_patch16_224"
+    assert isinstance(cfg, Config)
