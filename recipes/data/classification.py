@@ -99,7 +99,8 @@ def to_tensor(img: Any) -> torch.Tensor:
         return img.float()
     if img.ndim == 2:
         img = img[:, :, None]
-    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    arr = np.ascontiguousarray(img.transpose(2, 0, 1))
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # idx files are read-only buffers
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
