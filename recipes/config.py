@@ -59,7 +59,7 @@ def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
-    "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10, "drop_last": True,
+    "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
 }  # fmt: skip
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option

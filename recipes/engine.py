@@ -75,6 +75,7 @@ class Trainer:
         self.step = 0
         self.history: list[tuple[int, float]] = []  # (step, loss) of this process, for tests and the summary
         self.best: tuple[float, int] | None = None
+        self.imgs, self.t0 = 0, time.perf_counter()
 
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
@@ -157,7 +158,13 @@ class Trainer:
             raise KeyError(f"optimizer.type: {name!r} is not a torch.optim optimizer; known: {sorted(known)}")
         if self.is_main:
             print(format_lr_grid(groups, self.model, title="lr_grid"))
-            print(f"[params] trainable {self.trainable:,} of {self.total_params:,} ({100 * self.trainable / max(1, self.total_params):.2f}%)")
+            pct = 100 * self.trainable / max(1, self.total_params)
+            roles = ""
+            if self.cfg.get("policy"):
+                from recipes.policies import trainable_counts
+
+                roles = " by role " + ", ".join(f"{k} {v:,}" for k, v in trainable_counts(self.model).items() if k != "total")
+            print(f"[params] trainable {self.trainable:,} of {self.total_params:,} ({pct:.2f}%){roles}")
         return cls(groups, **opt_cfg)
 
     def _setup_schedule(self, ckpt: dict[str, Any] | None) -> None:
@@ -276,6 +283,8 @@ class Trainer:
         row.update({f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups})
         self.log.step(row, logs)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{base:.3g}", img_s=f"{rate:.0f}", refresh=False)
+        if self.is_main and not self.opts["progress"] and self.opts["log_every"] and self.step % self.opts["log_every"] == 0:
+            print(f"[train] step {self.step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} lr {base:.4g} img/s {rate:.0f}")
         bar.update(1)
         every = self.opts["ckpt_every"]
         if every and self.step % every == 0 and self.step < self.total_steps:
