@@ -112,3 +112,20 @@ def test_metrics_and_temperature_scaling():
     t = fit_temperature(over, labels)
     assert t > 2.0
     assert expected_calibration_error(over / t, labels) < 0.5 * expected_calibration_error(over, labels)
+
+
+def test_real_fashion_mnist_idx_and_its_config():
+    from pathlib import Path
+
+    from recipes.config import load_config
+    from recipes.tasks.classification import ClassificationTask
+
+    root = Path("/usr/share/datasets/fashion-mnist")
+    if not (root / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+    cfg = load_config("configs/fashion_mnist_vit.py")
+    task = ClassificationTask(cfg)
+    train, val = task.build_datasets()
+    assert (len(train), len(val), len(task.dataset("test"))) == (55_000, 5_000, 10_000)
+    x, y = task.dataset("test")[0]
+    assert x.shape == (1, 28, 28) and train.classes[y] == "Ankle boot"  # the first test image
