@@ -411,6 +411,10 @@ class Trainer:
                                    "total_params": self.total_params,
                                    "final_loss": self.history[-1][1] if self.history else None}  # fmt: skip
         summary["val"] = getattr(self, "last_metrics", {})
+        if self.cfg.get("policy"):
+            from recipes.policies import trainable_counts
+
+            summary["trainable_by_role"] = trainable_counts(self._bare_model())
         if self.best:
             summary[f"best_{self.task.primary_metric}"], summary["best_epoch"] = self.best
         if hasattr(self.task, "final_report"):

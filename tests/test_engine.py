@@ -38,27 +38,32 @@ def losses(work_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
-def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path):
-    full = Trainer(tiny_cfg(ckpt_every=5, ema=dict(decay=0.9)), tmp_path / "full").setup()
-    assert full.steps_per_epoch == 7 and full.total_steps == 14
+@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "num_workers": 1, "epochs": 4}], ids=["plain", "accum_workers"])
+def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path, extra):
+    opts = dict(ckpt_every=5, ema=dict(decay=0.9), **extra)
+    full = Trainer(tiny_cfg(**opts), tmp_path / "full").setup()
+    spe = 7 // opts.get("grad_accum", 1)
+    assert full.steps_per_epoch == spe and full.total_steps == 14 - 2 * bool(extra)
     full.train()
-    assert len(full.history) == 14
+    assert len(full.history) == full.total_steps
     ckpts = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("step_*.pt"))
-    assert ckpts == ["step_0000005.pt", "step_0000010.pt", "step_0000014.pt"]  # mid-epoch 0, mid-epoch 1, end
+    assert ckpts == ["step_0000005.pt", "step_0000010.pt", f"step_{full.total_steps:07d}.pt"]
+    assert 5 % spe and 10 % spe  # both mid-epoch
     state = torch.load(tmp_path / "full" / "checkpoints" / "step_0000010.pt", weights_only=True)
-    assert state["step"] == 10 and state["total_steps"] == 14 and isinstance(state["rng"][0]["torch"], torch.Tensor)
+    assert state["step"] == 10 and state["total_steps"] == full.total_steps and isinstance(state["rng"][0]["torch"], torch.Tensor)
 
     # a run "stopped" after step 5: its work dir as it was then (checkpoint pointer at step 5, logs beyond it)
     stopped = tmp_path / "stopped"
     shutil.copytree(tmp_path / "full", stopped)
     (stopped / "checkpoints" / "last").write_text("step_0000005.pt")
-    resumed = Trainer(tiny_cfg(ckpt_every=5, ema=dict(decay=0.9)), stopped, resume=True).setup()
+    resumed = Trainer(tiny_cfg(**opts), stopped, resume=True).setup()
     assert resumed.step == 5
     resumed.train()
     assert resumed.history == full.history[5:]  # exact float equality, including mid-epoch batches
     assert losses(stopped) == losses(tmp_path / "full")  # the CSV was cut at step 5 and continued
-    a = torch.load(tmp_path / "full" / "checkpoints" / "step_0000014.pt", weights_only=True)
-    b = torch.load(stopped / "checkpoints" / "step_0000014.pt", weights_only=True)
+    last = f"step_{full.total_steps:07d}.pt"
+    a = torch.load(tmp_path / "full" / "checkpoints" / last, weights_only=True)
+    b = torch.load(stopped / "checkpoints" / last, weights_only=True)
     for key in ("model", "ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
 
