@@ -245,8 +245,11 @@ class Trainer:
                     if self.step >= self.total_steps:
                         break
                     self._one_step(it, epoch, bar)
-                if self.step % spe == 0 or self.step >= self.total_steps:
-                    self._end_of_epoch(epoch)
+                    if self.step % spe == 0 or self.step >= self.total_steps:
+                        self._end_of_epoch(epoch)  # before the checkpoint, so a resume never skips it
+                    every = o["ckpt_every"]
+                    if every and self.step % every == 0 and self.step < self.total_steps:
+                        self.save_checkpoint()
         except NonFiniteLoss as e:
             bar.close()
             last = latest_checkpoint(self.work_dir / "checkpoints")
@@ -286,9 +289,6 @@ class Trainer:
         if self.is_main and not self.opts["progress"] and self.opts["log_every"] and self.step % self.opts["log_every"] == 0:
             print(f"[train] step {self.step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} lr {base:.4g} img/s {rate:.0f}")
         bar.update(1)
-        every = self.opts["ckpt_every"]
-        if every and self.step % every == 0 and self.step < self.total_steps:
-            self.save_checkpoint()
 
     def _zero_lora_lrs(self) -> None:
         """During ``freeze_lora_steps``: groups made only of LoRA tensors show (and use) lr 0."""
@@ -307,8 +307,6 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, logs = self.task.train_step(self.model, batch, self.device)
                 value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(f"loss is {value} at step {self.step} (micro-batch {k})")
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += value / accum
@@ -316,6 +314,8 @@ class Trainer:
             t = torch.tensor([total], device=self.device)
             torch.distributed.all_reduce(t)
             total = float(t) / self.world
+        if not math.isfinite(total):  # checked after the all-reduce: every rank stops at the same step
+            raise NonFiniteLoss(f"loss is {total} at step {self.step}")
         return total, logs
 
     def _optimizer_step(self, lora_frozen: bool) -> None:
