@@ -45,7 +45,10 @@ def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int
     if steps_per_epoch is None and "data" in cfg and train.get("epochs"):
         from recipes.registry import DATASETS
 
-        n = len(DATASETS.build(cfg.data["train"]))
+        d = dict(cfg.data["train"])
+        if d.get("root") is None and cfg.get("data_root") is not None:
+            d["root"] = cfg.data_root  # as the tasks do
+        n = len(DATASETS.build(d))
         batch = train.get("batch_size", 1) * train.get("grad_accum", 1)
         steps_per_epoch = max(1, n // batch if train.get("drop_last", True) else math.ceil(n / batch))
     if train.get("max_steps"):
