@@ -286,8 +286,10 @@ def test_freeze_encoder_for_n_steps(coco_root: Path):
     cfg = _cfg(coco_root, freeze_encoder=1)
     task = _task(cfg)
     model = task.build_model()
-    enc = [p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.")]
+    enc = [p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.") and "mask_token" not in n]
     assert enc and not any(p.requires_grad for p in enc)
+    # DINOv2's mask token never gets a gradient (rfdetr's own DDP probe): frozen for good, for plain DDP
+    assert not model.backbone[0].encoder.encoder.embeddings.mask_token.requires_grad
     opt = torch.optim.AdamW(build_param_groups(model, cfg.recipe, adapter=cfg.adapter))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not in_opt & {id(p) for p in enc}  # no optimizer state for the frozen encoder
@@ -310,9 +312,7 @@ def test_freeze_encoder_for_n_steps(coco_root: Path):
     assert all(lr == pytest.approx(0.5 * _expected_lr(n), rel=1e-12) for n, lr in added.items())
     loss, _ = task.train_step(model, batch, CPU)
     loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.")}
-    assert grads["backbone.0.encoder.encoder.encoder.layer.0.attention.attention.query.weight"] is not None
-    assert sum(g is not None for g in grads.values()) > 0.9 * len(grads)  # (mask_token and the like stay unused)
+    assert all(p.grad is not None for p in enc)  # every trainable encoder tensor: plain DDP needs that
 
 
 def test_lora_on_the_encoder(coco_root: Path):

@@ -33,6 +33,10 @@ log = logging.getLogger("recipes.detection")
 SIZES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium", "large": "RFDETRLarge",
          "base": "RFDETRBase"}  # fmt: skip
 ENCODER_PREFIX = "backbone.0.encoder."
+# DINOv2's mask token only serves masked-image pretraining: it never gets a gradient here (rfdetr's
+# trainer.py probe finds it the one always-unused tensor). Frozen, so plain DDP works; AdamW skips
+# tensors without gradients, so training is the same as rfdetr's.
+NEVER_USED = ("embeddings.mask_token",)
 MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")  # the last decoder layer's terms, logged as is
 
 
@@ -158,6 +162,9 @@ class DetectionTask(Task):
         tc = wrapper.get_train_config(dataset_dir=str(self.cfg.get("data_root") or "."), **self.train_config_overrides)
         self.criterion, self.postprocess = build_criterion_from_config(self.model_config, tc)
         model = wrapper.model.model
+        for name, p in model.named_parameters():
+            if name.endswith(NEVER_USED):
+                p.requires_grad_(False)
         if self.freeze_steps and not self.lora:
             n = set_encoder_trainable(model, False)
             until = "for good" if self.freeze_steps < 0 else f"for the first {self.freeze_steps} steps"
@@ -326,7 +333,7 @@ def _resize_batch(samples: Any, size: int) -> None:
 
 def set_encoder_trainable(model: nn.Module, trainable: bool) -> int:
     """``requires_grad`` of every encoder tensor (``backbone.0.encoder``); returns how many."""
-    params = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX)]
+    params = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX) and not n.endswith(NEVER_USED)]
     if not params:
         raise ValueError(f"detection: no parameter under {ENCODER_PREFIX!r}; is this an RF-DETR model?")
     for p in params:
