@@ -21,7 +21,7 @@ recipe = dict(type="layer_decay", lr=1e-3, decay=0.75, weight_decay=0.05)
 optimizer = dict(type="AdamW", betas=(0.9, 0.999))
 schedule = dict(type="cosine", warmup_epochs=3, min_lr_ratio=0.01)  # floors relative to each group's peak
 train = dict(
-    epochs=45, batch_size=32, seed=0,  # 39 steps per epoch, 1,755 steps
+    epochs=60, batch_size=32, seed=0,  # 39 steps per epoch, 2,340 steps
     ckpt_every=500,
     num_threads=1,  # a 0.7M-parameter model gains little from more threads; 1 avoids oversubscribing busy CPUs
 )  # fmt: skip
