@@ -6,9 +6,9 @@ adapter = "auto"
 # LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); seed 001 gives only rank/alpha
 policy = dict(
     type="lora_only",
-    rank=16,
+    r=16,
     alpha=16,
-    target_modules=r".*\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\.linear_(?:in|out))|single_transformer_blocks\.\d+\.attn\.to_out",
+    targets=r".*\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\.linear_(?:in|out))|single_transformer_blocks\.\d+\.attn\.to_out",
 )
 recipe = dict(
     type="component_depth",

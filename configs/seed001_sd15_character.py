@@ -6,9 +6,9 @@ adapter = "auto"
 # LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); seed 001 gives only rank/alpha
 policy = dict(
     type="lora_only",
-    rank=8,
+    r=8,
     alpha=8,
-    target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
 )
 recipe = dict(
     type="component_depth",

@@ -6,9 +6,9 @@ adapter = "auto"
 # LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); seed 001 gives only rank/alpha
 policy = dict(
     type="lora_only",
-    rank=16,
+    r=16,
     alpha=16,
-    target_modules=[
+    targets=[
         "to_q",
         "to_k",
         "to_v",

@@ -5,7 +5,7 @@ model = dict(type="diffusers", preset="zimage-turbo", device="meta")
 adapter = "auto"
 # LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); seed 001 gives only rank/alpha
 policy = dict(
-    type="lora_only", rank=16, alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"]
+    type="lora_only", r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"]
 )
 recipe = dict(
     type="component_depth",
