@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 LAST = "last"  # text file in the checkpoint folder naming the newest complete checkpoint
+BEST = "best.pt"  # in the work dir: the weights that scored best (plain or EMA), with class names and metrics
+BEST_INFO = "best.json"  # beside it: metric, value, epoch, step and which weights
 
 
 def rng_state() -> dict[str, Any]:

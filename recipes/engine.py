@@ -30,6 +30,8 @@ from torch import nn
 
 from recipes.adapter import canonical_name
 from recipes.checkpoint import (
+    BEST,
+    BEST_INFO,
     LAST,
     latest_checkpoint,
     load_checkpoint,
@@ -74,7 +76,7 @@ class Trainer:
         self.opts = train_options(cfg)
         self.step = 0
         self.history: list[tuple[int, float]] = []  # (step, loss) of this process, for tests and the summary
-        self.best: tuple[float, int] | None = None
+        self.best: tuple[float, int, str] | None = None  # (value, epoch, "model" or "ema")
         self.imgs, self.t0 = 0, time.perf_counter()
 
     # ------------------------------------------------------------------------------------- setup
@@ -169,8 +171,9 @@ class Trainer:
 
     def _setup_schedule(self, ckpt: dict[str, Any] | None) -> None:
         self.total_steps, _ = schedule_steps(self.cfg, self.steps_per_epoch)
-        self.schedule = build_schedule(self.cfg.schedule, total_steps=self.total_steps,
-                                       steps_per_epoch=self.steps_per_epoch, lr=self.base_lr)  # fmt: skip
+        self.schedule = build_schedule(self.cfg.schedule, total_steps=self.total_steps, lr=self.base_lr,
+                                       steps_per_epoch=self.steps_per_epoch,
+                                       fit_warmup=bool(self.opts["max_steps"]))  # fmt: skip
         self.freeze_lora_steps = int((self.cfg.get("policy") or {}).get("freeze_lora_steps", 0) or 0)
         if ckpt is not None and (ckpt.get("total_steps"), ckpt.get("steps_per_epoch")) != (self.total_steps, self.steps_per_epoch):
             msg = (f"the schedule changed since the checkpoint: it was {ckpt.get('total_steps')} steps "
@@ -201,7 +204,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
-        self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
+        best = ckpt.get("best")
+        self.best = (float(best[0]), int(best[1]), str(best[2]) if len(best) > 2 else "model") if best else None
         rngs = ckpt["rng"]
         set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
         if self.is_main:
@@ -227,7 +231,25 @@ class Trainer:
             for p in old:
                 shutil.move(str(p), str(dest / p.name))
             print(f"[work_dir] an earlier run's files were moved to {dest}")
+        if resuming:
+            self._set_aside_later_best()
         self.cfg.dump(str(self.work_dir / "config.py"))
+
+    def _set_aside_later_best(self) -> None:
+        """Resuming from an earlier checkpoint: a best.pt written after it belongs to the abandoned branch."""
+        info = self.work_dir / BEST_INFO
+        if not info.is_file():
+            return
+        saved = json.loads(info.read_text())
+        if int(saved.get("step", 0)) <= self.step:
+            return
+        dest = self.work_dir / "previous" / f"best_after_step_{self.step}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (BEST, BEST_INFO):
+            if (self.work_dir / name).exists():
+                shutil.move(str(self.work_dir / name), str(dest / name))
+        print(f"[resume] the best checkpoint was written at step {saved['step']}, after this resume point "
+              f"(step {self.step}); moved to {dest}")  # fmt: skip
 
     # ------------------------------------------------------------------------------------- train
     def train(self) -> dict[str, Any]:
@@ -367,18 +389,40 @@ class Trainer:
         metrics = self._evaluate(self._bare_model(), self.val_set)
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
-        key = self.task.primary_metric
-        if key in metrics:
-            better = self.best is None or (metrics[key] > self.best[0] if self.task.higher_is_better else metrics[key] < self.best[0])
-            if better:
-                self.best = (metrics[key], epoch + 1)
+        key, improved = self.task.primary_metric, None
+        for source, name in (("model", key), ("ema", f"ema_{key}")):
+            value = metrics.get(name)
+            if value is not None and math.isfinite(value) and self._better(value):
+                self.best, improved = (float(value), epoch + 1, source), source
+        if improved:
+            self._save_best(metrics)
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
         if self.is_main:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             print(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")
 
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.task.higher_is_better else value < self.best[0]
+
     # ------------------------------------------------------------------------------------- save
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume."""
+        if not self.is_main or self.best is None:
+            return
+        value, epoch, source = self.best
+        module = self.ema.module if source == "ema" else self._bare_model()
+        info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
+                "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
+        state = {"model": module.state_dict(), **info, "class_names": list(self.task.class_names),
+                 "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
+        save_atomic(state, self.work_dir / BEST)
+        write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
+        print(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
+              f"{self.work_dir / BEST}")  # fmt: skip
+
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
         rngs = [rng_state()]
@@ -395,6 +439,7 @@ class Trainer:
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world, "rng": rngs, "best": list(self.best) if self.best else None,
             "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model)),
+            "class_names": list(self.task.class_names),
         }  # fmt: skip
         ckpt_dir = self.work_dir / "checkpoints"
         path = ckpt_dir / f"step_{self.step:07d}.pt"
@@ -416,7 +461,7 @@ class Trainer:
 
             summary["trainable_by_role"] = trainable_counts(self._bare_model())
         if self.best:
-            summary[f"best_{self.task.primary_metric}"], summary["best_epoch"] = self.best
+            summary[f"best_{self.task.primary_metric}"], summary["best_epoch"], summary["best_weights"] = self.best
         if hasattr(self.task, "final_report"):
             summary.update(self.task.final_report(self._bare_model(), self.device, self._evaluate_split))
         if self.is_main:

@@ -17,6 +17,7 @@ that is what some recipes ask for (seed 002), and it does not keep the ratios be
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -275,10 +276,13 @@ def build_schedule(
     total_steps: int,
     steps_per_epoch: int | None = None,
     lr: float | None = None,
+    fit_warmup: bool = False,
 ) -> Schedule:
     """Build a registered schedule. ``*_epochs`` keys convert to steps with ``steps_per_epoch``.
 
     ``lr`` is the peak used when the config has none (``tools/train.py`` passes the recipe's).
+    ``fit_warmup``: a warm-up longer than ``total_steps`` is cut to ``total_steps`` with a warning
+    instead of an error (the engine sets it when ``train.max_steps`` shortens a run).
 
     >>> s = build_schedule(dict(type="cosine", lr=1e-3, warmup_steps=10, min_lr_ratio=0.01), total_steps=100)
     >>> s.value(0), s.value(10), round(s.value(100), 8)
@@ -299,6 +303,12 @@ def build_schedule(
         kwargs[sk] = [round(e * steps_per_epoch) for e in v] if isinstance(v, (list, tuple)) else round(v * steps_per_epoch)
     if lr is not None and cls.uses_lr:
         kwargs.setdefault("lr", lr)
+    warmup = kwargs.get("warmup_steps")
+    if fit_warmup and isinstance(warmup, (int, float)) and warmup > total_steps:
+        kwargs["warmup_steps"] = total_steps
+        msg = (f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
+               f"cut to {total_steps} steps, so the LR never reaches its peak")  # fmt: skip
+        warnings.warn(msg, stacklevel=2)
     try:
         return cls(total_steps=total_steps, **kwargs)
     except TypeError as e:

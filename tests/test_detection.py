@@ -396,7 +396,18 @@ def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path
         for name, value in end_a[key].items():
             torch.testing.assert_close(end_b[key][name], value, rtol=0, atol=0, msg=f"{key}: {name}")
 
+    assert end_a["class_names"] == ["raccoon"]
+    best = torch.load(a / "best.pt", weights_only=True)  # the weights (model or EMA) with the best val mAP
+    assert best["class_names"] == ["raccoon"] and best["metric"] == "mAP"
+    assert (best["value"], best["epoch"], best["weights"]) == (summary["best_mAP"], summary["best_epoch"], summary["best_weights"])
+    from recipes.tasks.detection import build_rfdetr_wrapper
+
+    again = build_rfdetr_wrapper("nano", num_classes=1, pretrain_weights=str(a / "best.pt"), resolution=128)
+    reloaded = again.model.model.state_dict()  # rfdetr's own loader reads best.pt: fine-tune from it
+    assert all(torch.equal(reloaded[k], v) for k, v in best["model"].items())
+
     image = next((coco_root / "valid").glob("*.jpg"))
-    args = [config, str(a / "checkpoints" / "step_0000004.pt"), str(image), "--ema", "--out-dir", str(tmp_path / "p")]
-    assert predict.main([*args, "--cfg-options", f"data_root={coco_root}", "model.resolution=128"]) == 0
-    assert (tmp_path / "p" / f"{image.stem}.png").is_file()
+    for ckpt, extra in ((a / "checkpoints" / "step_0000004.pt", ["--ema"]), (a / "best.pt", [])):
+        args = [config, str(ckpt), str(image), *extra, "--out-dir", str(tmp_path / ckpt.stem)]
+        assert predict.main([*args, "--cfg-options", "model.resolution=128"]) == 0  # class names from the file
+        assert (tmp_path / ckpt.stem / f"{image.stem}.png").is_file()

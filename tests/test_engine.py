@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,48 @@ def test_schedule_is_applied_to_every_group_with_lr_scale(tmp_path):
     # the weight-decay schedule touched only groups with weight decay
     assert all(g["weight_decay"] == 0 for g in t.optimizer.param_groups if g["name"].endswith("no_decay"))
     assert all(g["weight_decay"] > 0.05 for g in t.optimizer.param_groups if g["name"].endswith(".decay"))
+
+
+def test_best_checkpoint_holds_the_weights_that_scored_best(tmp_path):
+    """best.pt = the plain or EMA weights with the best val top-1; evaluating them again gives that score."""
+    cfg = tiny_cfg(epochs=3, batch_size=32, ema=dict(decay=0.9))
+    cfg.data.train = dict(type="digits", split="train")  # all 1,257 digits: top-1 moves between epochs (~3 s)
+    t = Trainer(cfg, tmp_path).setup()
+    summary = t.train()
+    info = json.loads((tmp_path / "best.json").read_text())
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert (info["value"], info["epoch"], info["weights"]) == (summary["best_top1"], summary["best_epoch"], summary["best_weights"])
+    assert best["metric"] == "top1" and best["step"] == info["epoch"] * t.steps_per_epoch == info["step"]
+    assert best["class_names"] == [str(c) for c in range(10)]
+    # the score of the epoch that won is the best of every plain and EMA score logged
+    evals = [json.loads(line) for line in (tmp_path / "eval_log.jsonl").read_text().splitlines()]
+    scores = [e[k] for e in evals for k in ("top1", "ema_top1")]
+    assert info["value"] == max(scores) and len(set(scores)) > 1
+    model = t.task.build_model()
+    model.load_state_dict(best["model"])
+    assert t._evaluate(model, t.val_set)["top1"] == pytest.approx(info["value"], abs=1e-9)
+    last = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
+    assert last["class_names"] == best["class_names"]
+
+
+def test_resume_from_before_the_best_epoch_sets_that_best_aside(tmp_path):
+    Trainer(tiny_cfg(epochs=2, ckpt_every=3, keep_ckpts=9), tmp_path).setup().train()
+    assert json.loads((tmp_path / "best.json").read_text())["step"] > 3
+    (tmp_path / "checkpoints" / "last").write_text("step_0000003.pt")
+    t = Trainer(tiny_cfg(epochs=2, ckpt_every=3), tmp_path, resume=True).setup()
+    assert t.step == 3 and not (tmp_path / "best.json").exists()
+    assert (tmp_path / "previous" / "best_after_step_3" / "best.pt").is_file()
+    t.train()
+    assert json.loads((tmp_path / "best.json").read_text())["step"] > 3
+
+
+def test_max_steps_shorter_than_the_warmup_cuts_the_warmup(tmp_path):
+    cfg = tiny_cfg(max_steps=2)
+    cfg.schedule.warmup_steps = 50
+    with pytest.warns(UserWarning, match="warmup_steps=50 is longer than this run"):
+        t = Trainer(cfg, tmp_path).setup()
+    assert t.schedule.warmup_steps == 2
+    cfg = tiny_cfg(epochs=1)  # the schedule of a whole run stays strict
+    cfg.schedule.warmup_steps = 50
+    with pytest.raises(ValueError, match="warmup_steps=50 is longer than the schedule"):
+        Trainer(cfg, tmp_path / "b").setup()

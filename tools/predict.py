@@ -1,12 +1,13 @@
 """Draw a trained detector's boxes on images (one PNG per image).
 
-    python tools/predict.py configs/rfdetr_ft.py work_dirs/rfdetr_ft/best.pth img1.jpg img2.jpg \\
+    python tools/predict.py configs/rfdetr_ft.py work_dirs/rfdetr_ft/best.pt img1.jpg img2.jpg \\
         [--out-dir work_dirs/predict] [--threshold 0.3] [--ema] [--cfg-options key=value ...]
 
 The model is the config's (``model.size`` etc.); the class count is read from the checkpoint's
 classification head, the class names from the checkpoint (``class_names``) or the config's training
 set when ``data_root`` is set, else ``class 0``, ``class 1``... The checkpoint may be a plain state
 dict or a dict holding it under ``model`` / ``state_dict`` (``ema`` / ``ema_model`` with ``--ema``).
+A run's ``best.pt`` already holds the weights (plain or EMA) that scored best: no ``--ema`` needed.
 """
 
 from __future__ import annotations

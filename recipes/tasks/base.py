@@ -1,6 +1,7 @@
 """The task contract: what the training engine needs from classification, detection, ...
 
-A task is built from the config (``TASKS.build(cfg.task, cfg=cfg)``) and answers five questions;
+The engine builds a task as ``TASKS.lookup(cfg.task.type)(cfg, **other task keys)`` (not
+``TASKS.build``: mmengine reserves a ``cfg`` keyword), and the task answers five questions;
 the engine owns everything else (param groups, schedule, AMP, accumulation, DDP, checkpoints,
 logging). Tasks import heavy upstream packages inside their methods only.
 """
@@ -24,6 +25,8 @@ class Task:
     def __init__(self, cfg: Any, **options: Any) -> None:
         self.cfg = cfg
         self.options = options
+        #: names of the classes, index = label; saved in checkpoints (set by ``build_model``)
+        self.class_names: list[str] = []
 
     def build_model(self) -> nn.Module:
         """The model to train (the engine applies the trainable policy and moves it)."""

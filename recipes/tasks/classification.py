@@ -83,6 +83,7 @@ class ClassificationTask(Task):
                     "model.num_classes to follow the dataset, or point the data at the right folder"
                 )
             kw["num_classes"] = len(classes)
+            self.class_names = [str(c) for c in classes]
         return MODELS.build(kw)
 
     # --- steps --------------------------------------------------------------------------------

@@ -132,7 +132,6 @@ class DetectionTask(Task):
         self.model_config: Any = None
         self.criterion: nn.Module | None = None
         self.postprocess: nn.Module | None = None
-        self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
         self._step = 0
 
