@@ -344,6 +344,22 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
         build_rfdetr("tiny")
 
 
+def test_checkpoint_of_another_size_is_a_clear_error(tmp_path: Path):
+    """rfdetr loads with strict=False: Nano's weights in Small would leave its third decoder layer random."""
+    from recipes.tasks.detection import build_rfdetr
+
+    nano = build_rfdetr("nano", num_classes=2, resolution=128)
+    torch.save({"model": nano.state_dict()}, tmp_path / "nano.pth")
+    with pytest.raises(ValueError, match=r"nano.pth' does not fit RF-DETR 'small' .*another size.*"
+                                         r"22 model parameter\(s\) not in checkpoint \(left at random init\)"):
+        build_rfdetr("small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
+    small = build_rfdetr("small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128,
+                         allow_partial_load=True)  # on purpose: loads what fits
+    assert torch.equal(small.state_dict()["class_embed.bias"], nano.state_dict()["class_embed.bias"])
+    same = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
+    assert all(torch.equal(v, nano.state_dict()[k]) for k, v in same.state_dict().items())
+
+
 @pytest.mark.parametrize("size", ["nano", "small", "medium", "large", "base"])
 def test_every_size_config_builds_offline(size: str):
     from recipes.config import load_config

@@ -50,12 +50,19 @@ def rfdetr_class(size: str) -> type:
 
 
 def build_rfdetr_wrapper(
-    size: str = "nano", num_classes: int = 90, pretrain_weights: str | None = None, **kwargs: Any
+    size: str = "nano",
+    num_classes: int = 90,
+    pretrain_weights: str | None = None,
+    allow_partial_load: bool = False,
+    **kwargs: Any,
 ) -> Any:
     """The ``rfdetr`` wrapper (``.model.model`` is the ``LWDETR``, ``.model_config`` its config), never a download.
 
-    ``pretrain_weights``: a local checkpoint file (the ``rf-detr-<size>.pth`` rfdetr publishes, or
-    one of your runs); its head is re-sized to ``num_classes``.
+    ``pretrain_weights``: a local checkpoint file (the ``rf-detr-<size>.pth`` rfdetr publishes, a
+    run's ``best.pt``); its head is re-sized to ``num_classes``. rfdetr loads it with
+    ``strict=False``: a checkpoint of another size (Nano's 2 decoder layers into Small's 3) would
+    leave tensors at random init with only a log line. That is an error here unless
+    ``allow_partial_load=True`` says it is meant.
     """
     cls = rfdetr_class(size)
     if pretrain_weights is None:
@@ -71,15 +78,39 @@ def build_rfdetr_wrapper(
             )
         pretrain_weights = str(path.resolve())
         log.info("RF-DETR %s: loading pretrained weights from %s", size, pretrain_weights)
+    hint = "was it saved from another size? pick the matching model.size"
+    partial = _PartialLoadRecords()
+    logging.getLogger("rf-detr").addHandler(partial)
     try:
-        return cls(pretrain_weights=pretrain_weights, num_classes=num_classes, **kwargs)
-    except RuntimeError as e:
-        if pretrain_weights and "size mismatch" in str(e):
+        wrapper = cls(pretrain_weights=pretrain_weights, num_classes=num_classes, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        if pretrain_weights and ("size mismatch" in str(e) or "incompatible" in str(e)):
             raise ValueError(
-                f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} (was it saved "
-                f"from another size? pick the matching model.size). First mismatch: {str(e)[:300]}"
+                f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}): {str(e)[:300]}"
             ) from None
         raise
+    finally:
+        logging.getLogger("rf-detr").removeHandler(partial)
+    if partial.messages and not allow_partial_load:
+        raise ValueError(
+            f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}, or set "
+            f"model.allow_partial_load=True to fine-tune from it on purpose). rfdetr: {partial.messages[0][:400]}"
+        )
+    return wrapper
+
+
+class _PartialLoadRecords(logging.Handler):
+    """Collects rfdetr's warning that a checkpoint left model tensors at random init (or was not consumed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "left at random init" in text or "not consumed by model" in text:
+            args = record.args if isinstance(record.args, tuple) else ()
+            self.messages.append(str(args[1]) if len(args) == 2 else text)  # rfdetr 1.11: (path, what is missing)
 
 
 @MODELS.register_module("rfdetr")
@@ -172,7 +203,8 @@ class DetectionTask(Task):
 
     def _resolved_config(self) -> Any:
         if self.model_config is None:  # datasets built before the model: the config alone is cheap
-            kw = {k: v for k, v in self._model_kwargs().items() if k not in ("size", "pretrain_weights")}
+            skip = ("size", "pretrain_weights", "allow_partial_load")
+            kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
             self.model_config = rfdetr_class(self.cfg.model.get("size", "nano"))._model_config_class(**kw)
         return self.model_config
 
