@@ -73,3 +73,33 @@ class DiffusersAdapter(Adapter):
     def matches(cls, model: nn.Module) -> bool:
         kind = type(model)
         return kind.__name__ in cls.classes and kind.__module__.startswith("diffusers.")
+
+
+class CaptionDiT(DiffusersAdapter):
+    """One stack ``transformer_blocks.N`` of DiT blocks with ``attn1`` self- and ``attn2`` cross-attention
+    on the caption, an MLP ``ff`` and per-block adaLN ``scale_shift_table`` (PixArt, Sana).
+
+    A subclass names its top-level modules; the tables follow: ``embed_modules`` (layer 0, ``embed``),
+    ``modulation_modules`` (the shared timestep network: layer 0, ``modulation``), ``head_modules``
+    (layer N+1, ``head``).
+    """
+
+    embed_modules: ClassVar[tuple[str, ...]] = ()
+    modulation_modules: ClassVar[tuple[str, ...]] = ()
+    head_modules: ClassVar[tuple[str, ...]] = ("scale_shift_table", "norm_out", "proj_out")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        embed, mod, head = (prefixes(*cls.embed_modules), prefixes(*cls.modulation_modules),
+                            prefixes(*cls.head_modules))  # fmt: skip
+        cls.stacks = (("transformer_blocks", r"^transformer_blocks\.(\d+)\."),)
+        cls.embed, cls.head = (embed, mod), (head,)
+        cls.components = (
+            *block_norms("transformer_blocks", tables=True, affine=False),
+            *self_cross("transformer_blocks"),
+            (embed, "embed"),
+            (mod, "modulation"),
+            (head, "head"),
+        )
+        cls.no_decay = MODULATION_NO_DECAY
+        cls.catch_all = frozenset({"embed", "modulation", "head"})

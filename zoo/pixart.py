@@ -9,29 +9,15 @@ The timestep network ``adaln_single`` (shared by every block) is the ``modulatio
 from __future__ import annotations
 
 from recipes.registry import ADAPTERS
-from zoo.diffusers_common import MODULATION_NO_DECAY, DiffusersAdapter, block_norms, prefixes, self_cross
-
-_EMBED = prefixes("pos_embed", "caption_projection")
-_MOD = prefixes("adaln_single")
-_HEAD = prefixes("scale_shift_table", "norm_out", "proj_out")
+from zoo.diffusers_common import CaptionDiT
 
 
 @ADAPTERS.register_module("pixart")
-class PixArt(DiffusersAdapter):
+class PixArt(CaptionDiT):
     """``PixArtTransformer2DModel`` (PixArt-XL-2, 0.6B): 28 blocks."""
 
     name = "pixart"
     upstream = "diffusers 0.42.1"
     classes = ("PixArtTransformer2DModel",)
-    stacks = (("transformer_blocks", r"^transformer_blocks\.(\d+)\."),)
-    embed = (_EMBED, _MOD)
-    head = (_HEAD,)
-    components = (
-        *block_norms("transformer_blocks", tables=True, affine=False),
-        *self_cross("transformer_blocks"),
-        (_EMBED, "embed"),
-        (_MOD, "modulation"),
-        (_HEAD, "head"),
-    )
-    no_decay = MODULATION_NO_DECAY
-    catch_all = frozenset({"embed", "modulation", "head"})
+    embed_modules = ("pos_embed", "caption_projection")
+    modulation_modules = ("adaln_single",)
