@@ -199,7 +199,7 @@ class Adapter:
         if names is None:
             names = [canonical_name(n)[0] for n, _ in unwrap_model(model).named_parameters()]
         names = list(dict.fromkeys(names))
-        located = {n: self._locate(n) for n in names}
+        located = self._locate_all(names)
         sizes: dict[str, int] = {s: 0 for s, _ in self.stacks}
         for loc in located.values():
             if loc is not None:
@@ -229,17 +229,29 @@ class Adapter:
             if layer_id < 0 or comp is None:
                 unmatched.append(n)
                 continue
-            infos[n] = ParamInfo(
-                name=n,
-                layer_id=layer_id,
-                component=comp,
-                no_decay=no_decay,
-                stack=loc[0] if loc else None,
-                stack_index=loc[1] if loc else None,
-                block=block,
-            )
+            if loc is None:
+                infos[n] = ParamInfo(n, layer_id, comp, no_decay)
+            else:
+                infos[n] = ParamInfo(n, layer_id, comp, no_decay, loc[0], loc[1], block)
         head_id = max(given.values()) if given else None
         return ModelMap(self.name or type(self).__name__, infos, sizes, unmatched, head_layer_id=head_id)
+
+    def _locate_all(self, names: list[str]) -> dict[str, tuple[str, int, str] | None]:
+        """:meth:`_locate` of every name (the loop inlined: it runs once per parameter)."""
+        if type(self)._locate is not Adapter._locate:  # an adapter with its own locating (UNets)
+            return {n: self._locate(n) for n in names}
+        out: dict[str, tuple[str, int, str] | None] = {}
+        stacks = self._stacks
+        for name in names:
+            found = None
+            for stack, rx in stacks:
+                m = rx.match(name)
+                if m:
+                    s, e = m.span(1)
+                    found = (stack, int(name[s:e]), f"{name[:s]}#{name[e:]}")
+                    break
+            out[name] = found
+        return out
 
     def _locate(self, name: str) -> tuple[str, int, str] | None:
         """(stack, index, template with the index masked) or None outside every stack."""

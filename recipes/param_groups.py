@@ -8,6 +8,7 @@ values, and ``recipes.schedules`` (like timm's schedulers) multiplies ``lr_scale
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import warnings
@@ -38,12 +39,13 @@ def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
     return cls(**kwargs)
 
 
-def _accepted_keys(cls: type) -> set[str]:
+@functools.cache
+def _accepted_keys(cls: type) -> frozenset[str]:
     keys: set[str] = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
             keys |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "common")}
-    return keys
+    return frozenset(keys)
 
 
 def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") -> Adapter:
@@ -55,16 +57,17 @@ def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") ->
     if adapter != "auto":
         return ADAPTERS.lookup(adapter)()
     base = unwrap_model(model)
-    claims = [name for name in ADAPTERS.names() if ADAPTERS.get(name).matches(base)]
+    claims = [(name, cls) for name, cls in ADAPTERS.entries() if cls.matches(base)]
     if len(claims) == 1:
-        return ADAPTERS.get(claims[0])()
+        return claims[0][1]()
     what = f"{type(base).__module__}.{type(base).__qualname__}"
     if not claims:
         raise ValueError(
             f"adapter='auto': no registered adapter recognises {what}. Pass adapter=<name> "
             f"(known: {', '.join(ADAPTERS.names())}) or register your own with @ADAPTERS.register_module()"
         )
-    raise ValueError(f"adapter='auto': adapters {claims} all claim {what}; pass adapter=<name> to choose one")
+    names = [name for name, _ in claims]
+    raise ValueError(f"adapter='auto': adapters {names} all claim {what}; pass adapter=<name> to choose one")
 
 
 def _no_decay(name: str, info: ParamInfo | None, ndim: int, extra: list[re.Pattern[str]]) -> bool:
@@ -106,10 +109,13 @@ def build_param_groups(
     buckets: dict[tuple[float, float], dict[str, Any]] = {}
     scales: dict[tuple, float] = {}  # strategies are pure in (layer, component, stack position)
     unmatched: list[str] = []
+    lookup = mmap.params.get
+    roles = (strategy.lr_lora is not None or strategy.lr_norm is not None
+             or type(strategy).role_factor is not Strategy.role_factor)  # fmt: skip
     for full_name, p, canon, lora in named:
         if not p.requires_grad:
             continue
-        info = mmap.params.get(canon)
+        info, ndim = lookup(canon), p.dim()
         if info is None:
             unmatched.append(full_name)
             scale = strategy.default_scale()
@@ -121,10 +127,11 @@ def build_param_groups(
             scale = scales.get(where)
             if scale is None:
                 scale = scales[where] = strategy.lr_scale(info, mmap)
-        scale *= strategy.role_factor(canon, info, lora, p.dim())
+        if roles:
+            scale *= strategy.role_factor(canon, info, lora, ndim)
         if lora == "lora_B" and strategy.loraplus_ratio:
             scale *= strategy.loraplus_ratio
-        wd = strategy.weight_decay_for(info, _no_decay(canon, info, p.dim(), extra))
+        wd = strategy.weight_decay_for(info, _no_decay(canon, info, ndim, extra))
         bucket = buckets.get((scale, wd))
         if bucket is None:
             bucket = buckets[(scale, wd)] = {"params": [], "param_names": [], "where": {}}

@@ -26,7 +26,10 @@ class Registry(_MMRegistry):
         """Return the object registered as ``name`` or raise a ``KeyError`` that says what exists."""
         if not isinstance(name, str):
             raise TypeError(f"{self.name}: expected a registered name (str), got {type(name).__name__}")
-        obj = self.get(name)
+        self.import_from_location()
+        obj = self._module_dict.get(name)  # the common case, without mmengine's per-call log record
+        if obj is None:
+            obj = self.get(name)  # scoped names ("mmpretrain.X"), parent registries
         if obj is None:
             known = sorted(self.module_dict)
             near = difflib.get_close_matches(name, known, n=1)
@@ -47,6 +50,11 @@ class Registry(_MMRegistry):
         """All registered names, after importing the lazy ``locations``."""
         self.import_from_location()
         return sorted(self.module_dict)
+
+    def entries(self) -> list[tuple[str, Any]]:
+        """(name, object) of every registered entry, sorted by name, after the lazy imports."""
+        self.import_from_location()
+        return sorted(self.module_dict.items())
 
 
 # Architecture adapters: parameter name -> layer id, component, weight decay (zoo/).

@@ -195,3 +195,20 @@ def test_recipe_as_a_dataclass():
 
     groups = build_param_groups(tiny_vit(), MyRecipe())
     assert sorted({g["lr_scale"] for g in groups}) == [0.125, 0.25, 0.5, 1.0]
+
+
+def test_a_strategy_subclass_overriding_role_factor_is_honoured():
+    """The builder skips role_factor when no per-role LR is set, unless a subclass defines its own."""
+    from recipes.strategies import LayerDecay
+
+    class BiasesTwice(LayerDecay):
+        def role_factor(self, name, info, lora, ndim):
+            return 2.0 if name.endswith(".bias") else 1.0
+
+    model = timm.create_model("vit_tiny_patch16_224", depth=2, num_classes=3)
+    plain = build_param_groups(model, dict(type="layer_decay", lr=1e-3, decay=0.5))
+    twice = build_param_groups(model, BiasesTwice(lr=1e-3, decay=0.5))
+    scale = {n: g["lr_scale"] for g in plain for n in g["param_names"]}
+    for g in twice:
+        for n in g["param_names"]:
+            assert g["lr_scale"] == scale[n] * (2.0 if n.endswith(".bias") else 1.0), n

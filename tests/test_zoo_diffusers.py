@@ -250,11 +250,8 @@ SEED_CONFIGS = sorted((ROOT / "configs").glob("seed001_*.py"))
 
 
 def _apply_policy(model, policy):
-    try:
-        from recipes.policies import apply_policy
-    except ImportError:  # the policy engine lands separately; LoRA the same way meanwhile
-        targets = policy["target_modules"]
-        return _inject_lora(model, targets if isinstance(targets, str) else list(targets), rank=policy["rank"])
+    from recipes.policies import apply_policy
+
     return apply_policy(model, policy)
 
 
