@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from recipes.adapter import canonical_name
 from recipes.checkpoint import (
@@ -240,8 +241,12 @@ class Trainer:
         info = self.work_dir / BEST_INFO
         if not info.is_file():
             return
-        saved = json.loads(info.read_text())
-        if int(saved.get("step", 0)) <= self.step:
+        try:
+            saved = json.loads(info.read_text())
+            if int(saved["step"]) <= self.step:
+                return
+        except (ValueError, KeyError, TypeError):  # unreadable: keep the files, say so
+            print(f"WARNING: {info} cannot be read; best.pt is kept as it is and replaced by the next better epoch")
             return
         dest = self.work_dir / "previous" / f"best_after_step_{self.step}"
         dest.mkdir(parents=True, exist_ok=True)
@@ -253,8 +258,6 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- train
     def train(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
         o, spe = self.opts, self.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and o["progress"]),
                    dynamic_ncols=True, mininterval=1.0, desc="train")  # fmt: skip
@@ -394,13 +397,13 @@ class Trainer:
             value = metrics.get(name)
             if value is not None and math.isfinite(value) and self._better(value):
                 self.best, improved = (float(value), epoch + 1, source), source
-        if improved:
-            self._save_best(metrics)
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
         if self.is_main:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            print(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")
+            tqdm.write(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")  # above the progress bar
+        if improved:
+            self._save_best(metrics)
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -420,7 +423,7 @@ class Trainer:
                  "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
         save_atomic(state, self.work_dir / BEST)
         write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
-        print(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
+        tqdm.write(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
               f"{self.work_dir / BEST}")  # fmt: skip
 
     def save_checkpoint(self) -> Path | None:
