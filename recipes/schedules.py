@@ -46,6 +46,8 @@ class Schedule:
     """Linear warm-up, then ``decay(t)`` from the peak to the floor over the remaining steps."""
 
     uses_lr = True
+    #: the formula itself takes a warm-up longer than the run (Noam): ``fit_warmup`` leaves it alone
+    warmup_may_exceed_run = False
 
     def __init__(
         self,
@@ -255,6 +257,7 @@ class Noam(Schedule):
     """
 
     uses_lr = False
+    warmup_may_exceed_run = True
 
     def __init__(self, total_steps: int, d_model: int = 512, warmup_steps: int = 4000, factor: float = 1.0, **kw: Any) -> None:
         if kw.get("lr") is not None:
@@ -304,7 +307,7 @@ def build_schedule(
     if lr is not None and cls.uses_lr:
         kwargs.setdefault("lr", lr)
     warmup = kwargs.get("warmup_steps")
-    if fit_warmup and isinstance(warmup, (int, float)) and warmup > total_steps:
+    if fit_warmup and not cls.warmup_may_exceed_run and isinstance(warmup, (int, float)) and warmup > total_steps:
         kwargs["warmup_steps"] = total_steps
         msg = (f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
                f"cut to {total_steps} steps, so the LR never reaches its peak")  # fmt: skip

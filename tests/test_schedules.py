@@ -140,3 +140,15 @@ def test_every_registered_schedule_is_a_pure_function():
         a, b = build_schedule(cfg, total_steps=30), build_schedule(cfg, total_steps=30)
         assert isinstance(a, Schedule)
         assert [a.value(i) for i in range(30)] == [b.value(i) for i in reversed(range(30))][::-1]
+
+
+def test_fit_warmup_cuts_a_long_warmup_but_not_noams_formula():
+    with pytest.warns(UserWarning, match="warmup_steps=50 is longer than this run"):
+        s = build_schedule(dict(type="cosine", warmup_steps=50), total_steps=5, lr=1.0, fit_warmup=True)
+    assert s.warmup_steps == 5 and s.value(4) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="warmup_steps=50 is longer than the schedule"):
+        build_schedule(dict(type="cosine", warmup_steps=50), total_steps=5, lr=1.0)
+    noam = dict(type="noam", d_model=512, warmup_steps=4000)
+    cut = build_schedule(noam, total_steps=10, fit_warmup=True)  # a short run is the start of the same curve
+    full = build_schedule(noam, total_steps=10_000)
+    assert [cut.value(k) for k in range(10)] == [full.value(k) for k in range(10)]
