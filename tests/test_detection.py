@@ -358,6 +358,9 @@ def test_checkpoint_of_another_size_is_a_clear_error(tmp_path: Path):
     assert torch.equal(small.state_dict()["class_embed.bias"], nano.state_dict()["class_embed.bias"])
     same = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
     assert all(torch.equal(v, nano.state_dict()[k]) for k, v in same.state_dict().items())
+    lora = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128,
+                        backbone_lora=True)  # encoder LoRA on published weights: adapters are new, not "missing"
+    assert any("lora_" in n for n, _ in lora.named_parameters())
 
 
 @pytest.mark.parametrize("size", ["nano", "small", "medium", "large", "base"])
