@@ -76,30 +76,34 @@ class DiffusersAdapter(Adapter):
 
 
 class CaptionDiT(DiffusersAdapter):
-    """One stack ``transformer_blocks.N`` of DiT blocks with ``attn1`` self- and ``attn2`` cross-attention
-    on the caption, an MLP ``ff`` and per-block adaLN ``scale_shift_table`` (PixArt, Sana).
+    """One stack of DiT blocks with ``attn1`` self- and ``attn2`` cross-attention on the caption, an
+    MLP and per-block adaLN ``scale_shift_table`` (PixArt, Sana, LTX-Video, WAN).
 
-    A subclass names its top-level modules; the tables follow: ``embed_modules`` (layer 0, ``embed``),
-    ``modulation_modules`` (the shared timestep network: layer 0, ``modulation``), ``head_modules``
-    (layer N+1, ``head``).
+    A subclass names its modules; the tables follow: ``block_stack`` (the blocks' module list),
+    ``ff_module`` (the MLP inside a block), ``affine_block_norms`` (False where no block norm has
+    weights, so no rule is dead), ``embed_modules`` (layer 0, ``embed``), ``modulation_modules``
+    (a shared timestep network, if any: layer 0, ``modulation``), ``head_modules`` (layer N+1, ``head``).
     """
 
+    block_stack: ClassVar[str] = "transformer_blocks"
+    ff_module: ClassVar[str] = "ff"
+    affine_block_norms: ClassVar[bool] = True
     embed_modules: ClassVar[tuple[str, ...]] = ()
     modulation_modules: ClassVar[tuple[str, ...]] = ()
     head_modules: ClassVar[tuple[str, ...]] = ("scale_shift_table", "norm_out", "proj_out")
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        embed, mod, head = (prefixes(*cls.embed_modules), prefixes(*cls.modulation_modules),
-                            prefixes(*cls.head_modules))  # fmt: skip
-        cls.stacks = (("transformer_blocks", r"^transformer_blocks\.(\d+)\."),)
-        cls.embed, cls.head = (embed, mod), (head,)
+        blocks, embed, head = cls.block_stack, prefixes(*cls.embed_modules), prefixes(*cls.head_modules)
+        mod = (prefixes(*cls.modulation_modules),) if cls.modulation_modules else ()
+        cls.stacks = ((blocks, rf"^{blocks}\.(\d+)\."),)
+        cls.embed, cls.head = (embed, *mod), (head,)
         cls.components = (
-            *block_norms("transformer_blocks", tables=True, affine=False),
-            *self_cross("transformer_blocks"),
+            *block_norms(blocks, tables=True, affine=cls.affine_block_norms),
+            *self_cross(blocks, ff=cls.ff_module),
             (embed, "embed"),
-            (mod, "modulation"),
+            *((m, "modulation") for m in mod),
             (head, "head"),
         )
         cls.no_decay = MODULATION_NO_DECAY
-        cls.catch_all = frozenset({"embed", "modulation", "head"})
+        cls.catch_all = frozenset({"embed", "head", *(("modulation",) if mod else ())})

@@ -13,31 +13,17 @@ per-block ``*scale_shift_table`` and norm is ``norm``. Seed 001's "bare ``to_q/k
 from __future__ import annotations
 
 from recipes.registry import ADAPTERS
-from zoo.diffusers_common import MODULATION_NO_DECAY, DiffusersAdapter, block_norms, prefixes, self_cross
-
-_STACK = (("transformer_blocks", r"^transformer_blocks\.(\d+)\."),)
-_EMBED = prefixes("proj_in", "time_embed", "caption_projection")
-_HEAD = prefixes("scale_shift_table", "norm_out", "proj_out")
+from zoo.diffusers_common import MODULATION_NO_DECAY, CaptionDiT, DiffusersAdapter, block_norms, prefixes, self_cross
 
 
 @ADAPTERS.register_module("ltx_video")
-class LTXVideo(DiffusersAdapter):
+class LTXVideo(CaptionDiT):
     """``LTXVideoTransformer3DModel`` (LTX-Video 2B / 13B): 28 / 48 blocks."""
 
     name = "ltx_video"
     upstream = "diffusers 0.42.1"
     classes = ("LTXVideoTransformer3DModel",)
-    stacks = _STACK
-    embed = (_EMBED,)
-    head = (_HEAD,)
-    components = (
-        *block_norms("transformer_blocks", tables=True),
-        *self_cross("transformer_blocks"),
-        (_EMBED, "embed"),
-        (_HEAD, "head"),
-    )
-    no_decay = MODULATION_NO_DECAY
-    catch_all = frozenset({"embed", "head"})
+    embed_modules = ("proj_in", "time_embed", "caption_projection")
 
 
 _EMBED2 = prefixes(
@@ -57,7 +43,7 @@ class LTX2(DiffusersAdapter):
     name = "ltx2"
     upstream = "diffusers 0.42.1"
     classes = ("LTX2VideoTransformer3DModel",)
-    stacks = _STACK
+    stacks = (("transformer_blocks", r"^transformer_blocks\.(\d+)\."),)
     embed = (_EMBED2, _MOD2)
     head = (_HEAD2,)
     components = (

@@ -19,5 +19,6 @@ class PixArt(CaptionDiT):
     name = "pixart"
     upstream = "diffusers 0.42.1"
     classes = ("PixArtTransformer2DModel",)
+    affine_block_norms = False  # adaLN-single: the block norms have no weights
     embed_modules = ("pos_embed", "caption_projection")
     modulation_modules = ("adaln_single",)

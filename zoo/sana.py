@@ -19,5 +19,6 @@ class Sana(CaptionDiT):
     name = "sana"
     upstream = "diffusers 0.42.1"
     classes = ("SanaTransformer2DModel",)
+    affine_block_norms = False  # adaLN-single: the block norms have no weights
     embed_modules = ("patch_embed", "caption_projection", "caption_norm")
     modulation_modules = ("time_embed",)

@@ -10,27 +10,16 @@ through ``add_k_proj`` / ``add_v_proj``): ``cross_attn``; ``ffn.net`` is ``ffn``
 from __future__ import annotations
 
 from recipes.registry import ADAPTERS
-from zoo.diffusers_common import MODULATION_NO_DECAY, DiffusersAdapter, block_norms, prefixes, self_cross
-
-_EMBED = prefixes("patch_embedding", "condition_embedder", "rope")
-_HEAD = prefixes("scale_shift_table", "norm_out", "proj_out")
+from zoo.diffusers_common import CaptionDiT
 
 
 @ADAPTERS.register_module("wan")
-class Wan(DiffusersAdapter):
+class Wan(CaptionDiT):
     """``WanTransformer3DModel``: 40 blocks (14B), 30 (1.3B, 2.2 5B)."""
 
     name = "wan"
     upstream = "diffusers 0.42.1"
     classes = ("WanTransformer3DModel",)
-    stacks = (("blocks", r"^blocks\.(\d+)\."),)
-    embed = (_EMBED,)
-    head = (_HEAD,)
-    components = (
-        *block_norms("blocks", tables=True),
-        *self_cross("blocks", ff="ffn"),
-        (_EMBED, "embed"),
-        (_HEAD, "head"),
-    )
-    no_decay = MODULATION_NO_DECAY
-    catch_all = frozenset({"embed", "head"})
+    block_stack = "blocks"
+    ff_module = "ffn"
+    embed_modules = ("patch_embedding", "condition_embedder", "rope")
