@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.timing import best_of  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
 from recipes.tasks.diffusers_models import build_diffusers_model  # noqa: E402
 
@@ -33,15 +33,6 @@ def lora_everywhere(model: torch.nn.Module) -> torch.nn.Module:
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
     return model
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import timm
@@ -18,18 +17,10 @@ import torch
 from timm.optim import param_groups_layer_decay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.timing import best_of  # noqa: E402
 from recipes import build_param_groups  # noqa: E402
 
 MODELS = ["vit_base_patch16_224", "vit_large_patch16_224", "eva02_large_patch14_224", "vit_giant_patch14_dinov2"]
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
