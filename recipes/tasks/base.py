@@ -8,6 +8,7 @@ logging). Tasks import heavy upstream packages inside their methods only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,6 +32,25 @@ class Task:
     def build_model(self) -> nn.Module:
         """The model to train (the engine applies the trainable policy and moves it)."""
         raise NotImplementedError
+
+    def follow_dataset_classes(self, model_kwargs: dict[str, Any], classes: Sequence[Any] | None,
+                               noun: str = "classes") -> dict[str, Any]:  # fmt: skip
+        """Set ``num_classes`` in ``model_kwargs`` from the training set's classes and remember their names.
+
+        An explicit ``model.num_classes`` that differs is an error; ``classes`` None leaves both alone.
+        """
+        if classes is None:
+            return model_kwargs
+        given = model_kwargs.get("num_classes")
+        if given is not None and given != len(classes):
+            shown = f" {list(classes)}" if len(classes) <= 20 else ""
+            raise ValueError(
+                f"model.num_classes={given} but the training set has {len(classes)} {noun}{shown}; remove "
+                "model.num_classes to follow the dataset, or point the data at the right folder"
+            )
+        model_kwargs["num_classes"] = len(classes)
+        self.class_names = [str(c) for c in classes]
+        return model_kwargs
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         """(train, val) datasets; val may be None."""

@@ -73,17 +73,7 @@ class ClassificationTask(Task):
 
     # --- model --------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        kw = dict(self.cfg.model)
-        classes = getattr(self.dataset("train"), "classes", None)
-        if classes is not None:
-            given = kw.get("num_classes")
-            if given is not None and given != len(classes):
-                raise ValueError(
-                    f"model.num_classes={given} but the training set has {len(classes)} classes; remove "
-                    "model.num_classes to follow the dataset, or point the data at the right folder"
-                )
-            kw["num_classes"] = len(classes)
-            self.class_names = [str(c) for c in classes]
+        kw = self.follow_dataset_classes(dict(self.cfg.model), getattr(self.dataset("train"), "classes", None))
         return MODELS.build(kw)
 
     # --- steps --------------------------------------------------------------------------------

@@ -169,16 +169,7 @@ class DetectionTask(Task):
     # --- model --------------------------------------------------------------------------------
     def _model_kwargs(self) -> dict[str, Any]:
         kw = {k: v for k, v in dict(self.cfg.model).items() if k != "type"}
-        classes = self.dataset_classes()
-        if classes is not None:
-            given = kw.get("num_classes")
-            if given is not None and given != len(classes):
-                raise ValueError(
-                    f"model.num_classes={given} but the training set has {len(classes)} categories {classes}; "
-                    "remove model.num_classes to follow the dataset"
-                )
-            kw["num_classes"] = len(classes)
-            self.class_names = list(classes)
+        kw = self.follow_dataset_classes(kw, self.dataset_classes(), noun="categories")
         if self.lora:
             kw["backbone_lora"] = True
         return kw
