@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow test-gpu lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,13 +18,17 @@ demo: setup
 	$(BIN)/python tools/train.py configs/default.py --work-dir work_dirs/default
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+	cd $(CURDIR) && $(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m "slow"
+	cd $(CURDIR) && $(BIN)/python -m pytest -q -m "slow"
+
+test-gpu: setup
+	cd $(CURDIR) && $(BIN)/python -m pytest -q -m "gpu"
 
 lint: setup
 	$(BIN)/ruff check recipes zoo tools tests bench configs
+	$(BIN)/ruff format --check recipes zoo tools tests bench configs
 
 bench: setup
 	$(BIN)/python bench/build_time.py

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import best_of  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
-from recipes.tasks.diffusers_models import build_diffusers_model  # noqa: E402
+from recipes.train.models.diffusers import build_diffusers_model  # noqa: E402
 
 RECIPE = dict(type="component_depth", component_lr={"self_attn": 4e-4, "cross_attn": 1.5e-4, "ffn": 2.5e-4},
               default_lr=2.5e-4, loraplus_ratio=16)  # fmt: skip

@@ -34,6 +34,7 @@ def main() -> None:
         with torch.device("meta"):
             model = timm.create_model(name)
         nwd = model.no_weight_decay()
+
         def ours(model=model):
             return build_param_groups(model, recipe)
 
@@ -43,7 +44,9 @@ def main() -> None:
         ours(), theirs()  # warm caches and imports
         t_ours, t_timm = best_of(ours, args.repeat), best_of(theirs, args.repeat)
         n = sum(1 for _ in model.parameters())
-        print(f"| {name} | {n} | {t_ours * 1e3:.2f} | {t_timm * 1e3:.2f} | {t_ours / t_timm:.2f} | {len(ours())} | {len(theirs())} |")
+        print(
+            f"| {name} | {n} | {t_ours * 1e3:.2f} | {t_timm * 1e3:.2f} | {t_ours / t_timm:.2f} | {len(ours())} | {len(theirs())} |"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def main() -> None:
     ta, tb = statistics.median(a), statistics.median(b)
     n = sum(p.numel() for p in model.parameters())
     print(f"{args.model} ({n / 1e6:.1f}M params) on {dev}, {kind}, threads {torch.get_num_threads()}")
-    print(f"layer-decay AdamW ({len(groups)} groups) {1e3 * ta:.1f} ms/step  one group {1e3 * tb:.1f} ms/step  ratio {ta / tb:.3f}")
+    print(
+        f"layer-decay AdamW ({len(groups)} groups) {1e3 * ta:.1f} ms/step  one group {1e3 * tb:.1f} ms/step  ratio {ta / tb:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from recipes.config import load_config  # noqa: E402
-from recipes.engine import Trainer  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
+from recipes.train.config import load_config  # noqa: E402
+from recipes.train.engine import Trainer  # noqa: E402
 
 
 class _Bar:
@@ -64,7 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as wd:
         t = Trainer(cfg, wd).setup()
         model = t.task.build_model()
-        opt = torch.optim.AdamW(build_param_groups(model, cfg.recipe), **{k: v for k, v in cfg.optimizer.items() if k != "type"})
+        opt = torch.optim.AdamW(
+            build_param_groups(model, cfg.strategy), **{k: v for k, v in cfg.optimizer.items() if k != "type"}
+        )
         bs = t.opts["batch_size"]
         eng, hand = [], []
         engine_round(t, 3), hand_round(model, opt, t.train_set, bs, 3)  # warm-up

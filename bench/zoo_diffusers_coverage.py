@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipes.param_groups import resolve_adapter  # noqa: E402
-from recipes.tasks.diffusers_models import PRESETS, build_diffusers_model  # noqa: E402
+from recipes.train.models.diffusers import PRESETS, build_diffusers_model  # noqa: E402
 
 
 def template(name: str) -> str:

@@ -5,7 +5,7 @@
 
 from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, unwrap_model
 from recipes.param_groups import base_lr_of, build_param_groups, build_strategy, resolve_adapter
-from recipes.registry import ADAPTERS, DATASETS, MODELS, RECIPES, SCHEDULES, TASKS
+from recipes.registry import ADAPTERS, SCHEDULES, STRATEGIES
 from recipes.report import format_lr_grid
 from recipes.schedules import Schedule, build_schedule
 
@@ -13,11 +13,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADAPTERS",
-    "DATASETS",
-    "MODELS",
-    "RECIPES",
     "SCHEDULES",
-    "TASKS",
+    "STRATEGIES",
     "Adapter",
     "ModelMap",
     "ParamInfo",

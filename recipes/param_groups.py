@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, generic_no_decay, unwrap_model
-from recipes.registry import ADAPTERS, RECIPES
+from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy
 
 
@@ -29,13 +29,13 @@ def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
     if dataclasses.is_dataclass(recipe) and not isinstance(recipe, type):
         recipe = dataclasses.asdict(recipe)
     if not isinstance(recipe, Mapping) or "type" not in recipe:
-        raise TypeError(f"recipe: expected a dict with a 'type' key (e.g. 'layer_decay'), got {recipe!r}")
+        raise TypeError(f"strategy: expected a dict with a 'type' key (e.g. 'layer_decay'), got {recipe!r}")
     kwargs = dict(recipe)
-    cls = RECIPES.lookup(kwargs.pop("type"))
+    cls = STRATEGIES.lookup(kwargs.pop("type"))
     allowed = _accepted_keys(cls)
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise KeyError(f"recipe {recipe['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
+        raise KeyError(f"strategy {recipe['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
     return cls(**kwargs)
 
 

@@ -71,13 +71,15 @@ def head_names(model: nn.Module, head: str | None) -> set[str]:
     return {n for n, _ in model.named_parameters() if rx.search(n)}
 
 
-def _lora_modules(model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: Sequence[str]) -> list[str]:
+def _lora_modules(
+    model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: Sequence[str]
+) -> list[str]:
     found = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and blocks.get(n) in chosen and n.rsplit(".", 1)[-1] in targets]  # fmt: skip
     if not found:
         raise ValueError(
             f"policy: LoRA targets {list(targets)} match no nn.Linear in blocks {sorted(chosen)}; check "
-            "`targets` (last part of a module name, e.g. 'qkv', 'proj', 'fc1', 'fc2' in a timm ViT)"
+            "`targets` (last part of a module name, e.g. 'qkv', 'proj', 'fc1', 'fc2')"
         )
     return found
 
@@ -94,8 +96,22 @@ def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
     for key in ("lr", "lr_lora", "lr_norm", "loraplus_ratio"):
         if key in cfg:
-            raise KeyError(f"policy.{key}: LRs live in the recipe (recipe.{key}=...), so the param groups carry them")
-    allowed = {"type", "layout", "r", "alpha", "dropout", "targets", "lora_blocks", "outside_norms", "head", "adapter", *ENGINE_KEYS}
+            raise KeyError(
+                f"policy.{key}: LRs live in the strategy (strategy.{key}=...), so the param groups carry them"
+            )
+    allowed = {
+        "type",
+        "layout",
+        "r",
+        "alpha",
+        "dropout",
+        "targets",
+        "lora_blocks",
+        "outside_norms",
+        "head",
+        "adapter",
+        *ENGINE_KEYS,
+    }
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise KeyError(f"policy: unknown keys {unknown}; it accepts {sorted(allowed)}")
@@ -131,7 +147,11 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
         if not 0 < k <= n_blocks:
             raise ValueError(f"policy.lora_blocks must lie in 1..{n_blocks} (the model's blocks), got {k}")
         lora_at = set(range(n_blocks - k, n_blocks)) if layout == "deep_lora" else set(range(k))
-        norm_at = {n for n, b in norms.items() if (b is not None and b not in lora_at) or (b is None and cfg.get("outside_norms"))}
+        norm_at = {
+            n
+            for n, b in norms.items()
+            if (b is not None and b not in lora_at) or (b is None and cfg.get("outside_norms"))
+        }
     if lora_at:
         targets = tuple(cfg.get("targets", ("qkv", "proj", "fc1", "fc2")))
         inject_lora(model, _lora_modules(model, blocks, lora_at, targets), int(cfg.get("r", 8)),
@@ -150,7 +170,9 @@ def trainable_counts(model: nn.Module) -> dict[str, int]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        role = "lora" if canonical_name(name)[1] else "norm" if is_norm(modules.get(name.rsplit(".", 1)[0])) else "other"
+        role = (
+            "lora" if canonical_name(name)[1] else "norm" if is_norm(modules.get(name.rsplit(".", 1)[0])) else "other"
+        )
         out[role] += p.numel()
     out["total"] = sum(out.values())
     return out

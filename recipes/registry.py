@@ -1,4 +1,4 @@
-"""Every registry of the project, declared in one place.
+"""The library's registries (the training framework's are in ``recipes.train.registry``).
 
 Adapters, strategies and schedules register lazily: the first lookup imports the modules named
 in ``locations``. A user's own module registers with the same decorators and is loaded from a
@@ -59,13 +59,8 @@ class Registry(_MMRegistry):
 
 # Architecture adapters: parameter name -> layer id, component, weight decay (zoo/).
 ADAPTERS = Registry("adapters", locations=["zoo"])
-# Parameter-group strategies: layer_decay, component_depth, flat; presets such as rfdetr (zoo/).
-RECIPES = Registry("recipes", locations=["recipes.strategies", "zoo"])
+# Parameter-group strategies (the rules that turn adapter facts into groups): layer_decay,
+# component_depth, flat; presets such as rfdetr (zoo/).
+STRATEGIES = Registry("strategies", locations=["recipes.strategies", "zoo"])
 # Step schedules for the learning rate and weight decay (recipes/schedules.py).
 SCHEDULES = Registry("schedules", locations=["recipes.schedules"])
-# Model builders used by tools/train.py (recipes/tasks/ and user modules).
-MODELS = Registry("models", locations=["recipes.tasks"])
-# Dataset builders (recipes/tasks/ and user modules).
-DATASETS = Registry("datasets", locations=["recipes.tasks"])
-# Training tasks: what a batch, a loss and an evaluation are (recipes/tasks/).
-TASKS = Registry("tasks", locations=["recipes.tasks"])

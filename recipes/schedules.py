@@ -64,7 +64,9 @@ class Schedule:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"schedule: total_steps must be a positive int, got {total_steps!r}")
         if self.uses_lr and lr is None:
-            raise ValueError("schedule: `lr` (the peak LR of lr_scale 1.0) is required; set it in the schedule or recipe")
+            raise ValueError(
+                "schedule: `lr` (the peak LR of lr_scale 1.0) is required; set it in the schedule or recipe"
+            )
         self.total_steps = total_steps
         self.lr = _num("lr", lr) if lr is not None else 0.0
         self.warmup_steps = int(_num("warmup_steps", warmup_steps))
@@ -174,14 +176,22 @@ class WarmupStableDecay(Schedule):
         decay_shape: ``linear``, ``cosine`` or ``sqrt`` (``1 - sqrt(t)``, as in MiniCPM).
     """
 
-    def __init__(self, total_steps: int, decay_steps: int | None = None, decay_ratio: float = 0.1,
-                 decay_shape: str = "linear", **kw: Any) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        decay_steps: int | None = None,
+        decay_ratio: float = 0.1,
+        decay_shape: str = "linear",
+        **kw: Any,
+    ) -> None:
         super().__init__(total_steps, **kw)
         if decay_steps is None:
             decay_steps = round(_num("decay_ratio", decay_ratio) * total_steps)
         self.decay_steps = int(_num("decay_steps", decay_steps))
         if self.warmup_steps + self.decay_steps > total_steps:
-            raise ValueError(f"wsd: warmup_steps + decay_steps ({self.warmup_steps} + {self.decay_steps}) exceed total_steps={total_steps}")
+            raise ValueError(
+                f"wsd: warmup_steps + decay_steps ({self.warmup_steps} + {self.decay_steps}) exceed total_steps={total_steps}"
+            )
         if decay_shape not in ("linear", "cosine", "sqrt"):
             raise ValueError(f"wsd.decay_shape must be 'linear', 'cosine' or 'sqrt', got {decay_shape!r}")
         self.decay_shape = decay_shape
@@ -259,7 +269,9 @@ class Noam(Schedule):
     uses_lr = False
     warmup_may_exceed_run = True
 
-    def __init__(self, total_steps: int, d_model: int = 512, warmup_steps: int = 4000, factor: float = 1.0, **kw: Any) -> None:
+    def __init__(
+        self, total_steps: int, d_model: int = 512, warmup_steps: int = 4000, factor: float = 1.0, **kw: Any
+    ) -> None:
         if kw.get("lr") is not None:
             raise ValueError("noam: the LR comes from d_model and warmup_steps; scale it with `factor`, not `lr`")
         kw.pop("lr", None)
@@ -303,7 +315,9 @@ def build_schedule(
         if not steps_per_epoch:
             raise ValueError(f"schedule: `{ek}` needs steps_per_epoch to convert epochs to steps")
         v = kwargs.pop(ek)
-        kwargs[sk] = [round(e * steps_per_epoch) for e in v] if isinstance(v, (list, tuple)) else round(v * steps_per_epoch)
+        kwargs[sk] = (
+            [round(e * steps_per_epoch) for e in v] if isinstance(v, (list, tuple)) else round(v * steps_per_epoch)
+        )
     if lr is not None and cls.uses_lr:
         kwargs.setdefault("lr", lr)
     warmup = kwargs.get("warmup_steps")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recipes.adapter import ModelMap, ParamInfo
-from recipes.registry import RECIPES
+from recipes.registry import STRATEGIES
 
 DEPTH_STRATEGIES = ("linear", "cosine", "inverted_u", "flat")
 
@@ -63,19 +63,19 @@ class Strategy:
         lr_lora: float | None = None,
         lr_norm: float | None = None,
     ) -> None:
-        self.lr = _check_lr("recipe.lr", lr)
-        self.weight_decay = _check_lr("recipe.weight_decay", weight_decay)
+        self.lr = _check_lr("strategy.lr", lr)
+        self.weight_decay = _check_lr("strategy.weight_decay", weight_decay)
         if isinstance(no_decay, str):
-            raise TypeError("recipe.no_decay: expected a list of regexes, got one string; wrap it in a list")
+            raise TypeError("strategy.no_decay: expected a list of regexes, got one string; wrap it in a list")
         self.no_decay = tuple(no_decay)
         if on_unmatched not in ("error", "default"):
-            raise ValueError(f"recipe.on_unmatched must be 'error' or 'default', got {on_unmatched!r}")
+            raise ValueError(f"strategy.on_unmatched must be 'error' or 'default', got {on_unmatched!r}")
         self.on_unmatched = on_unmatched
-        if loraplus_ratio is not None and _check_lr("recipe.loraplus_ratio", loraplus_ratio) <= 0:
-            raise ValueError("recipe.loraplus_ratio must be > 0 (1.0 turns LoRA+ off)")
+        if loraplus_ratio is not None and _check_lr("strategy.loraplus_ratio", loraplus_ratio) <= 0:
+            raise ValueError("strategy.loraplus_ratio must be > 0 (1.0 turns LoRA+ off)")
         self.loraplus_ratio = loraplus_ratio
-        self.lr_lora = None if lr_lora is None else _check_lr("recipe.lr_lora", lr_lora)
-        self.lr_norm = None if lr_norm is None else _check_lr("recipe.lr_norm", lr_norm)
+        self.lr_lora = None if lr_lora is None else _check_lr("strategy.lr_lora", lr_lora)
+        self.lr_norm = None if lr_norm is None else _check_lr("strategy.lr_norm", lr_norm)
 
     def role_factor(self, name: str, info: ParamInfo | None, lora: str | None, ndim: int) -> float:
         """Multiplier for per-role LRs (``lr_lora`` / ``lr_norm``); 1.0 when neither is set.
@@ -85,7 +85,7 @@ class Strategy:
         if self.lr_lora is None and self.lr_norm is None:
             return 1.0
         if not self.base_lr:
-            raise ValueError("recipe: lr_lora / lr_norm need a non-zero base LR to express them as an lr_scale")
+            raise ValueError("strategy: lr_lora / lr_norm need a non-zero base LR to express them as an lr_scale")
         if lora:
             return 1.0 if self.lr_lora is None else self.lr_lora / self.base_lr
         is_norm = (info is not None and info.component == "norm") or (ndim <= 1 and self.NORM_NAME.search(name))
@@ -128,7 +128,7 @@ def _warn_unused_components(where: str, keys: Mapping[str, Any], mmap: ModelMap)
         )
 
 
-@RECIPES.register_module("flat")
+@STRATEGIES.register_module("flat")
 class Flat(Strategy):
     """One LR for everything, still with the decay / no-decay split.
 
@@ -140,7 +140,7 @@ class Flat(Strategy):
         return 1.0
 
 
-@RECIPES.register_module("layer_decay")
+@STRATEGIES.register_module("layer_decay")
 class LayerDecay(Strategy):
     """Exponential layer-wise LR decay (BEiT / MAE / timm): ``decay ** (N + 1 - layer_id)``.
 
@@ -230,7 +230,7 @@ def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float
     raise ValueError(f"depth_strategy must be one of {DEPTH_STRATEGIES}, got {strategy!r}")
 
 
-@RECIPES.register_module("component_depth")
+@STRATEGIES.register_module("component_depth")
 class ComponentDepth(Strategy):
     """Seed 001's per-component x depth grid: ``lr = component_lr[component] * factor(idx, N)``.
 
@@ -264,7 +264,9 @@ class ComponentDepth(Strategy):
             raise ValueError("component_depth: `component_lr` is required, e.g. {'self_attn': 4e-4, 'ffn': 3e-4}")
         self.component_lr = {k: _check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
         if depth_strategy not in DEPTH_STRATEGIES:
-            raise ValueError(f"component_depth.depth_strategy must be one of {DEPTH_STRATEGIES}, got {depth_strategy!r}")
+            raise ValueError(
+                f"component_depth.depth_strategy must be one of {DEPTH_STRATEGIES}, got {depth_strategy!r}"
+            )
         self.depth_strategy = depth_strategy
         self.min_depth_factor = _check_unit("component_depth.min_depth_factor", min_depth_factor)
         self.peak_position = _check_unit("component_depth.peak_position", peak_position)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.data.classification import build_pipeline, cifar10, cifar100, digits, idx, image_folder
-from recipes.metrics import classification_metrics, expected_calibration_error, fit_temperature
+from recipes.train.data.classification import build_pipeline, cifar10, cifar100, digits, idx, image_folder
+from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature
 
 
 def write_idx(path, arr: np.ndarray) -> None:
@@ -117,13 +117,13 @@ def test_metrics_and_temperature_scaling():
 def test_real_fashion_mnist_idx_and_its_config():
     from pathlib import Path
 
-    from recipes.config import load_config
-    from recipes.tasks.classification import ClassificationTask
+    from recipes.train.config import load_config
+    from recipes.train.tasks.classification import ClassificationTask
 
     root = Path("/usr/share/datasets/fashion-mnist")
     if not (root / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
-    cfg = load_config("configs/fashion_mnist_vit.py")
+    cfg = load_config("configs/classification/fashion_mnist_vit.py")
     task = ClassificationTask(cfg)
     train, val = task.build_datasets()
     assert (len(train), len(val), len(task.dataset("test"))) == (55_000, 5_000, 10_000)

@@ -22,7 +22,9 @@ SEED_BLOCK = json.loads("""{
 
 
 def vit(depth=4):
-    return timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=depth, num_classes=3, embed_dim=8, num_heads=2)
+    return timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, depth=depth, num_classes=3, embed_dim=8, num_heads=2
+    )
 
 
 def test_linear_matches_the_seed_table():

@@ -6,16 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from recipes.config import load_config
+from recipes.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.py") if not p.name.startswith("_"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
 def test_config_loads_and_says_what_it_does(path):
+    import warnings
+
+    from recipes.train.config import check_config
+
     cfg = load_config(path)
-    assert {"model", "recipe", "schedule"} <= set(cfg.keys())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_config(cfg)  # every section and train.* key of a shipped config is read by something
     first = path.read_text().lstrip().splitlines()[0]
     assert first.startswith("#"), f"{path.name}: a config starts with a comment saying what it trains"
 
@@ -34,3 +40,10 @@ def test_show_lr_default(tmp_path, capsys):
 def test_missing_config_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="does not exist; the shipped ones are in configs/"):
         load_config(ROOT / "configs" / "nope.py")
+
+
+def test_old_recipe_section_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "old.py"
+    cfg.write_text('model = dict(type="timm")\nrecipe = dict(type="flat", lr=1e-3)\nschedule = dict(type="constant")\n')
+    with pytest.raises(KeyError, match="now called `strategy`"):
+        load_config(cfg)

@@ -17,9 +17,9 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from recipes.data.coco_detection import CocoDetection, load_coco
-from recipes.data.coco_eval import coco_map
-from recipes.registry import TASKS
+from recipes.train.data.coco_detection import CocoDetection, load_coco
+from recipes.train.metrics.coco import coco_map
+from recipes.train.registry import TASKS
 from tools import voc2coco
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_rfdetr_nano_steps_on_raccoon(coco_root: Path, caplog):
     train, val = task.build_datasets()
     assert (len(train), len(val)) == (8, 4)
 
-    groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.adapter)
     lr_of = {n: g["lr"] for g in groups for n in g["param_names"]}
     assert len(lr_of) == sum(p.requires_grad for p in model.parameters())
     for name, lr in lr_of.items():
@@ -290,7 +290,7 @@ def test_freeze_encoder_for_n_steps(coco_root: Path):
     assert enc and not any(p.requires_grad for p in enc)
     # DINOv2's mask token never gets a gradient (rfdetr's own DDP probe): frozen for good, for plain DDP
     assert not model.backbone[0].encoder.encoder.embeddings.mask_token.requires_grad
-    opt = torch.optim.AdamW(build_param_groups(model, cfg.recipe, adapter=cfg.adapter))
+    opt = torch.optim.AdamW(build_param_groups(model, cfg.strategy, adapter=cfg.adapter))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not in_opt & {id(p) for p in enc}  # no optimizer state for the frozen encoder
 
@@ -323,7 +323,7 @@ def test_lora_on_the_encoder(coco_root: Path):
     enc = {n: p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.")}
     trainable = [n for n, p in enc.items() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.adapter)
     names = {n for g in groups for n in g["param_names"]}
     assert set(trainable) <= names and not any(n in names for n, p in enc.items() if not p.requires_grad)
 
@@ -336,7 +336,7 @@ def test_class_count_must_match_the_dataset(coco_root: Path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
-    from recipes.tasks.detection import build_rfdetr
+    from recipes.train.models.rfdetr import build_rfdetr
 
     with pytest.raises(FileNotFoundError, match="pretrain_weights: .*nope.pth' does not exist"):
         build_rfdetr("nano", num_classes=1, pretrain_weights=str(tmp_path / "nope.pth"))
@@ -346,34 +346,39 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
 
 def test_checkpoint_of_another_size_is_a_clear_error(tmp_path: Path):
     """rfdetr loads with strict=False: Nano's weights in Small would leave its third decoder layer random."""
-    from recipes.tasks.detection import build_rfdetr
+    from recipes.train.models.rfdetr import build_rfdetr
 
     nano = build_rfdetr("nano", num_classes=2, resolution=128)
     torch.save({"model": nano.state_dict()}, tmp_path / "nano.pth")
-    with pytest.raises(ValueError, match=r"nano.pth' does not fit RF-DETR 'small' .*another size.*"
-                                         r"22 model parameter\(s\) not in checkpoint \(left at random init\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"nano.pth' does not fit RF-DETR 'small' .*another size.*"
+        r"22 model parameter\(s\) not in checkpoint \(left at random init\)",
+    ):
         build_rfdetr("small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
-    small = build_rfdetr("small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128,
-                         allow_partial_load=True)  # on purpose: loads what fits
+    small = build_rfdetr(
+        "small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128, allow_partial_load=True
+    )  # on purpose: loads what fits
     assert torch.equal(small.state_dict()["class_embed.bias"], nano.state_dict()["class_embed.bias"])
     same = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
     assert all(torch.equal(v, nano.state_dict()[k]) for k, v in same.state_dict().items())
-    lora = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128,
-                        backbone_lora=True)  # encoder LoRA on published weights: adapters are new, not "missing"
+    lora = build_rfdetr(
+        "nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128, backbone_lora=True
+    )  # encoder LoRA on published weights: adapters are new, not "missing"
     assert any("lora_" in n for n, _ in lora.named_parameters())
 
 
 @pytest.mark.parametrize("size", ["nano", "small", "medium", "large", "base"])
 def test_every_size_config_builds_offline(size: str):
-    from recipes.config import load_config
     from recipes.param_groups import build_param_groups
-    from recipes.tasks.detection import build_rfdetr
+    from recipes.train.config import load_config
+    from recipes.train.models.rfdetr import build_rfdetr
 
-    cfg = load_config(ROOT / "configs" / f"rfdetr_{size}.py")
-    assert cfg.model.size == size and cfg.recipe.type == "rfdetr" and cfg.data_root is None
+    cfg = load_config(ROOT / "configs" / "detection" / f"rfdetr_{size}.py")
+    assert cfg.model.size == size and cfg.strategy.type == "rfdetr" and cfg.data_root is None
     model = build_rfdetr(size, num_classes=3)  # random weights, no download (Base: positional_encoding_size=40)
     assert model.class_embed.out_features == 4
-    groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.adapter)
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
@@ -418,8 +423,12 @@ def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path
     assert end_a["class_names"] == ["raccoon"]
     best = torch.load(a / "best.pt", weights_only=True)  # the weights (model or EMA) with the best val mAP
     assert best["class_names"] == ["raccoon"] and best["metric"] == "mAP"
-    assert (best["value"], best["epoch"], best["weights"]) == (summary["best_mAP"], summary["best_epoch"], summary["best_weights"])
-    from recipes.tasks.detection import build_rfdetr_wrapper
+    assert (best["value"], best["epoch"], best["weights"]) == (
+        summary["best_mAP"],
+        summary["best_epoch"],
+        summary["best_weights"],
+    )
+    from recipes.train.models.rfdetr import build_rfdetr_wrapper
 
     again = build_rfdetr_wrapper("nano", num_classes=1, pretrain_weights=str(a / "best.pt"), resolution=128)
     reloaded = again.model.model.state_dict()  # rfdetr's own loader reads best.pt: fine-tune from it

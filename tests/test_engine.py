@@ -12,8 +12,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from recipes.checkpoint import latest_checkpoint
-from recipes.engine import NonFiniteLoss, Trainer
+from recipes.train.checkpoint import latest_checkpoint
+from recipes.train.engine import NonFiniteLoss, Trainer
 
 TINY_MODEL = dict(type="timm", name="vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, depth=2,
                   embed_dim=32, num_heads=2, drop_rate=0.1)  # fmt: skip
@@ -27,7 +27,7 @@ def tiny_cfg(**train) -> Config:
         task=dict(type="classification"),
         data=dict(train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
                   val=dict(type="digits", split="val")),
-        recipe=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
+        strategy=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
         optimizer=dict(type="AdamW"),
         schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
         train=dict(dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train),
@@ -39,7 +39,9 @@ def losses(work_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "num_workers": 1, "epochs": 4}], ids=["plain", "accum_workers"])
+@pytest.mark.parametrize(
+    "extra", [{}, {"grad_accum": 2, "num_workers": 1, "epochs": 4}], ids=["plain", "accum_workers"]
+)
 def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path, extra):
     opts = dict(ckpt_every=5, ema=dict(decay=0.9), **extra)
     full = Trainer(tiny_cfg(**opts), tmp_path / "full").setup()
@@ -51,7 +53,11 @@ def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path, extra):
     assert ckpts == ["step_0000005.pt", "step_0000010.pt", f"step_{full.total_steps:07d}.pt"]
     assert 5 % spe and 10 % spe  # both mid-epoch
     state = torch.load(tmp_path / "full" / "checkpoints" / "step_0000010.pt", weights_only=True)
-    assert state["step"] == 10 and state["total_steps"] == full.total_steps and isinstance(state["rng"][0]["torch"], torch.Tensor)
+    assert (
+        state["step"] == 10
+        and state["total_steps"] == full.total_steps
+        and isinstance(state["rng"][0]["torch"], torch.Tensor)
+    )
 
     # a run "stopped" after step 5: its work dir as it was then (checkpoint pointer at step 5, logs beyond it)
     stopped = tmp_path / "stopped"
@@ -126,7 +132,11 @@ def test_best_checkpoint_holds_the_weights_that_scored_best(tmp_path):
     summary = t.train()
     info = json.loads((tmp_path / "best.json").read_text())
     best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert (info["value"], info["epoch"], info["weights"]) == (summary["best_top1"], summary["best_epoch"], summary["best_weights"])
+    assert (info["value"], info["epoch"], info["weights"]) == (
+        summary["best_top1"],
+        summary["best_epoch"],
+        summary["best_weights"],
+    )
     assert best["metric"] == "top1" and best["step"] == info["epoch"] * t.steps_per_epoch == info["step"]
     assert best["class_names"] == [str(c) for c in range(10)]
     # the score of the epoch that won is the best of every plain and EMA score logged

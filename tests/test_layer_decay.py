@@ -37,7 +37,9 @@ def test_timm_parity(name, decay, wd):
     """Per parameter, lr_scale and weight decay equal timm.optim.param_groups_layer_decay's."""
     model = meta_model(name)
     ours = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=decay, weight_decay=wd))
-    theirs = param_groups_layer_decay(model, weight_decay=wd, no_weight_decay_list=model.no_weight_decay(), layer_decay=decay)
+    theirs = param_groups_layer_decay(
+        model, weight_decay=wd, no_weight_decay_list=model.no_weight_decay(), layer_decay=decay
+    )
     names = {id(p): n for n, p in model.named_parameters()}
     a, b = per_param(ours), per_param(theirs)
     assert a.keys() == b.keys()
@@ -47,7 +49,9 @@ def test_timm_parity(name, decay, wd):
 
 
 def tiny_vit(depth: int = 2, **kw) -> torch.nn.Module:
-    return timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=depth, num_classes=3, embed_dim=8, num_heads=2, **kw)
+    return timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, depth=depth, num_classes=3, embed_dim=8, num_heads=2, **kw
+    )
 
 
 def test_exact_table_powers_of_two():
@@ -75,8 +79,16 @@ def test_exact_table_powers_of_two():
             expected[f"blocks.{i}.{sub}.bias"] = (lr, 0.0)
     assert got == expected
     names = [g["name"] for g in groups]
-    assert names == ["embed.no_decay", "embed.decay", "blocks.00.no_decay", "blocks.00.decay",
-                     "blocks.01.no_decay", "blocks.01.decay", "head.decay", "head.no_decay"]
+    assert names == [
+        "embed.no_decay",
+        "embed.decay",
+        "blocks.00.no_decay",
+        "blocks.00.decay",
+        "blocks.01.no_decay",
+        "blocks.01.decay",
+        "head.decay",
+        "head.no_decay",
+    ]
 
 
 def test_weight_decay_zero_keeps_layer_decay():
@@ -124,7 +136,9 @@ def test_frozen_excluded_and_depth_from_architecture():
 def test_every_trainable_param_in_exactly_one_group_and_tied_once():
     model = tiny_vit()
     model.extra = torch.nn.Linear(8, 3)  # no adapter rule knows it
-    with pytest.raises(ValueError, match=r"timm_vit: 2 trainable parameters match no layer/component rule \(e.g. 'extra.weight'"):
+    with pytest.raises(
+        ValueError, match=r"timm_vit: 2 trainable parameters match no layer/component rule \(e.g. 'extra.weight'"
+    ):
         build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="timm_vit")
     with pytest.warns(UserWarning, match="default LR"):
         groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5, on_unmatched="default"))

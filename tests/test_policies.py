@@ -11,9 +11,9 @@ import torch
 from mmengine.config import Config
 
 from recipes.adapter import canonical_name
-from recipes.engine import Trainer
 from recipes.param_groups import build_param_groups
 from recipes.policies import apply_policy, trainable_counts
+from recipes.train.engine import Trainer
 from tests.test_engine import tiny_cfg
 
 
@@ -27,7 +27,10 @@ def vit(depth: int = 3, device: str = "cpu", name: str = "vit_tiny_patch16_224",
     [
         (dict(type="lora_only"), {"lora": 589_824, "norm": 0, "other": 38_500, "total": 628_324}),
         (dict(type="norm_only"), {"lora": 0, "norm": 19_200, "other": 38_500, "total": 57_700}),
-        (dict(type="hybrid_layerwise", layout="deep_lora"), {"lora": 196_608, "norm": 12_288, "other": 38_500, "total": 247_396}),
+        (
+            dict(type="hybrid_layerwise", layout="deep_lora"),
+            {"lora": 196_608, "norm": 12_288, "other": 38_500, "total": 247_396},
+        ),
     ],
     ids=["lora_only", "norm_only", "deep_lora"],
 )
@@ -45,7 +48,9 @@ def test_deep_lora_layout_is_exactly_as_documented():
     lora = {n for n in trainable if canonical_name(n)[1]}
     assert {n.split(".")[1] for n in lora} == {"2"}  # the deepest block only
     assert {n.split(".")[2].split(".")[0] for n in lora} == {"attn", "mlp"}
-    assert {canonical_name(n)[0] for n in lora} == {f"blocks.2.{m}.weight" for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+    assert {canonical_name(n)[0] for n in lora} == {
+        f"blocks.2.{m}.weight" for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    }
     norms = {n for n in trainable if not canonical_name(n)[1] and not n.startswith("head")}
     assert norms == {f"blocks.{b}.{m}.{w}" for b in (0, 1) for m in ("norm1", "norm2") for w in ("weight", "bias")}
     assert {"head.weight", "head.bias"} <= trainable and "norm.weight" not in trainable
@@ -74,7 +79,7 @@ def test_policy_errors_are_clear():
     model = vit(depth=2, img_size=32, patch_size=16, num_classes=10)
     with pytest.raises(ValueError, match="policy.type must be one of"):
         apply_policy(model, dict(type="lora_everything"))
-    with pytest.raises(KeyError, match=r"policy.lr_lora: LRs live in the recipe"):
+    with pytest.raises(KeyError, match=r"policy.lr_lora: LRs live in the strategy"):
         apply_policy(model, dict(type="lora_only", lr_lora=1e-4))
     with pytest.raises(ValueError, match=r"LoRA targets \['nope'\] match no nn.Linear"):
         apply_policy(model, dict(type="lora_only", targets=["nope"]))
@@ -84,7 +89,7 @@ def test_freeze_lora_steps_in_the_engine(tmp_path):
     cfg = tiny_cfg(max_steps=5, ckpt_every=3)
     cfg.model["depth"] = 3
     cfg.policy = dict(type="hybrid_layerwise", layout="deep_lora", r=4, lora_blocks=1, freeze_lora_steps=3)
-    cfg.recipe = dict(type="flat", lr=1e-3, lr_lora=5e-4, lr_norm=1e-3, weight_decay=0.05)
+    cfg.strategy = dict(type="flat", lr=1e-3, lr_lora=5e-4, lr_norm=1e-3, weight_decay=0.05)
     cfg.schedule = dict(type="constant")
     t = Trainer(cfg, tmp_path).setup()
     model = t.model
@@ -113,21 +118,21 @@ def test_freeze_lora_steps_in_the_engine(tmp_path):
 def test_show_lr_applies_the_policy(tmp_path, capsys):
     from tools.show_lr import main
 
-    assert main(["configs/vit_s16_cifar100_deep_lora.py", "--out-dir", str(tmp_path), "--steps-per-epoch", "390",
+    assert main(["configs/classification/vit_s16_cifar100_deep_lora.py", "--out-dir", str(tmp_path), "--steps-per-epoch", "390",
                  "--cfg-options", "model.device=meta", "model.num_classes=100"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "params=247.40K" in out and "lr=0.0005" in out
 
 
 def test_seed002_configs_build_their_recipe():
-    from recipes.config import load_config
+    from recipes.train.config import load_config
 
     for name in ("lora_only", "norm_only", "deep_lora"):
-        cfg = load_config(f"configs/vit_s16_cifar100_{name}.py")
-        assert (cfg.train.batch_size, cfg.train.epochs, cfg.recipe.weight_decay) == (128, 15, 0.05)
+        cfg = load_config(f"configs/classification/vit_s16_cifar100_{name}.py")
+        assert (cfg.train.batch_size, cfg.train.epochs, cfg.strategy.weight_decay) == (128, 15, 0.05)
         assert cfg.schedule == dict(type="cosine", warmup_steps=0, min_lr=1e-5, floor_mode="absolute")
         if name != "norm_only":
             assert (cfg.policy.r, cfg.policy.alpha, cfg.policy.freeze_lora_steps) == (8, 16, 400)
-            assert (cfg.recipe.lr, cfg.recipe.lr_lora, cfg.recipe.lr_norm) == (1e-3, 5e-4, 1e-3)
+            assert (cfg.strategy.lr, cfg.strategy.lr_lora, cfg.strategy.lr_norm) == (1e-3, 5e-4, 1e-3)
     assert copy.deepcopy(cfg.model)["name"] == "vit_small_patch16_224"
     assert isinstance(cfg, Config)

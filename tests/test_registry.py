@@ -9,15 +9,17 @@ import pytest
 import timm
 import torch
 
-from recipes import ADAPTERS, RECIPES, SCHEDULES, build_param_groups, build_schedule, canonical_name
+from recipes import ADAPTERS, SCHEDULES, STRATEGIES, build_param_groups, build_schedule, canonical_name
 from recipes.adapter import is_norm_name
-from recipes.config import load_config
+from recipes.train.config import load_config
 
 
 def test_lazy_locations_register_everything():
     assert "timm_vit" in ADAPTERS.names()
-    assert {"layer_decay", "component_depth", "flat"} <= set(RECIPES.names())
-    assert {"cosine", "linear", "constant", "step", "multistep", "wsd", "inverse_sqrt", "noam"} <= set(SCHEDULES.names())
+    assert {"layer_decay", "component_depth", "flat"} <= set(STRATEGIES.names())
+    assert {"cosine", "linear", "constant", "step", "multistep", "wsd", "inverse_sqrt", "noam"} <= set(
+        SCHEDULES.names()
+    )
 
 
 def test_unknown_names_list_known_and_nearest():
@@ -38,7 +40,8 @@ def test_auto_adapter_errors_on_unknown_model():
 
 
 def test_custom_imports_register_a_users_schedule(tmp_path, monkeypatch):
-    (tmp_path / "my_sched.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_sched.py").write_text(
+        textwrap.dedent("""
         from recipes.registry import SCHEDULES
         from recipes.schedules import Schedule
 
@@ -46,13 +49,16 @@ def test_custom_imports_register_a_users_schedule(tmp_path, monkeypatch):
         class Half(Schedule):
             def decay(self, t):
                 return 0.5
-    '''))
-    (tmp_path / "cfg.py").write_text(textwrap.dedent('''
+    """)
+    )
+    (tmp_path / "cfg.py").write_text(
+        textwrap.dedent("""
         custom_imports = dict(imports=["my_sched"], allow_failed_imports=False)
         model = dict(type="timm", name="vit_tiny_patch16_224")
-        recipe = dict(type="flat", lr=1.0)
+        strategy = dict(type="flat", lr=1.0)
         schedule = dict(type="my_half", lr=2.0)
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         cfg = load_config(tmp_path / "cfg.py", ["schedule.lr=4.0"])
@@ -82,9 +88,16 @@ def test_canonical_names(name, canon, role):
 
 @pytest.mark.parametrize(
     "name,norm",
-    [("blocks.0.norm1.weight", True), ("encoder.layer.0.layernorm_before.bias", True), ("ln_post.weight", True),
-     ("x.attn.norm_added_q.weight", True), ("bn1.weight", True), ("blocks.0.attn.qkv.weight", False),
-     ("transformer.ln_f.weight", True), ("head.weight", False)],
+    [
+        ("blocks.0.norm1.weight", True),
+        ("encoder.layer.0.layernorm_before.bias", True),
+        ("ln_post.weight", True),
+        ("x.attn.norm_added_q.weight", True),
+        ("bn1.weight", True),
+        ("blocks.0.attn.qkv.weight", False),
+        ("transformer.ln_f.weight", True),
+        ("head.weight", False),
+    ],
 )
 def test_norm_names(name, norm):
     assert is_norm_name(name) is norm
@@ -92,9 +105,13 @@ def test_norm_names(name, norm):
 
 def test_peft_lora_on_timm_takes_the_wrapped_layer():
     peft = pytest.importorskip("peft")
-    model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=2, num_classes=3, embed_dim=8, num_heads=2)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, depth=2, num_classes=3, embed_dim=8, num_heads=2
+    )
     model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["qkv"], modules_to_save=["head"]))
-    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5, weight_decay=0.05, loraplus_ratio=16))
+    groups = build_param_groups(
+        model, dict(type="layer_decay", lr=1.0, decay=0.5, weight_decay=0.05, loraplus_ratio=16)
+    )
     lr = {n: g["lr"] for g in groups for n in g["param_names"]}
     assert lr["base_model.model.blocks.0.attn.qkv.lora_A.default.weight"] == 0.25
     assert lr["base_model.model.blocks.0.attn.qkv.lora_B.default.weight"] == 0.25 * 16

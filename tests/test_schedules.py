@@ -100,7 +100,9 @@ def test_lambda_lr_matches_apply():
     lam = s.lambda_lr(b)
     for step in range(20):
         s.apply(a, step)
-        assert [g["lr"] for g in b.param_groups] == pytest.approx([g["lr"] for g in a.param_groups], rel=1e-12, abs=1e-18)
+        assert [g["lr"] for g in b.param_groups] == pytest.approx(
+            [g["lr"] for g in a.param_groups], rel=1e-12, abs=1e-18
+        )
         b.step()
         lam.step()
 

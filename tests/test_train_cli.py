@@ -50,7 +50,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 
 def test_missing_data_path(tmp_path, capsys):
-    cfg = str(ROOT / "configs" / "vit_s16_cifar100_norm_only.py")
+    cfg = str(ROOT / "configs" / "classification" / "vit_s16_cifar100_norm_only.py")
     argv = [cfg, "--work-dir", str(tmp_path / "wd"), "--cfg-options", f"data_root={tmp_path / 'nowhere'}"]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.config import load_config
 from recipes.param_groups import build_param_groups, resolve_adapter
-from recipes.registry import ADAPTERS, MODELS
+from recipes.registry import ADAPTERS
 from recipes.report import format_lr_grid
 from recipes.strategies import depth_factor
-from recipes.tasks.diffusers_models import PRESETS, build_diffusers_model
+from recipes.train.config import load_config
+from recipes.train.models.diffusers import PRESETS, build_diffusers_model
+from recipes.train.registry import MODELS
 
 pytest.importorskip("diffusers")
 peft = pytest.importorskip("peft")
@@ -246,7 +247,7 @@ def test_tiny_flux_lora_dora_and_loraplus_compose_with_layer_decay():
     assert _lr_of(cd, "transformer_blocks.1.attn.add_q_proj.lora_B.default.weight") == 4.0
 
 
-SEED_CONFIGS = sorted((ROOT / "configs").glob("seed001_*.py"))
+SEED_CONFIGS = sorted((ROOT / "configs").glob("diffusion/*.py"))
 
 
 def _apply_policy(model, policy):
@@ -262,17 +263,20 @@ def _grid_line(grid: str, groups, param: str) -> str:
 
 
 @pytest.mark.parametrize("path", SEED_CONFIGS, ids=[p.stem for p in SEED_CONFIGS])
-def test_seed001_config_grid(path):
+def test_diffusion_config_grid(path):
     """The shallowest and deepest trained block of the first stack print component_lr x depth factor."""
     cfg = load_config(path)
-    assert path.read_text().startswith("#") and f"python tools/show_lr.py configs/{path.name}" in path.read_text()
+    assert (
+        path.read_text().startswith("#")
+        and f"python tools/show_lr.py configs/diffusion/{path.name}" in path.read_text()
+    )
     model = MODELS.build(cfg.model)
     if cfg.get("policy"):
         _apply_policy(model, cfg.policy)
-    groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.adapter)
     grid = format_lr_grid(groups, model, title=path.stem)
     assert "coverage: " in grid and f"[{path.stem}] groups=" in grid
-    r, mmap = cfg.recipe, resolve_adapter(model).describe(model)
+    r, mmap = cfg.strategy, resolve_adapter(model).describe(model)
     stack, n = next(iter(mmap.stack_sizes.items()))
     comp = "self_attn" if "self_attn" in r["component_lr"] else "ffn"
     trained = sorted(
@@ -295,7 +299,7 @@ def test_third_party_adapter_through_custom_imports():
     try:
         cfg = load_config(ROOT / "tests" / "third_party_config.py")  # imports tests.third_party_adapter
         model = MODELS.build(cfg.model)
-        groups = build_param_groups(model, cfg.recipe, adapter=cfg.adapter)
+        groups = build_param_groups(model, cfg.strategy, adapter=cfg.adapter)
         assert _lr_of(groups, "layers.0.attn.weight") == 4e-4
         assert _lr_of(groups, "layers.2.mlp.weight") == pytest.approx(2e-4 * 0.5)
         assert _lr_of(groups, "out.weight") == 1e-4

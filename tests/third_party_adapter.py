@@ -9,7 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 from recipes.adapter import Adapter
-from recipes.registry import ADAPTERS, MODELS
+from recipes.registry import ADAPTERS
+from recipes.train.registry import MODELS
 
 
 class ToyDenoiser(nn.Module):

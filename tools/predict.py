@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from recipes.config import load_config  # noqa: E402
+from recipes.train.config import load_config  # noqa: E402
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
@@ -50,7 +50,7 @@ def read_state_dict(path: str | Path, ema: bool = False) -> tuple[dict[str, torc
 def class_names(cfg: Any, ckpt: dict[str, Any], n: int) -> list[str]:
     names = ckpt.get("class_names") or (ckpt.get("meta") or {}).get("class_names")
     if not names and cfg.get("data_root"):
-        from recipes.registry import TASKS
+        from recipes.train.registry import TASKS
 
         opts = dict(cfg.task)
         names = TASKS.lookup(opts.pop("type"))(cfg, **opts).dataset_classes()
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from recipes.data.coco_detection import build_transform
-    from recipes.tasks.detection import build_rfdetr_wrapper
+    from recipes.train.data.coco_detection import build_transform
+    from recipes.train.tasks.detection import build_rfdetr_wrapper
 
     cfg = load_config(args.config, args.cfg_options)
     state, ckpt = read_state_dict(args.checkpoint, args.ema)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.config import load_config, schedule_steps  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
-from recipes.registry import MODELS  # noqa: E402
 from recipes.report import format_lr_grid, lr_table, plot_lr, write_csv  # noqa: E402
 from recipes.schedules import build_schedule  # noqa: E402
+from recipes.train.config import load_config, schedule_steps  # noqa: E402
+from recipes.train.registry import MODELS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.policies import apply_policy
 
         apply_policy(model, cfg.policy)
-    groups = build_param_groups(model, cfg.recipe, adapter=cfg.get("adapter", "auto"))
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
     print(format_lr_grid(groups, model, title=Path(args.config).stem))
 
     total, spe = schedule_steps(cfg, args.steps_per_epoch)
@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = lr_table(groups, sched, every=max(1, total // 400))
     plot_lr(rows, str(out / "lr_schedule.png"), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")
-    print(f"schedule {cfg.schedule['type']}: {total} steps ({spe} per epoch); base lr peak {max(r['base_lr'] for r in rows):.4g}")
+    print(
+        f"schedule {cfg.schedule['type']}: {total} steps ({spe} per epoch); base lr peak {max(r['base_lr'] for r in rows):.4g}"
+    )
     print(f"wrote {out / 'lr_schedule.png'}")
     if args.csv:
         write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))

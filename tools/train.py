@@ -16,16 +16,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.config import load_config  # noqa: E402
-from recipes.engine import NonFiniteLoss, Trainer  # noqa: E402
+from recipes.train.config import load_config  # noqa: E402
+from recipes.train.engine import NonFiniteLoss, Trainer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--work-dir", default=None, help="default: work_dirs/<config name>")
-    ap.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                    help="continue the work dir's newest checkpoint, or the given checkpoint file / work dir")
+    ap.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue the work dir's newest checkpoint, or the given checkpoint file / work dir",
+    )
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     return ap.parse_args(argv)
 

@@ -29,7 +29,7 @@ from typing import Any
 from torch import nn
 
 from recipes.adapter import Adapter, ModelMap, ParamInfo, unwrap_model
-from recipes.registry import ADAPTERS, RECIPES
+from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy, _check_lr
 
 _ENC = r"^backbone\.0\.encoder\."
@@ -89,7 +89,7 @@ def _out_indices(model: nn.Module) -> list[int] | None:
 _RFDETR_NO_DECAY = re.compile(r"gamma|pos_embed|rel_pos|bias|norm|embeddings")
 
 
-@RECIPES.register_module("rfdetr")
+@STRATEGIES.register_module("rfdetr")
 class RFDETRRecipe(Strategy):
     """rfdetr 1.11.2's ``get_param_dict(args, model)`` as groups with ``lr_scale`` (exact parity).
 
@@ -163,7 +163,7 @@ class RFDETRRecipe(Strategy):
         return self.weight_decay
 
 
-@RECIPES.register_module("rfdetr_fixed")
+@STRATEGIES.register_module("rfdetr_fixed")
 class RFDETRFixedRecipe(RFDETRRecipe):
     """``rfdetr`` with its quirks fixed; same knobs, plus ``encoder_component_power``.
 

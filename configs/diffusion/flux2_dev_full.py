@@ -1,0 +1,17 @@
+# A full fine-tune of the Flux.2 [dev] transformer (no LoRA), per-component x depth LR (cosine).
+# Values from design note 001's example "Flux 2 Dev -- Full Finetune".
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/flux2_dev_full.py
+# From the note's JSON (model_type 'flux_2_dev'); `strategy` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="flux2-dev", device="meta")
+adapter = "auto"
+strategy = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 1.5e-05, "cross_attn": 5e-06, "ffn": 1e-05, "norm": 2e-06},
+    depth_strategy="cosine",
+    min_depth_factor=0.2,
+    default_lr=1e-05,
+    lr=1e-05,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+train = dict(max_steps=2000)

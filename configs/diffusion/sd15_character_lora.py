@@ -1,0 +1,25 @@
+# An SD 1.5 U-Net character LoRA (rank 8), per-component x depth LR (inverted_u).
+# Values from design note 001's example "SD 1.5 -- Character LoRA".
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/sd15_character_lora.py
+# From the note's JSON (model_type 'sd15'); `strategy` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="sd15", device="meta")
+adapter = "auto"
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
+policy = dict(
+    type="lora_only",
+    r=8,
+    alpha=8,
+    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+)
+strategy = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},
+    depth_strategy="inverted_u",
+    min_depth_factor=0.3,
+    peak_position=0.4,
+    default_lr=0.0001,
+    lr=0.0001,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+train = dict(max_steps=2000)

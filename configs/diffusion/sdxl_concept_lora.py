@@ -1,0 +1,24 @@
+# An SDXL U-Net concept LoRA (rank 16), per-component x depth LR (linear).
+# Values from design note 001's example "SDXL -- Concept LoRA".
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/sdxl_concept_lora.py
+# From the note's JSON (model_type 'sdxl'); `strategy` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="sdxl", device="meta")
+adapter = "auto"
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
+policy = dict(
+    type="lora_only",
+    r=16,
+    alpha=16,
+    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+)
+strategy = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 0.00012, "cross_attn": 4e-05, "ffn": 8e-05, "norm": 1e-05},
+    depth_strategy="linear",
+    min_depth_factor=0.35,
+    default_lr=8e-05,
+    lr=0.0001,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+train = dict(max_steps=2000)

@@ -1,0 +1,24 @@
+# A WAN 2.1 T2V 14B video LoRA (rank 16), per-component x depth LR (cosine).
+# Values from design note 001's example "WAN 2.1 -- Video LoRA (Dual-Stage)".
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/wan21_video_lora.py
+# From the note's JSON (model_type 'wan'); `strategy` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="wan21-t2v-14b", device="meta")
+adapter = "auto"
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
+policy = dict(
+    type="lora_only",
+    r=16,
+    alpha=16,
+    targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+)
+strategy = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 0.0004, "cross_attn": 0.00015, "ffn": 0.00025, "norm": 3e-05},
+    depth_strategy="cosine",
+    min_depth_factor=0.25,
+    default_lr=0.00025,
+    lr=0.0003,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+train = dict(max_steps=2000)

@@ -1,0 +1,20 @@
+# A Z-Image Turbo LoRA (rank 16), per-component x depth LR (inverted_u).
+# Values from design note 001's example "ZImage -- Turbo LoRA".
+# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/zimage_turbo_lora.py
+# From the note's JSON (model_type 'zimage'); `strategy` is its per_layer_lr block verbatim, lr = learning_rate.
+model = dict(type="diffusers", preset="zimage-turbo", device="meta")
+adapter = "auto"
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
+policy = dict(type="lora_only", r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"])
+strategy = dict(
+    type="component_depth",
+    enabled=True,
+    component_lr={"self_attn": 0.0004, "ffn": 0.00025, "norm": 3e-05},
+    depth_strategy="inverted_u",
+    min_depth_factor=0.35,
+    peak_position=0.45,
+    default_lr=0.00025,
+    lr=0.0003,
+)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+train = dict(max_steps=2000)

@@ -1,4 +1,0 @@
-# Fine-tunes RF-DETR Large (704 px) on a COCO-format folder; everything else as configs/rfdetr_ft.py.
-#   python tools/train.py configs/rfdetr_large.py --cfg-options data_root=/path/to/dataset [model.pretrain_weights=rf-detr-large.pth]
-_base_ = "./rfdetr_ft.py"
-model = dict(size="large")

@@ -1,0 +1,1 @@
+"""Bridges from the library to other trainers (mmengine, transformers, Lightning, timm)."""

@@ -1,0 +1,496 @@
+"""The training engine behind ``tools/train.py``: one recipe, read top to bottom.
+
+``Trainer(cfg, work_dir, resume).setup()`` validates the config, builds the task, data, model,
+trainable policy, parameter groups, optimizer and step schedule; ``train()`` runs the loop;
+``save_checkpoint()`` writes an atomic, ``weights_only``-loadable checkpoint. The same code runs on
+one process or under ``torchrun`` (DDP; gloo on CPU, nccl on GPU).
+
+Each optimizer step, in order: ``schedule.apply(optimizer, step)`` (every group's ``lr`` =
+``value(step) * lr_scale``; the weight-decay schedule only on groups with weight decay > 0), the
+LoRA freeze (``policy.freeze_lora_steps``), ``task.on_step`` when the task has it, ``grad_accum``
+forward/backward passes (under autocast), unscale, clip, step, EMA update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from recipes.adapter import canonical_name
+from recipes.param_groups import base_lr_of, build_param_groups
+from recipes.report import format_lr_grid
+from recipes.schedules import build_schedule
+from recipes.train.checkpoint import (
+    BEST,
+    BEST_INFO,
+    LAST,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    write_text_atomic,
+)  # fmt: skip
+from recipes.train.config import check_config, schedule_steps, train_options
+from recipes.train.diagnostics import UpdateTracker
+from recipes.train.ema import ModelEMA
+from recipes.train.registry import TASKS
+from recipes.train.run_log import RunLog
+from recipes.train.sampling import batches_per_epoch, make_loader
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+class Trainer:
+    """``Trainer(cfg, "work_dirs/x").setup().train()`` returns the final summary dict."""
+
+    def __init__(self, cfg: Any, work_dir: str | Path, resume: str | Path | bool | None = None) -> None:
+        self.cfg, self.work_dir, self.resume = cfg, Path(work_dir), resume
+        self.opts = train_options(cfg)
+        self.step = 0
+        self.history: list[tuple[int, float]] = []  # (step, loss) of this process, for tests and the summary
+        self.best: tuple[float, int, str] | None = None  # (value, epoch, "model" or "ema")
+        self.imgs, self.t0 = 0, time.perf_counter()
+
+    # ------------------------------------------------------------------------------------- setup
+    def setup(self) -> Trainer:
+        check_config(self.cfg)
+        if self.opts["num_threads"]:
+            torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
+        self._setup_distributed()
+        seed_everything(self.opts["seed"] + self.rank)
+        ckpt = self._read_resume()
+        self.task = TASKS.lookup(self.cfg.get("task", {}).get("type", "classification"))(
+            self.cfg, **{k: v for k, v in dict(self.cfg.get("task", {})).items() if k != "type"}
+        )
+        self.train_set, self.val_set = self.task.build_datasets()
+        self._setup_data()
+        self.model = self._setup_model(ckpt)
+        self.optimizer = self._setup_optimizer()
+        self._setup_schedule(ckpt)
+        self._setup_amp_ema()
+        if ckpt is not None:
+            self._load_training_state(ckpt)
+        self.model = self._wrap_model(self.model)
+        self._prepare_work_dir(resuming=ckpt is not None)
+        self.log = RunLog(self.work_dir if self.is_main else None, [g["name"] for g in self.optimizer.param_groups],
+                          self.step, self.opts["tensorboard"])  # fmt: skip
+        self.tracker = UpdateTracker()
+        return self
+
+    def _setup_distributed(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        want = self.opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        if want == "cuda":
+            want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(torch.device(want))
+        self.device = torch.device(want)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+
+    def _read_resume(self) -> dict[str, Any] | None:
+        if not self.resume:
+            return None
+        where = self.work_dir if self.resume is True else Path(self.resume)
+        return load_checkpoint(where)
+
+    def _setup_data(self) -> None:
+        o = self.opts
+        n, bs = len(self.train_set), o["batch_size"]
+        per_epoch = batches_per_epoch(n, bs, self.world)
+        if per_epoch < o["grad_accum"]:
+            raise ValueError(
+                f"train.batch_size={bs} x grad_accum={o['grad_accum']} x {self.world} process(es) is larger than "
+                f"the training set ({n} samples): not one optimizer step fits in an epoch; lower train.batch_size"
+            )
+        self.steps_per_epoch = per_epoch // o["grad_accum"]
+
+    def _setup_model(self, ckpt: dict[str, Any] | None) -> nn.Module:
+        model = self.task.build_model()
+        if self.cfg.get("policy"):
+            from recipes.policies import apply_policy
+
+            model = apply_policy(model, self.cfg.policy) or model
+        if ckpt is not None:
+            load_model_state(model, ckpt["model"], ckpt["path"], ckpt.get("model_cfg"))
+        self.trainable, self.total_params = count_params(model)
+        self.lora_params = [p for n, p in model.named_parameters() if p.requires_grad and canonical_name(n)[1]]
+        model.to(self.device)
+        if self.opts["channels_last"]:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _setup_optimizer(self) -> torch.optim.Optimizer:
+        groups = build_param_groups(self.model, self.cfg.strategy, adapter=self.cfg.get("adapter", "auto"))
+        self.base_lr = base_lr_of(groups)
+        opt_cfg = dict(self.cfg.get("optimizer") or {"type": "AdamW"})
+        name = opt_cfg.pop("type", "AdamW")
+        cls = getattr(torch.optim, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            known = [
+                k for k, v in vars(torch.optim).items() if isinstance(v, type) and issubclass(v, torch.optim.Optimizer)
+            ]
+            raise KeyError(f"optimizer.type: {name!r} is not a torch.optim optimizer; known: {sorted(known)}")
+        if self.is_main:
+            print(format_lr_grid(groups, self.model, title="lr_grid"))
+            pct = 100 * self.trainable / max(1, self.total_params)
+            roles = ""
+            if self.cfg.get("policy"):
+                from recipes.policies import trainable_counts
+
+                roles = " by role " + ", ".join(
+                    f"{k} {v:,}" for k, v in trainable_counts(self.model).items() if k != "total"
+                )
+            print(f"[params] trainable {self.trainable:,} of {self.total_params:,} ({pct:.2f}%){roles}")
+        return cls(groups, **opt_cfg)
+
+    def _setup_schedule(self, ckpt: dict[str, Any] | None) -> None:
+        self.total_steps, _ = schedule_steps(self.cfg, self.steps_per_epoch)
+        self.schedule = build_schedule(self.cfg.schedule, total_steps=self.total_steps, lr=self.base_lr,
+                                       steps_per_epoch=self.steps_per_epoch,
+                                       fit_warmup=bool(self.opts["max_steps"]))  # fmt: skip
+        self.freeze_lora_steps = int((self.cfg.get("policy") or {}).get("freeze_lora_steps", 0) or 0)
+        if ckpt is not None and (ckpt.get("total_steps"), ckpt.get("steps_per_epoch")) != (
+            self.total_steps,
+            self.steps_per_epoch,
+        ):
+            msg = (f"the schedule changed since the checkpoint: it was {ckpt.get('total_steps')} steps "
+                   f"({ckpt.get('steps_per_epoch')} per epoch), this config gives {self.total_steps} "
+                   f"({self.steps_per_epoch} per epoch); the LR curve from step {ckpt['step']} on is not the one "
+                   "the run started with")  # fmt: skip
+            warnings.warn(msg, stacklevel=2)
+            if self.is_main:
+                print(f"WARNING: {msg}")
+
+    def _setup_amp_ema(self) -> None:
+        amp = self.opts["amp"]
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"train.amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+        ema = self.opts["ema"]
+        if isinstance(ema, (int, float)) and not isinstance(ema, bool):
+            ema = {"decay": ema}
+        self.ema = ModelEMA(self.model, **ema) if ema else None
+
+    def _load_training_state(self, ckpt: dict[str, Any]) -> None:
+        self.step = int(ckpt["step"])
+        if hasattr(self.task, "on_step"):
+            self.task.on_step(self.model, self.optimizer, self.step)  # groups the task adds must exist first
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        best = ckpt.get("best")
+        self.best = (float(best[0]), int(best[1]), str(best[2]) if len(best) > 2 else "model") if best else None
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        if self.is_main:
+            print(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.opts["compile"]:
+            model = torch.compile(model)
+        return model
+
+    def _prepare_work_dir(self, resuming: bool) -> None:
+        """Create the work dir; a fresh run moves an earlier run's files aside instead of overwriting them."""
+        if not self.is_main:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        old = [p for p in self.work_dir.iterdir() if p.name not in ("previous",)]
+        if old and not resuming:
+            dest = self.work_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+            dest.mkdir(parents=True, exist_ok=True)
+            for p in old:
+                shutil.move(str(p), str(dest / p.name))
+            print(f"[work_dir] an earlier run's files were moved to {dest}")
+        if resuming:
+            self._set_aside_later_best()
+        self.cfg.dump(str(self.work_dir / "config.py"))
+
+    def _set_aside_later_best(self) -> None:
+        """Resuming from an earlier checkpoint: a best.pt written after it belongs to the abandoned branch."""
+        info = self.work_dir / BEST_INFO
+        if not info.is_file():
+            return
+        try:
+            saved = json.loads(info.read_text())
+            if int(saved["step"]) <= self.step:
+                return
+        except (ValueError, KeyError, TypeError):  # unreadable: keep the files, say so
+            print(f"WARNING: {info} cannot be read; best.pt is kept as it is and replaced by the next better epoch")
+            return
+        dest = self.work_dir / "previous" / f"best_after_step_{self.step}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (BEST, BEST_INFO):
+            if (self.work_dir / name).exists():
+                shutil.move(str(self.work_dir / name), str(dest / name))
+        print(f"[resume] the best checkpoint was written at step {saved['step']}, after this resume point "
+              f"(step {self.step}); moved to {dest}")  # fmt: skip
+
+    # ------------------------------------------------------------------------------------- train
+    def train(self) -> dict[str, Any]:
+        o, spe = self.opts, self.steps_per_epoch
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and o["progress"]),
+                   dynamic_ncols=True, mininterval=1.0, desc="train")  # fmt: skip
+        self.t0, self.imgs = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps:
+                epoch, skip = divmod(self.step, spe)
+                it = iter(self._loader(epoch, skip * o["grad_accum"]))
+                for _ in range(skip, spe):
+                    if self.step >= self.total_steps:
+                        break
+                    self._one_step(it, epoch, bar)
+                    if self.step % spe == 0 or self.step >= self.total_steps:
+                        self._end_of_epoch(epoch)  # before the checkpoint, so a resume never skips it
+                    every = o["ckpt_every"]
+                    if every and self.step % every == 0 and self.step < self.total_steps:
+                        self.save_checkpoint()
+        except NonFiniteLoss as e:
+            bar.close()
+            last = latest_checkpoint(self.work_dir / "checkpoints")
+            print(
+                f"STOPPED: {e}. The last good checkpoint is {last or '(none written yet)'}; nothing after it was saved."
+            )
+            raise
+        bar.close()
+        self.save_checkpoint()
+        return self._summary()
+
+    def _loader(self, epoch: int, start_batch: int = 0, dataset: Any = None, train: bool = True) -> Any:
+        o = self.opts
+        return make_loader(dataset if dataset is not None else self.train_set,
+                           batch_size=o["batch_size"] if train else o["eval_batch_size"] or o["batch_size"],
+                           seed=o["seed"], epoch=epoch, collate=self.task.collate, rank=self.rank, world=self.world,
+                           train=train, start_batch=start_batch, num_workers=o["num_workers"],
+                           pin_memory=self.device.type == "cuda")  # fmt: skip
+
+    def _one_step(self, it: Any, epoch: int, bar: Any) -> None:
+        t = time.perf_counter()
+        base = self.schedule.apply(self.optimizer, self.step)
+        frozen = self.step < self.freeze_lora_steps
+        if frozen:
+            self._zero_lora_lrs()
+        if hasattr(self.task, "on_step"):
+            self.task.on_step(self.model, self.optimizer, self.step)
+        loss, logs = self._forward_backward(it)
+        self._optimizer_step(frozen)
+        self.step += 1
+        n = self.opts["batch_size"] * self.opts["grad_accum"] * self.world
+        self.imgs += n
+        rate = n / max(1e-9, time.perf_counter() - t)
+        self.history.append((self.step - 1, loss))
+        row = {"step": self.step - 1, "epoch": epoch, "loss": loss, "base_lr": base, "img_per_s": rate}
+        row.update({f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups})
+        self.log.step(row, logs)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{base:.3g}", img_s=f"{rate:.0f}", refresh=False)
+        if (
+            self.is_main
+            and not self.opts["progress"]
+            and self.opts["log_every"]
+            and self.step % self.opts["log_every"] == 0
+        ):
+            print(
+                f"[train] step {self.step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} lr {base:.4g} img/s {rate:.0f}"
+            )
+        bar.update(1)
+
+    def _zero_lora_lrs(self) -> None:
+        """During ``freeze_lora_steps``: groups made only of LoRA tensors show (and use) lr 0."""
+        lora = {id(p) for p in self.lora_params}
+        for g in self.optimizer.param_groups:
+            if g["params"] and all(id(p) in lora for p in g["params"]):
+                g["lr"] = 0.0
+
+    def _forward_backward(self, it: Any) -> tuple[float, dict[str, float]]:
+        accum, total, logs = self.opts["grad_accum"], 0.0, {}
+        ddp = isinstance(self.model, nn.parallel.DistributedDataParallel)
+        for k in range(accum):
+            batch = next(it)
+            sync = contextlib.nullcontext() if (k == accum - 1 or not ddp) else self.model.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss, logs = self.task.train_step(self.model, batch, self.device)
+                value = float(loss.detach())
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total += value / accum
+        if self.world > 1:
+            t = torch.tensor([total], device=self.device)
+            torch.distributed.all_reduce(t)
+            total = float(t) / self.world
+        if not math.isfinite(total):  # checked after the all-reduce: every rank stops at the same step
+            raise NonFiniteLoss(f"loss is {total} at step {self.step}")
+        return total, logs
+
+    def _optimizer_step(self, lora_frozen: bool) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if lora_frozen:  # no gradient -> AdamW skips them: no update, no state, no weight decay
+            for p in self.lora_params:
+                p.grad = None
+        measure = self._measure_now()
+        if measure:
+            self.tracker.before(self.optimizer)
+        clip = self.opts["clip_grad"]
+        if clip:
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self._bare_model(), self.step)
+        if measure:
+            self.log.diagnostics(self.tracker.after(self.optimizer, self.step))
+
+    def _measure_now(self) -> bool:
+        """Every step with log_grad_norms; else the last two steps of each epoch (one cosine each)."""
+        if self.opts["log_grad_norms"] or self.cfg.strategy.get("log_grad_norms", False):
+            return True
+        pos = self.step % self.steps_per_epoch
+        return pos >= self.steps_per_epoch - 2 or self.step >= self.total_steps - 2
+
+    # ------------------------------------------------------------------------------------- eval
+    def _bare_model(self) -> nn.Module:
+        """The model without DDP / compile wrappers: evaluation shards are uneven, DDP forwards would hang."""
+        model = self.model
+        while isinstance(getattr(model, "_orig_mod", None), nn.Module) or isinstance(
+            model, nn.parallel.DistributedDataParallel
+        ):
+            model = getattr(model, "_orig_mod", None) or model.module
+        return model
+
+    def _evaluate(self, module: nn.Module, dataset: Any) -> dict[str, float]:
+        loader = self._loader(0, dataset=dataset, train=False)
+        return self.task.evaluate(module, loader, self.device)
+
+    def _end_of_epoch(self, epoch: int) -> None:
+        if self.val_set is None:
+            return
+        metrics = self._evaluate(self._bare_model(), self.val_set)
+        if self.ema is not None:
+            metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
+        key, improved = self.task.primary_metric, None
+        for source, name in (("model", key), ("ema", f"ema_{key}")):
+            value = metrics.get(name)
+            if value is not None and math.isfinite(value) and self._better(value):
+                self.best, improved = (float(value), epoch + 1, source), source
+        self.last_metrics = metrics
+        self.log.evaluation(self.step, epoch + 1, metrics)
+        if self.is_main:
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            tqdm.write(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")  # above the progress bar
+        if improved:
+            self._save_best(metrics)
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.task.higher_is_better else value < self.best[0]
+
+    # ------------------------------------------------------------------------------------- save
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume."""
+        if not self.is_main or self.best is None:
+            return
+        value, epoch, source = self.best
+        module = self.ema.module if source == "ema" else self._bare_model()
+        info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
+                "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
+        state = {"model": module.state_dict(), **info, "class_names": list(self.task.class_names),
+                 "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
+        save_atomic(state, self.work_dir / BEST)
+        write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
+        tqdm.write(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
+              f"{self.work_dir / BEST}")  # fmt: skip
+
+    def save_checkpoint(self) -> Path | None:
+        """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
+        rngs = [rng_state()]
+        if self.world > 1:
+            rngs = [None] * self.world
+            torch.distributed.all_gather_object(rngs, rng_state())
+        if not self.is_main:
+            return None
+        state = {
+            "model": self._bare_model().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.world, "rng": rngs, "best": list(self.best) if self.best else None,
+            "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model)),
+            "class_names": list(self.task.class_names),
+        }  # fmt: skip
+        ckpt_dir = self.work_dir / "checkpoints"
+        path = ckpt_dir / f"step_{self.step:07d}.pt"
+        save_atomic(state, path)
+        write_text_atomic(ckpt_dir / LAST, path.name)
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[: -self.opts["keep_ckpts"]]:
+            old.unlink()
+        return path
+
+    def _summary(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        summary: dict[str, Any] = {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "wall_s": wall,
+                                   "img_per_s": self.imgs / max(wall, 1e-9), "trainable_params": self.trainable,
+                                   "total_params": self.total_params,
+                                   "final_loss": self.history[-1][1] if self.history else None}  # fmt: skip
+        summary["val"] = getattr(self, "last_metrics", {})
+        if self.cfg.get("policy"):
+            from recipes.policies import trainable_counts
+
+            summary["trainable_by_role"] = trainable_counts(self._bare_model())
+        if self.best:
+            summary[f"best_{self.task.primary_metric}"], summary["best_epoch"], summary["best_weights"] = self.best
+        if hasattr(self.task, "final_report"):
+            summary.update(self.task.final_report(self._bare_model(), self.device, self._evaluate_split))
+        if self.is_main:
+            (self.work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+            print("[summary] " + json.dumps(summary, default=lambda v: round(float(v), 4)))
+        self.log.close()
+        return summary
+
+    def _evaluate_split(self, dataset: Any) -> Any:
+        """A rank-sharded evaluation loader for a task's ``final_report``."""
+        return self._loader(0, dataset=dataset, train=False)

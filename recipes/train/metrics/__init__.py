@@ -1,0 +1,1 @@
+"""Metrics: classification (top-1, NLL, ECE, temperature) and COCO mAP."""

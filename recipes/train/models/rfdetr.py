@@ -1,0 +1,101 @@
+"""RF-DETR model builder (``model=dict(type="rfdetr", size=...)``), never a download.
+
+Written against ``rfdetr`` 1.11 (base install; ``rfdetr.training`` is never imported, it pulls
+Lightning).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from recipes.train.registry import MODELS
+
+log = logging.getLogger("recipes.detection")
+
+SIZES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium", "large": "RFDETRLarge",
+         "base": "RFDETRBase"}  # fmt: skip
+
+
+def rfdetr_class(size: str) -> type:
+    """The ``rfdetr`` wrapper class for a size name (``nano`` .. ``large``, ``base``)."""
+    if size not in SIZES:
+        raise KeyError(f"model.size: unknown RF-DETR size {size!r}; known: {', '.join(SIZES)}")
+    import rfdetr
+
+    return getattr(rfdetr, SIZES[size])
+
+
+def build_rfdetr_wrapper(
+    size: str = "nano",
+    num_classes: int = 90,
+    pretrain_weights: str | None = None,
+    allow_partial_load: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """The ``rfdetr`` wrapper (``.model.model`` is the ``LWDETR``, ``.model_config`` its config), never a download.
+
+    ``pretrain_weights``: a local checkpoint file (the ``rf-detr-<size>.pth`` rfdetr publishes, a
+    run's ``best.pt``); its head is re-sized to ``num_classes``. rfdetr loads it with
+    ``strict=False``: a checkpoint of another size (Nano's 2 decoder layers into Small's 3) would
+    leave tensors at random init with only a log line. That is an error here unless
+    ``allow_partial_load=True`` says it is meant.
+    """
+    cls = rfdetr_class(size)
+    if pretrain_weights is None:
+        log.warning("RF-DETR %s: no pretrain_weights given, starting from random weights", size)
+        if size == "base":
+            kwargs.setdefault("positional_encoding_size", 40)  # 37 would fetch DINOv2 weights from the hub
+    else:
+        path = Path(pretrain_weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.pretrain_weights: {str(path)!r} does not exist; give a local checkpoint file "
+                f"(e.g. rf-detr-{size}.pth) or None to start from random weights"
+            )
+        pretrain_weights = str(path.resolve())
+        log.info("RF-DETR %s: loading pretrained weights from %s", size, pretrain_weights)
+    hint = "was it saved from another size? pick the matching model.size"
+    partial = _PartialLoadRecords()
+    logging.getLogger("rf-detr").addHandler(partial)
+    try:
+        wrapper = cls(pretrain_weights=pretrain_weights, num_classes=num_classes, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        if pretrain_weights and ("size mismatch" in str(e) or "incompatible" in str(e)):
+            raise ValueError(
+                f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}): {str(e)[:300]}"
+            ) from None
+        raise
+    finally:
+        logging.getLogger("rf-detr").removeHandler(partial)
+    if partial.messages and not allow_partial_load:
+        raise ValueError(
+            f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}, or set "
+            f"model.allow_partial_load=True to fine-tune from it on purpose). rfdetr: {partial.messages[0][:400]}"
+        )
+    return wrapper
+
+
+class _PartialLoadRecords(logging.Handler):
+    """Collects rfdetr's warning that a checkpoint left model tensors at random init (or was not consumed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "left at random init" in text or "not consumed by model" in text:
+            args = record.args if isinstance(record.args, tuple) else ()
+            self.messages.append(str(args[1]) if len(args) == 2 else text)  # rfdetr 1.11: (path, what is missing)
+
+
+@MODELS.register_module("rfdetr")
+def build_rfdetr(
+    size: str = "nano", num_classes: int = 90, pretrain_weights: str | None = None, **kwargs: Any
+) -> nn.Module:
+    """RF-DETR's ``LWDETR`` module (``num_classes`` = number of object classes, no background)."""
+    return build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model

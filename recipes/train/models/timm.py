@@ -1,0 +1,65 @@
+"""timm models by name, random weights by default, a local ``pretrained_file`` when given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from recipes.train.registry import MODELS
+
+
+@MODELS.register_module("timm")
+def build_timm_model(
+    name: str,
+    num_classes: int | None = None,
+    pretrained_file: str | None = None,
+    device: str | None = None,
+    pretrained: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """``timm.create_model(name, ...)`` without any download.
+
+    ``pretrained_file``: a local checkpoint (timm's ``pretrained_cfg_overlay=dict(file=...)``); the
+    classifier is re-initialised when ``num_classes`` differs from the checkpoint's.
+    ``pretrained=True`` (without a file): the weights from the local Hugging Face hub cache, offline
+    (``HF_HUB_OFFLINE=1``); a clear error when they are not cached.
+    ``device="meta"`` builds without memory (for ``tools/show_lr.py`` on full-size models).
+    """
+    import os
+    from pathlib import Path
+
+    import timm
+    import torch
+
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.pretrained_file: {str(path)!r} does not exist; give a local .pth/.safetensors file"
+            )
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    elif pretrained:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the local hub cache only, never a download
+        kwargs["pretrained"] = True
+    try:
+        if device is not None:
+            with torch.device(device):
+                return timm.create_model(name, **kwargs)
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            import difflib
+
+            near = difflib.get_close_matches(name, timm.list_models(), n=3)
+            raise KeyError(f"model.name: unknown timm model {name!r}; did you mean {near}?") from None
+        raise
+    except OSError as e:  # huggingface_hub's offline / missing-file errors
+        if pretrained and pretrained_file is None:
+            raise FileNotFoundError(
+                f"model.pretrained=True: no local copy of {name!r}'s weights in the hub cache ({e.__class__.__name__}); "
+                "pass model.pretrained_file=/path/to/weights instead"
+            ) from None
+        raise

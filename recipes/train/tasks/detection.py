@@ -1,0 +1,307 @@
+"""Object detection with RF-DETR: model, matcher, losses, post-processing and multi-scale from ``rfdetr``.
+
+Written against ``rfdetr`` 1.11 (base install; ``rfdetr.training`` is never imported, it pulls
+Lightning). The class count follows the training set's ``categories``. Config sketch::
+
+    model = dict(type="rfdetr", size="nano", pretrain_weights=None)   # or a local rf-detr-nano.pth
+    task = dict(type="detection", multi_scale=True, freeze_encoder=0, lora=False)
+    data = dict(train=dict(type="coco_detection", split="train"), val=dict(type="coco_detection", split="valid"))
+
+Freezing the encoder (``backbone.0.encoder``, the DINOv2 ViT) is real: ``requires_grad=False``, so
+no gradients and no optimizer state. ``freeze_encoder=True`` freezes it for good; an int ``N``
+freezes it for the first N optimizer steps, and :meth:`DetectionTask.on_step` adds its parameter
+groups (from the config's recipe) to the optimizer at step N.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from recipes.train.models.rfdetr import build_rfdetr_wrapper, rfdetr_class  # noqa: F401 - re-exported
+from recipes.train.registry import DATASETS, TASKS
+from recipes.train.tasks.base import Task
+
+log = logging.getLogger("recipes.detection")
+
+ENCODER_PREFIX = "backbone.0.encoder."
+# DINOv2's mask token only serves masked-image pretraining: it never gets a gradient here (rfdetr's
+# trainer.py probe finds it the one always-unused tensor). Frozen, so plain DDP works; AdamW skips
+# tensors without gradients, so training is the same as rfdetr's.
+NEVER_USED = ("embeddings.mask_token",)
+MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")  # the last decoder layer's terms, logged as is
+
+
+@TASKS.register_module("detection")
+class DetectionTask(Task):
+    """RF-DETR on a COCO-format folder; see the module docstring for the options.
+
+    Args:
+        multi_scale: RF-DETR's per-batch multi-scale: the dataset resizes to the largest scale and
+            each step interpolates the batch to one of ``compute_multi_scale_scales`` (seeded by the step).
+        expanded_scales: RF-DETR's wider scale range (its default).
+        freeze_encoder: False, True (for good) or the number of steps to keep the encoder frozen.
+        lora: RF-DETR's own encoder LoRA (``backbone_lora=True``: DoRA, rank 16, via peft).
+        train_config: extra ``rfdetr`` ``TrainConfig`` fields (loss coefficients, ``focal_alpha``...).
+    """
+
+    primary_metric = "mAP"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        cfg: Any,
+        multi_scale: bool = True,
+        expanded_scales: bool = True,
+        freeze_encoder: bool | int = False,
+        lora: bool = False,
+        train_config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(cfg, **options)
+        if isinstance(freeze_encoder, bool):
+            self.freeze_steps = -1 if freeze_encoder else 0
+        elif isinstance(freeze_encoder, int) and freeze_encoder >= 0:
+            self.freeze_steps = freeze_encoder
+        else:
+            raise ValueError(
+                f"task.freeze_encoder: expected True/False or a number of steps >= 0, got {freeze_encoder!r}"
+            )
+        if lora and self.freeze_steps:
+            log.warning("task.freeze_encoder has no effect with lora=True: LoRA already freezes the encoder weights")
+        self.multi_scale, self.expanded_scales, self.lora = multi_scale, expanded_scales, lora
+        self.train_config_overrides = dict(train_config or {})
+        self.model_config: Any = None
+        self.criterion: nn.Module | None = None
+        self.postprocess: nn.Module | None = None
+        self._datasets: dict[str, Dataset] = {}
+        self._step = 0
+
+    # --- model --------------------------------------------------------------------------------
+    def _model_kwargs(self) -> dict[str, Any]:
+        kw = {k: v for k, v in dict(self.cfg.model).items() if k != "type"}
+        kw = self.follow_dataset_classes(kw, self.dataset_classes(), noun="categories")
+        if self.lora:
+            kw["backbone_lora"] = True
+        return kw
+
+    def build_model(self) -> nn.Module:
+        from rfdetr.models.lwdetr import build_criterion_from_config
+
+        kw = self._model_kwargs()
+        wrapper = build_rfdetr_wrapper(**kw)
+        self.model_config = wrapper.model_config
+        tc = wrapper.get_train_config(dataset_dir=str(self.cfg.get("data_root") or "."), **self.train_config_overrides)
+        self.criterion, self.postprocess = build_criterion_from_config(self.model_config, tc)
+        model = wrapper.model.model
+        for name, p in model.named_parameters():
+            if name.endswith(NEVER_USED):
+                p.requires_grad_(False)
+        if self.freeze_steps and not self.lora:
+            n = set_encoder_trainable(model, False)
+            until = "for good" if self.freeze_steps < 0 else f"for the first {self.freeze_steps} steps"
+            log.info("encoder frozen %s (%d tensors: no gradients, no optimizer state)", until, n)
+        return model
+
+    def _resolved_config(self) -> Any:
+        if self.model_config is None:  # datasets built before the model: the config alone is cheap
+            skip = ("size", "pretrain_weights", "allow_partial_load")
+            kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
+            self.model_config = rfdetr_class(self.cfg.model.get("size", "nano"))._model_config_class(**kw)
+        return self.model_config
+
+    def scales(self) -> list[int]:
+        """The training resolutions RF-DETR samples from (just ``resolution`` without multi-scale)."""
+        mc = self._resolved_config()
+        if not self.multi_scale:
+            return [mc.resolution]
+        from rfdetr.datasets.coco import compute_multi_scale_scales
+
+        return compute_multi_scale_scales(mc.resolution, self.expanded_scales, mc.patch_size, mc.num_windows)
+
+    # --- data ---------------------------------------------------------------------------------
+    def _data_cfg(self, split: str) -> dict[str, Any] | None:
+        data = self.cfg.get("data") or {}
+        if data.get(split) is None:
+            return None
+        d = dict(data[split])
+        if d.get("root") is None and self.cfg.get("data_root"):
+            d["root"] = self.cfg.data_root
+        return d
+
+    def dataset_classes(self) -> list[str] | None:
+        """Class names of the training set (from its json), or None without a data section."""
+        d = self._data_cfg("train")
+        if d is None:
+            return None
+        if "train" in self._datasets:
+            return self._datasets["train"].class_names
+        from recipes.train.data.coco_detection import ANN_NAME, load_coco
+
+        if d.get("root") is None:
+            raise ValueError("data: set data_root (e.g. --cfg-options data_root=/path/to/coco_folder)")
+        ann = Path(d["root"]) / (d.get("ann_file") or f"{d.get('split', 'train')}/{ANN_NAME}")
+        return [c["name"] for c in sorted(load_coco(ann)["categories"], key=lambda c: c["id"])]
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        mc = self._resolved_config()
+        for split, size in (("train", max(self.scales())), ("val", mc.resolution)):
+            d = self._data_cfg(split)
+            if d is not None and split not in self._datasets:
+                d.setdefault("size", size)
+                d.setdefault("num_classes", mc.num_classes)
+                self._datasets[split] = DATASETS.build(d)
+        if "train" not in self._datasets:
+            raise KeyError(
+                "config: the `data.train` section is missing (e.g. dict(type='coco_detection', split='train'))"
+            )
+        return self._datasets["train"], self._datasets.get("val")
+
+    def collate(self, batch: list[Any]) -> Any:
+        from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
+
+        batch = [b for b in batch if b is not None]  # images that failed to decode
+        if not batch:
+            return None
+        mc = self._resolved_config()
+        images, targets = zip(*batch, strict=True)
+        return nested_tensor_from_tensor_list(list(images), block_size=mc.patch_size * mc.num_windows), list(targets)
+
+    # --- steps --------------------------------------------------------------------------------
+    def _to(self, batch: Any, device: torch.device) -> tuple[Any, list[dict[str, torch.Tensor]]]:
+        samples, targets = batch
+        if self.criterion is not None:
+            self.criterion.to(device)
+        return samples.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.criterion is None:
+            raise RuntimeError("detection: build_model() must run before train_step (it builds the criterion)")
+        samples, targets = self._to(batch, device)
+        if self.multi_scale:
+            # as rfdetr's on_train_batch_start: one scale per batch, the same on every rank
+            _resize_batch(samples, random.Random(self._step).choice(self.scales()))
+        self._step += 1
+        loss_dict = self.criterion(model(samples, targets), targets)
+        weights = self.criterion.weight_dict
+        loss = torch.stack([loss_dict[k] * weights[k] for k in loss_dict if k in weights]).sum()
+        logs = {k: float(loss_dict[k].detach()) for k in MAIN_LOSSES if k in loss_dict}
+        return loss, logs
+
+    def on_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Call before each optimizer step (and once before loading a resumed optimizer state).
+
+        At ``step >= freeze_encoder`` the encoder becomes trainable and its parameter groups, built
+        from the config's recipe like every other group, join the optimizer. Idempotent.
+        """
+        self._step = step
+        if self.freeze_steps <= 0 or self.lora:
+            return
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise ValueError(
+                f"task.freeze_encoder={self.freeze_steps} (unfreeze at a step) does not work under DDP: DDP fixes "
+                "the trained parameters when it wraps the model. Use freeze_encoder=True or False, or one process"
+            )
+        if step < self.freeze_steps:
+            return
+        base = getattr(model, "module", model)
+        frozen = {id(p) for n, p in base.named_parameters() if n.startswith(ENCODER_PREFIX) and not p.requires_grad}
+        if not frozen:
+            return
+        from recipes.param_groups import build_param_groups
+
+        set_encoder_trainable(base, True)
+        added = 0
+        for g in build_param_groups(base, self.cfg.strategy, adapter=self.cfg.get("adapter", "auto")):
+            keep = [i for i, p in enumerate(g["params"]) if id(p) in frozen]
+            if keep:
+                # the engine applied this step's schedule before calling us: join at the same point of it
+                lr = g["lr"] * _schedule_factor(optimizer, g["lr"] / g["lr_scale"] if g["lr_scale"] else 0.0)
+                optimizer.add_param_group(
+                    {**g, "lr": lr, "params": [g["params"][i] for i in keep],
+                     "param_names": [g["param_names"][i] for i in keep]}
+                )  # fmt: skip
+                added += len(keep)
+        log.info("step %d: encoder unfrozen, %d tensors added to the optimizer", step, added)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        from recipes.train.metrics.coco import coco_map
+
+        was_training = model.training
+        model.eval()
+        dets, seen = [], []
+        for batch in loader:
+            if batch is None:
+                continue
+            samples, targets = self._to(batch, device)
+            orig = torch.stack([t["orig_size"] for t in targets])
+            for t, r in zip(targets, self.postprocess(model(samples), orig), strict=True):
+                seen.append(int(t["image_id"]))
+                dets += to_coco_dets(seen[-1], r)
+        model.train(was_training)
+        dets, seen = _gather(dets, seen)
+        ds = _base_dataset(loader.dataset)
+        metrics = coco_map(ds.coco_gt(), dets, img_ids=seen, class_names=ds.class_names)
+        if ds.skipped:
+            metrics["skipped_images"] = float(len(ds.skipped))
+        return metrics
+
+
+def _schedule_factor(optimizer: torch.optim.Optimizer, base_lr: float) -> float:
+    """Where the schedule stands: a group's current ``lr`` over its peak ``base_lr * lr_scale``."""
+    for g in optimizer.param_groups:
+        if g.get("lr_scale") and base_lr:
+            return g["lr"] / (base_lr * g["lr_scale"])
+    return 1.0
+
+
+def _resize_batch(samples: Any, size: int) -> None:
+    """Interpolate a ``NestedTensor`` batch (images bilinear, padding mask nearest) in place."""
+    f = nn.functional
+    with torch.no_grad():
+        samples.tensors = f.interpolate(samples.tensors, size=size, mode="bilinear", align_corners=False)
+        samples.mask = f.interpolate(samples.mask[:, None].float(), size=size, mode="nearest")[:, 0].bool()
+
+
+def set_encoder_trainable(model: nn.Module, trainable: bool) -> int:
+    """``requires_grad`` of every encoder tensor (``backbone.0.encoder``); returns how many."""
+    params = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX) and not n.endswith(NEVER_USED)]
+    if not params:
+        raise ValueError(f"detection: no parameter under {ENCODER_PREFIX!r}; is this an RF-DETR model?")
+    for p in params:
+        p.requires_grad_(trainable)
+    return len(params)
+
+
+def to_coco_dets(image_id: int, result: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """rfdetr ``PostProcess`` output (xyxy pixels, 0-based labels) as COCO detections (ids from 1)."""
+    boxes, labels, scores = result["boxes"].tolist(), result["labels"].tolist(), result["scores"].tolist()
+    return [
+        {"image_id": image_id, "category_id": lab + 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s}
+        for (x0, y0, x1, y1), lab, s in zip(boxes, labels, scores, strict=True)
+    ]
+
+
+def _base_dataset(ds: Any) -> Any:
+    while hasattr(ds, "dataset") and not hasattr(ds, "coco_gt"):  # torch Subset and the like
+        ds = ds.dataset
+    return ds
+
+
+def _gather(dets: list, seen: list) -> tuple[list, list]:
+    """All ranks' detections when evaluation runs on a DistributedSampler's shards."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dets, seen
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (dets, seen))
+    return [d for p in parts for d in p[0]], sorted({i for p in parts for i in p[1]})
