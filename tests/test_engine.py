@@ -75,10 +75,18 @@ def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path, extra):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
 
 
-def test_changed_schedule_length_warns_on_resume(tmp_path):
+def test_changed_schedule_length_warns_once_on_resume(tmp_path, capsys):
+    """One logging channel: the warning is printed once (it was both a UserWarning and a print)."""
     Trainer(tiny_cfg(max_steps=4), tmp_path).setup().train()
-    with pytest.warns(UserWarning, match="the schedule changed since the checkpoint: it was 4 steps"):
+    capsys.readouterr()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         Trainer(tiny_cfg(max_steps=6), tmp_path, resume=True).setup()
+    out = capsys.readouterr().out
+    assert out.count("the schedule changed since the checkpoint: it was 4 steps") == 1
+    assert "WARNING: the schedule changed" in out
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
