@@ -145,12 +145,20 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
     """
     check_config(cfg)
     opts = train_options(cfg)
+    if not data:
+        from mmengine.config import Config
+
+        cfg = Config({k: v for k, v in cfg.to_dict().items() if k != "data"})
     task = build_task(cfg)
     train_set = val_set = None
     if data:
         train_set, val_set = task.build_datasets()
+        counted = steps_per_epoch_of(len(train_set), opts["batch_size"], opts["grad_accum"], world)
         if steps_per_epoch is None:
-            steps_per_epoch = steps_per_epoch_of(len(train_set), opts["batch_size"], opts["grad_accum"], world)
+            steps_per_epoch = counted
+        if opts["steps_per_epoch"] is not None and opts["steps_per_epoch"] != counted:
+            raise ValueError(f"train.steps_per_epoch={opts['steps_per_epoch']} but the training data gives {counted} "
+                             "per epoch; remove it (it is for tools/show_lr.py without the data)")  # fmt: skip
     model = build_model(cfg, task, opts)
     groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
     freeze = build_freeze(cfg, opts, task, model)

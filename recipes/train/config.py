@@ -87,11 +87,25 @@ def accepted_kwargs(fn: Callable[..., Any], skip: Sequence[str] = ("self",)) -> 
     return {p.name for p in params if p.kind in kinds and p.name not in skip}
 
 
+def required_kwargs(fn: Callable[..., Any]) -> list[str]:
+    """Keyword-passable parameters of ``fn`` without a default."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty and p.name != "self"]
+
+
 def build_with_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> Any:
     """``fn(**kwargs)``; a keyword ``fn`` (or what it forwards to) does not take names ``<where><key>``."""
     known = accepted_kwargs(fn)
     if known is not None:
         check_keys(where, kwargs, known)
+    for name in required_kwargs(fn):
+        if name not in kwargs:
+            hint = " (set data_root, or this split's root)" if where.startswith("data.") and name == "root" else ""
+            raise KeyError(f"config: `{where}{name}` is required{hint}")
     try:
         return fn(**kwargs)
     except TypeError as e:
