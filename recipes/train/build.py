@@ -2,8 +2,8 @@
 
 ``prepare_run(cfg)`` returns the task, the datasets, the model exactly as it will train (the task's
 model with the class count from the data, the trainable policy, gradient checkpointing), its
-parameter groups, the freeze plan, and the run's length and LR schedule. The engine adds the
-optimizer, AMP, EMA, DDP and checkpoints on top.
+parameter groups and optimizer, the freeze plan, and the run's length and LR schedule. The engine
+adds the device, AMP, EMA, DDP and checkpoints on top.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -20,6 +21,7 @@ from recipes.adapter import canonical_name, unwrap_model
 from recipes.param_groups import base_lr_of, build_param_groups
 from recipes.schedules import Schedule, build_schedule
 from recipes.train.config import check_config, check_keys, schedule_steps, train_options
+from recipes.train.optimizers import build_optimizer
 from recipes.train.sampling import steps_per_epoch as steps_per_epoch_of
 from recipes.train.tasks.base import Task, build_task
 
@@ -130,6 +132,7 @@ class RunPlan:
     val_set: Dataset | None
     model: nn.Module
     groups: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer
     freeze: FreezePlan
     total_steps: int
     steps_per_epoch: int | None
@@ -161,8 +164,9 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
                              "per epoch; remove it (it is for tools/show_lr.py without the data)")  # fmt: skip
     model = build_model(cfg, task, opts)
     groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
+    optimizer = build_optimizer(groups, cfg.get("optimizer"))
     freeze = build_freeze(cfg, opts, task, model)
     total, spe = schedule_steps(cfg, steps_per_epoch)
     schedule = build_schedule(cfg.schedule, total_steps=total, lr=base_lr_of(groups), steps_per_epoch=spe,
                               fit_warmup=bool(opts["max_steps"]))  # fmt: skip
-    return RunPlan(task, train_set, val_set, model, groups, freeze, total, spe, schedule, opts)
+    return RunPlan(task, train_set, val_set, model, groups, optimizer, freeze, total, spe, schedule, opts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,23 @@ def build_with_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: st
         if "unexpected keyword argument" not in msg:
             raise
         key = msg.rsplit("argument", 1)[-1].strip(" '\"")
-        raise unknown_key_error(where, key, known or (), f" ({msg})") from None
+        names = (accepted_kwargs(fn) or set()) | _callee_kwargs(e, msg)
+        raise unknown_key_error(where, key, names, f" ({msg})") from None
+
+
+def _callee_kwargs(e: TypeError, msg: str) -> set[str]:
+    """Keywords of the callable a ``**kwargs`` forwarder passed an unknown key to (for the did-you-mean)."""
+    m = re.match(r"(\w+)(?:\.__init__)?\(\)", msg)
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if m is None or tb is None:
+        return set()
+    frame = tb.tb_frame
+    target = frame.f_locals.get(m.group(1), frame.f_globals.get(m.group(1)))
+    if target is None:
+        return set()
+    return accepted_kwargs(target.__init__ if isinstance(target, type) else target) or set()
 
 
 def check_config(cfg: Config) -> None:

@@ -49,7 +49,6 @@ from recipes.train.config import train_options, world_size
 from recipes.train.diagnostics import UpdateTracker
 from recipes.train.distributed import gather_objects, mean_over_ranks
 from recipes.train.ema import ModelEMA
-from recipes.train.optimizers import build_optimizer
 from recipes.train.run_log import RunLog, setup_logging
 from recipes.train.sampling import make_loader
 from recipes.train.trainable_state import frozen_fingerprint, load_model, model_state, saves_frozen
@@ -97,7 +96,7 @@ class Trainer:
         self.steps_per_epoch, self.total_steps, self.schedule = plan.steps_per_epoch, plan.total_steps, plan.schedule
         self.freeze = plan.freeze
         self.model = self._setup_model(plan.model, ckpt)
-        self.optimizer = self._setup_optimizer(plan.groups)
+        self.optimizer = self._report_setup(plan.groups, plan.optimizer)
         self._check_schedule(ckpt)
         self._setup_amp_ema()
         if ckpt is not None:
@@ -138,8 +137,7 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         return model
 
-    def _setup_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        optimizer = build_optimizer(groups, self.cfg.get("optimizer"))
+    def _report_setup(self, groups: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         log.info(format_lr_grid(groups, self.model, title="lr_grid"))
         pct = 100 * self.trainable / max(1, self.total_params)
         roles = ""
