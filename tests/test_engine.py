@@ -361,6 +361,7 @@ def _lora_cfg(**train) -> Config:
     cfg = tiny_cfg(**{"max_steps": 6, "ckpt_every": 3, "keep_ckpts": 5, "ema": dict(decay=0.9), **train})
     cfg.policy = dict(type="lora_only", r=4, alpha=8)
     cfg.strategy = dict(type="flat", lr=2e-3, lr_lora=1e-3, weight_decay=0.05)
+    cfg.data.val = None  # no evaluation: not what these tests are about
     return cfg
 
 

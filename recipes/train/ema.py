@@ -46,9 +46,9 @@ class ModelEMA:
         for e, s in zip(self.module.buffers(), model.buffers(), strict=True):
             e.copy_(s)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The averaged tensors and the buffers (the frozen rest is the model's own)."""
-        return {k: v for k, v in self.module.state_dict().items() if k not in self.frozen_names}
+    def state_dict(self, full: bool = False) -> dict[str, torch.Tensor]:
+        """The averaged tensors and the buffers; ``full`` adds the frozen rest (shared with the model)."""
+        return {k: v for k, v in self.module.state_dict().items() if full or k not in self.frozen_names}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         missing, unexpected = self.module.load_state_dict(dict(state), strict=False)

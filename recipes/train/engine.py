@@ -406,7 +406,7 @@ class Trainer:
             "task": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema.state_dict(full=self.save_full) if self.ema is not None else None,
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world, "rng": rngs, "best": list(self.best) if self.best else None,
             "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model)),
