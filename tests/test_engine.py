@@ -393,3 +393,25 @@ def test_lora_checkpoints_hold_only_trainable_tensors_and_resume_bit_exact(tmp_p
     # other frozen weights than the run started with (here: another init seed) cannot be resumed silently
     with pytest.raises(ValueError, match="rebuilds different frozen weights"):
         Trainer(_lora_cfg(seed=4), wd, resume=True).setup()
+
+
+def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
+    """The engine logs through `recipes`; with an application's console handler on the root logger, the
+    records go through that handler only (once), not a second time through the engine's own."""
+    import logging
+
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(stream=__import__("sys").stdout)
+    recipes_logger = logging.getLogger("recipes")
+    ours = [h for h in recipes_logger.handlers]
+    for h in ours:
+        recipes_logger.removeHandler(h)
+    root.addHandler(theirs)
+    try:
+        Trainer(tiny_cfg(max_steps=1), tmp_path).setup().train()
+    finally:
+        root.removeHandler(theirs)
+        for h in ours:
+            recipes_logger.addHandler(h)
+    out = capsys.readouterr().out
+    assert out.count("[params] trainable 26,538") == 1 and out.count("[summary]") == 1

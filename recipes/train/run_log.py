@@ -46,16 +46,17 @@ class _Format(logging.Formatter):
 def setup_logging(main_process: bool = True) -> logging.Logger:
     """The ``recipes`` logger with one tqdm-safe handler (idempotent); other ranks print warnings only.
 
-    It does not propagate to the root logger, so an application's own logging setup does not print
-    each message a second time.
+    When the application already prints log records to the console (a plain ``StreamHandler`` on
+    the root logger, e.g. ``logging.basicConfig()``), no handler is added: the records reach the
+    console once, through the application's handler.
     """
     logger = logging.getLogger("recipes")
-    if not any(isinstance(h, TqdmHandler) for h in logger.handlers):
+    console = any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
+    if not console and not any(isinstance(h, TqdmHandler) for h in logger.handlers):
         handler = TqdmHandler()
         handler.setFormatter(_Format("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if main_process else logging.WARNING)
-    logger.propagate = False
     return logger
 
 
