@@ -327,7 +327,7 @@ def test_optimizer_errors_are_clear(tmp_path):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="'AdamW8bit' needs the bitsandbytes package"):
+        with pytest.raises(ValueError, match="'AdamW8bit' needs the bitsandbytes package"):
             build_optimizer([dict(params=[p], lr=0.1)], dict(type="AdamW8bit"))
 
 

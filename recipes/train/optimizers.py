@@ -3,7 +3,7 @@
 - every ``torch.optim`` optimizer by its class name (``AdamW``, ``SGD``, ``Adafactor``, ...);
 - every timm optimizer by its timm name (``lamb``, ``lion``, ``adan``, ``adopt``, ``lars``, ``mars``,
   ``kron``...: ``timm.optim.list_optimizers()``), with timm's bound defaults (e.g. ``sgd`` = Nesterov);
-- ``AdamW8bit`` from bitsandbytes where it is installed (a clear error naming the package where not).
+- ``AdamW8bit`` from bitsandbytes where it is installed (a ``ValueError`` naming the package where not).
 
 Each entry is ``f(param_groups, **kwargs) -> torch.optim.Optimizer``. The groups carry ``lr`` and
 ``weight_decay`` (the strategy's), so a config's ``optimizer.lr`` / ``optimizer.weight_decay`` is an
@@ -39,8 +39,8 @@ def _timm_optimizer(name: str, params: Sequence[Any], **kwargs: Any) -> torch.op
 
     try:
         cls = get_optimizer_class(name, bind_defaults=True)
-    except ImportError as e:  # bitsandbytes / apex / deepspeed backed entries
-        raise ImportError(f"optimizer.type={name!r} needs a package that is not installed: {e}") from None
+    except ImportError as e:  # bitsandbytes / apex / deepspeed backed entries: a config choice, so bad input
+        raise ValueError(f"optimizer.type={name!r} needs a package that is not installed: {e}") from None
     except AssertionError as e:  # timm asserts CUDA for bitsandbytes entries before importing it
         raise ValueError(f"optimizer.type={name!r} cannot run here: {e}") from None
     return build_with_keys(functools.partial(cls, params), kwargs, "optimizer.")
@@ -63,8 +63,8 @@ def adamw_8bit(params: Sequence[Any], **kwargs: Any) -> torch.optim.Optimizer:
     """bitsandbytes' 8-bit AdamW (optimizer state in 8 bits; CUDA)."""
     try:
         import bitsandbytes as bnb
-    except ImportError:
-        raise ImportError(
+    except ImportError:  # a config choice this machine cannot run: bad input (exit 2), not a crash
+        raise ValueError(
             "optimizer.type='AdamW8bit' needs the bitsandbytes package (pip install bitsandbytes; CUDA only); "
             "it is not installed here. Use 'AdamW' or a timm optimizer instead"
         ) from None
