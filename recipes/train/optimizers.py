@@ -85,5 +85,7 @@ def build_optimizer(groups: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any] 
         if isinstance(factory, type):
             return build_with_keys(functools.partial(factory, list(groups)), kwargs, "optimizer.")
         return factory(list(groups), **kwargs)
-    except ValueError as e:  # the optimizer's own argument checks
+    except ValueError as e:  # the optimizer's own argument checks, named
+        if str(e).startswith("optimizer"):
+            raise
         raise ValueError(f"optimizer {name!r}: {e}") from None
