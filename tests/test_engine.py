@@ -374,7 +374,9 @@ def test_lora_checkpoints_hold_only_trainable_tensors_and_resume_bit_exact(tmp_p
     ck = torch.load(tmp_path / "full" / "checkpoints" / "step_0000003.pt", weights_only=True)
     assert ck["frozen_omitted"] and trainable <= set(ck["model"]) and not frozen & set(ck["model"])
     assert set(ck["ema"]) == set(ck["model"])  # EMA over the trainable tensors only
-    whole = torch.load(Trainer(_lora_cfg(save_frozen=True), tmp_path / "big").setup().save_checkpoint(), weights_only=True)
+    whole = torch.load(
+        Trainer(_lora_cfg(save_frozen=True), tmp_path / "big").setup().save_checkpoint(), weights_only=True
+    )
     assert not whole["frozen_omitted"] and set(whole["model"]) == set(model.state_dict())
 
     def nbytes(state: dict) -> int:
