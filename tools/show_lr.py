@@ -24,6 +24,8 @@ from recipes.train.config import load_config, world_size  # noqa: E402
 
 def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an mmengine Config
     """The run as tools/train.py builds it; without the data, the config's own class count (said so)."""
+    if not cfg.get("data"):  # a config for the library alone (e.g. a diffusion LoRA's groups): no data to read
+        return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
     try:
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch)
     except (FileNotFoundError, KeyError) as e:
