@@ -51,6 +51,9 @@ TINY = ["model.depth=1", "model.embed_dim=12", "model.num_heads=1", "data.train.
         ("policy.type=full policy.rr=4", r"policy: unknown keys \['rr'\]"),
         ("train.freeze.param=blocks", r"`train.freeze.param` is not read by anything \(did you mean 'params'\?\)"),
         ("train.save_frozen=sometimes", r"train.save_frozen must be 'auto', True or False"),
+        ("train.steps_per_epoch=5", r"train.steps_per_epoch=5 but the training data gives 3 per epoch"),
+        ("train.epochs=2.5", r"train.epochs must be a whole number >= 1, got 2.5"),
+        ("task.type=detection", r"`task.label_smoothing` is not read by anything; known: expanded_scales"),
     ],
 )
 def test_every_key_nothing_reads_is_an_error_naming_it(option, message):
