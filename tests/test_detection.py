@@ -230,9 +230,8 @@ def _expected_lr(name: str, lr=1e-4, lr_enc=1.5e-4, layer_decay=0.8, comp=0.7, d
     return lr * comp if name.startswith("transformer.decoder") else lr
 
 
-def test_rfdetr_nano_steps_on_raccoon(coco_root: Path, caplog):
+def test_rfdetr_nano_model_data_and_groups_on_raccoon(coco_root: Path, caplog):
     from recipes.param_groups import build_param_groups
-    from recipes.schedules import build_schedule
 
     cfg = _cfg(coco_root)
     task = _task(cfg)
@@ -251,7 +250,17 @@ def test_rfdetr_nano_steps_on_raccoon(coco_root: Path, caplog):
     assert lr_of["backbone.0.encoder.encoder.encoder.layer.11.mlp.fc1.weight"] == pytest.approx(1.5e-4 * 0.8**2 * 0.49)
     assert lr_of["transformer.decoder.layers.0.norm1.weight"] == pytest.approx(7e-5)
 
-    opt = torch.optim.AdamW(groups)
+
+@pytest.mark.slow  # three RF-DETR Nano steps and an evaluation on CPU: ~15 s idle, over a minute on busy cores
+def test_rfdetr_nano_trains_and_evaluates_on_raccoon(coco_root: Path):
+    from recipes.param_groups import build_param_groups
+    from recipes.schedules import build_schedule
+
+    cfg = _cfg(coco_root)
+    task = _task(cfg)
+    model = task.build_model()
+    train, val = task.build_datasets()
+    opt = torch.optim.AdamW(build_param_groups(model, cfg.strategy, adapter=cfg.adapter))
     sched = build_schedule(cfg.schedule, total_steps=4, steps_per_epoch=2, lr=1e-4)
     loader = torch.utils.data.DataLoader(train, batch_size=2, collate_fn=task.collate)
     head = model.class_embed.weight.detach().clone()
@@ -280,39 +289,39 @@ def test_multi_scale_follows_rfdetr(coco_root: Path):
     assert train[0][0].shape[-1] == max(task.scales())  # the dataset resizes to the largest scale
 
 
+@pytest.mark.slow  # two RF-DETR steps with the encoder's backward (~8 s idle); test_engine covers train.freeze fast
 def test_freeze_encoder_for_n_steps(coco_root: Path):
-    from recipes.param_groups import build_param_groups
+    """freeze_encoder=N is the engine's freeze plan: encoder groups exist from step 0 with rfdetr's LRs, the
+    encoder's gradients are dropped before each step until N (no update, no AdamW state), then it trains."""
+    from recipes.train.build import prepare_run
 
     cfg = _cfg(coco_root, freeze_encoder=1)
-    task = _task(cfg)
-    model = task.build_model()
-    enc = [p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.") and "mask_token" not in n]
-    assert enc and not any(p.requires_grad for p in enc)
+    cfg.train = dict(max_steps=2, batch_size=2)
+    plan = prepare_run(cfg)
+    model, task, opt = plan.model, plan.task, plan.optimizer
+    enc = {n: p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.") and "mask_token" not in n}
+    assert enc and all(p.requires_grad for p in enc.values())  # trainable from the start: plain DDP works
     # DINOv2's mask token never gets a gradient (rfdetr's own DDP probe): frozen for good, for plain DDP
     assert not model.backbone[0].encoder.encoder.embeddings.mask_token.requires_grad
-    opt = torch.optim.AdamW(build_param_groups(model, cfg.strategy, adapter=cfg.adapter))
-    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert not in_opt & {id(p) for p in enc}  # no optimizer state for the frozen encoder
+    lr_of = {n: g["lr"] for g in opt.param_groups for n in g["param_names"]}
+    assert all(lr_of[n] == pytest.approx(_expected_lr(n), rel=1e-12) for n in enc)  # groups from step 0
+    assert {id(p) for p in plan.freeze.frozen(0)} == {id(p) for p in enc.values()} and plan.freeze.frozen(1) == []
 
-    train, _ = task.build_datasets()
-    batch = task.collate([train[0], train[1]])
-    task.on_step(model, opt, 0)
-    loss, _ = task.train_step(model, batch, CPU)
-    loss.backward()
-    assert all(p.grad is None for p in enc)
-    opt.step()
-    opt.zero_grad()
-
-    for g in opt.param_groups:  # the engine applies the schedule (here: half the peak) before on_step
-        g["lr"] = 0.5 * 1e-4 * g["lr_scale"]
-    task.on_step(model, opt, 1)  # unfreezes, adds the encoder groups with rfdetr's LRs at the same point
-    task.on_step(model, opt, 2)  # idempotent
-    added = {n: g["lr"] for g in opt.param_groups for n in g["param_names"] if n.startswith("backbone.0.encoder.")}
-    assert len(added) == len(enc) and all(p.requires_grad for p in enc)
-    assert all(lr == pytest.approx(0.5 * _expected_lr(n), rel=1e-12) for n, lr in added.items())
-    loss, _ = task.train_step(model, batch, CPU)
-    loss.backward()
-    assert all(p.grad is not None for p in enc)  # every trainable encoder tensor: plain DDP needs that
+    before = {n: p.detach().clone() for n, p in enc.items()}
+    batch = task.collate([plan.train_set[0], plan.train_set[1]])
+    for step in range(2):  # what the engine does each step
+        plan.schedule.apply(opt, step)
+        loss, _ = task.train_step(model, batch, CPU)
+        loss.backward()
+        for p in plan.freeze.frozen(step):
+            p.grad = None
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        changed = [n for n, p in enc.items() if not torch.equal(p, before[n])]
+        with_state = {id(p) for p in opt.state}
+        if step == 0:
+            assert not changed and not with_state & {id(p) for p in enc.values()}
+    assert changed and {id(p) for p in enc.values()} <= with_state | {id(p) for n, p in enc.items() if p.grad is None}
 
 
 def test_lora_on_the_encoder(coco_root: Path):
@@ -396,6 +405,7 @@ def test_predict_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
     assert "300 boxes >= 0.0" in capsys.readouterr().out  # rfdetr keeps num_select=300 detections
 
 
+@pytest.mark.slow  # ~50 s on 2 busy cores; the fast tests above cover the task's steps, the engine tests resume
 def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path: Path, capsys, caplog):
     from tools import predict, train
 

@@ -75,10 +75,18 @@ def test_stop_and_resume_gives_the_same_losses_step_for_step(tmp_path, extra):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
 
 
-def test_changed_schedule_length_warns_on_resume(tmp_path):
+def test_changed_schedule_length_warns_once_on_resume(tmp_path, capsys):
+    """One logging channel: the warning is printed once (it was both a UserWarning and a print)."""
     Trainer(tiny_cfg(max_steps=4), tmp_path).setup().train()
-    with pytest.warns(UserWarning, match="the schedule changed since the checkpoint: it was 4 steps"):
+    capsys.readouterr()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         Trainer(tiny_cfg(max_steps=6), tmp_path, resume=True).setup()
+    out = capsys.readouterr().out
+    assert out.count("the schedule changed since the checkpoint: it was 4 steps") == 1
+    assert "WARNING: the schedule changed" in out
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
@@ -210,3 +218,200 @@ def test_torch_compile_trains_and_resumes(tmp_path):
     resumed.train()
     assert [s for s, _ in resumed.history] == [2, 3]
     assert [v for _, v in resumed.history] == pytest.approx([v for _, v in compiled.history[2:]], rel=1e-5)
+
+
+def _copy_stopped_at(src: Path, dst: Path, step: int) -> Path:
+    """A work dir as it was when the run stopped after ``step`` (checkpoint pointer at that step)."""
+    shutil.copytree(src, dst)
+    (dst / "checkpoints" / "last").write_text(f"step_{step:07d}.pt")
+    return dst
+
+
+def _state_names(ckpt: dict) -> set[str]:
+    """Names of the tensors that have optimizer state in a saved checkpoint."""
+    names = [n for g in ckpt["optimizer"]["param_groups"] for n in g["param_names"]]
+    return {names[i] for i in ckpt["optimizer"]["state"]}
+
+
+def test_freeze_for_n_steps_is_owned_by_the_engine_and_resumes_exactly(tmp_path):
+    """train.freeze: every group from step 0; frozen tensors get no update, state or decay until step N."""
+    opts = dict(max_steps=8, ckpt_every=3, keep_ckpts=9, freeze=dict(params=r"^blocks\.0\.", steps=5))
+
+    def cfg() -> Config:
+        c = tiny_cfg(**opts)
+        c.data.val = None  # no evaluation: faster, and not what this test is about
+        return c
+
+    full = Trainer(cfg(), tmp_path / "full").setup()
+    groups_at_start = [g["name"] for g in full.optimizer.param_groups]
+    start = {n: p.detach().clone() for n, p in full.model.named_parameters() if n.startswith("blocks.0.")}
+    full.train()
+    assert [g["name"] for g in full.optimizer.param_groups] == groups_at_start  # no group added mid-run
+    at3, at6 = (torch.load(tmp_path / "full" / "checkpoints" / f"step_{s:07d}.pt", weights_only=True) for s in (3, 6))
+    assert all(torch.equal(at3["model"][n], v) for n, v in start.items())  # no update, no weight decay
+    assert not any(n.startswith("blocks.0.") for n in _state_names(at3))  # no optimizer state
+    assert all(not torch.equal(at6["model"][n], v) for n, v in start.items() if n.endswith("weight"))
+    assert {n for n in _state_names(at6) if n.startswith("blocks.0.")} == set(start)
+    with open(tmp_path / "full" / "train_log.csv") as f:
+        lrs = [float(r["lr/blocks.00.decay"]) for r in csv.DictReader(f)]
+    assert lrs[:5] == [0.0] * 5 and all(lr > 0 for lr in lrs[5:])
+    for stop in (3, 6):  # before and after the unfreeze step
+        wd = _copy_stopped_at(tmp_path / "full", tmp_path / f"stopped_{stop}", stop)
+        resumed = Trainer(cfg(), wd, resume=True).setup()
+        resumed.train()
+        assert resumed.history == full.history[stop:]
+
+
+def test_freeze_errors_name_the_option(tmp_path):
+    with pytest.raises(ValueError, match=r"train.freeze.params='\^nothing' matches no trainable parameter"):
+        Trainer(tiny_cfg(max_steps=2, freeze=dict(params="^nothing", steps=2)), tmp_path).setup()
+    with pytest.raises(KeyError, match=r"`train.freeze.step` is not read by anything \(did you mean 'steps'\?\)"):
+        Trainer(tiny_cfg(max_steps=2, freeze=dict(params="blocks", step=2)), tmp_path).setup()
+
+
+def test_task_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch):
+    """The engine calls the task's state_dict / load_state_dict hooks (declared on Task, never probed)."""
+    from recipes.train.tasks.classification import ClassificationTask
+
+    def on_step(self, model, optimizer, step):
+        self.calls = getattr(self, "calls", 0) + 1
+
+    monkeypatch.setattr(ClassificationTask, "on_step", on_step)
+    monkeypatch.setattr(ClassificationTask, "state_dict", lambda self: {"calls": getattr(self, "calls", 0)})
+    monkeypatch.setattr(ClassificationTask, "load_state_dict", lambda self, s: setattr(self, "calls", s["calls"]))
+    Trainer(tiny_cfg(max_steps=4, ckpt_every=2, keep_ckpts=5), tmp_path / "a").setup().train()
+    wd = _copy_stopped_at(tmp_path / "a", tmp_path / "b", 2)
+    assert torch.load(wd / "checkpoints" / "step_0000002.pt", weights_only=True)["task"] == {"calls": 2}
+    resumed = Trainer(tiny_cfg(max_steps=4), wd, resume=True).setup()
+    resumed.train()
+    assert resumed.task.calls == 4
+
+
+def test_task_hooks_are_declared_on_the_base_with_defaults():
+    from recipes.train.tasks.base import Task
+
+    hooks = ("build_model", "build_datasets", "freeze", "collate", "on_step", "train_step", "evaluate",
+             "final_report", "state_dict", "load_state_dict")  # fmt: skip
+    assert all(callable(getattr(Task, h)) for h in hooks)
+    task = Task(Config(dict(model=dict(type="timm"))))
+    assert (task.freeze(), task.state_dict(), task.final_report(None, None, None)) == (None, {}, {})
+    with pytest.raises(ValueError, match="keeps no state, but the checkpoint holds"):
+        task.load_state_dict({"x": 1})
+
+
+@pytest.mark.parametrize("name", ["lamb", "lion", "adan", "adopt", "SGD", "Adafactor"])
+def test_optimizers_registry_torch_and_timm(tmp_path, name):
+    cfg = tiny_cfg(max_steps=2)
+    cfg.optimizer = dict(type=name)
+    t = Trainer(cfg, tmp_path).setup()
+    before = t.model.head.weight.detach().clone()
+    t.train()
+    assert type(t.optimizer).__name__.lower() == {"adan": "adan", "adopt": "adopt"}.get(name, name.lower())
+    assert not torch.equal(before, t.model.head.weight)  # it trained (step 1: warm-up lr > 0)
+    assert [g["name"] for g in t.optimizer.param_groups][0] == "embed.no_decay"  # the strategy's groups
+
+
+def test_optimizer_errors_are_clear(tmp_path):
+    from recipes.train.optimizers import build_optimizer
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    for key in ("lr", "weight_decay"):
+        cfg = tiny_cfg(max_steps=2)
+        cfg.optimizer = {"type": "AdamW", key: 0.1}
+        with pytest.raises(KeyError, match=rf"`optimizer.{key}` would be ignored.*strategy.{key}"):
+            Trainer(cfg, tmp_path).setup()
+    with pytest.raises(KeyError, match=r"`optimizer.betaz` is not read by anything \(did you mean 'betas'\?\)"):
+        build_optimizer([dict(params=[p], lr=0.1)], dict(type="lamb", betaz=(0.9, 0.99)))
+    with pytest.raises(KeyError, match="unknown optimizers 'lamd'"):
+        build_optimizer([dict(params=[p], lr=0.1)], dict(type="lamd"))
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="'AdamW8bit' needs the bitsandbytes package"):
+            build_optimizer([dict(params=[p], lr=0.1)], dict(type="AdamW8bit"))
+
+
+def test_grad_checkpointing_uses_timms_api_and_trains_the_same(tmp_path):
+    plain = Trainer(tiny_cfg(max_steps=3), tmp_path / "a").setup()
+    plain.train()
+    gc = Trainer(tiny_cfg(max_steps=3, grad_checkpointing=True), tmp_path / "b").setup()
+    assert gc.model.grad_checkpointing is True and not plain.model.grad_checkpointing
+    gc.train()
+    assert [v for _, v in gc.history] == pytest.approx([v for _, v in plain.history], rel=1e-6)
+
+
+@pytest.mark.slow  # importing transformers and diffusers: ~5 s
+def test_grad_checkpointing_transformers_diffusers_and_a_model_without_it():
+    import transformers
+    from diffusers import UNet2DModel
+
+    from recipes.train.build import enable_grad_checkpointing
+
+    bert = transformers.BertModel(transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                          intermediate_size=32, vocab_size=50))  # fmt: skip
+    assert enable_grad_checkpointing(bert) == "gradient_checkpointing_enable" and bert.is_gradient_checkpointing
+    unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    assert enable_grad_checkpointing(unet) == "enable_gradient_checkpointing" and unet.is_gradient_checkpointing
+    with pytest.raises(ValueError, match="Sequential has no gradient-checkpointing API"):
+        enable_grad_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def _lora_cfg(**train) -> Config:
+    cfg = tiny_cfg(**{"max_steps": 6, "ckpt_every": 3, "keep_ckpts": 5, "ema": dict(decay=0.9), **train})
+    cfg.policy = dict(type="lora_only", r=4, alpha=8)
+    cfg.strategy = dict(type="flat", lr=2e-3, lr_lora=1e-3, weight_decay=0.05)
+    cfg.data.val = None  # no evaluation: not what these tests are about
+    return cfg
+
+
+def test_lora_checkpoints_hold_only_trainable_tensors_and_resume_bit_exact(tmp_path):
+    full = Trainer(_lora_cfg(), tmp_path / "full").setup()
+    full.train()
+    model = full.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    ck = torch.load(tmp_path / "full" / "checkpoints" / "step_0000003.pt", weights_only=True)
+    assert ck["frozen_omitted"] and trainable <= set(ck["model"]) and not frozen & set(ck["model"])
+    assert set(ck["ema"]) == set(ck["model"])  # EMA over the trainable tensors only
+    whole = torch.load(
+        Trainer(_lora_cfg(save_frozen=True), tmp_path / "big").setup().save_checkpoint(), weights_only=True
+    )
+    assert not whole["frozen_omitted"] and set(whole["model"]) == set(model.state_dict())
+
+    def nbytes(state: dict) -> int:
+        return sum(v.numel() * v.element_size() for v in state.values())
+
+    assert nbytes(ck["model"]) < 0.2 * nbytes(whole["model"])  # 4,426 trainable of 30,634 parameters
+    wd = _copy_stopped_at(tmp_path / "full", tmp_path / "stopped", 3)
+    resumed = Trainer(_lora_cfg(), wd, resume=True).setup()
+    resumed.train()
+    assert resumed.history == full.history[3:]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "step_0000006.pt", weights_only=True)
+    b = torch.load(wd / "checkpoints" / "step_0000006.pt", weights_only=True)
+    assert all(torch.equal(a[k][n], b[k][n]) for k in ("model", "ema") for n in a[k])
+    # other frozen weights than the run started with (here: another init seed) cannot be resumed silently
+    with pytest.raises(ValueError, match="rebuilds different frozen weights"):
+        Trainer(_lora_cfg(seed=4), wd, resume=True).setup()
+
+
+def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
+    """The engine logs through `recipes`; with an application's console handler on the root logger, the
+    records go through that handler only (once), not a second time through the engine's own."""
+    import logging
+
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(stream=__import__("sys").stdout)
+    recipes_logger = logging.getLogger("recipes")
+    ours = [h for h in recipes_logger.handlers]
+    for h in ours:
+        recipes_logger.removeHandler(h)
+    root.addHandler(theirs)
+    try:
+        Trainer(tiny_cfg(max_steps=1), tmp_path).setup().train()
+    finally:
+        root.removeHandler(theirs)
+        for h in ours:
+            recipes_logger.addHandler(h)
+    out = capsys.readouterr().out
+    assert out.count("[params] trainable 26,538") == 1 and out.count("[summary]") == 1

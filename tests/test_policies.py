@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 
 import pytest
 import timm
 import torch
-from mmengine.config import Config
 
 from recipes.adapter import canonical_name
 from recipes.param_groups import build_param_groups
@@ -124,15 +122,23 @@ def test_show_lr_applies_the_policy(tmp_path, capsys):
     assert "params=247.40K" in out and "lr=0.0005" in out
 
 
-def test_seed002_configs_build_their_recipe():
+@pytest.mark.parametrize("name, lora", [("lora_only", 589_824), ("norm_only", 0), ("deep_lora", 196_608)])
+def test_seed002_configs_build_the_run_they_describe(name, lora):
+    """Each shipped seed-002 config, built by the engine's own setup path (full size, meta device)."""
+    from recipes.train.build import prepare_run
     from recipes.train.config import load_config
 
-    for name in ("lora_only", "norm_only", "deep_lora"):
-        cfg = load_config(f"configs/classification/vit_s16_cifar100_{name}.py")
-        assert (cfg.train.batch_size, cfg.train.epochs, cfg.strategy.weight_decay) == (128, 15, 0.05)
-        assert cfg.schedule == dict(type="cosine", warmup_steps=0, min_lr=1e-5, floor_mode="absolute")
-        if name != "norm_only":
-            assert (cfg.policy.r, cfg.policy.alpha, cfg.policy.freeze_lora_steps) == (8, 16, 400)
-            assert (cfg.strategy.lr, cfg.strategy.lr_lora, cfg.strategy.lr_norm) == (1e-3, 5e-4, 1e-3)
-    assert copy.deepcopy(cfg.model)["name"] == "vit_small_patch16_224"
-    assert isinstance(cfg, Config)
+    cfg = load_config(
+        f"configs/classification/vit_s16_cifar100_{name}.py", ["model.device=meta", "model.num_classes=100"]
+    )
+    plan = prepare_run(cfg, steps_per_epoch=390, data=False)
+    counts = trainable_counts(plan.model)
+    assert counts["lora"] == lora and counts["other"] == 38_500  # the CIFAR-100 head: 384 x 100 + 100
+    lr = {n: g["lr"] for g in plan.groups for n in g["param_names"]}
+    assert set(lr) == {n for n, p in plan.model.named_parameters() if p.requires_grad}
+    assert {lr[n] for n in lr if canonical_name(n)[1]} == ({5e-4} if lora else set())
+    assert {lr[n] for n in lr if not canonical_name(n)[1]} == {1e-3}
+    assert plan.total_steps == 15 * 390 and plan.schedule.value(plan.total_steps) == pytest.approx(1e-5)
+    assert [r.steps for r in plan.freeze.rules] == ([400] if lora else [])
+    assert type(plan.optimizer).__name__ == "AdamW"
+    assert all(g["weight_decay"] in (0.0, 0.05) for g in plan.optimizer.param_groups)

@@ -33,20 +33,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
+@pytest.mark.slow  # two processes that each import torch, timm and the data: ~10 s idle, ~35 s on a busy machine
+def test_two_process_ddp_on_cpu_with_the_encoder_frozen_for_two_steps(tmp_path):
+    """torchrun, 2 ranks (gloo): DDP trains; ``train.freeze`` works under DDP (the groups exist from step 0)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "tools/train.py",
            DEFAULT, "--work-dir", str(tmp_path / "wd"), "--cfg-options", *TINY, "train.max_steps=4",
-           "train.batch_size=8", "train.ckpt_every=2"]  # fmt: skip
+           "train.batch_size=8", "train.ckpt_every=2", "train.keep_ckpts=5", r"train.freeze.params=^(blocks\.0\.|patch_embed)",
+           "train.freeze.steps=2"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(tmp_path / "wd" / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]  # rank 0 writes; the loss is the mean over ranks
-    ckpt = torch.load(tmp_path / "wd" / "checkpoints" / "step_0000004.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    at2, at4 = (torch.load(tmp_path / "wd" / "checkpoints" / f"step_{s:07d}.pt", weights_only=True) for s in (2, 4))
+    assert at4["world_size"] == 2 and len(at4["rng"]) == 2
     # 126 digits / 2 ranks / batch 8 = 7 batches per rank and epoch
-    assert ckpt["steps_per_epoch"] == 7 and "[summary]" in done.stdout
+    assert at4["steps_per_epoch"] == 7 and "[summary]" in done.stdout
+    frozen = [n for n in at2["model"] if n.startswith(("blocks.0.", "patch_embed"))]
+    assert frozen and all(not torch.equal(at2["model"][n], at4["model"][n]) for n in frozen if "weight" in n)
+    names = [n for g in at2["optimizer"]["param_groups"] for n in g["param_names"]]
+    with_state = {names[i] for i in at2["optimizer"]["state"]}
+    assert not with_state & set(frozen) and with_state  # frozen: no optimizer state before step 2
+    assert set(frozen) <= {names[i] for i in at4["optimizer"]["state"]}  # trained from step 2 on
 
 
 def test_missing_data_path(tmp_path, capsys):
@@ -87,11 +96,15 @@ def test_checkpoint_from_another_model_and_nothing_is_lost(tmp_path, capsys):
     assert len(kept) == 1
 
 
-def test_unread_config_key_warns(tmp_path, capsys):
-    with pytest.warns(UserWarning, match=r"`train.epochz` is not read by anything \(did you mean 'epochs'\?\)"):
-        assert run(tmp_path, "train.max_steps=1", "train.epochz=3") == 0
+def test_unread_config_key_is_an_error(tmp_path, capsys):
+    assert run(tmp_path, "train.max_steps=1", "task.label_smooting=0.3") == 2
+    err = capsys.readouterr().err
+    assert "`task.label_smooting` is not read by anything (did you mean 'label_smoothing'?)" in err
+    assert not (tmp_path / "wd").exists()  # nothing was written
 
 
 def test_resume_without_checkpoint_is_clear(tmp_path, capsys):
-    assert run(tmp_path, "train.max_steps=1", resume=str(tmp_path / "none.pt")) == 2
-    assert "checkpoint" in capsys.readouterr().err
+    missing = tmp_path / "none.pt"
+    assert run(tmp_path, "train.max_steps=1", resume=str(missing)) == 2
+    assert capsys.readouterr().err.strip() == f"error: --resume: checkpoint {str(missing)!r} does not exist"
+    assert not (tmp_path / "wd").exists()

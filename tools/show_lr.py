@@ -2,9 +2,11 @@
 
     python tools/show_lr.py configs/default.py [--out-dir DIR] [--csv] [--cfg-options k=v ...]
 
-Builds the config's model with random weights (``model.device='meta'`` works for full-size
-models), applies its trainable policy, builds the parameter groups and the schedule, prints the
-grid and writes ``lr_schedule.png`` (and ``lr_schedule.csv`` with ``--csv``) to ``--out-dir``.
+Builds exactly the model ``tools/train.py`` trains, by the same path (``recipes.train.build.prepare_run``:
+the task's model with the class count from the training data, the trainable policy, freezing),
+with its initial weights (``model.device='meta'`` works for full-size models); prints the grid and
+writes ``lr_schedule.png`` (and ``lr_schedule.csv`` with ``--csv``) to ``--out-dir``. Without the
+data at hand, ``--steps-per-epoch N`` (or ``train.max_steps``) lets it use the config's class count.
 """
 
 from __future__ import annotations
@@ -15,11 +17,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.param_groups import build_param_groups  # noqa: E402
 from recipes.report import format_lr_grid, lr_table, plot_lr, write_csv  # noqa: E402
-from recipes.schedules import build_schedule  # noqa: E402
-from recipes.train.config import load_config, schedule_steps  # noqa: E402
-from recipes.train.registry import MODELS  # noqa: E402
+from recipes.train.build import RunPlan, prepare_run  # noqa: E402
+from recipes.train.config import load_config, world_size  # noqa: E402
+
+
+def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an mmengine Config
+    """The run as tools/train.py builds it; without the data, the config's own class count (said so)."""
+    if not cfg.get("data"):  # a config for the library alone (e.g. a diffusion LoRA's groups): no data to read
+        return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
+    try:
+        return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch)
+    except (FileNotFoundError, KeyError) as e:
+        if "data" not in str(e) or not (steps_per_epoch or cfg.get("train", {}).get("max_steps")):
+            raise
+        print(f"note: the data cannot be read ({e}); using the config's own class count")
+        return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,28 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config, args.cfg_options)
-    model = MODELS.build(cfg.model)
-    if cfg.get("policy"):
-        from recipes.policies import apply_policy
-
-        apply_policy(model, cfg.policy)
-    groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
-    print(format_lr_grid(groups, model, title=Path(args.config).stem))
-
-    total, spe = schedule_steps(cfg, args.steps_per_epoch)
-    from recipes.param_groups import base_lr_of
-
-    sched = build_schedule(cfg.schedule, total_steps=total, steps_per_epoch=spe, lr=base_lr_of(groups))
+    plan = plan_for(cfg, args.steps_per_epoch)
+    groups, total, spe = plan.groups, plan.total_steps, plan.steps_per_epoch
+    print(format_lr_grid(groups, plan.model, title=Path(args.config).stem))
+    for line in plan.freeze.describe():
+        print(f"[freeze] {line}")
     out = Path(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr")
     out.mkdir(parents=True, exist_ok=True)
-    rows = lr_table(groups, sched, every=max(1, total // 400))
+    rows = lr_table(groups, plan.schedule, every=max(1, total // 400))
     plot_lr(rows, str(out / "lr_schedule.png"), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")
-    print(
-        f"schedule {cfg.schedule['type']}: {total} steps ({spe} per epoch); base lr peak {max(r['base_lr'] for r in rows):.4g}"
-    )
+    print(f"schedule {cfg.schedule['type']}: {total} steps ({spe} per epoch); "
+          f"base lr peak {max(r['base_lr'] for r in rows):.4g}")  # fmt: skip
     print(f"wrote {out / 'lr_schedule.png'}")
     if args.csv:
-        write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))
+        write_csv(lr_table(groups, plan.schedule), str(out / "lr_schedule.csv"))
         print(f"wrote {out / 'lr_schedule.csv'}")
     return 0
 

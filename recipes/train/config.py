@@ -1,9 +1,12 @@
-"""Loading configs (mmengine ``Config``) and deriving schedule lengths from them."""
+"""Loading configs (mmengine ``Config``), checking every key is read, and the run's length in steps."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import difflib
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,13 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
         raise FileNotFoundError(f"config {str(path)!r} does not exist; the shipped ones are in configs/")
     cfg = Config.fromfile(str(path))
     if options:
-        parser_action = DictAction(option_strings=[], dest="opts")
-        ns: dict[str, Any] = {}
 
         class _NS:
-            pass
+            opts: dict[str, Any]
 
         holder = _NS()
-        parser_action(None, holder, list(options))
-        ns = holder.opts
-        cfg.merge_from_dict(ns)
+        DictAction(option_strings=[], dest="opts")(None, holder, list(options))
+        cfg.merge_from_dict(holder.opts)
     if "recipe" in cfg:
         raise KeyError(
             f"config {str(path)!r}: the `recipe` section is now called `strategy` (the param-group strategy: "
@@ -38,62 +38,117 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
     return cfg
 
 
-def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int, int | None]:
-    """(total optimizer steps, steps per epoch) from ``train.max_steps`` or ``train.epochs``.
-
-    ``steps_per_epoch`` comes from the argument, else ``train.steps_per_epoch``, else the training
-    set's length and ``train.batch_size`` / ``train.grad_accum``.
-    """
-    train = cfg.get("train", {})
-    if steps_per_epoch is None:
-        steps_per_epoch = train.get("steps_per_epoch")
-    if steps_per_epoch is None and "data" in cfg and train.get("epochs"):
-        from recipes.train.registry import DATASETS
-
-        d = dict(cfg.data["train"])
-        if d.get("root") is None and cfg.get("data_root") is not None:
-            d["root"] = cfg.data_root  # as the tasks do
-        n = len(DATASETS.build(d))
-        batch = train.get("batch_size", 1) * train.get("grad_accum", 1)
-        steps_per_epoch = max(1, n // batch if train.get("drop_last", True) else math.ceil(n / batch))
-    if train.get("max_steps"):
-        return int(train["max_steps"]), steps_per_epoch
-    if not train.get("epochs") or not steps_per_epoch:
-        raise ValueError("config: set train.max_steps, or train.epochs with a dataset (or --steps-per-epoch)")
-    return int(train["epochs"]) * int(steps_per_epoch), int(steps_per_epoch)
-
-
 # Every `train.*` option the engine reads, with its default (docs/training.md explains each).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
     "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
+    "freeze": None, "grad_checkpointing": False, "save_frozen": "auto",
 }  # fmt: skip
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option
-# Top-level sections something reads; anything else gets a warning.
+# Keys that once existed or that users carry over from other trainers, with what to do instead.
+TRAIN_REMOVED = {
+    "drop_last": "the engine always drops each rank's last partial batch (every rank takes the same number of "
+    "steps, and the schedule length is exact); remove it",
+    "lr": "the learning rates live in the strategy section (strategy.lr=...); remove train.lr",
+}
+# Top-level sections something reads.
 SECTIONS = ("model", "task", "data", "data_root", "policy", "strategy", "adapter", "optimizer", "schedule", "train",
             "custom_imports", "default_scope", "work_dir")  # fmt: skip
 
 
-def _warn_unread(where: str, keys: Sequence[str], known: Sequence[str]) -> None:
-    import difflib
-    import warnings
+def unknown_key_error(where: str, key: str, known: Iterable[str], why: str = "") -> KeyError:
+    """``KeyError`` naming ``<where><key>``, the nearest known key and the known ones."""
+    known = sorted(known)
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    shown = ", ".join(known) if len(known) <= 30 else ", ".join(known[:30]) + ", ..."
+    listed = f"; known: {shown}" if known else ""
+    return KeyError(f"config: `{where}{key}` is not read by anything{hint}{why}{listed}")
 
-    for key in keys:
-        if key.startswith("_") or key in known:
-            continue
-        near = difflib.get_close_matches(key, list(known), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        msg = f"config: `{where}{key}` is not read by anything{hint}; it has no effect"
-        warnings.warn(msg, stacklevel=3)
-        print(f"WARNING: {msg}")
+
+def check_keys(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise :func:`unknown_key_error` for the first key of ``given`` outside ``known`` (``_private`` keys pass)."""
+    known = set(known)
+    for key in given:
+        if not str(key).startswith("_") and key not in known:
+            raise unknown_key_error(where, str(key), known)
+
+
+def accepted_kwargs(fn: Callable[..., Any], skip: Sequence[str] = ("self",)) -> set[str] | None:
+    """Keyword names ``fn`` accepts, or None when it takes ``**kwargs`` (anything goes)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds and p.name not in skip}
+
+
+def required_kwargs(fn: Callable[..., Any]) -> list[str]:
+    """Keyword-passable parameters of ``fn`` without a default."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty and p.name != "self"]
+
+
+def build_with_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> Any:
+    """``fn(**kwargs)``; a keyword ``fn`` (or what it forwards to) does not take names ``<where><key>``."""
+    known = accepted_kwargs(fn)
+    if known is not None:
+        check_keys(where, kwargs, known)
+    for name in required_kwargs(fn):
+        if name not in kwargs:
+            hint = " (set data_root, or this split's root)" if where.startswith("data.") and name == "root" else ""
+            raise KeyError(f"config: `{where}{name}` is required{hint}")
+    try:
+        return fn(**kwargs)
+    except TypeError as e:
+        msg = str(e)
+        if "unexpected keyword argument" not in msg:
+            raise
+        key = msg.rsplit("argument", 1)[-1].strip(" '\"")
+        names = (accepted_kwargs(fn) or set()) | _callee_kwargs(e, msg)
+        raise unknown_key_error(where, key, names, f" ({msg})") from None
+
+
+def _callee_kwargs(e: TypeError, msg: str) -> set[str]:
+    """Keywords of the callable a ``**kwargs`` forwarder passed an unknown key to (for the did-you-mean)."""
+    m = re.match(r"(\w+)(?:\.__init__)?\(\)", msg)
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if m is None or tb is None:
+        return set()
+    frame = tb.tb_frame
+    target = frame.f_locals.get(m.group(1), frame.f_globals.get(m.group(1)))
+    if target is None:
+        return set()
+    return accepted_kwargs(target.__init__ if isinstance(target, type) else target) or set()
 
 
 def check_config(cfg: Config) -> None:
-    """Warn about top-level sections and ``train.*`` keys nothing reads (typos, stale options)."""
-    _warn_unread("", list(cfg.keys()), SECTIONS)
-    _warn_unread("train.", list(cfg.get("train", {}).keys()), [*TRAIN_DEFAULTS, *TRAIN_ALIASES])
+    """Top-level sections and ``train.*`` keys nothing reads are errors (the other sections are checked
+    where they are built: task options, data splits and dataset arguments, model, optimizer, strategy,
+    schedule, policy)."""
+    check_keys("", cfg.keys(), SECTIONS)
+    for key in cfg.get("train", {}):
+        if key in TRAIN_REMOVED:
+            raise KeyError(f"config: `train.{key}`: {TRAIN_REMOVED[key]}")
+    check_keys("train.", cfg.get("train", {}), [*TRAIN_DEFAULTS, *TRAIN_ALIASES])
+    opt = cfg.get("optimizer") or {}
+    for key in ("lr", "weight_decay"):
+        if key in opt:
+            raise KeyError(
+                f"config: `optimizer.{key}` would be ignored: every param group carries its own {key} from the "
+                f"strategy section; set strategy.{key}=... instead"
+            )
 
 
 def train_options(cfg: Config) -> dict[str, Any]:
@@ -111,4 +166,47 @@ def train_options(cfg: Config) -> dict[str, Any]:
             raise ValueError(f"train.{key} must be an int >= 1, got {v!r}")
     if opts["num_workers"] < 0:
         raise ValueError(f"train.num_workers must be >= 0, got {opts['num_workers']}")
+    if opts["save_frozen"] not in ("auto", True, False):
+        raise ValueError(f"train.save_frozen must be 'auto', True or False, got {opts['save_frozen']!r}")
     return opts
+
+
+def world_size() -> int:
+    """Processes of this run (``WORLD_SIZE`` from torchrun; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def fill_data_root(data: Mapping[str, Any] | None, data_root: Any) -> dict[str, dict[str, Any] | None]:
+    """The ``data`` section with ``root`` filled from ``data_root`` in every split that has none.
+
+    The one place that does it: the tasks, ``schedule_steps`` and the tools all read data through it.
+    """
+    out: dict[str, dict[str, Any] | None] = {}
+    for split, d in dict(data or {}).items():
+        if d is None:
+            out[split] = None
+            continue
+        d = dict(d)
+        if d.get("root") is None and data_root is not None:
+            d["root"] = data_root
+        out[split] = d
+    return out
+
+
+def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int, int | None]:
+    """(total optimizer steps, steps per epoch) from ``train.max_steps`` or ``train.epochs``.
+
+    ``steps_per_epoch`` comes from the argument (the engine's, from its training set and world size),
+    else ``train.steps_per_epoch``; without either, ``train.max_steps`` is required.
+    """
+    train = cfg.get("train", {})
+    if steps_per_epoch is None:
+        steps_per_epoch = train.get("steps_per_epoch")
+    epochs = train.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"train.epochs must be a whole number >= 1, got {epochs!r}")
+    if train.get("max_steps"):
+        return int(train["max_steps"]), steps_per_epoch
+    if not epochs or not steps_per_epoch:
+        raise ValueError("config: set train.max_steps, or train.epochs with a dataset (or --steps-per-epoch)")
+    return int(epochs) * int(steps_per_epoch), int(steps_per_epoch)

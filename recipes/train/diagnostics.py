@@ -3,7 +3,7 @@
 Measured on the optimizer's own groups, so a layer-decayed or LoRA/norm hybrid run shows each
 group's dynamics by name. Measuring costs one copy of the trainable weights, so the engine asks
 for it at the last two steps of each epoch (one cosine per epoch), or every step with
-``recipe.log_grad_norms`` / ``train.log_grad_norms``.
+``strategy.log_grad_norms`` / ``train.log_grad_norms``.
 """
 
 from __future__ import annotations

@@ -5,22 +5,24 @@ trainable policy, parameter groups, optimizer and step schedule; ``train()`` run
 ``save_checkpoint()`` writes an atomic, ``weights_only``-loadable checkpoint. The same code runs on
 one process or under ``torchrun`` (DDP; gloo on CPU, nccl on GPU).
 
-Each optimizer step, in order: ``schedule.apply(optimizer, step)`` (every group's ``lr`` =
-``value(step) * lr_scale``; the weight-decay schedule only on groups with weight decay > 0), the
-LoRA freeze (``policy.freeze_lora_steps``), ``task.on_step`` when the task has it, ``grad_accum``
-forward/backward passes (under autocast), unscale, clip, step, EMA update.
+The model, groups, freeze plan and schedule come from :func:`recipes.train.build.prepare_run`, the
+path ``tools/show_lr.py`` shares. Each optimizer step, in order: ``schedule.apply(optimizer, step)``
+(every group's ``lr`` = ``value(step) * lr_scale``; the weight-decay schedule only on groups with
+weight decay > 0), the freeze plan (groups made only of frozen tensors show lr 0), ``task.on_step``,
+``grad_accum`` forward/backward passes (under autocast), unscale, the frozen tensors' gradients
+dropped, clip, step, EMA update. Messages go to the ``recipes`` logger (:func:`setup_logging`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +31,29 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from recipes.adapter import canonical_name
-from recipes.param_groups import base_lr_of, build_param_groups
+from recipes.adapter import unwrap_model
 from recipes.report import format_lr_grid
-from recipes.schedules import build_schedule
+from recipes.train.build import prepare_run
 from recipes.train.checkpoint import (
     BEST,
     BEST_INFO,
     LAST,
     latest_checkpoint,
     load_checkpoint,
-    load_model_state,
     rng_state,
     save_atomic,
     set_rng_state,
     write_text_atomic,
 )  # fmt: skip
-from recipes.train.config import check_config, schedule_steps, train_options
+from recipes.train.config import train_options, world_size
 from recipes.train.diagnostics import UpdateTracker
+from recipes.train.distributed import gather_objects, mean_over_ranks
 from recipes.train.ema import ModelEMA
-from recipes.train.registry import TASKS
-from recipes.train.run_log import RunLog
-from recipes.train.sampling import batches_per_epoch, make_loader
+from recipes.train.run_log import RunLog, setup_logging
+from recipes.train.sampling import make_loader
+from recipes.train.trainable_state import frozen_fingerprint, load_model, model_state, saves_frozen
+
+log = logging.getLogger("recipes.train")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -82,20 +85,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
-        check_config(self.cfg)
         if self.opts["num_threads"]:
             torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
         self._setup_distributed()
+        setup_logging(self.is_main)
         seed_everything(self.opts["seed"] + self.rank)
         ckpt = self._read_resume()
-        self.task = TASKS.lookup(self.cfg.get("task", {}).get("type", "classification"))(
-            self.cfg, **{k: v for k, v in dict(self.cfg.get("task", {})).items() if k != "type"}
-        )
-        self.train_set, self.val_set = self.task.build_datasets()
-        self._setup_data()
-        self.model = self._setup_model(ckpt)
-        self.optimizer = self._setup_optimizer()
-        self._setup_schedule(ckpt)
+        plan = prepare_run(self.cfg, world=self.world)
+        self.task, self.train_set, self.val_set = plan.task, plan.train_set, plan.val_set
+        self.steps_per_epoch, self.total_steps, self.schedule = plan.steps_per_epoch, plan.total_steps, plan.schedule
+        self.freeze = plan.freeze
+        self.model = self._setup_model(plan.model, ckpt)
+        self.optimizer = self._report_setup(plan.groups, plan.optimizer)
+        self._check_schedule(ckpt)
         self._setup_amp_ema()
         if ckpt is not None:
             self._load_training_state(ckpt)
@@ -107,7 +109,7 @@ class Trainer:
         return self
 
     def _setup_distributed(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.rank = int(os.environ.get("RANK", "0"))
         want = self.opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
         if want == "cuda":
@@ -124,73 +126,41 @@ class Trainer:
         where = self.work_dir if self.resume is True else Path(self.resume)
         return load_checkpoint(where)
 
-    def _setup_data(self) -> None:
-        o = self.opts
-        n, bs = len(self.train_set), o["batch_size"]
-        per_epoch = batches_per_epoch(n, bs, self.world)
-        if per_epoch < o["grad_accum"]:
-            raise ValueError(
-                f"train.batch_size={bs} x grad_accum={o['grad_accum']} x {self.world} process(es) is larger than "
-                f"the training set ({n} samples): not one optimizer step fits in an epoch; lower train.batch_size"
-            )
-        self.steps_per_epoch = per_epoch // o["grad_accum"]
-
-    def _setup_model(self, ckpt: dict[str, Any] | None) -> nn.Module:
-        model = self.task.build_model()
-        if self.cfg.get("policy"):
-            from recipes.policies import apply_policy
-
-            model = apply_policy(model, self.cfg.policy) or model
-        if ckpt is not None:
-            load_model_state(model, ckpt["model"], ckpt["path"], ckpt.get("model_cfg"))
+    def _setup_model(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:
         self.trainable, self.total_params = count_params(model)
-        self.lora_params = [p for n, p in model.named_parameters() if p.requires_grad and canonical_name(n)[1]]
+        self.save_full = saves_frozen(model, self.opts["save_frozen"])
+        self.fingerprint = frozen_fingerprint(model)
+        if ckpt is not None:
+            load_model(model, ckpt, self.fingerprint)
         model.to(self.device)
         if self.opts["channels_last"]:
             model.to(memory_format=torch.channels_last)
         return model
 
-    def _setup_optimizer(self) -> torch.optim.Optimizer:
-        groups = build_param_groups(self.model, self.cfg.strategy, adapter=self.cfg.get("adapter", "auto"))
-        self.base_lr = base_lr_of(groups)
-        opt_cfg = dict(self.cfg.get("optimizer") or {"type": "AdamW"})
-        name = opt_cfg.pop("type", "AdamW")
-        cls = getattr(torch.optim, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            known = [
-                k for k, v in vars(torch.optim).items() if isinstance(v, type) and issubclass(v, torch.optim.Optimizer)
-            ]
-            raise KeyError(f"optimizer.type: {name!r} is not a torch.optim optimizer; known: {sorted(known)}")
-        if self.is_main:
-            print(format_lr_grid(groups, self.model, title="lr_grid"))
-            pct = 100 * self.trainable / max(1, self.total_params)
-            roles = ""
-            if self.cfg.get("policy"):
-                from recipes.policies import trainable_counts
+    def _report_setup(self, groups: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        log.info(format_lr_grid(groups, self.model, title="lr_grid"))
+        pct = 100 * self.trainable / max(1, self.total_params)
+        roles = ""
+        if self.cfg.get("policy"):
+            from recipes.policies import trainable_counts
 
-                roles = " by role " + ", ".join(
-                    f"{k} {v:,}" for k, v in trainable_counts(self.model).items() if k != "total"
-                )
-            print(f"[params] trainable {self.trainable:,} of {self.total_params:,} ({pct:.2f}%){roles}")
-        return cls(groups, **opt_cfg)
+            roles = " by role " + ", ".join(
+                f"{k} {v:,}" for k, v in trainable_counts(self.model).items() if k != "total"
+            )
+        log.info(f"[params] trainable {self.trainable:,} of {self.total_params:,} ({pct:.2f}%){roles}")
+        for line in self.freeze.describe():
+            log.info(f"[freeze] {line}")
+        return optimizer
 
-    def _setup_schedule(self, ckpt: dict[str, Any] | None) -> None:
-        self.total_steps, _ = schedule_steps(self.cfg, self.steps_per_epoch)
-        self.schedule = build_schedule(self.cfg.schedule, total_steps=self.total_steps, lr=self.base_lr,
-                                       steps_per_epoch=self.steps_per_epoch,
-                                       fit_warmup=bool(self.opts["max_steps"]))  # fmt: skip
-        self.freeze_lora_steps = int((self.cfg.get("policy") or {}).get("freeze_lora_steps", 0) or 0)
+    def _check_schedule(self, ckpt: dict[str, Any] | None) -> None:
         if ckpt is not None and (ckpt.get("total_steps"), ckpt.get("steps_per_epoch")) != (
             self.total_steps,
             self.steps_per_epoch,
         ):
-            msg = (f"the schedule changed since the checkpoint: it was {ckpt.get('total_steps')} steps "
-                   f"({ckpt.get('steps_per_epoch')} per epoch), this config gives {self.total_steps} "
-                   f"({self.steps_per_epoch} per epoch); the LR curve from step {ckpt['step']} on is not the one "
-                   "the run started with")  # fmt: skip
-            warnings.warn(msg, stacklevel=2)
-            if self.is_main:
-                print(f"WARNING: {msg}")
+            log.warning(f"the schedule changed since the checkpoint: it was {ckpt.get('total_steps')} steps "
+                        f"({ckpt.get('steps_per_epoch')} per epoch), this config gives {self.total_steps} "
+                        f"({self.steps_per_epoch} per epoch); the LR curve from step {ckpt['step']} on is not the one "
+                        "the run started with")  # fmt: skip
 
     def _setup_amp_ema(self) -> None:
         amp = self.opts["amp"]
@@ -205,9 +175,8 @@ class Trainer:
 
     def _load_training_state(self, ckpt: dict[str, Any]) -> None:
         self.step = int(ckpt["step"])
-        if hasattr(self.task, "on_step"):
-            self.task.on_step(self.model, self.optimizer, self.step)  # groups the task adds must exist first
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.task.load_state_dict(ckpt.get("task") or {})
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
@@ -216,8 +185,7 @@ class Trainer:
         self.best = (float(best[0]), int(best[1]), str(best[2]) if len(best) > 2 else "model") if best else None
         rngs = ckpt["rng"]
         set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
-        if self.is_main:
-            print(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
+        log.info(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
 
     def _wrap_model(self, model: nn.Module) -> nn.Module:
         if self.world > 1:
@@ -238,7 +206,7 @@ class Trainer:
             dest.mkdir(parents=True, exist_ok=True)
             for p in old:
                 shutil.move(str(p), str(dest / p.name))
-            print(f"[work_dir] an earlier run's files were moved to {dest}")
+            log.info(f"[work_dir] an earlier run's files were moved to {dest}")
         if resuming:
             self._set_aside_later_best()
         self.cfg.dump(str(self.work_dir / "config.py"))
@@ -253,15 +221,15 @@ class Trainer:
             if int(saved["step"]) <= self.step:
                 return
         except (ValueError, KeyError, TypeError):  # unreadable: keep the files, say so
-            print(f"WARNING: {info} cannot be read; best.pt is kept as it is and replaced by the next better epoch")
+            log.warning(f"{info} cannot be read; best.pt is kept as it is and replaced by the next better epoch")
             return
         dest = self.work_dir / "previous" / f"best_after_step_{self.step}"
         dest.mkdir(parents=True, exist_ok=True)
         for name in (BEST, BEST_INFO):
             if (self.work_dir / name).exists():
                 shutil.move(str(self.work_dir / name), str(dest / name))
-        print(f"[resume] the best checkpoint was written at step {saved['step']}, after this resume point "
-              f"(step {self.step}); moved to {dest}")  # fmt: skip
+        log.info(f"[resume] the best checkpoint was written at step {saved['step']}, after this resume point "
+                 f"(step {self.step}); moved to {dest}")  # fmt: skip
 
     # ------------------------------------------------------------------------------------- train
     def train(self) -> dict[str, Any]:
@@ -285,9 +253,8 @@ class Trainer:
         except NonFiniteLoss as e:
             bar.close()
             last = latest_checkpoint(self.work_dir / "checkpoints")
-            print(
-                f"STOPPED: {e}. The last good checkpoint is {last or '(none written yet)'}; nothing after it was saved."
-            )
+            log.error(f"STOPPED: {e}. The last good checkpoint is {last or '(none written yet)'}; nothing after it "
+                      "was saved.")  # fmt: skip
             raise
         bar.close()
         self.save_checkpoint()
@@ -304,11 +271,9 @@ class Trainer:
     def _one_step(self, it: Any, epoch: int, bar: Any) -> None:
         t = time.perf_counter()
         base = self.schedule.apply(self.optimizer, self.step)
-        frozen = self.step < self.freeze_lora_steps
-        if frozen:
-            self._zero_lora_lrs()
-        if hasattr(self.task, "on_step"):
-            self.task.on_step(self.model, self.optimizer, self.step)
+        frozen = self.freeze.frozen(self.step)
+        self._show_frozen_lrs(frozen)
+        self.task.on_step(self.model, self.optimizer, self.step)
         loss, logs = self._forward_backward(it)
         self._optimizer_step(frozen)
         self.step += 1
@@ -320,22 +285,18 @@ class Trainer:
         row.update({f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups})
         self.log.step(row, logs)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{base:.3g}", img_s=f"{rate:.0f}", refresh=False)
-        if (
-            self.is_main
-            and not self.opts["progress"]
-            and self.opts["log_every"]
-            and self.step % self.opts["log_every"] == 0
-        ):
-            print(
-                f"[train] step {self.step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} lr {base:.4g} img/s {rate:.0f}"
-            )
+        if not self.opts["progress"] and self.opts["log_every"] and self.step % self.opts["log_every"] == 0:
+            log.info(f"[train] step {self.step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} lr {base:.4g} "
+                     f"img/s {rate:.0f}")  # fmt: skip
         bar.update(1)
 
-    def _zero_lora_lrs(self) -> None:
-        """During ``freeze_lora_steps``: groups made only of LoRA tensors show (and use) lr 0."""
-        lora = {id(p) for p in self.lora_params}
+    def _show_frozen_lrs(self, frozen: list[nn.Parameter]) -> None:
+        """Groups made only of tensors frozen at this step show (and use) lr 0 in the logs."""
+        if not frozen:
+            return
+        ids = {id(p) for p in frozen}
         for g in self.optimizer.param_groups:
-            if g["params"] and all(id(p) in lora for p in g["params"]):
+            if g["params"] and all(id(p) in ids for p in g["params"]):
                 g["lr"] = 0.0
 
     def _forward_backward(self, it: Any) -> tuple[float, dict[str, float]]:
@@ -351,20 +312,16 @@ class Trainer:
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += value / accum
-        if self.world > 1:
-            t = torch.tensor([total], device=self.device)
-            torch.distributed.all_reduce(t)
-            total = float(t) / self.world
+        total = mean_over_ranks(total, self.device)
         if not math.isfinite(total):  # checked after the all-reduce: every rank stops at the same step
             raise NonFiniteLoss(f"loss is {total} at step {self.step}")
         return total, logs
 
-    def _optimizer_step(self, lora_frozen: bool) -> None:
+    def _optimizer_step(self, frozen: list[nn.Parameter]) -> None:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if lora_frozen:  # no gradient -> AdamW skips them: no update, no state, no weight decay
-            for p in self.lora_params:
-                p.grad = None
+        for p in frozen:  # no gradient -> the optimizer skips them: no update, no state, no weight decay
+            p.grad = None
         measure = self._measure_now()
         if measure:
             self.tracker.before(self.optimizer)
@@ -385,7 +342,7 @@ class Trainer:
 
     def _measure_now(self) -> bool:
         """Every step with log_grad_norms; else the last two steps of each epoch (one cosine each)."""
-        if self.opts["log_grad_norms"] or self.cfg.strategy.get("log_grad_norms", False):
+        if self.opts["log_grad_norms"] or self.cfg.strategy.get("log_grad_norms", False):  # strategy: see strategies.py
             return True
         pos = self.step % self.steps_per_epoch
         return pos >= self.steps_per_epoch - 2 or self.step >= self.total_steps - 2
@@ -393,12 +350,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- eval
     def _bare_model(self) -> nn.Module:
         """The model without DDP / compile wrappers: evaluation shards are uneven, DDP forwards would hang."""
-        model = self.model
-        while isinstance(getattr(model, "_orig_mod", None), nn.Module) or isinstance(
-            model, nn.parallel.DistributedDataParallel
-        ):
-            model = getattr(model, "_orig_mod", None) or model.module
-        return model
+        return unwrap_model(self.model)
 
     def _evaluate(self, module: nn.Module, dataset: Any) -> dict[str, float]:
         loader = self._loader(0, dataset=dataset, train=False)
@@ -417,9 +369,8 @@ class Trainer:
                 self.best, improved = (float(value), epoch + 1, source), source
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
-        if self.is_main:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            tqdm.write(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")  # above the progress bar
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        log.info(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")
         if improved:
             self._save_best(metrics)
 
@@ -441,22 +392,21 @@ class Trainer:
                  "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
         save_atomic(state, self.work_dir / BEST)
         write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
-        tqdm.write(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
-              f"{self.work_dir / BEST}")  # fmt: skip
+        log.info(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
+                 f"{self.work_dir / BEST}")  # fmt: skip
 
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
-        rngs = [rng_state()]
-        if self.world > 1:
-            rngs = [None] * self.world
-            torch.distributed.all_gather_object(rngs, rng_state())
+        rngs = gather_objects(rng_state())
         if not self.is_main:
             return None
         state = {
-            "model": self._bare_model().state_dict(),
+            "model": model_state(self._bare_model(), self.save_full),
+            "frozen_omitted": not self.save_full, "frozen_fingerprint": self.fingerprint,
+            "task": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema.state_dict(full=self.save_full) if self.ema is not None else None,
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world, "rng": rngs, "best": list(self.best) if self.best else None,
             "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model)),
@@ -483,11 +433,10 @@ class Trainer:
             summary["trainable_by_role"] = trainable_counts(self._bare_model())
         if self.best:
             summary[f"best_{self.task.primary_metric}"], summary["best_epoch"], summary["best_weights"] = self.best
-        if hasattr(self.task, "final_report"):
-            summary.update(self.task.final_report(self._bare_model(), self.device, self._evaluate_split))
+        summary.update(self.task.final_report(self._bare_model(), self.device, self._evaluate_split))
         if self.is_main:
             (self.work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-            print("[summary] " + json.dumps(summary, default=lambda v: round(float(v), 4)))
+        log.info("[summary] " + json.dumps(summary, default=lambda v: round(float(v), 4)))
         self.log.close()
         return summary
 

@@ -14,3 +14,6 @@ MODELS = Registry("models", locations=["recipes.train.models", "recipes.train.ta
 DATASETS = Registry("datasets", locations=["recipes.train.data", "recipes.train.tasks"])
 # Training tasks: what a batch, a loss and an evaluation are (recipes/train/tasks/).
 TASKS = Registry("tasks", locations=["recipes.train.tasks"])
+# Optimizers by name: every torch.optim class ("AdamW", "SGD", ...), timm's by their timm names
+# ("lamb", "lion", "adan", "adopt", ...), bitsandbytes' "AdamW8bit" (recipes/train/optimizers.py).
+OPTIMIZERS = Registry("optimizers", locations=["recipes.train.optimizers"])

@@ -6,18 +6,58 @@ Files in the work dir:
   ``diagnostics.csv`` step, group, grad_norm, update_norm, update_cos
   ``tb/``             the same scalars for TensorBoard
 Resuming into the same work dir keeps the rows before the resumed step and drops the later ones.
+
+Messages go through one channel: Python logging, logger ``recipes`` (and its children), printed by
+:func:`setup_logging`'s handler with ``tqdm.write`` so they appear above the progress bar, once.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 TRAIN_CSV, EVAL_JSONL, DIAG_CSV = "train_log.csv", "eval_log.jsonl", "diagnostics.csv"
 DIAG_FIELDS = ["step", "group", "grad_norm", "update_norm", "update_cos"]
+
+
+class TqdmHandler(logging.Handler):
+    """Writes records with ``tqdm.write`` (above an active progress bar) to the current ``sys.stdout``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stdout)
+        except Exception:  # noqa: BLE001 - logging must never break training
+            self.handleError(record)
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"{record.levelname}: {msg}"
+
+
+def setup_logging(main_process: bool = True) -> logging.Logger:
+    """The ``recipes`` logger with one tqdm-safe handler (idempotent); other ranks print warnings only.
+
+    When the application already prints log records to the console (a plain ``StreamHandler`` on
+    the root logger, e.g. ``logging.basicConfig()``), no handler is added: the records reach the
+    console once, through the application's handler.
+    """
+    logger = logging.getLogger("recipes")
+    console = any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
+    if not console and not any(isinstance(h, TqdmHandler) for h in logger.handlers):
+        handler = TqdmHandler()
+        handler.setFormatter(_Format("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    return logger
 
 
 def _truncate_csv(path: Path, start_step: int) -> None:

@@ -40,8 +40,23 @@ class EpochSampler(Sampler[int]):
 
 
 def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    """Training batches each rank takes per epoch (partial batches dropped)."""
+    """Training batches each rank takes per epoch (partial batches dropped), as :class:`EpochSampler` deals them."""
     return n // world // batch_size
+
+
+def steps_per_epoch(n: int, batch_size: int, grad_accum: int = 1, world: int = 1) -> int:
+    """Optimizer steps per epoch: the one formula the engine, ``schedule_steps`` and ``show_lr`` use.
+
+    >>> steps_per_epoch(1257, 32), steps_per_epoch(1257, 32, world=2), steps_per_epoch(1257, 16, grad_accum=2)
+    (39, 19, 39)
+    """
+    per_rank = batches_per_epoch(n, batch_size, world)
+    if per_rank < grad_accum:
+        raise ValueError(
+            f"train.batch_size={batch_size} x grad_accum={grad_accum} x {world} process(es) is larger than the "
+            f"training set ({n} samples): not one optimizer step fits in an epoch; lower train.batch_size"
+        )
+    return per_rank // grad_accum
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, seed: int, epoch: int, collate: Callable[[list[Any]], Any],

@@ -24,8 +24,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import recipes.train.data.classification  # noqa: F401 - registers the datasets
+from recipes.train.config import build_with_keys
+from recipes.train.distributed import gather_objects
 from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature
-from recipes.train.registry import DATASETS, MODELS, TASKS
+from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 
 
@@ -36,33 +38,24 @@ class ClassificationTask(Task):
     primary_metric = "top1"
     higher_is_better = True
 
-    def __init__(
-        self, cfg: Any, label_smoothing: float = 0.0, temperature_scaling: bool = True, **options: Any
-    ) -> None:
-        super().__init__(cfg, **options)
+    data_splits = ("train", "val", "test")
+
+    def __init__(self, cfg: Any, label_smoothing: float = 0.0, temperature_scaling: bool = True) -> None:
+        super().__init__(cfg)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.label_smoothing, self.temperature_scaling = float(label_smoothing), bool(temperature_scaling)
-        self.channels_last = bool(cfg.get("train", {}).get("channels_last", False))
         self._datasets: dict[str, Dataset | None] = {}
 
     # --- data ---------------------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset | None:
         """The dataset of ``data.<split>`` (built once), or None when the config has none."""
         if split not in self._datasets:
-            d = (self.cfg.get("data") or {}).get(split)
-            if d is None:
-                self._datasets[split] = None
-            else:
-                d = dict(d)
-                if "root" not in d and self.cfg.get("data_root") is not None:
-                    d["root"] = self.cfg.data_root
-                d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
-                self._datasets[split] = DATASETS.build(d)
+            self._datasets[split] = self.build_dataset(split, seed=self.seed)
         return self._datasets[split]
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
-        if not (self.cfg.get("data") or {}).get("train"):
+        if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='digits', split='train'))")
         train, val = self.dataset("train"), self.dataset("val")
         classes = getattr(train, "classes", None)
@@ -75,8 +68,8 @@ class ClassificationTask(Task):
 
     # --- model --------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        kw = self.follow_dataset_classes(dict(self.cfg.model), getattr(self.dataset("train"), "classes", None))
-        return MODELS.build(kw)
+        kw = self.follow_dataset_classes(dict(self.model_cfg), getattr(self.dataset("train"), "classes", None))
+        return build_with_keys(MODELS.lookup(kw.pop("type")), kw, "model.")
 
     # --- steps --------------------------------------------------------------------------------
     def _to(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,10 +123,5 @@ class ClassificationTask(Task):
 
 
 def _gather(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return logits, labels
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (logits, labels))
+    parts = gather_objects((logits, labels))
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

@@ -7,10 +7,11 @@ Lightning). The class count follows the training set's ``categories``. Config sk
     task = dict(type="detection", multi_scale=True, freeze_encoder=0, lora=False)
     data = dict(train=dict(type="coco_detection", split="train"), val=dict(type="coco_detection", split="valid"))
 
-Freezing the encoder (``backbone.0.encoder``, the DINOv2 ViT) is real: ``requires_grad=False``, so
-no gradients and no optimizer state. ``freeze_encoder=True`` freezes it for good; an int ``N``
-freezes it for the first N optimizer steps, and :meth:`DetectionTask.on_step` adds its parameter
-groups (from the config's recipe) to the optimizer at step N.
+Freezing the encoder (``backbone.0.encoder``, the DINOv2 ViT): ``freeze_encoder=True`` freezes it
+for good (``requires_grad=False``: no gradients, no optimizer state); an int ``N`` asks the engine
+(:meth:`DetectionTask.freeze`) to keep it from updating for the first N optimizer steps: its groups
+exist from step 0 with the strategy's LRs, its gradients are dropped before each step until N (no
+update, no optimizer state, no weight decay), under DDP too, and a resume is exact.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from recipes.train.distributed import gather_objects
 from recipes.train.models.rfdetr import build_rfdetr_wrapper, rfdetr_class  # noqa: F401 - re-exported
-from recipes.train.registry import DATASETS, TASKS
+from recipes.train.registry import TASKS
 from recipes.train.tasks.base import Task
 
 log = logging.getLogger("recipes.detection")
@@ -63,9 +65,8 @@ class DetectionTask(Task):
         freeze_encoder: bool | int = False,
         lora: bool = False,
         train_config: Mapping[str, Any] | None = None,
-        **options: Any,
     ) -> None:
-        super().__init__(cfg, **options)
+        super().__init__(cfg)
         if isinstance(freeze_encoder, bool):
             self.freeze_steps = -1 if freeze_encoder else 0
         elif isinstance(freeze_encoder, int) and freeze_encoder >= 0:
@@ -75,7 +76,8 @@ class DetectionTask(Task):
                 f"task.freeze_encoder: expected True/False or a number of steps >= 0, got {freeze_encoder!r}"
             )
         if lora and self.freeze_steps:
-            log.warning("task.freeze_encoder has no effect with lora=True: LoRA already freezes the encoder weights")
+            raise ValueError("task.freeze_encoder has no effect with lora=True (LoRA already freezes the encoder "
+                             "weights); remove one of them")  # fmt: skip
         self.multi_scale, self.expanded_scales, self.lora = multi_scale, expanded_scales, lora
         self.train_config_overrides = dict(train_config or {})
         self.model_config: Any = None
@@ -86,7 +88,7 @@ class DetectionTask(Task):
 
     # --- model --------------------------------------------------------------------------------
     def _model_kwargs(self) -> dict[str, Any]:
-        kw = {k: v for k, v in dict(self.cfg.model).items() if k != "type"}
+        kw = {k: v for k, v in self.model_cfg.items() if k != "type"}
         kw = self.follow_dataset_classes(kw, self.dataset_classes(), noun="categories")
         if self.lora:
             kw["backbone_lora"] = True
@@ -98,23 +100,29 @@ class DetectionTask(Task):
         kw = self._model_kwargs()
         wrapper = build_rfdetr_wrapper(**kw)
         self.model_config = wrapper.model_config
-        tc = wrapper.get_train_config(dataset_dir=str(self.cfg.get("data_root") or "."), **self.train_config_overrides)
+        root = (self.data_cfg.get("train") or {}).get("root")
+        tc = wrapper.get_train_config(dataset_dir=str(root or "."), **self.train_config_overrides)
         self.criterion, self.postprocess = build_criterion_from_config(self.model_config, tc)
         model = wrapper.model.model
         for name, p in model.named_parameters():
             if name.endswith(NEVER_USED):
                 p.requires_grad_(False)
-        if self.freeze_steps and not self.lora:
+        if self.freeze_steps < 0:
             n = set_encoder_trainable(model, False)
-            until = "for good" if self.freeze_steps < 0 else f"for the first {self.freeze_steps} steps"
-            log.info("encoder frozen %s (%d tensors: no gradients, no optimizer state)", until, n)
+            log.info("encoder frozen for good (%d tensors: no gradients, no optimizer state)", n)
         return model
+
+    def freeze(self) -> dict[str, Any] | None:
+        """``freeze_encoder=N``: the engine keeps the encoder from updating for the first N steps."""
+        if self.freeze_steps > 0:
+            return {"params": "^" + ENCODER_PREFIX.replace(".", r"\."), "steps": self.freeze_steps}
+        return None
 
     def _resolved_config(self) -> Any:
         if self.model_config is None:  # datasets built before the model: the config alone is cheap
             skip = ("size", "pretrain_weights", "allow_partial_load")
             kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
-            self.model_config = rfdetr_class(self.cfg.model.get("size", "nano"))._model_config_class(**kw)
+            self.model_config = rfdetr_class(self.model_cfg.get("size", "nano"))._model_config_class(**kw)
         return self.model_config
 
     def scales(self) -> list[int]:
@@ -128,13 +136,8 @@ class DetectionTask(Task):
 
     # --- data ---------------------------------------------------------------------------------
     def _data_cfg(self, split: str) -> dict[str, Any] | None:
-        data = self.cfg.get("data") or {}
-        if data.get(split) is None:
-            return None
-        d = dict(data[split])
-        if d.get("root") is None and self.cfg.get("data_root"):
-            d["root"] = self.cfg.data_root
-        return d
+        d = self.data_cfg.get(split)
+        return None if d is None else dict(d)
 
     def dataset_classes(self) -> list[str] | None:
         """Class names of the training set (from its json), or None without a data section."""
@@ -153,11 +156,8 @@ class DetectionTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         mc = self._resolved_config()
         for split, size in (("train", max(self.scales())), ("val", mc.resolution)):
-            d = self._data_cfg(split)
-            if d is not None and split not in self._datasets:
-                d.setdefault("size", size)
-                d.setdefault("num_classes", mc.num_classes)
-                self._datasets[split] = DATASETS.build(d)
+            if self.data_cfg.get(split) is not None and split not in self._datasets:
+                self._datasets[split] = self.build_dataset(split, size=size, num_classes=mc.num_classes)
         if "train" not in self._datasets:
             raise KeyError(
                 "config: the `data.train` section is missing (e.g. dict(type='coco_detection', split='train'))"
@@ -196,40 +196,8 @@ class DetectionTask(Task):
         return loss, logs
 
     def on_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """Call before each optimizer step (and once before loading a resumed optimizer state).
-
-        At ``step >= freeze_encoder`` the encoder becomes trainable and its parameter groups, built
-        from the config's recipe like every other group, join the optimizer. Idempotent.
-        """
+        """Follow the engine's step: the multi-scale choice of a step is seeded by it (so a resume is exact)."""
         self._step = step
-        if self.freeze_steps <= 0 or self.lora:
-            return
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            raise ValueError(
-                f"task.freeze_encoder={self.freeze_steps} (unfreeze at a step) does not work under DDP: DDP fixes "
-                "the trained parameters when it wraps the model. Use freeze_encoder=True or False, or one process"
-            )
-        if step < self.freeze_steps:
-            return
-        base = getattr(model, "module", model)
-        frozen = {id(p) for n, p in base.named_parameters() if n.startswith(ENCODER_PREFIX) and not p.requires_grad}
-        if not frozen:
-            return
-        from recipes.param_groups import build_param_groups
-
-        set_encoder_trainable(base, True)
-        added = 0
-        for g in build_param_groups(base, self.cfg.strategy, adapter=self.cfg.get("adapter", "auto")):
-            keep = [i for i, p in enumerate(g["params"]) if id(p) in frozen]
-            if keep:
-                # the engine applied this step's schedule before calling us: join at the same point of it
-                lr = g["lr"] * _schedule_factor(optimizer, g["lr"] / g["lr_scale"] if g["lr_scale"] else 0.0)
-                optimizer.add_param_group(
-                    {**g, "lr": lr, "params": [g["params"][i] for i in keep],
-                     "param_names": [g["param_names"][i] for i in keep]}
-                )  # fmt: skip
-                added += len(keep)
-        log.info("step %d: encoder unfrozen, %d tensors added to the optimizer", step, added)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
@@ -253,14 +221,6 @@ class DetectionTask(Task):
         if ds.skipped:
             metrics["skipped_images"] = float(len(ds.skipped))
         return metrics
-
-
-def _schedule_factor(optimizer: torch.optim.Optimizer, base_lr: float) -> float:
-    """Where the schedule stands: a group's current ``lr`` over its peak ``base_lr * lr_scale``."""
-    for g in optimizer.param_groups:
-        if g.get("lr_scale") and base_lr:
-            return g["lr"] / (base_lr * g["lr_scale"])
-    return 1.0
 
 
 def _resize_batch(samples: Any, size: int) -> None:
@@ -297,11 +257,8 @@ def _base_dataset(ds: Any) -> Any:
 
 
 def _gather(dets: list, seen: list) -> tuple[list, list]:
-    """All ranks' detections when evaluation runs on a DistributedSampler's shards."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """All ranks' detections when evaluation runs on the ranks' shards."""
+    parts = gather_objects((dets, seen))
+    if len(parts) == 1:
         return dets, seen
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (dets, seen))
     return [d for p in parts for d in p[0]], sorted({i for p in parts for i in p[1]})

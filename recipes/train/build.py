@@ -1,0 +1,172 @@
+"""Building a run from a config: the one path ``tools/train.py`` and ``tools/show_lr.py`` share.
+
+``prepare_run(cfg)`` returns the task, the datasets, the model exactly as it will train (the task's
+model with the class count from the data, the trainable policy, gradient checkpointing), its
+parameter groups and optimizer, the freeze plan, and the run's length and LR schedule. The engine
+adds the device, AMP, EMA, DDP and checkpoints on top.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from recipes.adapter import canonical_name, unwrap_model
+from recipes.param_groups import base_lr_of, build_param_groups
+from recipes.schedules import Schedule, build_schedule
+from recipes.train.config import check_config, check_keys, schedule_steps, train_options
+from recipes.train.optimizers import build_optimizer
+from recipes.train.sampling import steps_per_epoch as steps_per_epoch_of
+from recipes.train.tasks.base import Task, build_task
+
+
+def enable_grad_checkpointing(model: nn.Module) -> str:
+    """Switch on the model's own activation checkpointing; returns which API it used.
+
+    timm ``set_grad_checkpointing(True)``, transformers ``gradient_checkpointing_enable()`` (non-reentrant),
+    diffusers ``enable_gradient_checkpointing()``; a model with none of them is an error.
+    """
+    base = unwrap_model(model)
+    if hasattr(base, "set_grad_checkpointing"):
+        base.set_grad_checkpointing(True)
+        return "set_grad_checkpointing"
+    if hasattr(base, "gradient_checkpointing_enable"):
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return "gradient_checkpointing_enable"
+    if hasattr(base, "enable_gradient_checkpointing"):
+        base.enable_gradient_checkpointing()
+        return "enable_gradient_checkpointing"
+    raise ValueError(
+        f"train.grad_checkpointing=True: {type(base).__name__} has no gradient-checkpointing API (timm "
+        "set_grad_checkpointing, transformers gradient_checkpointing_enable, diffusers "
+        "enable_gradient_checkpointing); remove the option or use a model that has one"
+    )
+
+
+def build_model(cfg: Any, task: Task, opts: Mapping[str, Any]) -> nn.Module:
+    """The model ``tools/train.py`` trains: ``task.build_model()``, the policy, gradient checkpointing."""
+    model = task.build_model()
+    if cfg.get("policy"):
+        from recipes.policies import apply_policy
+
+        model = apply_policy(model, cfg.policy) or model
+    if opts["grad_checkpointing"]:
+        enable_grad_checkpointing(model)
+    return model
+
+
+@dataclass
+class Freeze:
+    """Trainable parameters that get no update before ``steps`` (``label`` says where the rule came from)."""
+
+    label: str
+    names: list[str]
+    steps: int
+
+
+class FreezePlan:
+    """Every "frozen for the first N steps" rule of a run: ``train.freeze``, the task's, ``policy.freeze_lora_steps``.
+
+    The parameters stay trainable (``requires_grad=True``: DDP fixes the trained set when it wraps
+    the model, and the groups exist from step 0); the engine drops their gradients before each
+    optimizer step while ``step < steps``, so the optimizer skips them: no update, no state, no
+    weight decay. A pure function of the step, so a resume is exact.
+    """
+
+    def __init__(self, rules: list[Freeze], model: nn.Module) -> None:
+        self.rules = rules
+        by_name = dict(unwrap_model(model).named_parameters())
+        self._params = [(r.steps, [by_name[n] for n in r.names]) for r in rules]
+
+    def frozen(self, step: int) -> list[nn.Parameter]:
+        """Parameters that must not change at optimizer step ``step``."""
+        return [p for steps, params in self._params if step < steps for p in params]
+
+    def describe(self) -> list[str]:
+        return [f"{r.label}: {len(r.names)} tensors get no update before step {r.steps}" for r in self.rules]
+
+
+def _freeze_rule(spec: Any, where: str, names: list[str]) -> Freeze | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"{where}: expected dict(params='regex', steps=N), got {spec!r}")
+    check_keys(f"{where}.", spec, ("params", "steps"))
+    steps, pattern = spec.get("steps"), spec.get("params")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"{where}.steps must be a whole number of optimizer steps >= 0, got {steps!r}")
+    if not isinstance(pattern, str):
+        raise TypeError(f"{where}.params must be a regex string (searched in parameter names), got {pattern!r}")
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{where}.params: {pattern!r} is not a valid regex ({e})") from None
+    hit = [n for n in names if rx.search(n)]
+    if not hit:
+        raise ValueError(f"{where}.params={pattern!r} matches no trainable parameter (e.g. {names[:3]})")
+    return Freeze(where, hit, steps) if steps else None
+
+
+def build_freeze(cfg: Any, opts: Mapping[str, Any], task: Task, model: nn.Module) -> FreezePlan:
+    names = [n for n, p in unwrap_model(model).named_parameters() if p.requires_grad]
+    rules = [_freeze_rule(opts["freeze"], "train.freeze", names), _freeze_rule(task.freeze(), "task", names)]
+    lora_steps = (cfg.get("policy") or {}).get("freeze_lora_steps", 0) or 0
+    if lora_steps:
+        lora = [n for n in names if canonical_name(n)[1]]
+        if not lora:
+            raise ValueError("policy.freeze_lora_steps is set but the policy put no LoRA tensor in the model")
+        rules.append(Freeze("policy.freeze_lora_steps", lora, int(lora_steps)))
+    return FreezePlan([r for r in rules if r is not None], model)
+
+
+@dataclass
+class RunPlan:
+    task: Task
+    train_set: Dataset | None
+    val_set: Dataset | None
+    model: nn.Module
+    groups: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer
+    freeze: FreezePlan
+    total_steps: int
+    steps_per_epoch: int | None
+    schedule: Schedule
+    opts: dict[str, Any]
+
+
+def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, data: bool = True) -> RunPlan:
+    """Everything of a run that does not depend on the device: see the module docstring.
+
+    ``data=False`` skips the datasets (``tools/show_lr.py`` without the data at hand): the class
+    count is then the config's own and ``steps_per_epoch`` (or ``train.max_steps``) must be given.
+    """
+    check_config(cfg)
+    opts = train_options(cfg)
+    if not data:
+        from mmengine.config import Config
+
+        cfg = Config({k: v for k, v in cfg.to_dict().items() if k != "data"})
+    task = build_task(cfg)
+    train_set = val_set = None
+    if data:
+        train_set, val_set = task.build_datasets()
+        counted = steps_per_epoch_of(len(train_set), opts["batch_size"], opts["grad_accum"], world)
+        if steps_per_epoch is None:
+            steps_per_epoch = counted
+        if opts["steps_per_epoch"] is not None and opts["steps_per_epoch"] != counted:
+            raise ValueError(f"train.steps_per_epoch={opts['steps_per_epoch']} but the training data gives {counted} "
+                             "per epoch; remove it (it is for tools/show_lr.py without the data)")  # fmt: skip
+    model = build_model(cfg, task, opts)
+    groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
+    optimizer = build_optimizer(groups, cfg.get("optimizer"))
+    freeze = build_freeze(cfg, opts, task, model)
+    total, spe = schedule_steps(cfg, steps_per_epoch)
+    schedule = build_schedule(cfg.schedule, total_steps=total, lr=base_lr_of(groups), steps_per_epoch=spe,
+                              fit_warmup=bool(opts["max_steps"]))  # fmt: skip
+    return RunPlan(task, train_set, val_set, model, groups, optimizer, freeze, total, spe, schedule, opts)
