@@ -19,9 +19,11 @@ from recipes.param_groups import build_param_groups  # noqa: E402
 from recipes.report import format_lr_grid, lr_table, plot_lr, write_csv  # noqa: E402
 from recipes.schedules import build_schedule  # noqa: E402
 from recipes.train.config import load_config, schedule_steps  # noqa: E402
+from recipes.train.errors import cli  # noqa: E402
 from recipes.train.registry import MODELS  # noqa: E402
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")

@@ -24,6 +24,10 @@ class BadInput(ValueError):
     """A config, data file, checkpoint or command-line value the user must fix; the message names it."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss, a gradient or the weights became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
 class Interrupted(Exception):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint at a step boundary."""
 
@@ -57,8 +61,6 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
-        from recipes.train.engine import NonFiniteLoss  # noqa: PLC0415 - the engine imports heavy modules
-
         try:
             return main(*args, **kwargs)
         except NonFiniteLoss as e:

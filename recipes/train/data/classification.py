@@ -88,6 +88,15 @@ class ArrayDataset(Dataset):
     def load(self, i: int) -> np.ndarray:
         return self.images[i]
 
+    def image_files(self) -> list[Path] | None:
+        """One file per sample for the setup-time data check (None: the images are in memory)."""
+        paths = getattr(self.images, "paths", None)
+        return None if paths is None else [paths[i] for i in self.index]
+
+    def drop_samples(self, positions: Sequence[int]) -> None:
+        """Leave out samples (positions in the current order), e.g. unreadable files."""
+        self.index = np.delete(self.index, list(positions))
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         i = int(self.index[idx])
         img = self.load(i)
