@@ -27,9 +27,15 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
         class _NS:
             pass
 
-        holder = _NS()
-        parser_action(None, holder, list(options))
-        cfg.merge_from_dict(holder.opts)
+        merged: dict[str, Any] = {}
+        for option in options:  # one at a time, so an error names the option
+            holder = _NS()
+            try:
+                parser_action(None, holder, [option])
+            except (AssertionError, ValueError, SyntaxError) as e:  # mmengine asserts on unbalanced brackets
+                raise BadInput(f"--cfg-options {option!r} cannot be parsed: {e}") from None
+            merged.update(holder.opts)
+        cfg.merge_from_dict(merged)
     if "recipe" in cfg:
         raise KeyError(
             f"config {str(path)!r}: the `recipe` section is now called `strategy` (the param-group strategy: "

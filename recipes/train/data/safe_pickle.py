@@ -2,8 +2,8 @@
 
 ``pickle.load`` calls whatever a file names, so a crafted batch file in a data folder could run any
 code. :func:`load_plain_pickle` admits only what those files hold: dicts, lists, str, bytes, numbers
-(pickle opcodes, no class needed) and numpy arrays and dtypes (the few numpy functions that rebuild
-them). Anything else is refused, naming the file and what it asked for, before it runs.
+(pickle opcodes, no class needed; ``_codecs.encode`` for bytes in Python 3 protocol-2 files) and numpy
+arrays and dtypes (the few numpy functions that rebuild them). Anything else is refused, naming the file and what it asked for, before it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ NUMPY_GLOBALS = frozenset(
     [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")]
     + [(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")]
     + [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [("_codecs", "encode")]  # how a Python 3 protocol-2 pickle spells bytes (a str and a codec name)
 )
 
 
