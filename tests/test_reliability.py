@@ -277,11 +277,11 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_checkpoint_at_each_epoch_end_by_default(tmp_path):
-    t = Trainer(tiny_cfg(epochs=3, keep_ckpts=5), tmp_path).setup()
+    t = Trainer(tiny_cfg(max_steps=9, keep_ckpts=5), tmp_path).setup()
     assert t.steps_per_epoch == 7
     t.train()
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt")) == [
-        "step_0000007.pt", "step_0000014.pt", "step_0000021.pt"]  # fmt: skip
+        "step_0000007.pt", "step_0000009.pt"]  # the epoch end and the end of the run  # fmt: skip
     # no shipped detection config overrides that default with a step count
     for cfg in (ROOT / "configs" / "detection").glob("*.py"):
         assert "ckpt_every" not in Config.fromfile(str(cfg)).get("train", {}), cfg
@@ -433,8 +433,9 @@ def test_bad_image_fails_at_setup_naming_it_or_is_skipped(tmp_path, how):
     with pytest.warns(UserWarning, match=rf"skipping 1 unusable train images .*{bad.name}"):
         t = Trainer(_image_folder_cfg(tmp_path, bad_images="skip"), tmp_path / "wd").setup()
     assert len(t.train_set) == 5
-    t.train()
-    assert len(t.history) == 2
+    if how == "truncated":  # the remaining images train (once is enough: the same path for every case)
+        t.train()
+        assert len(t.history) == 2
 
 
 @pytest.mark.parametrize("how", ["empty_split", "corrupt_split"])
@@ -583,10 +584,10 @@ def test_resume_of_a_finished_run_leaves_summary_alone(tmp_path, capsys):
 
 
 def test_best_json_is_rederived_from_best_pt_after_a_kill_between_the_writes(tmp_path):
-    Trainer(tiny_cfg(epochs=2), tmp_path).setup().train()
+    Trainer(tiny_cfg(max_steps=8), tmp_path).setup().train()
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     (tmp_path / "best.json").write_text(json.dumps({"metric": "top1", "value": 0.0, "epoch": 0, "step": 0}))
-    Trainer(tiny_cfg(epochs=2), tmp_path, resume=True).setup()
+    Trainer(tiny_cfg(max_steps=8), tmp_path, resume=True).setup()
     info = json.loads((tmp_path / "best.json").read_text())
     assert (info["value"], info["step"], info["weights"]) == (best["value"], best["step"], best["weights"])
 
