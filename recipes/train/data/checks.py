@@ -22,6 +22,7 @@ from typing import Any
 
 from recipes.train.errors import BadInput
 
+ORIENTATION = 0x0112  # the EXIF tag of a photo's rotation
 JPEG_TAIL = 1024  # the end-of-image marker must be within the last KiB (some cameras append a little data)
 
 
@@ -39,6 +40,8 @@ def image_problem(path: Path, expected: tuple[int, int] | None = None) -> str | 
     try:
         with Image.open(path) as im:
             fmt, dims = im.format, im.size
+            if expected is not None and tuple(expected) == dims[::-1] and im.getexif().get(ORIENTATION) in (5, 6, 7, 8):
+                dims = dims[::-1]  # the json gives the size after the EXIF rotation (as Roboflow exports do)
             if fmt == "PNG":
                 im.verify()  # chunk CRCs up to IEND: catches a cut-off PNG without decoding it
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
