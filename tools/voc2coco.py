@@ -159,12 +159,12 @@ def _check_folders(images_dir: Path, out_dir: Path) -> None:
         )
 
 
-def _replaceable(src: Path, dst: Path, images: Path, copy: bool) -> bool:
+def _replaceable(src: Path, dst: Path, images: Path) -> bool:
     """Whether an existing ``dst`` is this tool's own output for ``src`` (else it must not be touched)."""
     if dst.is_symlink():
         target = Path(os.path.realpath(dst))
         return _inside(target, images) and target != dst.parent.resolve() / dst.name
-    if copy and dst.is_file() and src.resolve() != dst.resolve():
+    if dst.is_file() and src.resolve() != dst.resolve():  # a copy an earlier --copy run made: kept as it is
         return filecmp.cmp(src, dst, shallow=False)
     return False
 
@@ -184,7 +184,7 @@ def write_split(coco: dict[str, Any], images_dir: str | Path, out_dir: str | Pat
         if not src.is_file():
             raise BadInput(f"image {str(src)!r} named by the annotations does not exist")
         if dst.exists() or dst.is_symlink():
-            if not _replaceable(src, dst, images, copy):
+            if not _replaceable(src, dst, images):
                 raise BadInput(
                     f"{str(dst)!r} already exists and was not made by this tool from {str(src)!r}; nothing was "
                     "written. Remove it or choose another --out"
