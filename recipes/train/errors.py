@@ -70,7 +70,8 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
             print(_one_line(e), file=sys.stderr)
             return EXIT_INTERRUPTED
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            print("interrupted (no checkpoint was saved for this step; --resume continues from the last one)",
+                  file=sys.stderr)  # fmt: skip
             return EXIT_INTERRUPTED
         except BAD_INPUT_ERRORS as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
