@@ -630,3 +630,15 @@ def test_registry_option_lists_hold_no_args_or_kwargs():
     with pytest.raises(KeyError, match=r"unknown keys \['kwargs'\]") as e:
         build_param_groups(model, dict(type="flat", lr=1.0, kwargs=1), adapter="timm_vit")
     assert "'args'" not in str(e.value)
+
+
+def test_first_signal_is_deferred_to_the_step_boundary_a_second_ctrl_c_stops_at_once():
+    from recipes.train.workdir import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signal == "SIGTERM"  # the code after the signal still ran: the step can finish
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
