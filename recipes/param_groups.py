@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import re
 import warnings
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, generic_no_decay, unwrap_model
-from recipes.registry import ADAPTERS, STRATEGIES
+from recipes.registry import ADAPTERS, STRATEGIES, accepted_options
 from recipes.strategies import Strategy
 
 
@@ -41,11 +40,7 @@ def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
 
 @functools.cache
 def _accepted_keys(cls: type) -> frozenset[str]:
-    keys: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            keys |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "common")}
-    return frozenset(keys)
+    return frozenset(accepted_options(cls, skip=("self", "common")))
 
 
 def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") -> Adapter:

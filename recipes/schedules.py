@@ -42,6 +42,11 @@ def _num(where: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
+def _check_step(step: int) -> None:
+    if step < 0:
+        raise ValueError(f"schedule: step must be >= 0 (steps count from 0), got {step}")
+
+
 class Schedule:
     """Linear warm-up, then ``decay(t)`` from the peak to the floor over the remaining steps."""
 
@@ -79,8 +84,13 @@ class Schedule:
         if min_lr_ratio is not None:
             if min_lr:
                 raise ValueError("schedule: give `min_lr` or `min_lr_ratio`, not both")
-            min_lr = self.lr * _num("min_lr_ratio", min_lr_ratio)
+            if _num("min_lr_ratio", min_lr_ratio) > 1:
+                raise ValueError(f"schedule.min_lr_ratio={min_lr_ratio} is above 1: the LR would climb instead of "
+                                 "decay; use a ratio in [0, 1]")  # fmt: skip
+            min_lr = self.lr * min_lr_ratio
         self.min_lr = _num("min_lr", min_lr)
+        if self.uses_lr:
+            self._check_peak()
         if floor_mode not in ("relative", "absolute"):
             raise ValueError(f"schedule.floor_mode must be 'relative' or 'absolute', got {floor_mode!r}")
         self.floor_mode = floor_mode
@@ -88,6 +98,18 @@ class Schedule:
             raise ValueError("schedule: a weight-decay schedule needs both `weight_decay` and `weight_decay_end`")
         self.wd_start = None if weight_decay is None else _num("weight_decay", weight_decay)
         self.wd_end = None if weight_decay_end is None else _num("weight_decay_end", weight_decay_end)
+
+    def _check_peak(self) -> None:
+        """Floors and warm-up starts above the peak are typos (a climbing "decay", step 0 at 1000x the peak)."""
+        if self.min_lr > self.lr:
+            raise ValueError(f"schedule: min_lr={self.min_lr:g} is above the peak lr={self.lr:g}: the LR would climb "
+                             "instead of decay; a floor must be <= lr")  # fmt: skip
+        if self.warmup_start_lr > self.lr:
+            raise ValueError(f"schedule: warmup_start_lr={self.warmup_start_lr:g} is above the peak lr={self.lr:g}; "
+                             "the warm-up starts low and rises to lr")  # fmt: skip
+        if self.lr == 0:
+            msg = "schedule: lr=0: no parameter will change (use a policy to freeze parameters instead)"
+            warnings.warn(msg, stacklevel=3)
 
     # --- the closed form ---------------------------------------------------------------------
     def decay(self, t: float) -> float:
@@ -103,6 +125,7 @@ class Schedule:
         return self.group_lr(step, 1.0)
 
     def group_lr(self, step: int, lr_scale: float) -> float:
+        _check_step(step)
         if step < self.warmup_steps:
             start, peak = self.warmup_start_lr * lr_scale, self.lr * lr_scale
             return start + (peak - start) * step / self.warmup_steps
@@ -213,6 +236,7 @@ class _Multiplicative(Schedule):
         raise NotImplementedError
 
     def group_lr(self, step: int, lr_scale: float) -> float:
+        _check_step(step)
         if step < self.warmup_steps:
             return super().group_lr(step, lr_scale)
         return max(self.lr * self.factor(step), self.min_lr) * lr_scale
@@ -282,6 +306,7 @@ class Noam(Schedule):
         self.d_model, self.factor = int(_num("d_model", d_model, 1)), _num("factor", factor)
 
     def group_lr(self, step: int, lr_scale: float) -> float:
+        _check_step(step)
         n = step + 1
         return self.factor * self.d_model**-0.5 * min(n**-0.5, n * self.noam_warmup**-1.5) * lr_scale
 

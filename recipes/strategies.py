@@ -68,6 +68,11 @@ class Strategy:
         if isinstance(no_decay, str):
             raise TypeError("strategy.no_decay: expected a list of regexes, got one string; wrap it in a list")
         self.no_decay = tuple(no_decay)
+        for pattern in self.no_decay:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise ValueError(f"strategy.no_decay: {pattern!r} is not a valid regex ({e})") from None
         if on_unmatched not in ("error", "default"):
             raise ValueError(f"strategy.on_unmatched must be 'error' or 'default', got {on_unmatched!r}")
         self.on_unmatched = on_unmatched

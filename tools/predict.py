@@ -23,14 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from recipes.train.checkpoint import safe_load  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
+from recipes.train.errors import BadInput, cli  # noqa: E402
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
 
 def read_state_dict(path: str | Path, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(model state dict, the checkpoint dict) from a file in any of the layouts above."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = safe_load(path)  # weights_only=True: a crafted file is refused before it can run anything
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     keys = (("ema", "ema_model") if ema else ()) + ("model", "state_dict")
@@ -81,6 +83,7 @@ def draw(image: Any, result: dict[str, torch.Tensor], names: list[str], threshol
     return image
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
@@ -115,8 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
 
+    failed = []
     for path in args.images:
-        image = Image.open(path).convert("RGB")
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as e:  # missing, not an image, truncated: report it and go on
+            failed.append(path)
+            print(f"{path}: skipped, it cannot be read as an image ({' '.join(str(e).split())[:200]})", file=sys.stderr)
+            continue
         arr = transform(image=np.asarray(image), bboxes=np.zeros((0, 4)), labels=[])["image"]
         x = nested_tensor_from_tensor_list([torch.from_numpy(arr.transpose(2, 0, 1).copy())])
         with torch.no_grad():
@@ -125,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         dst = out_dir / f"{Path(path).stem}.png"
         draw(image, result, names, args.threshold).save(dst)
         print(f"{path}: {keep} boxes >= {args.threshold} -> {dst}")
+    if failed:
+        raise BadInput(
+            f"{len(failed)} of {len(args.images)} images could not be read (the others were drawn): {failed[:5]}"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipes.report import format_lr_grid, lr_table, plot_lr, write_csv  # noqa: E402
 from recipes.train.build import RunPlan, prepare_run  # noqa: E402
 from recipes.train.config import load_config, world_size  # noqa: E402
+from recipes.train.errors import cli  # noqa: E402
 
 
 def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an mmengine Config
@@ -35,6 +36,7 @@ def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an 
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")

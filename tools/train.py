@@ -5,7 +5,9 @@
 
 ``--resume`` alone continues the newest checkpoint of the work dir; ``--resume PATH`` a given
 checkpoint (file, or a work dir). The work dir defaults to ``work_dirs/<config name>``.
-Exit status: 0 done, 1 stopped on a NaN/inf loss (the last good checkpoint is kept), 2 bad input.
+Exit status: 0 done, 1 stopped on a NaN/inf loss or gradient (the last good checkpoint is kept), 2 bad
+input (config, data, checkpoint, command line; one line, no traceback), 3 interrupted by Ctrl-C or
+SIGTERM (a checkpoint was saved at the step boundary; ``--resume`` continues it exactly), 4 a bug.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.train.config import load_config  # noqa: E402
-from recipes.train.engine import NonFiniteLoss, Trainer  # noqa: E402
+from recipes.train.engine import Trainer  # noqa: E402
+from recipes.train.errors import cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,19 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(args.config).stem)
-        trainer = Trainer(cfg, work_dir, resume=args.resume).setup()
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        trainer.train()
-    except NonFiniteLoss:
-        return 1
+    cfg = load_config(args.config, args.cfg_options)
+    work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(args.config).stem)
+    Trainer(cfg, work_dir, resume=args.resume).setup().train()
     return 0
 
 

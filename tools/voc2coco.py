@@ -14,21 +14,34 @@ holds ``train/`` and ``valid/`` made by two calls::
 VOC pixel coordinates are 1-based and inclusive; COCO's are 0-based: ``x = xmin - 1`` and
 ``w = xmax - xmin + 1`` (as detectron2 reads VOC). The raccoon CSV copies the xml values, so it
 gets the same rule. Category ids start at 1, in the order of ``--classes`` or sorted by name.
+
+The tool never touches a source file: ``--out`` may not be ``--images`` or a folder inside it; an
+image name that is absolute or contains ``..`` (it would leave the image folder) is an error; an
+existing file in ``--out`` is only replaced when the tool made it (a link into ``--images``, a copy
+with the same bytes, an annotation file it wrote); anything else stops the run before it writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import filecmp
 import json
+import os
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipes.train.errors import BadInput, cli  # noqa: E402
+
 ANN_NAME = "_annotations.coco.json"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+WRITTEN_BY = "tools/voc2coco.py"  # in the json's ``info``: marks an annotation file this tool may replace
 
 
 def _box(where: str, xmin: Any, ymin: Any, xmax: Any, ymax: Any) -> list[float]:
@@ -54,7 +67,7 @@ def read_voc_xml(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, list
     except ET.ParseError as e:
         raise ValueError(f"{path}: not a valid xml file ({e})") from None
     image = {
-        "file_name": _text(root, "filename", str(path)),
+        "file_name": safe_image_name(_text(root, "filename", str(path)), str(path)),
         "width": int(float(_text(root, "size/width", str(path)))),
         "height": int(float(_text(root, "size/height", str(path)))),
     }
@@ -80,7 +93,7 @@ def read_box_csv(path: str | Path) -> list[tuple[dict[str, Any], list[tuple[str,
         images: dict[str, tuple[dict[str, Any], list]] = {}
         for line, row in enumerate(reader, start=2):
             where = f"{path}:{line}"
-            name = row["filename"]
+            name = safe_image_name(row["filename"], where)
             if name not in images:
                 try:
                     size = {"width": int(float(row["width"])), "height": int(float(row["height"]))}
@@ -114,26 +127,97 @@ def to_coco(
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def safe_image_name(name: str, where: str) -> str:
+    """An image name relative to the image folder that cannot leave it (no absolute path, no ``..``)."""
+    parts = Path(name).parts
+    if (
+        not name
+        or Path(name).is_absolute()
+        or name.startswith(("/", "\\"))
+        or ".." in parts
+        or ".." in name.split("\\")
+    ):
+        raise BadInput(
+            f"{where}: image name {name!r} is absolute or contains '..'; names must stay inside --images "
+            "(a relative path such as 'raccoon-1.jpg' or 'sub/raccoon-1.jpg')"
+        )
+    return name
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_folders(images_dir: Path, out_dir: Path) -> None:
+    images, out = images_dir.resolve(), out_dir.resolve()
+    if not images.is_dir():
+        raise BadInput(f"--images {str(images_dir)!r} is not a folder")
+    if _inside(out, images):
+        raise BadInput(
+            f"--out {str(out_dir)!r} is --images or a folder inside it; the split would be written over the source "
+            "images. Choose an output folder outside the image folder"
+        )
+
+
+def _replaceable(src: Path, dst: Path, images: Path) -> bool:
+    """Whether an existing ``dst`` is this tool's own output for ``src`` (else it must not be touched)."""
+    if dst.is_symlink():
+        target = Path(os.path.realpath(dst))
+        return _inside(target, images) and target != dst.parent.resolve() / dst.name
+    if dst.is_file() and src.resolve() != dst.resolve():  # a copy an earlier --copy run made: kept as it is
+        return filecmp.cmp(src, dst, shallow=False)
+    return False
+
+
 def write_split(coco: dict[str, Any], images_dir: str | Path, out_dir: str | Path, copy: bool = False) -> Path:
-    """``out_dir/_annotations.coco.json`` plus the images it names (symlinks unless ``copy``)."""
+    """``out_dir/_annotations.coco.json`` plus the images it names (symlinks unless ``copy``).
+
+    Everything is checked before anything is written (see the module docstring for the rules).
+    """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_folders(images_dir, out_dir)
+    images = images_dir.resolve()
+    plan = []
     for image in coco["images"]:
-        src, dst = images_dir / image["file_name"], out_dir / image["file_name"]
+        name = safe_image_name(image["file_name"], "annotations")
+        src, dst = images_dir / name, out_dir / name
         if not src.is_file():
-            raise FileNotFoundError(f"image {str(src)!r} named by the annotations does not exist")
-        dst.parent.mkdir(parents=True, exist_ok=True)
+            raise BadInput(f"image {str(src)!r} named by the annotations does not exist")
         if dst.exists() or dst.is_symlink():
+            if not _replaceable(src, dst, images):
+                raise BadInput(
+                    f"{str(dst)!r} already exists and was not made by this tool from {str(src)!r}; nothing was "
+                    "written. Remove it or choose another --out"
+                )
+        plan.append((src, dst))
+    ann = out_dir / ANN_NAME
+    if ann.exists() and not _written_by_us(ann):
+        raise BadInput(f"{str(ann)!r} already exists and was not written by {WRITTEN_BY}; nothing was written")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.is_symlink():  # a link this tool made earlier
             dst.unlink()
+        elif dst.exists():  # a copy this tool made earlier, with the same bytes
+            continue
         if copy:
             shutil.copyfile(src, dst)
         else:
             dst.symlink_to(src.resolve())
-    ann = out_dir / ANN_NAME
-    ann.write_text(json.dumps(coco))
+    tmp = ann.with_name(ann.name + ".tmp")
+    tmp.write_text(json.dumps({"info": {"description": f"written by {WRITTEN_BY}"}, **coco}))
+    os.replace(tmp, ann)
     return ann
 
 
+def _written_by_us(ann: Path) -> bool:
+    try:
+        return json.loads(ann.read_text()).get("info", {}).get("description") == f"written by {WRITTEN_BY}"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("format", choices=("xml", "csv"))

@@ -1,13 +1,22 @@
-"""Checkpoints the engine writes and reads: atomic, and loadable with ``weights_only=True``.
+"""Checkpoints the engine writes and reads: atomic, durable, and loaded without running code.
 
-Everything saved is a plain dict of tensors, numbers and strings (RNG states as uint8 tensors),
-so ``torch.load(path, weights_only=True)`` reads it on any torch >= 2.4.
+Everything saved is a plain dict of tensors, numbers and strings (RNG states as uint8 tensors), so
+``torch.load(path, weights_only=True)`` reads it on any torch >= 2.4. Every file the engine writes
+goes to ``<name>.tmp``, is fsynced, renamed over ``<name>`` and the folder is fsynced: a crash or
+a full disk leaves the old file or the new one, never half of one. :func:`safe_load` is the only
+way the project reads a torch file: ``weights_only=True``, plus an explicit allow-list for the
+upstream formats that need one (:data:`SAFE_GLOBALS`).
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import random
+import re
+import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from recipes.train.errors import BadInput
+
 LAST = "last"  # text file in the checkpoint folder naming the newest complete checkpoint
 BEST = "best.pt"  # in the work dir: the weights that scored best (plain or EMA), with class names and metrics
-BEST_INFO = "best.json"  # beside it: metric, value, epoch, step and which weights
+BEST_INFO = "best.json"  # beside it, derived from best.pt: metric, value, epoch, step and which weights
+TMP_SUFFIX = ".tmp"  # what save_atomic / write_text_atomic write before the rename
+
+# Non-tensor classes a real upstream checkpoint carries, admitted by ``safe_load``: RF-DETR's published
+# weights hold their training arguments as an ``argparse.Namespace`` (rfdetr's own loader,
+# ``rfdetr.utilities.io``, admits the same two). Both only hold attributes; neither runs code on load.
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace, types.SimpleNamespace)
 
 
 def rng_state() -> dict[str, Any]:
@@ -49,50 +66,159 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write to ``path.tmp``, flush to disk, then ``os.replace``: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+# ----------------------------------------------------------------------------------------- writing
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Write to ``path.tmp``, fsync, ``os.replace``, fsync the folder: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+        raise
+    _replace_durably(tmp, path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """The same for a small text file (the ``last`` pointer, ``best.json``, logs rewritten on resume)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _replace_durably(tmp, path)
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint named by ``ckpt_dir/last``, or None."""
+def remove_stale_tmp(work_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete ``<name>.tmp`` files an interrupted write left behind (only names the engine writes)."""
+    removed = []
+    for folder in (work_dir, work_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(f"*{TMP_SUFFIX}"):
+            stem = tmp.name[: -len(TMP_SUFFIX)]
+            ours = stem in names or (folder.name == "checkpoints" and (stem == LAST or _is_step_name(stem)))
+            if ours and tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _is_step_name(name: str) -> bool:
+    return name.startswith("step_") and name.endswith(".pt") and name[5:-3].isdigit()
+
+
+def all_finite(state: dict[str, Any]) -> str | None:
+    """The name of the first floating tensor holding NaN or inf in a (nested) state dict, else None."""
+    for key, value in state.items():
+        if isinstance(value, dict):
+            bad = all_finite(value)
+            if bad is not None:
+                return f"{key}.{bad}"
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return str(key)
+    return None
+
+
+# ----------------------------------------------------------------------------------------- reading
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` admitting only :data:`SAFE_GLOBALS`; every failure is a :class:`BadInput`.
+
+    A file that needs any other class (a crafted pickle, a whole pickled model) is refused before any
+    of its code can run; the message says what the file asked for.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{what} {str(path)!r} does not exist")
+    if not path.is_file():
+        raise BadInput(f"{what} {str(path)!r} is not a file")
+    if path.stat().st_size == 0:
+        raise BadInput(f"{what} {str(path)!r} is empty (0 bytes): an interrupted copy or a full disk?")
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a foreign or damaged file
+        text = " ".join(str(e).split())
+        if "weights only load failed" in text.lower() or "weights_only" in text:
+            asked = re.search(r"(?:unsupported global:?|unsupported GLOBAL) (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+            detail = f" (it asks for {asked.group(1)})" if asked else ""
+            raise BadInput(
+                f"{what} {str(path)!r} holds more than tensors and plain values{detail}; it was refused without "
+                "running any of it (torch.load weights_only=True). Only tensors, numbers, strings and "
+                "argparse.Namespace load"
+            ) from None
+        raise BadInput(f"{what} {str(path)!r} is truncated or not a torch file ({text[:200]})") from None
+
+
+def is_complete(path: Path) -> bool:
+    """Cheap check that a torch zip checkpoint was written to the end (its zip directory is readable)."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def latest_checkpoint(ckpt_dir: Path, say: bool = False) -> Path | None:
+    """The checkpoint named by ``ckpt_dir/last``; when that is empty, missing or names a damaged file,
+    the newest complete ``step_*.pt`` instead (``say``: print why). None when there is none.
+    """
     pointer = ckpt_dir / LAST
-    if not pointer.is_file():
-        return None
-    path = ckpt_dir / pointer.read_text().strip()
-    return path if path.is_file() else None
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    target = ckpt_dir / named if named else None
+    if target is not None and is_complete(target):
+        return target
+    candidates = sorted((p for p in ckpt_dir.glob("step_*.pt") if p != target), reverse=True)
+    found = next((p for p in candidates if is_complete(p)), None)
+    if say and found is not None:
+        why = (f"names {named!r}, which is missing or truncated" if named
+               else "is empty" if pointer.is_file() else "is missing")  # fmt: skip
+        msg = f"{pointer} {why}; falling back to the newest complete checkpoint {found.name}"
+        logging.getLogger("recipes").warning(msg)
+    return found
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with messages that say what to do."""
+    """A checkpoint written by ``tools/train.py`` (a file, or a work dir: its newest good checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        found = latest_checkpoint(path / "checkpoints", say=True) or latest_checkpoint(path, say=True)
         if found is None:
-            raise FileNotFoundError(
-                f"--resume {str(path)!r}: no checkpoint found in that folder (no 'checkpoints/last')"
-            )
+            raise BadInput(f"--resume {str(path)!r}: no complete checkpoint in that folder (checkpoints/step_*.pt)")
         path = found
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a foreign file
-        raise ValueError(f"checkpoint {str(path)!r} cannot be read with weights_only=True: {e}") from None
+    elif not path.exists():
+        raise BadInput(f"--resume: checkpoint {str(path)!r} does not exist")
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "step" not in ckpt:
-        raise ValueError(f"checkpoint {str(path)!r} was not written by tools/train.py (no 'model'/'step' entries)")
+        raise BadInput(f"checkpoint {str(path)!r} was not written by tools/train.py (no 'model'/'step' entries)")
     ckpt["path"] = str(path)
     return ckpt
 

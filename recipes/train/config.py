@@ -12,21 +12,33 @@ from typing import Any
 
 from mmengine.config import Config, DictAction
 
+from recipes.train.errors import BadInput
+
 
 def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
     """``Config.fromfile`` (``_base_`` inheritance, ``custom_imports``) plus ``key=value`` overrides."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {str(path)!r} does not exist; the shipped ones are in configs/")
-    cfg = Config.fromfile(str(path))
+    cfg = _read_config_file(path)
     if options:
+        bad = [o for o in options if "=" not in o or o.startswith("=")]
+        if bad:
+            raise BadInput(f"--cfg-options {bad[0]!r}: expected key=value (e.g. train.epochs=10)")
+        parser_action = DictAction(option_strings=[], dest="opts")
 
         class _NS:
             opts: dict[str, Any]
 
-        holder = _NS()
-        DictAction(option_strings=[], dest="opts")(None, holder, list(options))
-        cfg.merge_from_dict(holder.opts)
+        merged: dict[str, Any] = {}
+        for option in options:  # one at a time, so an error names the option
+            holder = _NS()
+            try:
+                parser_action(None, holder, [option])
+            except (AssertionError, ValueError, SyntaxError) as e:  # mmengine asserts on unbalanced brackets
+                raise BadInput(f"--cfg-options {option!r} cannot be parsed: {e}") from None
+            merged.update(holder.opts)
+        cfg.merge_from_dict(merged)
     if "recipe" in cfg:
         raise KeyError(
             f"config {str(path)!r}: the `recipe` section is now called `strategy` (the param-group strategy: "
@@ -38,14 +50,39 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
     return cfg
 
 
+def _read_config_file(path: Path) -> Config:
+    """``Config.fromfile`` with a one-line error for a config that does not run (syntax, unknown name)."""
+    try:
+        return Config.fromfile(str(path))
+    except SyntaxError as e:
+        where = f"{e.filename}:{e.lineno}" if e.lineno else str(path)
+        raise BadInput(f"config {where}: syntax error: {e.msg}") from None
+    except (NameError, ImportError, AttributeError) as e:
+        tb = e.__traceback__
+        line = None
+        while tb is not None:  # the line of the config file (or its _base_) that failed
+            if tb.tb_frame.f_code.co_filename.endswith(".py") and "mmengine" not in tb.tb_frame.f_code.co_filename:
+                line = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        raise BadInput(f"config {line or path}: {type(e).__name__}: {e}") from None
+
+
+def _count(key: str, value: Any, low: int = 1) -> int:
+    """A whole number >= ``low``: ``abc``, ``2.5`` or ``-3`` are errors naming the key, never truncated."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < low:
+        raise BadInput(f"{key} must be a whole number >= {low}, got {value!r}")
+    return int(value)
+
+
 # Every `train.*` option the engine reads, with its default (docs/training.md explains each).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
     "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
-    "freeze": None, "grad_checkpointing": False, "save_frozen": "auto",
+    "freeze": None, "grad_checkpointing": False, "save_frozen": "auto", "bad_images": "error",
 }  # fmt: skip
+BAD_IMAGES = ("error", "skip")  # train.bad_images: what the setup-time data check does with an unreadable image
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option
 # Keys that once existed or that users carry over from other trainers, with what to do instead.
 TRAIN_REMOVED = {
@@ -168,6 +205,13 @@ def train_options(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"train.num_workers must be >= 0, got {opts['num_workers']}")
     if opts["save_frozen"] not in ("auto", True, False):
         raise ValueError(f"train.save_frozen must be 'auto', True or False, got {opts['save_frozen']!r}")
+    for key in ("epochs", "max_steps", "steps_per_epoch"):
+        if opts[key] is not None:
+            opts[key] = _count(f"train.{key}", opts[key])
+    if opts["ckpt_every"] is not None:
+        opts["ckpt_every"] = _count("train.ckpt_every", opts["ckpt_every"])
+    if opts["bad_images"] not in BAD_IMAGES:
+        raise BadInput(f"train.bad_images must be one of {BAD_IMAGES}, got {opts['bad_images']!r}")
     return opts
 
 
@@ -203,10 +247,10 @@ def schedule_steps(cfg: Config, steps_per_epoch: int | None = None) -> tuple[int
     if steps_per_epoch is None:
         steps_per_epoch = train.get("steps_per_epoch")
     epochs = train.get("epochs")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"train.epochs must be a whole number >= 1, got {epochs!r}")
+    if epochs is not None:
+        epochs = _count("train.epochs", epochs)
     if train.get("max_steps"):
-        return int(train["max_steps"]), steps_per_epoch
+        return _count("train.max_steps", train["max_steps"]), steps_per_epoch
     if not epochs or not steps_per_epoch:
         raise ValueError("config: set train.max_steps, or train.epochs with a dataset (or --steps-per-epoch)")
-    return int(epochs) * int(steps_per_epoch), int(steps_per_epoch)
+    return epochs * int(steps_per_epoch), int(steps_per_epoch)

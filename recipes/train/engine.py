@@ -38,9 +38,12 @@ from recipes.train.checkpoint import (
     BEST,
     BEST_INFO,
     LAST,
+    all_finite,
     latest_checkpoint,
     load_checkpoint,
+    remove_stale_tmp,
     rng_state,
+    safe_load,
     save_atomic,
     set_rng_state,
     write_text_atomic,
@@ -49,15 +52,25 @@ from recipes.train.config import train_options, world_size
 from recipes.train.diagnostics import UpdateTracker
 from recipes.train.distributed import gather_objects, mean_over_ranks
 from recipes.train.ema import ModelEMA
+from recipes.train.errors import BadInput, Interrupted, NonFiniteLoss
 from recipes.train.run_log import RunLog, setup_logging
 from recipes.train.sampling import make_loader
 from recipes.train.trainable_state import frozen_fingerprint, load_model, model_state, saves_frozen
+from recipes.train.workdir import StopOnSignal, WorkDirLock
+
+__all__ = ["NonFiniteLoss", "Trainer", "count_params", "seed_everything"]
 
 log = logging.getLogger("recipes.train")
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+BEST_INFO_KEYS = ("metric", "value", "epoch", "step", "weights", "metrics")  # best.pt entries copied to best.json
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -85,6 +98,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
+        if self.work_dir.exists() and not self.work_dir.is_dir():
+            raise BadInput(f"work dir {str(self.work_dir)!r} is a file, not a folder; choose another --work-dir")
         if self.opts["num_threads"]:
             torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
         self._setup_distributed()
@@ -112,6 +127,10 @@ class Trainer:
         self.world = world_size()
         self.rank = int(os.environ.get("RANK", "0"))
         want = self.opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise BadInput(
+                f"train.device={want!r} but no CUDA GPU is visible here; set train.device='cpu' or leave it unset"
+            )
         if want == "cuda":
             want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(torch.device(want))
@@ -199,8 +218,11 @@ class Trainer:
         """Create the work dir; a fresh run moves an earlier run's files aside instead of overwriting them."""
         if not self.is_main:
             return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        old = [p for p in self.work_dir.iterdir() if p.name not in ("previous",)]
+        self.lock = WorkDirLock(self.work_dir).acquire()  # before anything in it is moved or written
+        for tmp in remove_stale_tmp(self.work_dir, (BEST, BEST_INFO, "eval_log.jsonl", "train_log.csv",
+                                                    "diagnostics.csv", "summary.json")):  # fmt: skip
+            log.info(f"[work_dir] removed {tmp}, left by an interrupted write")
+        old = [p for p in self.work_dir.iterdir() if p.name not in ("previous", ".lock")]
         if old and not resuming:
             dest = self.work_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
             dest.mkdir(parents=True, exist_ok=True)
@@ -212,16 +234,24 @@ class Trainer:
         self.cfg.dump(str(self.work_dir / "config.py"))
 
     def _set_aside_later_best(self) -> None:
-        """Resuming from an earlier checkpoint: a best.pt written after it belongs to the abandoned branch."""
-        info = self.work_dir / BEST_INFO
-        if not info.is_file():
+        """Resuming from an earlier checkpoint: a best.pt written after it belongs to the abandoned branch.
+
+        best.json is derived from best.pt (a kill between the two writes left them disagreeing: rewrite it).
+        """
+        best = self.work_dir / BEST
+        if not best.is_file():
             return
         try:
-            saved = json.loads(info.read_text())
-            if int(saved["step"]) <= self.step:
-                return
-        except (ValueError, KeyError, TypeError):  # unreadable: keep the files, say so
-            log.warning(f"{info} cannot be read; best.pt is kept as it is and replaced by the next better epoch")
+            saved = {k: v for k, v in safe_load(best, "best checkpoint").items() if k in BEST_INFO_KEYS}
+            int(saved["step"])
+        except (BadInput, KeyError, TypeError, ValueError, AttributeError):  # unreadable: keep the files, say so
+            log.warning(f"{best} cannot be read; it is kept as it is and replaced by the next better epoch")
+            return
+        info = self.work_dir / BEST_INFO
+        if not info.is_file() or _read_json(info) != saved:
+            write_text_atomic(info, json.dumps(saved, indent=2))
+            log.info(f"[resume] {info} rewritten from {best} (they disagreed after an interrupted write)")
+        if int(saved["step"]) <= self.step:
             return
         dest = self.work_dir / "previous" / f"best_after_step_{self.step}"
         dest.mkdir(parents=True, exist_ok=True)
@@ -233,6 +263,44 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- train
     def train(self) -> dict[str, Any]:
+        try:
+            if self.resume and self.step >= self.total_steps:
+                return self._already_finished()
+            with StopOnSignal() as self.stop:
+                return self._train()
+        finally:
+            if getattr(self, "lock", None) is not None:
+                self.lock.release()
+
+    def _already_finished(self) -> dict[str, Any]:
+        """``--resume`` of a finished run: nothing to train; summary.json and the checkpoints stay as they are."""
+        path = self.work_dir / "summary.json"
+        summary = _read_json(path) if path.is_file() else None
+        if self.is_main:
+            log.info(f"[resume] the run already finished ({self.step} of {self.total_steps} steps); nothing to do, "
+                     f"{path} is left as it is")  # fmt: skip
+        self.log.close()
+        return summary or {"steps": self.step}
+
+    def _stop_requested(self) -> bool:
+        """A signal reached this process (or, under DDP, any rank): every rank stops at the same step."""
+        flag = self.stop.signal is not None
+        if self.world > 1:
+            t = torch.tensor([float(flag)], device=self.device)
+            torch.distributed.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def _interrupt(self, saved: bool) -> None:
+        path = latest_checkpoint(self.work_dir / "checkpoints") if saved else self.save_checkpoint()
+        where = path or self.work_dir / "checkpoints"
+        raise Interrupted(
+            f"interrupted ({self.stop.signal or 'signal on another rank'}) at step {self.step} of "
+            f"{self.total_steps}; checkpoint saved to {where}. Continue with the same command plus --resume "
+            f"(work dir {self.work_dir})"
+        )
+
+    def _train(self) -> dict[str, Any]:
         o, spe = self.opts, self.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and o["progress"]),
                    dynamic_ncols=True, mininterval=1.0, desc="train")  # fmt: skip
@@ -247,17 +315,20 @@ class Trainer:
                     self._one_step(it, epoch, bar)
                     if self.step % spe == 0 or self.step >= self.total_steps:
                         self._end_of_epoch(epoch)  # before the checkpoint, so a resume never skips it
-                    every = o["ckpt_every"]
-                    if every and self.step % every == 0 and self.step < self.total_steps:
+                    every = o["ckpt_every"] or spe  # default: each epoch end
+                    saved = self.step % every == 0 and self.step < self.total_steps
+                    if saved:
                         self.save_checkpoint()
+                    if self.step < self.total_steps and self._stop_requested():
+                        self._interrupt(saved)
+            self.save_checkpoint()
         except NonFiniteLoss as e:
-            bar.close()
             last = latest_checkpoint(self.work_dir / "checkpoints")
             log.error(f"STOPPED: {e}. The last good checkpoint is {last or '(none written yet)'}; nothing after it "
                       "was saved.")  # fmt: skip
             raise
-        bar.close()
-        self.save_checkpoint()
+        finally:
+            bar.close()
         return self._summary()
 
     def _loader(self, epoch: int, start_batch: int = 0, dataset: Any = None, train: bool = True) -> Any:
@@ -322,6 +393,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         for p in frozen:  # no gradient -> the optimizer skips them: no update, no state, no weight decay
             p.grad = None
+        if self.scaler is None:  # fp16's scaler skips a step with inf gradients by itself
+            self._check_gradients()
         measure = self._measure_now()
         if measure:
             self.tracker.before(self.optimizer)
@@ -339,6 +412,22 @@ class Trainer:
             self.ema.update(self._bare_model(), self.step)
         if measure:
             self.log.diagnostics(self.tracker.after(self.optimizer, self.step))
+
+    def _check_gradients(self) -> None:
+        """A finite loss can still give an inf gradient: stop before that step touches the weights.
+
+        One fused norm per device over all gradients (the same pass ``clip_grad_norm_`` makes); under DDP
+        the gradients are already all-reduced, so every rank stops at the same step.
+        """
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if not math.isfinite(float(norm)):
+            bad = next(g["name"] for g in self.optimizer.param_groups
+                       if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"]))  # fmt: skip
+            raise NonFiniteLoss(f"gradient is {float(norm)} at step {self.step} (first in group {bad!r}); "
+                                "the update was not applied")  # fmt: skip
 
     def _measure_now(self) -> bool:
         """Every step with log_grad_norms; else the last two steps of each epoch (one cosine each)."""
@@ -390,7 +479,7 @@ class Trainer:
                 "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
         state = {"model": module.state_dict(), **info, "class_names": list(self.task.class_names),
                  "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
-        save_atomic(state, self.work_dir / BEST)
+        save_atomic(state, self.work_dir / BEST)  # holds `info` too: best.json is re-derived from it on resume
         write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
         log.info(f"[best] {info['metric']}={value:.4g} ({source} weights) at epoch {epoch}, step {self.step}: "
                  f"{self.work_dir / BEST}")  # fmt: skip
@@ -398,6 +487,10 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
         rngs = gather_objects(rng_state())
+        bad = all_finite({"model": self._bare_model().state_dict(),
+                          "ema": self.ema.state_dict() if self.ema is not None else {}})  # fmt: skip
+        if bad is not None:  # never write weights that cannot be resumed from (same on every rank)
+            raise NonFiniteLoss(f"the weights hold NaN/inf at step {self.step} ({bad}); not saved")
         if not self.is_main:
             return None
         state = {

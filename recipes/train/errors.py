@@ -24,6 +24,10 @@ class BadInput(ValueError):
     """A config, data file, checkpoint or command-line value the user must fix; the message names it."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss, a gradient or the weights became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
 class Interrupted(Exception):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint at a step boundary."""
 
@@ -57,8 +61,6 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
-        from recipes.train.engine import NonFiniteLoss  # noqa: PLC0415 - the engine imports heavy modules
-
         try:
             return main(*args, **kwargs)
         except NonFiniteLoss as e:
@@ -68,7 +70,8 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
             print(_one_line(e), file=sys.stderr)
             return EXIT_INTERRUPTED
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            print("interrupted (no checkpoint was saved for this step; --resume continues from the last one)",
+                  file=sys.stderr)  # fmt: skip
             return EXIT_INTERRUPTED
         except BAD_INPUT_ERRORS as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)

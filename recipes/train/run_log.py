@@ -14,12 +14,17 @@ Messages go through one channel: Python logging, logger ``recipes`` (and its chi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from recipes.train.checkpoint import write_text_atomic
 
 TRAIN_CSV, EVAL_JSONL, DIAG_CSV = "train_log.csv", "eval_log.jsonl", "diagnostics.csv"
 DIAG_FIELDS = ["step", "group", "grad_norm", "update_norm", "update_cos"]
@@ -60,24 +65,42 @@ def setup_logging(main_process: bool = True) -> logging.Logger:
     return logger
 
 
+def _set_aside(path: Path, why: str) -> None:
+    """Keep a damaged log for the user under another name, and say so (the run goes on with a fresh one)."""
+    dest = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, dest)
+    msg = f"{path} cannot be read ({why}); it was moved to {dest.name} and a new log is started"
+    logging.getLogger("recipes").warning(msg)
+
+
 def _truncate_csv(path: Path, start_step: int) -> None:
     if not path.is_file():
         return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < start_step]
+    except (ValueError, IndexError, UnicodeDecodeError, csv.Error) as e:
+        _set_aside(path, str(e))
         return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < start_step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    tmp.replace(path)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(keep)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _truncate_jsonl(path: Path, start_step: int) -> None:
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+    """Keep the evaluations up to the resumed step; rewritten atomically, a damaged file set aside."""
+    if not path.is_file():
+        return
+    try:
+        rows = [(ln, json.loads(ln)) for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln for ln, row in rows if int(row["step"]) <= start_step]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        _set_aside(path, str(e))
+        return
+    write_text_atomic(path, "".join(ln + "\n" for ln in lines))
 
 
 class RunLog:

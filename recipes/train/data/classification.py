@@ -1,7 +1,8 @@
 """Image-classification datasets in the standard on-disk formats, with albumentations pipelines.
 
 Registered in ``DATASETS``: ``digits`` (scikit-learn's 8x8 digits, ships in its wheel),
-``cifar10`` / ``cifar100`` (torchvision's on-disk python pickles; nothing is downloaded),
+``cifar10`` / ``cifar100`` (torchvision's on-disk python pickles, read by an unpickler that admits
+only dicts, lists, strings, numbers and numpy arrays; nothing is downloaded),
 ``idx`` (MNIST / Fashion-MNIST idx files, ``.gz`` or not) and ``image_folder``
 (``root/<split>/<class>/*.jpg``). Every dataset yields ``(CHW float tensor, int label)`` and has
 ``classes``. ``pipeline`` is a list of albumentations transforms as dicts::
@@ -17,7 +18,6 @@ or on being resumed.
 from __future__ import annotations
 
 import gzip
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.train.data.safe_pickle import load_plain_pickle
+from recipes.train.errors import BadInput
 from recipes.train.registry import DATASETS
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -88,6 +90,15 @@ class ArrayDataset(Dataset):
     def load(self, i: int) -> np.ndarray:
         return self.images[i]
 
+    def image_files(self) -> list[Path] | None:
+        """One file per sample for the setup-time data check (None: the images are in memory)."""
+        paths = getattr(self.images, "paths", None)
+        return None if paths is None else [paths[i] for i in self.index]
+
+    def drop_samples(self, positions: Sequence[int]) -> None:
+        """Leave out samples (positions in the current order), e.g. unreadable files."""
+        self.index = np.delete(self.index, list(positions))
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         i = int(self.index[idx])
         img = self.load(i)
@@ -140,14 +151,20 @@ def _cifar(root: str | Path, split: str, variant: int, **kw: Any) -> ArrayDatase
         files, meta, key, label_key = [split], "meta", "fine_label_names", "fine_labels"
     data, labels = [], []
     for name in files:
-        with open(_require(base / name, "CIFAR batch file"), "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        data.append(entry["data"])
-        labels += entry[label_key]
-    with open(_require(base / meta, "CIFAR meta file"), "rb") as f:
-        classes = pickle.load(f, encoding="latin1")[key]
+        entry = load_plain_pickle(_require(base / name, "CIFAR batch file"), "CIFAR batch file")
+        data.append(_cifar_field(entry, "data", base / name))
+        labels += list(_cifar_field(entry, label_key, base / name))
+    classes = _cifar_field(
+        load_plain_pickle(_require(base / meta, "CIFAR meta file"), "CIFAR meta file"), key, base / meta
+    )
     images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return ArrayDataset(np.ascontiguousarray(images), labels, classes, **kw)
+
+
+def _cifar_field(entry: Any, key: str, path: Path) -> Any:
+    if not isinstance(entry, dict) or key not in entry:
+        raise BadInput(f"CIFAR file {str(path)!r} has no {key!r} entry; is it torchvision's python version of CIFAR?")
+    return entry[key]
 
 
 @DATASETS.register_module("cifar10")

@@ -173,6 +173,19 @@ class CocoDetection(Dataset):
         self.num_clipped, self.num_dropped = n_clip, n_drop
         return coco["images"], anns
 
+    def image_files(self) -> list[Path]:
+        """One file per sample, for the setup-time data check."""
+        return [self.img_dir / im["file_name"] for im in self.images]
+
+    def expected_sizes(self) -> list[tuple[int, int] | None]:
+        """``(width, height)`` from the json, where it gives them."""
+        return [(im["width"], im["height"]) if im.get("width") and im.get("height") else None for im in self.images]
+
+    def drop_samples(self, positions: Sequence[int]) -> None:
+        """Leave out images (positions in the current order), e.g. unreadable files."""
+        gone = set(positions)
+        self.images = [im for k, im in enumerate(self.images) if k not in gone]
+
     def set_epoch(self, epoch: int) -> None:
         """Augmentation is seeded per sample from (seed, epoch, index): resumed runs see the same data."""
         self.epoch = int(epoch)
