@@ -59,6 +59,10 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(
                 f"paramwise_cfg.prefix must be a module path ending in '.', e.g. 'backbone.', got {prefix!r}"
             )
+        if prefix is not None and "prefix" in paramwise_cfg["strategy"]:
+            raise ValueError(
+                "RecipesOptimWrapperConstructor: give prefix in paramwise_cfg or in the strategy, not both"
+            )
         self.prefix = prefix
 
     @staticmethod
@@ -88,7 +92,11 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f"{strategy.base_lr}; mmengine logs and schedules the optimizer's lr as the base LR"
             )
         optimizer_cfg["lr"] = strategy.base_lr
-        groups = param_groups_under(model, strategy, self.adapter, self.prefix)
+        if self.prefix is not None and _strategies_take_prefix(self.strategy_cfg):
+            strategy = build_strategy({**self.strategy_cfg, "prefix": self.prefix})
+            groups = build_param_groups(model, strategy, adapter=self.adapter)
+        else:
+            groups = param_groups_under(model, strategy, self.adapter, self.prefix)
         optimizer_cls = optimizer_cfg["type"]
         if isinstance(optimizer_cls, str):
             with OPTIMIZERS.switch_scope_and_registry(None) as registry:
@@ -101,8 +109,19 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
 
 
+def _strategies_take_prefix(strategy_cfg: Mapping[str, Any]) -> bool:
+    """True where the library's strategies have their own ``prefix`` option (then it does the work)."""
+    from recipes.param_groups import _accepted_keys
+    from recipes.registry import STRATEGIES
+
+    return "prefix" in _accepted_keys(STRATEGIES.lookup(strategy_cfg["type"]))
+
+
 def param_groups_under(model: nn.Module, strategy: Any, adapter: Any = "auto", prefix: str | None = None) -> list[dict]:
-    """The strategy's groups for ``model``, or for its submodule at ``prefix`` plus base-LR groups for the rest."""
+    """The strategy's groups for ``model``, or for its submodule at ``prefix`` plus base-LR groups for the rest.
+
+    Used where the strategies have no ``prefix`` option of their own.
+    """
     if prefix is None:
         return build_param_groups(model, strategy, adapter=adapter)
     path = prefix[:-1]
