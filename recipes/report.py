@@ -188,7 +188,7 @@ def plot_lr(rows: list[dict[str, float]], path: str, title: str = "", max_labels
     ax.set_xlabel("global step")
     ax.set_ylabel("learning rate")
     shown = f"{len(order)} distinct curves" + (f", every {every}th labelled" if every > 1 else "")
-    ax.set_title(f"{title or 'LR per group'} ({len(names)} groups, {shown})")
+    ax.set_title(f"{title} ({shown})" if title else f"LR per group ({len(names)} groups, {shown})")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -279,7 +279,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
         ax.set_yticks(range(len(p["components"])), p["components"], fontsize=8)
         ax.set_title(name, fontsize=9)
         for i in _families(p["columns"]):
-            ax.axvline(i - 0.5, color="white", lw=2)
+            ax.axvline(i - 0.5, color="deepskyblue", lw=2.5)
         if len(p["columns"]) <= 24:  # values in the cells while they fit
             for r, row in enumerate(grid):
                 for c, v in enumerate(row):
