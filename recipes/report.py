@@ -33,8 +33,16 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def format_lr_grid(groups: Sequence[dict[str, Any]], model: nn.Module | None = None, title: str = "lr_grid") -> str:
+def format_lr_grid(
+    groups: Sequence[dict[str, Any]],
+    model: nn.Module | None = None,
+    title: str = "lr_grid",
+    mmap: ModelMap | None = None,
+) -> str:
     """One line per group (name, lr, lr_scale, weight decay, tensors, parameters), then coverage.
+
+    With the model's ``mmap`` each line also says which layers the group spans, by the names every
+    report uses (:func:`layer_label`: ``IN05``, ``blocks.03``, ``head``).
 
     >>> print(format_lr_grid([]).splitlines()[0])
     [lr_grid] groups=0 tensors=0 params=0
@@ -45,9 +53,10 @@ def format_lr_grid(groups: Sequence[dict[str, Any]], model: nn.Module | None = N
     width = max([len(g.get("name", "")) for g in groups] + [24]) + 2
     for g in groups:
         n = sum(p.numel() for p in g["params"])
+        where = f"  layers={group_layers(g, mmap)}" if mmap is not None else ""
         lines.append(
             f"  {g.get('name', '?'):<{width}}lr={g['lr']:.6g}  scale={g.get('lr_scale', 1.0):.4g}  "
-            f"wd={g.get('weight_decay', 0.0):.4g}  tensors={len(g['params'])}  params={_count(n)}"
+            f"wd={g.get('weight_decay', 0.0):.4g}  tensors={len(g['params'])}  params={_count(n)}{where}"
         )
     if model is not None:
         seen = {id(p) for g in groups for p in g["params"]}
@@ -59,6 +68,16 @@ def format_lr_grid(groups: Sequence[dict[str, Any]], model: nn.Module | None = N
             f"{_count(total)} parameters ({100.0 * numel / total:.2f}%), {len(frozen)} frozen tensors left out"
         )
     return "\n".join(lines)
+
+
+def group_layers(group: dict[str, Any], mmap: ModelMap) -> str:
+    """The layers a group spans: ``IN05``, or ``IN04..OUT02 (9)`` (first..last by layer id, count)."""
+    ids = sorted({i.layer_id for n in group.get("param_names", []) if (i := mmap.params.get(canonical_name(n)[0]))})
+    if not ids:
+        return "?"
+    if len(ids) == 1:
+        return layer_label(mmap, ids[0])
+    return f"{layer_label(mmap, ids[0])}..{layer_label(mmap, ids[-1])} ({len(ids)})"
 
 
 def lr_table(groups: Sequence[dict[str, Any]], schedule: Schedule, every: int = 1) -> list[dict[str, float]]:
@@ -104,11 +123,18 @@ def layer_label(mmap: ModelMap, layer_id: int) -> str:
     return mmap.block_label(*mmap.block_at(layer_id - 1))
 
 
-def describe_for_report(model: nn.Module, adapter: str | Adapter | type = "auto") -> ModelMap:
-    """The adapter's map of ``model`` (every parameter, frozen ones too)."""
-    from recipes.param_groups import resolve_adapter
+def describe_for_report(model: nn.Module, adapter: str | Adapter | type = "auto", strategy: Any = None) -> ModelMap:
+    """The map of ``model`` the groups were built from (every parameter, frozen ones too).
 
-    return resolve_adapter(model, adapter).describe(model)
+    ``strategy``: the one the groups came from, where its options change the map (a ``prefix``).
+    """
+    from recipes import param_groups
+
+    describe = getattr(param_groups, "_describe", None)  # the builder's own path, where it has one
+    if strategy is not None and describe is not None:
+        names = [canonical_name(n)[0] for n, _ in model.named_parameters()]
+        return describe(model, names, adapter, param_groups.build_strategy(strategy))[1]
+    return param_groups.resolve_adapter(model, adapter).describe(model)
 
 
 def param_table(

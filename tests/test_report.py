@@ -11,7 +11,16 @@ from timm.optim import param_groups_layer_decay
 
 from recipes import build_param_groups, build_schedule
 from recipes.adapter import ModelMap
-from recipes.report import describe_for_report, lr_grid, lr_table, param_table, plot_lr, plot_lr_heatmap, write_table
+from recipes.report import (
+    describe_for_report,
+    format_lr_grid,
+    lr_grid,
+    lr_table,
+    param_table,
+    plot_lr,
+    plot_lr_heatmap,
+    write_table,
+)
 
 LR, DECAY, WD = 1e-3, 0.75, 0.05
 STRATEGY = dict(type="layer_decay", lr=LR, decay=DECAY, weight_decay=WD)
@@ -99,6 +108,10 @@ def test_heatmap_uses_the_familys_layer_names(vit, groups, tmp_path):
     assert _families(cols) == [2, 3]  # rules drawn between IN | MID | OUT
     rows = param_table(groups, vit, mmap)
     assert {r["layer"] for r in rows} == {"IN00", "IN01", "IN02", "MID", "OUT00", "OUT01"}
+    grid = {line.split()[0]: line for line in format_lr_grid(groups, title="vit", mmap=mmap).splitlines()[1:]}
+    assert grid["blocks.00.decay"].endswith("layers=IN01")  # the grid prints the same names
+    assert grid["blocks.03.no_decay"].endswith("layers=OUT00")
+    assert "layers=" not in format_lr_grid(groups)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ import json  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from recipes.adapter import ModelMap  # noqa: E402
 from recipes.param_groups import base_lr_of, build_param_groups  # noqa: E402
 from recipes.report import (  # noqa: E402
     describe_for_report,
@@ -93,8 +94,10 @@ def show_model(args: argparse.Namespace) -> int:
         raise SystemExit("--timm / --hf replace the config: drop the config, --cfg-options and --steps-per-epoch")
     model = model_from_name(args.timm, args.hf)
     name = args.timm or Path(args.hf).stem
-    groups = build_param_groups(model, _json_option("--strategy", args.strategy or DEFAULT_STRATEGY), args.adapter)
-    print(format_lr_grid(groups, model, title=name))
+    strategy = _json_option("--strategy", args.strategy or DEFAULT_STRATEGY)
+    groups = build_param_groups(model, strategy, args.adapter)
+    mmap = describe_for_report(model, args.adapter, strategy)
+    print(format_lr_grid(groups, model, title=name, mmap=mmap))
     total = args.steps or 1000
     sched = build_schedule(_json_option("--schedule", args.schedule or DEFAULT_SCHEDULE), total_steps=total,
                            lr=base_lr_of(groups))  # fmt: skip
@@ -105,15 +108,14 @@ def show_model(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))
         print(f"wrote {out / 'lr_schedule.csv'}")
-    write_model_reports(groups, model, args.adapter, out, args.per_param, name)
+    write_model_reports(groups, model, mmap, out, args.per_param, name)
     return 0
 
 
 def write_model_reports(
-    groups: list[dict], model: nn.Module, adapter: object, out: Path, per_param: str | None, title: str
+    groups: list[dict], model: nn.Module, mmap: ModelMap, out: Path, per_param: str | None, title: str
 ) -> None:
     """``lr_heatmap.png`` beside the LR plot, and ``params.<fmt>`` with ``--per-param``."""
-    mmap = describe_for_report(model, adapter)
     plot_lr_heatmap(groups, mmap, str(out / "lr_heatmap.png"), title=f"{title}: peak LR per component and block")
     print(f"wrote {out / 'lr_heatmap.png'}")
     if per_param:
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
         apply_policy(model, cfg.policy)
     groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
-    print(format_lr_grid(groups, model, title=Path(args.config).stem))
+    mmap = describe_for_report(model, cfg.get("adapter", "auto"), cfg.strategy)
+    print(format_lr_grid(groups, model, title=Path(args.config).stem, mmap=mmap))
 
     total, spe = schedule_steps(cfg, args.steps_per_epoch)
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))
         print(f"wrote {out / 'lr_schedule.csv'}")
-    write_model_reports(groups, model, cfg.get("adapter", "auto"), out, args.per_param, Path(args.config).stem)
+    write_model_reports(groups, model, mmap, out, args.per_param, Path(args.config).stem)
     return 0
 
 
