@@ -108,6 +108,7 @@ def test_paramwise_cfg_errors(cfg):
         )
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # mmengine steps its schedulers this way round
 def test_runner_run_keeps_the_ratios_under_mmengine_schedulers(cfg, tmp_path):
     torch.manual_seed(0)
     data = [
