@@ -8,7 +8,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
 
-from recipes.integrations.transformers import GroupLRCallback, create_optimizer_and_scheduler  # noqa: E402
+from recipes.integrations.transformers import (  # noqa: E402
+    GroupLRCallback,
+    RecipesTrainer,
+    create_optimizer_and_scheduler,
+)
 
 LR, STEPS = 1e-3, 6
 STRATEGY = dict(type="layer_decay", lr=LR, decay=0.5, weight_decay=0.05)
@@ -106,3 +110,23 @@ def test_recipes_schedule_through_trainer(tmp_path):
         )
     with pytest.raises(TypeError, match="from the strategy"):
         create_optimizer_and_scheduler(model, STRATEGY, num_training_steps=STEPS, lr=1e-4)
+
+
+def test_recipes_trainer_takes_lr_and_schedule_from_training_arguments(tmp_path):
+    model = tiny_vit()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=2, logging_steps=1,
+                             learning_rate=LR, weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=2,
+                             optim="adamw_torch", report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    trainer = RecipesTrainer(
+        model=model, args=args, train_dataset=Images(), strategy=dict(type="layer_decay", decay=0.5)
+    )
+    trainer.train()
+    ref = reference_lrs("cosine", num_warmup_steps=2)
+    groups = trainer.optimizer.param_groups
+    assert {round(g["lr_scale"], 6) for g in groups} == {0.0625, 0.125, 0.25, 0.5, 1.0}
+    assert all(g["weight_decay"] in (0.0, 0.05) for g in groups) and any(g["weight_decay"] for g in groups)
+    for row in (r for r in trainer.state.log_history if "loss" in r):
+        assert row["learning_rate"] == pytest.approx(ref[row["step"] - 1], rel=1e-9)
+        assert row["lr/embed.decay"] == pytest.approx(ref[row["step"] - 1] * 0.0625, rel=1e-9)
+    with pytest.raises(ValueError, match="TrainingArguments.learning_rate"):
+        RecipesTrainer(model=model, args=args, strategy=dict(type="layer_decay", decay=0.5, lr=1e-4))

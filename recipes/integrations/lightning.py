@@ -18,7 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback
+
+try:
+    from lightning.pytorch import Callback
+except ImportError as e:  # the optional extra
+    raise ImportError("recipes.integrations.lightning needs Lightning: pip install 'zoo-recipes[lightning]'") from e
 from torch import nn
 
 from recipes.adapter import Adapter

@@ -8,6 +8,11 @@
     trainer = Trainer(model, args, train_dataset=ds, optimizers=(opt, sched))
     GroupLRCallback.attach(trainer)
 
+Or keep everything in ``TrainingArguments`` (``learning_rate``, ``weight_decay``, ``optim``,
+``lr_scheduler_type``, ``warmup_steps``) and subclass: ``RecipesTrainer(model, args, strategy=dict(
+type="layer_decay", decay=0.75), train_dataset=ds)`` builds the groups in ``create_optimizer`` and
+logs through :class:`GroupLRCallback`.
+
 transformers' schedulers are ``LambdaLR``s: each group's LR is its initial ``lr`` times the same
 factor, so the ratios hold. Their floors (``min_lr`` of ``cosine_with_min_lr``, ``lr_end`` of
 ``polynomial``) are read against the optimizer's default ``lr``, which is set to the base LR here.
@@ -24,7 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import TrainerCallback, get_scheduler
+from transformers import Trainer, TrainerCallback, get_scheduler
 
 from recipes.adapter import Adapter
 from recipes.integrations import current_base_lr, implied_base_lrs
@@ -119,3 +124,39 @@ class GroupLRCallback(TrainerCallback):
         logs.update(row)
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(row)
+
+
+class RecipesTrainer(Trainer):
+    """``Trainer`` whose optimizer holds a strategy's groups; LR and weight decay stay in ``TrainingArguments``.
+
+    ``strategy``: e.g. ``dict(type="layer_decay", decay=0.75)``, without ``lr`` / ``weight_decay``
+    (``args.learning_rate`` / ``args.weight_decay`` fill them). The optimizer class and its options
+    come from ``args.optim`` as in ``Trainer``; the scheduler from ``args.lr_scheduler_type``.
+    """
+
+    def __init__(self, *args: Any, strategy: Mapping[str, Any], adapter: str | Adapter | type = "auto", **kwargs: Any):
+        given = sorted(k for k in ("lr", "weight_decay") if k in strategy)
+        if given:
+            raise ValueError(
+                f"RecipesTrainer: strategy sets {given}; set TrainingArguments.learning_rate / weight_decay instead"
+            )
+        if (kwargs.get("optimizers") or (None, None))[0] is not None:
+            raise ValueError("RecipesTrainer builds the optimizer from `strategy`; drop optimizers=(...)")
+        self.strategy_cfg, self.adapter = dict(strategy), adapter
+        super().__init__(*args, **kwargs)
+        GroupLRCallback.attach(self)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            cfg = {**self.strategy_cfg, "weight_decay": self.args.weight_decay}
+            if cfg.get("type") != "component_depth":  # its base LR is default_lr
+                cfg["lr"] = self.args.learning_rate
+            strategy = build_strategy(cfg)
+            groups = build_param_groups(self.model if model is None else model, strategy, adapter=self.adapter)
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model if model is None else model)
+            if any(k in kwargs for k in ("params", "model", "optimizer_dict")):
+                raise ValueError(
+                    f"RecipesTrainer: optim={self.args.optim!r} builds its own groups; use a plain optimizer"
+                )
+            self.optimizer = cls(groups, **{**kwargs, "lr": strategy.base_lr})
+        return self.optimizer
