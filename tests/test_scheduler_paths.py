@@ -271,3 +271,12 @@ def test_beit_handoff(model):
         assert current_base_lr(opt.param_groups) == pytest.approx(lr_values[it])
     decayed = [g for g in opt.param_groups if g["weight_decay"] > 0]
     assert decayed and all(math.isclose(g["weight_decay"], wd_values[-1]) for g in decayed)
+
+
+def test_timm_scheduler_groups_refuses_groups_a_scheduler_already_ran_on(model):
+    opt = torch.optim.AdamW(build_param_groups(model, STRATEGY))
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)  # records initial_lr in every group
+    with pytest.raises(ValueError, match="already has an initial_lr"):
+        timm_scheduler_groups(opt.param_groups)
+    with pytest.raises(ValueError, match="every group has lr_scale 0"):
+        current_base_lr([dict(lr=0.0, lr_scale=0.0)])
