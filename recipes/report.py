@@ -304,7 +304,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
         ax.set_xticks(range(len(p["columns"])), p["columns"], rotation=90, fontsize=7)
         ax.set_yticks(range(len(p["components"])), p["components"], fontsize=8)
         ax.set_title(name, fontsize=9)
-        for i in _families(p["columns"]):
+        for i in _families(p["columns"]) if name != "outside" else ():
             ax.axvline(i - 0.5, color="deepskyblue", lw=2.5)
         if len(p["columns"]) <= 24:  # values in the cells while they fit
             for r, row in enumerate(grid):
