@@ -1,12 +1,18 @@
 """Print a config's LR grid and plot every group's LR over the whole schedule.
 
-    python tools/show_lr.py configs/default.py [--out-dir DIR] [--csv] [--cfg-options k=v ...]
+    python tools/show_lr.py configs/default.py [--out-dir DIR] [--csv] [--per-param csv|json] [--cfg-options k=v ...]
+    python tools/show_lr.py --timm vit_base_patch16_224 [--strategy JSON] [--schedule JSON] [--steps N]
+    python tools/show_lr.py --hf ViTForImageClassification   (a transformers class, or a local config.json / folder)
 
 Builds exactly the model ``tools/train.py`` trains, by the same path (``recipes.train.build.prepare_run``:
 the task's model with the class count from the training data, the trainable policy, freezing),
 with its initial weights (``model.device='meta'`` works for full-size models); prints the grid and
 writes ``lr_schedule.png`` (and ``lr_schedule.csv`` with ``--csv``) to ``--out-dir``. Without the
 data at hand, ``--steps-per-epoch N`` (or ``train.max_steps``) lets it use the config's class count.
+Beside it ``lr_heatmap.png`` (peak LR per component and block), and with ``--per-param`` one row
+per parameter (name, group, layer id, layer, component, lr, lr_scale, weight decay) as
+``params.csv`` or ``params.json``. ``--timm`` / ``--hf`` take a model by name instead of a config:
+built on the meta device (no weights, no download), grouped by ``--strategy`` over ``--steps``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,109 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.report import format_lr_grid, lr_table, plot_lr, write_csv  # noqa: E402
+import json  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from recipes.adapter import ModelMap  # noqa: E402
+from recipes.param_groups import base_lr_of, build_param_groups  # noqa: E402
+from recipes.report import (  # noqa: E402
+    describe_for_report,
+    format_lr_grid,
+    lr_table,
+    param_table,
+    plot_lr,
+    plot_lr_heatmap,
+    write_csv,
+    write_table,
+)
+from recipes.schedules import build_schedule  # noqa: E402
 from recipes.train.build import RunPlan, prepare_run  # noqa: E402
 from recipes.train.config import load_config, world_size  # noqa: E402
-from recipes.train.errors import cli  # noqa: E402
+from recipes.train.errors import BadInput, cli  # noqa: E402
+
+DEFAULT_STRATEGY = '{"type": "layer_decay", "lr": 1e-3, "decay": 0.75, "weight_decay": 0.05}'
+DEFAULT_SCHEDULE = '{"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.01}'
+
+
+def add_model_name_args(ap: argparse.ArgumentParser) -> None:
+    """--timm / --hf (instead of a config), --strategy / --schedule / --steps for them, --per-param."""
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--timm", metavar="NAME", help="a timm model name, e.g. vit_base_patch16_224")
+    which.add_argument(
+        "--hf", metavar="CLASS_OR_CONFIG", help="a transformers class name, or a local config.json / folder"
+    )
+    ap.add_argument("--adapter", default="auto", help="with --timm / --hf: the adapter (default auto)")
+    ap.add_argument("--strategy", default=None, help=f"with --timm / --hf: JSON (default {DEFAULT_STRATEGY})")
+    ap.add_argument("--schedule", default=None, help=f"with --timm / --hf: JSON (default {DEFAULT_SCHEDULE})")
+    ap.add_argument("--steps", type=int, default=None, help="with --timm / --hf: schedule length (default 1000)")
+    ap.add_argument("--per-param", choices=("csv", "json"), default=None, help="write params.csv / params.json")
+
+
+def model_from_name(timm_name: str | None, hf: str | None) -> nn.Module:
+    """A full-size model with no weights (meta device), by timm name or transformers class / local config."""
+    with torch.device("meta"):
+        if timm_name:
+            import timm
+
+            return timm.create_model(timm_name, pretrained=False)
+        import transformers
+
+        if Path(hf).exists():
+            config = transformers.AutoConfig.from_pretrained(hf, local_files_only=True)
+            return transformers.AutoModel.from_config(config)
+        cls = getattr(transformers, hf, None)
+        if not isinstance(cls, type) or not hasattr(cls, "config_class"):
+            raise BadInput(f"--hf {hf!r}: not a transformers model class (e.g. ViTModel) nor a local config path")
+        return cls(cls.config_class())
+
+
+def _json_option(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{flag}: not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{flag}: expected a JSON object with a 'type', got {text!r}")
+    return value
+
+
+def show_model(args: argparse.Namespace) -> int:
+    """--timm / --hf: the grid, the plots and the table for a model by name, no config."""
+    if args.config or args.cfg_options or args.steps_per_epoch:
+        raise BadInput("--timm / --hf replace the config: drop the config, --cfg-options and --steps-per-epoch")
+    model = model_from_name(args.timm, args.hf)
+    name = args.timm or Path(args.hf).stem
+    strategy = _json_option("--strategy", args.strategy or DEFAULT_STRATEGY)
+    groups = build_param_groups(model, strategy, args.adapter)
+    mmap = describe_for_report(model, args.adapter, strategy)
+    print(format_lr_grid(groups, model, title=name, mmap=mmap))
+    total = args.steps or 1000
+    sched = build_schedule(_json_option("--schedule", args.schedule or DEFAULT_SCHEDULE), total_steps=total,
+                           lr=base_lr_of(groups))  # fmt: skip
+    out = Path(args.out_dir or Path("work_dirs") / "show_lr" / name)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_lr(lr_table(groups, sched, every=max(1, total // 400)), str(out / "lr_schedule.png"), title=name)
+    print(f"wrote {out / 'lr_schedule.png'}")
+    if args.csv:
+        write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))
+        print(f"wrote {out / 'lr_schedule.csv'}")
+    write_model_reports(groups, model, mmap, out, args.per_param, name)
+    return 0
+
+
+def write_model_reports(
+    groups: list[dict], model: nn.Module, mmap: ModelMap, out: Path, per_param: str | None, title: str
+) -> None:
+    """``lr_heatmap.png`` beside the LR plot, and ``params.<fmt>`` with ``--per-param``."""
+    plot_lr_heatmap(groups, mmap, str(out / "lr_heatmap.png"), title=f"{title}: peak LR per component and block")
+    print(f"wrote {out / 'lr_heatmap.png'}")
+    if per_param:
+        path = out / f"params.{per_param}"
+        rows = param_table(groups, model, mmap)
+        write_table(rows, str(path))
+        print(f"wrote {path} ({len(rows)} parameters)")
 
 
 def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an mmengine Config
@@ -39,17 +144,23 @@ def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an 
 @cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config")
+    ap.add_argument("config", nargs="?", help="a config file (or --timm / --hf)")
     ap.add_argument("--out-dir", default=None, help="where the PNG/CSV go (default: work_dirs/<config>/show_lr)")
     ap.add_argument("--csv", action="store_true", help="also write every group's LR per step as CSV")
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="override the data-derived value")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    add_model_name_args(ap)
     args = ap.parse_args(argv)
+    if args.timm or args.hf:
+        return show_model(args)
+    if not args.config:
+        ap.error("give a config, --timm NAME or --hf CLASS_OR_CONFIG")
 
     cfg = load_config(args.config, args.cfg_options)
     plan = plan_for(cfg, args.steps_per_epoch)
-    groups, total, spe = plan.groups, plan.total_steps, plan.steps_per_epoch
-    print(format_lr_grid(groups, plan.model, title=Path(args.config).stem))
+    groups, total, spe, model = plan.groups, plan.total_steps, plan.steps_per_epoch, plan.model
+    mmap = describe_for_report(model, cfg.get("adapter", "auto"), cfg.strategy)
+    print(format_lr_grid(groups, model, title=Path(args.config).stem, mmap=mmap))
     for line in plan.freeze.describe():
         print(f"[freeze] {line}")
     out = Path(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr")
@@ -62,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_csv(lr_table(groups, plan.schedule), str(out / "lr_schedule.csv"))
         print(f"wrote {out / 'lr_schedule.csv'}")
+    write_model_reports(groups, model, mmap, out, args.per_param, Path(args.config).stem)
     return 0
 
 

@@ -1,0 +1,155 @@
+"""The mmengine constructor, from a plain config file, in a real ``mmengine.runner.Runner`` run."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.optim import build_optim_wrapper
+from mmengine.runner import Runner
+from timm.optim import param_groups_layer_decay
+
+from recipes.integrations import current_base_lr
+from recipes.integrations.mmengine import RecipesOptimWrapperConstructor
+
+LR, DECAY, WD = 1e-3, 0.75, 0.05
+CONFIG = """
+custom_imports = dict(imports=["recipes.integrations.mmengine"], allow_failed_imports=False)
+optim_wrapper = dict(
+    constructor="RecipesOptimWrapperConstructor",
+    optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(strategy=dict(type="layer_decay", decay=0.75), adapter="auto", prefix="backbone."),
+)
+"""
+
+
+class Classifier(BaseModel):
+    """The mmpretrain layout: a timm ViT under ``backbone.``, a linear head beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = timm.create_model(
+            "vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=32, num_heads=2, depth=3, num_classes=0
+        )
+        self.head = torch.nn.Linear(self.backbone.num_features, 10)
+
+    def forward(self, inputs, labels=None, mode="tensor"):
+        logits = self.head(self.backbone(inputs))
+        return dict(loss=F.cross_entropy(logits, labels)) if mode == "loss" else logits
+
+
+class LRRecorder(Hook):
+    """Each iteration's group LRs (after mmengine's schedulers set them) and mmengine's logged base_lr."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[list[float], float]] = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        groups = runner.optim_wrapper.optimizer.param_groups
+        self.rows.append(([g["lr"] for g in groups], runner.message_hub.get_scalar("train/base_lr").current()))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: thread hand-offs cost more than the maths on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    path = tmp_path / "optim.py"
+    path.write_text(CONFIG)
+    return Config.fromfile(str(path))
+
+
+def test_constructor_from_a_config_file_matches_timm_on_the_backbone(cfg):
+    torch.manual_seed(0)
+    model = Classifier()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    ours = {n: (g["lr"], g["weight_decay"]) for g in wrapper.optimizer.param_groups for n in g["param_names"]}
+    names = {id(p): n for n, p in model.backbone.named_parameters()}
+    theirs = param_groups_layer_decay(model.backbone, WD, model.backbone.no_weight_decay(), layer_decay=DECAY)
+    for g in theirs:
+        for p in g["params"]:
+            assert ours["backbone." + names[id(p)]] == pytest.approx((LR * g["lr_scale"], g["weight_decay"]))
+    assert ours["head.weight"] == (LR, WD) and ours["head.bias"] == (LR, 0.0)
+    assert len(ours) == len(list(model.parameters()))
+    assert wrapper.optimizer.defaults["lr"] == LR
+
+
+def test_paramwise_cfg_errors(cfg):
+    model = Classifier()
+    bad = [
+        (
+            dict(paramwise_cfg=dict(strategy=dict(type="layer_decay", decay=0.75), norm_decay_mult=0.0)),
+            "norm_decay_mult",
+        ),
+        (dict(paramwise_cfg=dict(strategy=dict(type="layer_decay", decay=0.75, lr=3e-4))), "give it in one place"),
+        (
+            dict(paramwise_cfg=dict(strategy=dict(type="layer_decay", decay=0.75), prefix="neck.")),
+            "no submodule 'neck'",
+        ),
+        (dict(paramwise_cfg=dict(adapter="auto")), "needs a `strategy`"),
+    ]
+    for change, message in bad:
+        with pytest.raises((KeyError, ValueError), match=message):
+            build_optim_wrapper(model, {**cfg.optim_wrapper, **change})
+    # without the prefix, no adapter knows the wrapper model: the prefix is what makes it work
+    with pytest.raises(ValueError, match="no registered adapter"):
+        build_optim_wrapper(
+            model, {**cfg.optim_wrapper, "paramwise_cfg": dict(strategy=dict(type="layer_decay", decay=0.75))}
+        )
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # mmengine steps its schedulers this way round
+def test_runner_run_keeps_the_ratios_under_mmengine_schedulers(cfg, tmp_path):
+    torch.manual_seed(0)
+    data = [
+        dict(inputs=torch.randn(3, 16, 16), labels=i % 10) for i in range(12)
+    ]  # one pass: no epoch turn (mmengine sleeps 2 s there)
+    recorder = LRRecorder()
+    runner = Runner(
+        model=Classifier(),
+        work_dir=str(tmp_path / "work"),
+        train_dataloader=dict(
+            dataset=data,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            batch_size=2,
+            collate_fn=dict(type="default_collate"),
+            num_workers=0,
+        ),  # fmt: skip
+        train_cfg=dict(by_epoch=False, max_iters=6),
+        optim_wrapper=cfg.optim_wrapper,
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=3),
+            dict(type="CosineAnnealingLR", eta_min_ratio=0.01, by_epoch=False, begin=3, end=6, T_max=3),
+        ],
+        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=1)),
+        custom_hooks=[recorder],
+        default_scope="mmengine",
+    )
+    runner.train()
+    # the same schedulers on one group at the base LR give the intended base value per iteration
+    ref = build_optim_wrapper(torch.nn.Linear(1, 1), dict(optimizer=dict(type="AdamW", lr=LR)))
+    from mmengine.optim import CosineAnnealingLR, LinearLR
+
+    scheds = [LinearLR(ref, start_factor=0.1, by_epoch=False, begin=0, end=3),
+              CosineAnnealingLR(ref, eta_min_ratio=0.01, by_epoch=False, begin=3, end=6, T_max=3)]  # fmt: skip
+    groups = runner.optim_wrapper.optimizer.param_groups
+    assert len(recorder.rows) == 6
+    for lrs, logged in recorder.rows:
+        base = ref.param_groups[0]["lr"]
+        for g, lr in zip(groups, lrs, strict=True):
+            assert lr == pytest.approx(base * g["lr_scale"], rel=1e-9), g["name"]
+        assert logged == pytest.approx(base, rel=1e-9)  # mmengine's "base_lr" is the scheduled base value
+        for s in scheds:
+            s.step()
+    assert current_base_lr(groups) > 0
+    assert isinstance(RecipesOptimWrapperConstructor, type)
