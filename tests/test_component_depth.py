@@ -49,7 +49,7 @@ def test_inverted_u_peak_and_both_ends():
 
 @pytest.mark.filterwarnings("ignore:component_depth.component_lr")  # a ViT has no cross_attn
 def test_seed_block_verbatim_on_a_real_vit():
-    groups = build_param_groups(vit(4), dict(type="component_depth", lr=4e-4, weight_decay=0.01, **SEED_BLOCK))
+    groups = build_param_groups(vit(4), dict(type="component_depth", weight_decay=0.01, **SEED_BLOCK))
     lr = {n: g["lr"] for g in groups for n in g["param_names"]}
     f = [depth_factor("linear", i, 4, 0.3) for i in range(4)]
     for i in range(4):
