@@ -377,7 +377,9 @@ def norm_param_names(model: nn.Module) -> set[str]:
     for mod_name, mod in unwrap_model(model).named_modules():
         if not is_norm_module(mod) or not mod._parameters:
             continue
-        for p in mod._parameters:
+        for p, value in mod._parameters.items():
+            if value is None:  # registered as None (LayerNorm(bias=False), elementwise_affine=False)
+                continue
             out.add(canonical_name(f"{mod_name}.{p}" if mod_name else p)[0])
     return out
 

@@ -115,21 +115,21 @@ def _lora_modules(
             raise ValueError(f"policy: targets={ALL_LINEAR!r} finds no nn.Linear in blocks {sorted(chosen)}")
         return found
     hits = target_matches(in_blocks, targets)
-    found, missing, unwrappable = [], [], {}
+    found, missing = [], []
     for t, names in hits.items():
         ok = [n for n in names if isinstance(modules[n], kinds)]
         if not ok:
             missing.append(t)
-            if names:
-                unwrappable[t] = sorted({type(modules[n]).__name__ for n in names})
         found += ok
     if missing:
-        where = {t: len(v) for t, v in target_matches([n for n in modules if n], missing).items()}
-        outside = [t for t in missing if where[t] and t not in unwrappable]
-        hint = "; ".join(
-            [f"{t!r} matches only {k} (LoRA wraps Linear / Conv / Embedding)" for t, k in unwrappable.items()]
-            + ([f"{outside} match only outside those blocks"] if outside else [])
-        )
+        notes = []
+        for t, names in target_matches([n for n in modules if n], missing).items():
+            kinds_of = sorted({type(modules[n]).__name__ for n in names if not isinstance(modules[n], kinds)})
+            if names and len(kinds_of) and not any(isinstance(modules[n], kinds) for n in names):
+                notes.append(f"{t!r} matches only {kinds_of} (LoRA wraps Linear / Conv / Embedding)")
+            elif names:
+                notes.append(f"{t!r} matches only outside those blocks")
+        hint = "; ".join(notes)
         kind = "regex" if isinstance(targets, str) else "targets"
         raise ValueError(
             f"policy: LoRA {kind} {missing} match no nn.Linear / Conv / Embedding in blocks {sorted(chosen)}"
