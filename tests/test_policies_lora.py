@@ -163,6 +163,9 @@ def _norm_models():
                                   joint_attention_dim=16, pooled_projection_dim=8, in_channels=4, axes_dims_rope=(2, 2, 4))  # fmt: skip
     yield "flux", flux, {"transformer_blocks.0.attn.norm_q.weight": True, "transformer_blocks.0.attn.norm_added_k.weight": True,
                          "transformer_blocks.0.norm1.linear.weight": False, "norm_out.linear.weight": False}  # fmt: skip
+    yield "unet", _unet("sd15"), {"down_blocks.0.resnets.0.norm1.weight": True,  # GroupNorm
+                                  "down_blocks.0.attentions.0.norm.weight": True, "conv_norm_out.bias": True,
+                                  "down_blocks.0.attentions.0.proj_in.weight": False}  # fmt: skip
     ada = torch.nn.ModuleDict({"norm1": AdaLayerNorm(8, num_embeddings=4), "ln_1": torch.nn.LayerNorm(8)})
     yield "ada", ada, {"norm1.linear.weight": False, "norm1.emb.weight": False, "ln_1.weight": True}
 
@@ -174,7 +177,7 @@ def test_one_norm_rule_by_the_holder_class_and_every_user_agrees():
         for name, want in expected.items():
             assert (name in norms) is want, (family, name)
             assert is_norm(name, modules[name.rsplit(".", 1)[0]]) is want, (family, name)
-        if family in ("llama", "gpt2", "flux"):  # where the names say it, the name-only fallback agrees
+        if family in ("llama", "gpt2", "flux", "unet"):  # where the names say it, the name-only fallback agrees
             assert all(is_norm_name(n) is w for n, w in expected.items()), family
         if next(model.parameters()).is_meta:
             continue
