@@ -234,7 +234,9 @@ class Adapter:
             total += k
         given = self.layer_ids(model, names)
         # the holder's class where the model is given, else its name (one rule: is_norm)
-        norms = norm_param_names(model) if model is not None else {n for n in names if is_norm_name(n)}
+        norms = self.__dict__.pop("_norm_hint", None)  # build_param_groups found them in its own walk
+        if norms is None:
+            norms = norm_param_names(model) if model is not None else {n for n in names if is_norm_name(n)}
         infos: dict[str, ParamInfo] = {}
         unmatched: list[str] = []
         cache: dict[str, tuple[int, str | None, bool]] = {}
@@ -346,15 +348,26 @@ NORM_TYPES: tuple[type, ...] = tuple(
 _NORM_CLASS = re.compile(r"norm(?:act)?(?:\d*d|\d*)$", re.I)
 
 
+_NORM_CLASS_CACHE: dict[type, bool] = {}
+
+
+def _is_norm_class(kind: type) -> bool:
+    verdict = _NORM_CLASS_CACHE.get(kind)
+    if verdict is None:
+        verdict = _NORM_CLASS_CACHE[kind] = issubclass(kind, NORM_TYPES) or bool(_NORM_CLASS.search(kind.__name__))
+    return verdict
+
+
 def is_norm_module(module: nn.Module | None) -> bool:
     """True for a normalisation layer: a torch norm type or a class whose name ends in ``Norm``."""
     if module is None:
         return False
+    children = module._modules
     for attr in ("original_module", "base_layer"):  # peft's wrappers hold the real layer
-        inner = getattr(module, attr, None)
+        inner = children.get(attr)
         if isinstance(inner, nn.Module):
             module = inner
-    return isinstance(module, NORM_TYPES) or bool(_NORM_CLASS.search(type(module).__name__))
+    return _is_norm_class(type(module))
 
 
 def is_norm(name: str, module: nn.Module | None = None) -> bool:
@@ -371,11 +384,32 @@ def is_norm(name: str, module: nn.Module | None = None) -> bool:
     return is_norm_name(name)
 
 
+def walk_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], set[str]]:
+    """``model.named_parameters()`` and :func:`norm_param_names` in one pass over the modules."""
+    named: list[tuple[str, nn.Parameter]] = []
+    norms: set[str] = set()
+    seen: set[int] = set()
+    for mod_name, mod in model.named_modules():
+        params = mod._parameters
+        if not params:
+            continue
+        norm = _is_norm_class(type(mod))
+        for key, p in params.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{mod_name}.{key}" if mod_name else key
+            named.append((full, p))
+            if norm:
+                norms.add(canonical_name(full)[0])
+    return named, norms
+
+
 def norm_param_names(model: nn.Module) -> set[str]:
     """Canonical names of every parameter held by a normalisation layer of ``model`` (:func:`is_norm`)."""
     out: set[str] = set()
     for mod_name, mod in unwrap_model(model).named_modules():
-        if not is_norm_module(mod) or not mod._parameters:
+        if not mod._parameters or not _is_norm_class(type(mod)):  # the holder itself (never a peft wrapper)
             continue
         for p, value in mod._parameters.items():
             if value is None:  # registered as None (LayerNorm(bias=False), elementwise_affine=False)

@@ -25,6 +25,7 @@ from recipes.adapter import (
     generic_no_decay,
     norm_param_names,
     unwrap_model,
+    walk_parameters,
 )
 from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy
@@ -115,8 +116,13 @@ def describe_any(model: nn.Module, names: list[str]) -> ModelMap:
     return ModelMap("any", infos, {}, head_layer_id=0, has_depth=False)
 
 
-def _describe(model: nn.Module, names: list[str], adapter: Any, strategy: Strategy) -> tuple[Adapter | None, ModelMap]:
-    """The adapter and model map for ``names``, with the ``prefix`` option and the any-module fallback."""
+def _describe(
+    model: nn.Module, names: list[str], adapter: Any, strategy: Strategy, norms: set[str]
+) -> tuple[Adapter | None, ModelMap]:
+    """The adapter and model map for ``names``, with the ``prefix`` option and the any-module fallback.
+
+    ``norms``: the canonical names of the norm parameters of ``model`` (:func:`walk_parameters`).
+    """
     base = unwrap_model(model)
     prefix = strategy.prefix
     if prefix is None:
@@ -126,7 +132,11 @@ def _describe(model: nn.Module, names: list[str], adapter: Any, strategy: Strate
             if strategy.needs_depth:
                 raise ValueError(_depth_help(f"{type(base).__module__}.{type(base).__qualname__}", strategy)) from None
             return None, describe_any(model, names)
-        return adp, adp.describe(model, names)
+        adp._norm_hint = norms  # saves describe a second pass over the modules
+        try:
+            return adp, adp.describe(model, names)
+        finally:
+            adp.__dict__.pop("_norm_hint", None)
     path = prefix[:-1]
     try:
         sub = base.get_submodule(path)
@@ -195,8 +205,9 @@ def build_param_groups(
     ('head.decay', 1.0)
     """
     strategy = build_strategy(recipe)
-    named = [(n, p, *canonical_name(n)) for n, p in model.named_parameters()]
-    adp, mmap = _describe(model, [c for _, _, c, _ in named], adapter, strategy)
+    params, norms = walk_parameters(model)
+    named = [(n, p, *canonical_name(n)) for n, p in params]
+    adp, mmap = _describe(model, [c for _, _, c, _ in named], adapter, strategy, norms)
     strategy.prepare(mmap)
     peft = strategy.loraplus_mode == "peft"
     if peft:

@@ -150,7 +150,8 @@ def test_kohya_presets_and_strings():
     assert got["down_blocks.1.attentions.1.proj_in.weight"] == pytest.approx(sine[5])  # IN05
     assert got["up_blocks.3.attentions.2.proj_out.weight"] == pytest.approx(rev[11])  # OUT11
     assert got["mid_block.attentions.0.proj_in.weight"] == 0.25
-    got = _lr(build_param_groups(unet("sd15"), dict(type="kohya_blocks", lr=1.0, down_lr_weight="1,,0.5")))
+    with pytest.warns(UserWarning, match="3 of 12 entries given; the rest are 1.0"):
+        got = _lr(build_param_groups(unet("sd15"), dict(type="kohya_blocks", lr=1.0, down_lr_weight="1,,0.5")))
     assert got["down_blocks.0.resnets.0.conv1.weight"] == 0.0  # an empty entry is 0 (IN01)
     assert got["down_blocks.0.resnets.1.conv1.weight"] == 0.5
 
