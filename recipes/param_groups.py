@@ -298,6 +298,8 @@ def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
         return "unmatched"
     if not mmap.has_depth:
         return "head" if info.component == "head" else "model"
+    if info.layer_id in mmap.labels:  # the family's own names (U-Net: kohya's IN05 / MID / OUT00)
+        return mmap.labels[info.layer_id]
     if info.stack is not None:
         return mmap.block_label(info.stack, info.stack_index)
     if info.layer_id == 0:
@@ -317,6 +319,9 @@ def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> st
     locs = list(dict.fromkeys(_location(i, mmap) for i in infos))
     if len(locs) == 1:
         parts.append(locs[0])
+    elif mmap.labels and all(i is not None and i.layer_id in mmap.labels for i in infos):
+        ids = sorted({i.layer_id for i in infos})
+        parts.append(f"{mmap.labels[ids[0]]}-{mmap.labels[ids[-1]]}")
     elif all(i is not None and i.stack is not None and i.stack == infos[0].stack for i in infos):
         idx = sorted({i.stack_index for i in infos})
         parts.append(f"{infos[0].stack}.{idx[0]:02d}-{idx[-1]:02d}")
