@@ -105,6 +105,12 @@ def test_labels_are_kohyas_block_names():
     xl = resolve_adapter(unet("sdxl")).describe(unet("sdxl"))
     assert [xl.layer_label(i) for i in (0, 1, 9, 10, 11, 12, 13, 21, 22)] == [
         "emb", "IN00", "IN08", "MID0", "MID1", "MID2", "OUT00", "OUT08", "out"]  # fmt: skip
+    # group names carry them (so the grid, CSV and TensorBoard columns read kohya's blocks, not stack indices)
+    groups = build_param_groups(unet("sd15"), dict(type="layer_decay", lr=1.0, decay=0.9))
+    where = {n: g["name"] for g in groups for n in g["param_names"]}
+    assert where["down_blocks.1.attentions.1.proj_in.weight"].startswith("IN05.")
+    assert where["mid_block.attentions.0.proj_in.weight"].startswith("MID.")
+    assert where["up_blocks.0.resnets.0.conv1.weight"].startswith("OUT00.")
 
 
 def kohya_weights(sdxl: bool, down, mid, up, zero_threshold=0.0) -> list[float]:
