@@ -134,7 +134,7 @@ def _lr(groups) -> dict[str, float]:
 @pytest.mark.parametrize("preset", ["sd15", "sdxl"])
 def test_down_mid_up_lr_weight_as_kohya_applies_them(preset):
     sdxl = preset == "sdxl"
-    down = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8][: 9 if sdxl else 12]
+    down = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1][: 9 if sdxl else 12]
     mid = [2.0, 0.05, 3.0] if sdxl else [2.0]
     up = [1.5, 0.0, 0.02]  # short: padded with 1.0
     strategy = dict(type="kohya_blocks", lr=1e-4, down_lr_weight=down, mid_lr_weight=mid, up_lr_weight=up,
