@@ -98,6 +98,7 @@ class ParamInfo:
     stack_index: int | None = None  # index inside that stack (0-based)
     block: int | None = None  # global block index in execution order (0-based)
     lora: str | None = None  # lora_A / lora_B / lora_magnitude, None for base weights
+    norm: bool = False  # held by a normalisation layer (:func:`is_norm`)
 
 
 @dataclass
@@ -109,6 +110,10 @@ class ModelMap:
     stack_sizes: dict[str, int]
     unmatched: list[str] = field(default_factory=list)
     head_layer_id: int | None = None  # set when the model's own grouping says it (timm)
+    #: a display name per layer id where the family has its own (U-Net: IN00 / MID / OUT00, kohya's names)
+    labels: dict[int, str] = field(default_factory=dict)
+    #: False when no adapter knew the model: every parameter sits at layer 0 and no depth is known
+    has_depth: bool = True
 
     @property
     def num_layers(self) -> int:
@@ -127,6 +132,20 @@ class ModelMap:
         """``blocks.07``: zero-padded to the stack's width (at least two digits)."""
         width = max(2, len(str(self.stack_sizes[stack] - 1)))
         return f"{stack}.{index:0{width}d}"
+
+    def layer_label(self, layer_id: int) -> str:
+        """A readable name of a layer id, the same in every report (grid, CSV, TensorBoard).
+
+        The family's own name where its adapter gives one (U-Net: ``IN05``, ``MID``, ``OUT00``, kohya's
+        block names), else ``embed`` (id 0), ``head`` (the head's id) or the block (``blocks.07``).
+        """
+        if layer_id in self.labels:
+            return self.labels[layer_id]
+        if layer_id <= 0:
+            return "embed"
+        if layer_id >= self.max_layer_id:
+            return "head"
+        return self.block_label(*self.block_at(layer_id - 1))
 
     @property
     def max_layer_id(self) -> int:
@@ -181,6 +200,10 @@ class Adapter:
         """Adapter-specific no-decay names (the generic rules live in the engine)."""
         return any(rx.search(name) for rx in self._no_decay)
 
+    def layer_labels(self, mmap: ModelMap) -> dict[int, str]:
+        """Override to name layer ids the family's way (see :meth:`ModelMap.layer_label`)."""
+        return {}
+
     def layer_ids(self, model: nn.Module, names: list[str]) -> dict[str, int] | None:
         """Override to take layer ids from the model itself (timm's ``group_matcher``).
 
@@ -210,6 +233,10 @@ class Adapter:
             offsets[s] = total
             total += k
         given = self.layer_ids(model, names)
+        # the holder's class where the model is given, else its name (one rule: is_norm)
+        norms = self.__dict__.pop("_norm_hint", None)  # build_param_groups found them in its own walk
+        if norms is None:
+            norms = norm_param_names(model) if model is not None else {n for n in names if is_norm_name(n)}
         infos: dict[str, ParamInfo] = {}
         unmatched: list[str] = []
         cache: dict[str, tuple[int, str | None, bool]] = {}
@@ -220,6 +247,7 @@ class Adapter:
             if rules is None:
                 rules = cache[key] = self._rules(n, loc is not None, total)
             layer_id, comp, no_decay = rules
+            norm = n in norms
             block = None
             if loc is not None:
                 block = offsets[loc[0]] + loc[1]
@@ -229,12 +257,16 @@ class Adapter:
             if layer_id < 0 or comp is None:
                 unmatched.append(n)
                 continue
+            if norm:
+                no_decay = True
             if loc is None:
-                infos[n] = ParamInfo(n, layer_id, comp, no_decay)
+                infos[n] = ParamInfo(n, layer_id, comp, no_decay, norm=norm)
             else:
-                infos[n] = ParamInfo(n, layer_id, comp, no_decay, loc[0], loc[1], block)
+                infos[n] = ParamInfo(n, layer_id, comp, no_decay, loc[0], loc[1], block, norm=norm)
         head_id = max(given.values()) if given else None
-        return ModelMap(self.name or type(self).__name__, infos, sizes, unmatched, head_layer_id=head_id)
+        mmap = ModelMap(self.name or type(self).__name__, infos, sizes, unmatched, head_layer_id=head_id)
+        mmap.labels = dict(self.layer_labels(mmap))
+        return mmap
 
     def _locate_all(self, names: list[str]) -> dict[str, tuple[str, int, str] | None]:
         """:meth:`_locate` of every name (the loop inlined: it runs once per parameter)."""
@@ -271,7 +303,8 @@ class Adapter:
             layer_id = num_blocks + 1
         else:
             layer_id = -1
-        return layer_id, self.component_of(name), self.is_no_decay(name) or generic_no_decay(name)
+        # the norm part of the generic rule comes from the module (describe), not the name
+        return layer_id, self.component_of(name), self.is_no_decay(name) or generic_no_decay(name, norm=False)
 
     def rule_hits(self, model: nn.Module) -> dict[str, int]:
         """How many names each rule matches: a rule that matches nothing is dead (tests check it)."""
@@ -296,16 +329,100 @@ GENERIC_NO_DECAY = re.compile(
 )
 
 
-def generic_no_decay(name: str) -> bool:
-    """The engine's name-based no-decay rules, shared by every adapter."""
-    return is_norm_name(name) or bool(GENERIC_NO_DECAY.search(name))
+def generic_no_decay(name: str, norm: bool | None = None) -> bool:
+    """The engine's generic no-decay rules, shared by every adapter: norms and the names above.
+
+    ``norm``: the :func:`is_norm` verdict where the caller has the module; None falls back to the name.
+    """
+    if norm is None:
+        norm = is_norm_name(name)
+    return norm or bool(GENERIC_NO_DECAY.search(name))
+
+
+# --- "is this a norm": one rule for no-decay, ``lr_norm``, ``norm_only`` and trainable counts ------
+NORM_TYPES: tuple[type, ...] = tuple(
+    t for t in (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None)) if t
+)
+# Classes named like a norm: RMSNorm, LlamaRMSNorm, T5LayerNorm, RmsNorm2d, LayerNorm2d, FrozenBatchNorm2d,
+# BatchNormAct2d, AdaGroupNorm. (AdaLayerNorm* hold no parameter of their own: their ``linear`` is a Linear.)
+_NORM_CLASS = re.compile(r"norm(?:act)?(?:\d*d|\d*)$", re.I)
+
+
+_NORM_CLASS_CACHE: dict[type, bool] = {}
+
+
+def _is_norm_class(kind: type) -> bool:
+    verdict = _NORM_CLASS_CACHE.get(kind)
+    if verdict is None:
+        verdict = _NORM_CLASS_CACHE[kind] = issubclass(kind, NORM_TYPES) or bool(_NORM_CLASS.search(kind.__name__))
+    return verdict
+
+
+def is_norm_module(module: nn.Module | None) -> bool:
+    """True for a normalisation layer: a torch norm type or a class whose name ends in ``Norm``."""
+    if module is None:
+        return False
+    children = module._modules
+    for attr in ("original_module", "base_layer"):  # peft's wrappers hold the real layer
+        inner = children.get(attr)
+        if isinstance(inner, nn.Module):
+            module = inner
+    return _is_norm_class(type(module))
+
+
+def is_norm(name: str, module: nn.Module | None = None) -> bool:
+    """The one rule for "is this parameter a norm's": the module that holds it is a normalisation layer.
+
+    ``module``: that holder (``LayerNorm``, ``GroupNorm``, ``BatchNorm*``, ``RMSNorm``, any ``*Norm`` /
+    ``*Norm2d`` class: timm's ``LayerNorm2d``, transformers' ``LlamaRMSNorm``, diffusers' ``RMSNorm``).
+    Without it (a bare name) the holder's name decides: it contains ``norm`` (``norm1``, ``norm_q``,
+    ``layernorm_before``, ``pre_layrnorm``) or is ``ln_*`` / ``ln\\d`` / ``bn\\d*`` / ``gn\\d*``.
+    Every part of the package that asks (no-decay, ``lr_norm``, ``norm_only``, counts) asks this.
+    """
+    if module is not None:
+        return is_norm_module(module)
+    return is_norm_name(name)
+
+
+def walk_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], set[str]]:
+    """``model.named_parameters()`` and :func:`norm_param_names` in one pass over the modules."""
+    named: list[tuple[str, nn.Parameter]] = []
+    norms: set[str] = set()
+    seen: set[int] = set()
+    for mod_name, mod in model.named_modules():
+        params = mod._parameters
+        if not params:
+            continue
+        norm = _is_norm_class(type(mod))
+        for key, p in params.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{mod_name}.{key}" if mod_name else key
+            named.append((full, p))
+            if norm:
+                norms.add(canonical_name(full)[0])
+    return named, norms
+
+
+def norm_param_names(model: nn.Module) -> set[str]:
+    """Canonical names of every parameter held by a normalisation layer of ``model`` (:func:`is_norm`)."""
+    out: set[str] = set()
+    for mod_name, mod in unwrap_model(model).named_modules():
+        if not mod._parameters or not _is_norm_class(type(mod)):  # the holder itself (never a peft wrapper)
+            continue
+        for p, value in mod._parameters.items():
+            if value is None:  # registered as None (LayerNorm(bias=False), elementwise_affine=False)
+                continue
+            out.add(canonical_name(f"{mod_name}.{p}" if mod_name else p)[0])
+    return out
 
 
 def is_norm_name(name: str) -> bool:
-    """Normalisation parameters, by the name of the module that owns them (timm, diffusers, hf)."""
+    """:func:`is_norm` from a parameter name alone (the holder's name), where no module is at hand."""
     return bool(_NORM.search(name))
 
 
 # The owning module's name contains "norm" (norm1, layernorm, norm_added_q, attention_norm) or
-# is one of the short names ln_*, bn*, gn* used by CLIP-style and conv models.
+# is one of the short names ln_*, ln1, bn*, gn* used by CLIP-style and conv models.
 _NORM = re.compile(r"(?:^|\.)(?:[^.]*norm[^.]*|ln(?:_[^.]*)?|ln\d+|bn\d*|gn\d*)\.[^.]+$", re.I)

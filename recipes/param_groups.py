@@ -16,7 +16,16 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, generic_no_decay, unwrap_model
+from recipes.adapter import (
+    Adapter,
+    ModelMap,
+    ParamInfo,
+    canonical_name,
+    generic_no_decay,
+    norm_param_names,
+    unwrap_model,
+    walk_parameters,
+)
 from recipes.registry import ADAPTERS, STRATEGIES, accepted_options
 from recipes.strategies import Strategy
 
@@ -43,6 +52,10 @@ def _accepted_keys(cls: type) -> frozenset[str]:
     return frozenset(accepted_options(cls, skip=("self", "common")))
 
 
+class NoAdapterError(ValueError):
+    """``adapter='auto'`` found no adapter for the model."""
+
+
 def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") -> Adapter:
     """``"auto"`` asks every registered adapter; a name, a class or an instance is taken as is."""
     if isinstance(adapter, Adapter):
@@ -57,7 +70,7 @@ def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") ->
         return claims[0][1]()
     what = f"{type(base).__module__}.{type(base).__qualname__}"
     if not claims:
-        raise ValueError(
+        raise NoAdapterError(
             f"adapter='auto': no registered adapter recognises {what}. Pass adapter=<name> "
             f"(known: {', '.join(ADAPTERS.names())}) or register your own with @ADAPTERS.register_module()"
         )
@@ -75,6 +88,97 @@ def _no_decay(name: str, info: ParamInfo | None, ndim: int, extra: list[re.Patte
     elif generic_no_decay(name):
         return True
     return any(rx.search(name) for rx in extra)
+
+
+def _depth_help(what: str, strategy: Strategy) -> str:
+    kind = type(strategy).__name__
+    return (
+        f"{kind} needs the model's depth, and no registered adapter knows {what}. Give it one: "
+        "adapter=<name> (a registered adapter: recipes.registry.ADAPTERS), your own Adapter subclass with a "
+        "`stacks` table (@ADAPTERS.register_module()), or strategy prefix='backbone.' when a known backbone "
+        "sits inside this model; or use type='flat' (one LR, any model)"
+    )
+
+
+def describe_any(model: nn.Module, names: list[str]) -> ModelMap:
+    """The map of a model no adapter knows: no depth, every parameter at layer 0, component ``norm``
+    (:func:`recipes.adapter.is_norm`) or ``other``; enough for ``flat``, LoRA+ and per-role LRs."""
+    norms = norm_param_names(model)
+    infos = {}
+    for n in names:
+        norm = n in norms
+        infos[n] = ParamInfo(n, 0, "norm" if norm else "other", generic_no_decay(n, norm=norm), norm=norm)
+    return ModelMap("any", infos, {}, head_layer_id=0, has_depth=False)
+
+
+def _describe(
+    model: nn.Module, names: list[str], adapter: Any, strategy: Strategy, norms: set[str]
+) -> tuple[Adapter | None, ModelMap]:
+    """The adapter and model map for ``names``, with the ``prefix`` option and the any-module fallback.
+
+    ``norms``: the canonical names of the norm parameters of ``model`` (:func:`walk_parameters`).
+    """
+    base = unwrap_model(model)
+    prefix = strategy.prefix
+    if prefix is None:
+        try:
+            adp = resolve_adapter(model, adapter)
+        except NoAdapterError:
+            if strategy.needs_depth:
+                raise ValueError(_depth_help(f"{type(base).__module__}.{type(base).__qualname__}", strategy)) from None
+            return None, describe_any(model, names)
+        adp._norm_hint = norms  # saves describe a second pass over the modules
+        try:
+            return adp, adp.describe(model, names)
+        finally:
+            adp.__dict__.pop("_norm_hint", None)
+    path = prefix[:-1]
+    try:
+        sub = base.get_submodule(path)
+    except AttributeError:
+        top = sorted(n for n, _ in base.named_children())
+        raise ValueError(
+            f"strategy.prefix={prefix!r}: the model has no submodule {path!r} (top level: {top})"
+        ) from None
+    inner = [n[len(prefix) :] for n in names if n.startswith(prefix)]
+    try:
+        adp = resolve_adapter(sub, adapter)
+    except NoAdapterError:
+        if strategy.needs_depth:
+            raise ValueError(_depth_help(f"{prefix!r} ({type(sub).__qualname__})", strategy)) from None
+        adp = None
+    sub_map = describe_any(sub, inner) if adp is None else adp.describe(sub, inner)
+    head_id = sub_map.max_layer_id
+    infos = {prefix + n: dataclasses.replace(i, name=prefix + n) for n, i in sub_map.params.items()}
+    norms = norm_param_names(base)
+    for n in names:  # the rest of the model: the head's treatment
+        if not n.startswith(prefix):
+            norm = n in norms
+            infos[n] = ParamInfo(n, head_id, "head", generic_no_decay(n, norm=norm), norm=norm)
+    unmatched = [prefix + n for n in sub_map.unmatched]
+    mmap = ModelMap(sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels),
+                    sub_map.has_depth)  # fmt: skip
+    return adp, mmap
+
+
+def _peft_roles(model: nn.Module, names: list[str]) -> tuple[set[str], set[str]]:
+    """peft LoRA+ (``create_loraplus_optimizer``): of ``names``, those whose tuner layer (the module two
+    name parts up) is a LoRA ``Embedding``, and those transformers' ``get_parameter_names(model,
+    [nn.LayerNorm])`` leaves out (held inside an ``nn.LayerNorm``)."""
+    try:
+        from peft.tuners.lora.layer import Embedding as LoraEmbedding
+    except ImportError:  # no peft: no peft embedding layers either
+        LoraEmbedding = None  # noqa: N806
+    embedding, in_layernorm = set(), set()
+    if LoraEmbedding is not None:
+        for name in names:
+            owner = ".".join(name.split(".")[:-2])
+            if owner and isinstance(model.get_submodule(owner), LoraEmbedding):
+                embedding.add(name)
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.LayerNorm):
+            in_layernorm.update(f"{mod_name}.{p}" if mod_name else p for p, _ in mod.named_parameters())
+    return embedding, in_layernorm
 
 
 def build_param_groups(
@@ -96,10 +200,13 @@ def build_param_groups(
     ('head.decay', 1.0)
     """
     strategy = build_strategy(recipe)
-    adp = resolve_adapter(model, adapter)
-    named = [(n, p, *canonical_name(n)) for n, p in model.named_parameters()]
-    mmap = adp.describe(model, [c for _, _, c, _ in named])
+    params, norms = walk_parameters(model)
+    named = [(n, p, *canonical_name(n)) for n, p in params]
+    adp, mmap = _describe(model, [c for _, _, c, _ in named], adapter, strategy, norms)
     strategy.prepare(mmap)
+    peft = strategy.loraplus_mode == "peft"
+    if peft:
+        embedding, in_layernorm = _peft_roles(model, [n for n, p, _, _ in named if p.requires_grad])
     extra = [re.compile(p) for p in strategy.no_decay]
     buckets: dict[tuple[float, float], dict[str, Any]] = {}
     scales: dict[tuple, float] = {}  # strategies are pure in (layer, component, stack position)
@@ -124,24 +231,35 @@ def build_param_groups(
                 scale = scales[where] = strategy.lr_scale(info, mmap)
         if roles:
             scale *= strategy.role_factor(canon, info, lora, ndim)
-        if lora == "lora_B" and strategy.loraplus_ratio:
-            scale *= strategy.loraplus_ratio
-        wd = strategy.weight_decay_for(info, _no_decay(canon, info, ndim, extra))
+        if peft:  # peft's create_loraplus_optimizer, tensor by tensor
+            if full_name in embedding:
+                scale *= strategy.loraplus_lr_embedding / strategy.base_lr
+                wd = strategy.weight_decay
+            elif "lora_B" in full_name or ndim == 1:
+                scale *= strategy.loraplus_ratio
+                decays = full_name not in in_layernorm and "bias" not in full_name
+                wd = strategy.weight_decay if decays else 0.0
+            else:
+                wd = strategy.weight_decay
+        else:
+            if lora == "lora_B" and strategy.loraplus_ratio:
+                scale *= strategy.loraplus_ratio
+            wd = strategy.weight_decay_for(info, _no_decay(canon, info, ndim, extra))
         bucket = buckets.get((scale, wd))
         if bucket is None:
             bucket = buckets[(scale, wd)] = {"params": [], "param_names": [], "where": {}}
         bucket["params"].append(p)
         bucket["param_names"].append(full_name)
         bucket["where"].setdefault(where, info)
-    _check_unmatched(unmatched, adp, strategy)
+    _check_unmatched(unmatched, mmap.adapter, strategy)
     return _finalise(buckets, strategy.base_lr, mmap)
 
 
-def _check_unmatched(unmatched: list[str], adp: Adapter, strategy: Strategy) -> None:
+def _check_unmatched(unmatched: list[str], adapter_name: str, strategy: Strategy) -> None:
     if not unmatched:
         return
     shown = ", ".join(repr(n) for n in unmatched[:5])
-    msg = f"{adp.name or type(adp).__name__}: {len(unmatched)} trainable parameters match no layer/component rule (e.g. {shown})"
+    msg = f"{adapter_name}: {len(unmatched)} trainable parameters match no layer/component rule (e.g. {shown})"
     if strategy.on_unmatched == "error":
         raise ValueError(f"{msg}; add a rule to the adapter or set on_unmatched='default'")
     warnings.warn(f"{msg}; they get the default LR (on_unmatched='default')", stacklevel=3)
@@ -173,6 +291,10 @@ def _finalise(buckets: dict, base_lr: float, mmap: ModelMap) -> list[dict[str, A
 def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
     if info is None:
         return "unmatched"
+    if not mmap.has_depth:
+        return "head" if info.component == "head" else "model"
+    if info.layer_id in mmap.labels:  # the family's own names (U-Net: kohya's IN05 / MID / OUT00)
+        return mmap.labels[info.layer_id]
     if info.stack is not None:
         return mmap.block_label(info.stack, info.stack_index)
     if info.layer_id == 0:
@@ -192,6 +314,9 @@ def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> st
     locs = list(dict.fromkeys(_location(i, mmap) for i in infos))
     if len(locs) == 1:
         parts.append(locs[0])
+    elif mmap.labels and all(i is not None and i.layer_id in mmap.labels for i in infos):
+        ids = sorted({i.layer_id for i in infos})
+        parts.append(f"{mmap.labels[ids[0]]}-{mmap.labels[ids[-1]]}")
     elif all(i is not None and i.stack is not None and i.stack == infos[0].stack for i in infos):
         idx = sorted({i.stack_index for i in infos})
         parts.append(f"{infos[0].stack}.{idx[0]:02d}-{idx[-1]:02d}")

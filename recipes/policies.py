@@ -4,8 +4,16 @@
 ``inject_adapter_in_model``, so parameter names stay the architecture's own plus ``lora_A/B``)
 and sets ``requires_grad``; it returns the model. Blocks, norms and the head are found
 generically: the block index of a module comes from the model's registered adapter
-(``recipes.adapter``), a norm is any ``nn.LayerNorm / GroupNorm / BatchNorm* / RMSNorm`` (or a class
-whose name ends in ``Norm``), the head is ``model.get_classifier()`` (timm) or ``head`` (a regex).
+(``recipes.adapter``), a norm is what :func:`recipes.adapter.is_norm` says (the one rule: the holder is
+a ``LayerNorm / GroupNorm / BatchNorm* / RMSNorm`` or a class named ``*Norm``), the head is
+``model.get_classifier()`` (timm) or ``head`` (a regex).
+
+``targets`` follow peft's ``target_modules`` rules exactly (``check_target_module_exists``): a list
+matches a module whose full name equals an entry or ends in ``.<entry>`` (so ``qkv``, ``to_out.0``,
+``ff.net.2`` all work); a string is one regex that must match the whole module name
+(``re.fullmatch``); ``"all-linear"`` is every ``nn.Linear``. Matches are then restricted to the chosen
+blocks and to layers LoRA can wrap (Linear, Conv1d/2d/3d, Embedding, transformers' Conv1D). Every list
+entry that matches nothing there is an error naming it, and so is a regex that matches nothing.
 
 Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
 
@@ -31,18 +39,41 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import canonical_name
+from recipes.adapter import canonical_name, norm_param_names
 
 POLICIES = ("full", "lora_only", "norm_only", "hybrid_layerwise")
 LAYOUTS = ("deep_lora", "shallow_lora")
-NORM_TYPES = tuple(
-    t for t in (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None)) if t
-)
 ENGINE_KEYS = ("freeze_lora_steps",)  # read by recipes/engine.py, not here
+ALL_LINEAR = "all-linear"  # peft's shorthand
 
 
-def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith("Norm")
+def _lora_layer_types() -> tuple[type, ...]:
+    """Layers peft's LoRA wraps (``peft.tuners.lora.model.LoraModel._create_new_module``)."""
+    types: list[type] = [nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding]
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        types.append(Conv1D)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def target_matches(names: Sequence[str], targets: str | Sequence[str]) -> dict[str, list[str]]:
+    """peft's ``target_modules`` rule: ``{target: [matching module names]}`` (a string is one target).
+
+    A list entry matches a name equal to it or ending in ``.<entry>``; a string must ``re.fullmatch``.
+    """
+    if isinstance(targets, str):
+        rx = re.compile(targets)
+        return {targets: [n for n in names if rx.fullmatch(n)]}
+    out: dict[str, list[str]] = {}
+    for t in targets:
+        if not isinstance(t, str) or not t:
+            raise TypeError(f"policy.targets: expected module names, got {t!r}")
+        suffix = "." + t
+        out[t] = [n for n in names if n == t or n.endswith(suffix)]
+    return out
 
 
 def block_of_modules(model: nn.Module, adapter: Any = "auto") -> tuple[dict[str, int | None], int]:
@@ -72,16 +103,40 @@ def head_names(model: nn.Module, head: str | None) -> set[str]:
 
 
 def _lora_modules(
-    model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: Sequence[str]
+    model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: str | Sequence[str]
 ) -> list[str]:
-    found = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and blocks.get(n) in chosen and n.rsplit(".", 1)[-1] in targets]  # fmt: skip
-    if not found:
+    """Module names LoRA goes on: ``targets`` by peft's rules, in the ``chosen`` blocks, of a wrappable type."""
+    kinds = _lora_layer_types()
+    modules = dict(model.named_modules())
+    in_blocks = [n for n in modules if n and blocks.get(n) in chosen]
+    if targets == ALL_LINEAR:
+        found = [n for n in in_blocks if isinstance(modules[n], nn.Linear)]
+        if not found:
+            raise ValueError(f"policy: targets={ALL_LINEAR!r} finds no nn.Linear in blocks {sorted(chosen)}")
+        return found
+    hits = target_matches(in_blocks, targets)
+    found, missing = [], []
+    for t, names in hits.items():
+        ok = [n for n in names if isinstance(modules[n], kinds)]
+        if not ok:
+            missing.append(t)
+        found += ok
+    if missing:
+        notes = []
+        for t, names in target_matches([n for n in modules if n], missing).items():
+            kinds_of = sorted({type(modules[n]).__name__ for n in names if not isinstance(modules[n], kinds)})
+            if names and len(kinds_of) and not any(isinstance(modules[n], kinds) for n in names):
+                notes.append(f"{t!r} matches only {kinds_of} (LoRA wraps Linear / Conv / Embedding)")
+            elif names:
+                notes.append(f"{t!r} matches only outside those blocks")
+        hint = "; ".join(notes)
+        kind = "regex" if isinstance(targets, str) else "targets"
         raise ValueError(
-            f"policy: LoRA targets {list(targets)} match no nn.Linear in blocks {sorted(chosen)}; check "
-            "`targets` (last part of a module name, e.g. 'qkv', 'proj', 'fc1', 'fc2')"
+            f"policy: LoRA {kind} {missing} match no nn.Linear / Conv / Embedding in blocks {sorted(chosen)}"
+            f"{': ' + hint if hint else ''}. peft's rule: a list entry matches a module named exactly so or "
+            "ending in '.<entry>' (e.g. 'qkv', 'to_out.0', 'ff.net.2'); a string is one regex over the whole name"
         )
-    return found
+    return list(dict.fromkeys(found))
 
 
 def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, dropout: float) -> None:
@@ -132,9 +187,9 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
     if kind == "full":
         model.requires_grad_(True)
         return model
-    blocks, n_blocks = block_of_modules(model, cfg.get("adapter", "auto"))
+    blocks, n_blocks = _blocks_for(model, cfg, kind)
     head = head_names(model, cfg.get("head"))
-    norms = {n: blocks.get(n) for n, m in model.named_modules() if is_norm(m) and n in blocks}
+    norms = {n: blocks.get(n) for n in _norm_modules(model) if n in blocks}
     lora_at: set[int] = set()
     norm_at: set[str] = set(norms) if kind == "norm_only" else set()
     if kind == "lora_only":
@@ -153,7 +208,9 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
             if (b is not None and b not in lora_at) or (b is None and cfg.get("outside_norms"))
         }
     if lora_at:
-        targets = tuple(cfg.get("targets", ("qkv", "proj", "fc1", "fc2")))
+        targets = cfg.get("targets", ("qkv", "proj", "fc1", "fc2"))
+        if not isinstance(targets, str):
+            targets = tuple(targets)
         inject_lora(model, _lora_modules(model, blocks, lora_at, targets), int(cfg.get("r", 8)),
                     float(cfg.get("alpha", 16)), float(cfg.get("dropout", 0.0)))  # fmt: skip
     trainable = set(head)
@@ -163,16 +220,36 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
     return model
 
 
+def _norm_modules(model: nn.Module) -> set[str]:
+    """Names (as ``model.named_modules`` gives them) of the modules holding norm parameters (``is_norm``)."""
+    norms = norm_param_names(model)
+    return {n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if "." in n and canonical_name(n)[0] in norms}
+
+
+def _blocks_for(model: nn.Module, cfg: Mapping[str, Any], kind: str) -> tuple[dict[str, int | None], int]:
+    """:func:`block_of_modules`; a model no adapter knows is one block for ``lora_only`` / ``norm_only``."""
+    from recipes.param_groups import NoAdapterError
+
+    try:
+        return block_of_modules(model, cfg.get("adapter", "auto"))
+    except NoAdapterError:
+        if kind == "hybrid_layerwise":
+            raise ValueError(
+                "policy hybrid_layerwise needs the model's blocks and no registered adapter knows this model; "
+                "pass policy.adapter=<name> or register an adapter"
+            ) from None
+        return {n: 0 for n, _ in model.named_modules() if n}, 1
+
+
 def trainable_counts(model: nn.Module) -> dict[str, int]:
     """Trainable parameters by role: lora, norm, other; and the total."""
     out = {"lora": 0, "norm": 0, "other": 0}
-    modules = dict(model.named_modules())
+    norms = norm_param_names(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        role = (
-            "lora" if canonical_name(name)[1] else "norm" if is_norm(modules.get(name.rsplit(".", 1)[0])) else "other"
-        )
+        canon, lora = canonical_name(name)
+        role = "lora" if lora else "norm" if canon in norms else "other"
         out[role] += p.numel()
     out["total"] = sum(out.values())
     return out

@@ -129,11 +129,12 @@ def describe_for_report(model: nn.Module, adapter: str | Adapter | type = "auto"
     ``strategy``: the one the groups came from, where its options change the map (a ``prefix``).
     """
     from recipes import param_groups
+    from recipes.adapter import walk_parameters
 
-    describe = getattr(param_groups, "_describe", None)  # the builder's own path, where it has one
-    if strategy is not None and describe is not None:
-        names = [canonical_name(n)[0] for n, _ in model.named_parameters()]
-        return describe(model, names, adapter, param_groups.build_strategy(strategy))[1]
+    if strategy is not None:  # the builder's own path (prefix, the any-module fallback)
+        params, norms = walk_parameters(model)
+        names = [canonical_name(n)[0] for n, _ in params]
+        return param_groups._describe(model, names, adapter, param_groups.build_strategy(strategy), norms)[1]
     return param_groups.resolve_adapter(model, adapter).describe(model)
 
 

@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recipes.adapter import ModelMap, ParamInfo
+from recipes.adapter import ModelMap, ParamInfo, is_norm_name
 from recipes.registry import STRATEGIES
 
 DEPTH_STRATEGIES = ("linear", "cosine", "inverted_u", "flat")
+LORAPLUS_MODES = ("lora_b", "peft")
 
 
 def _check_lr(where: str, value: Any) -> float:
@@ -45,13 +46,23 @@ class Strategy:
             classifies then gets ``lr_scale`` 1.0 (``default_lr`` for ``component_depth``), with a warning.
         loraplus_ratio: LoRA+ (Hayou et al. 2024): LoRA B matrices get ``lr x ratio``; composes
             with every other factor.
+        loraplus_mode: which tensors LoRA+ speeds up, and whose weight-decay rule then applies.
+            ``"lora_b"`` (default): only LoRA B tensors get the ratio; weight decay follows this
+            package's rules. ``"peft"``: exactly ``peft.optimizers.create_loraplus_optimizer``:
+            LoRA B *and every other 1-D trainable tensor* (biases with ``bias="lora_only"``, DoRA
+            magnitudes, norms of ``modules_to_save``) get the ratio; LoRA on embeddings gets
+            ``loraplus_lr_embedding``; ``weight_decay`` plays peft's ``loraplus_weight_decay``, given to
+            every tensor except the ratio group's biases and ``nn.LayerNorm`` parameters.
+        loraplus_lr_embedding: with ``loraplus_mode="peft"``: the LR of LoRA tensors on embedding
+            layers (peft's default 1e-6), times the strategy's layer/component factor.
         lr_lora: base LR of LoRA tensors (``lora_A/B``, ...) instead of ``lr``: their scale is
             multiplied by ``lr_lora / base_lr``, so layer decay and LoRA+ still apply on top.
         lr_norm: the same for normalisation weights and biases (component ``norm``, or a 1-D
             tensor of a module named like ``norm*``, ``ln*``, ``bn*``); see :meth:`role_factor`.
     """
 
-    NORM_NAME = re.compile(r"(?:^|\.)(?:\w*norm\w*|ln\w*|bn\d*|gn\d*)\.(?:weight|bias)$", re.IGNORECASE)
+    #: True when the strategy needs the model's depth (an adapter that knows its blocks)
+    needs_depth: bool = False
 
     def __init__(
         self,
@@ -62,6 +73,9 @@ class Strategy:
         loraplus_ratio: float | None = None,
         lr_lora: float | None = None,
         lr_norm: float | None = None,
+        loraplus_mode: str = "lora_b",
+        loraplus_lr_embedding: float | None = None,
+        prefix: str | None = None,
     ) -> None:
         self.lr = _check_lr("strategy.lr", lr)
         self.weight_decay = _check_lr("strategy.weight_decay", weight_decay)
@@ -81,6 +95,26 @@ class Strategy:
         self.loraplus_ratio = loraplus_ratio
         self.lr_lora = None if lr_lora is None else _check_lr("strategy.lr_lora", lr_lora)
         self.lr_norm = None if lr_norm is None else _check_lr("strategy.lr_norm", lr_norm)
+        if loraplus_mode not in LORAPLUS_MODES:
+            raise ValueError(f"strategy.loraplus_mode must be one of {LORAPLUS_MODES}, got {loraplus_mode!r}")
+        if loraplus_mode == "peft":
+            if not loraplus_ratio:
+                raise ValueError("strategy.loraplus_mode='peft' needs loraplus_ratio (peft's loraplus_lr_ratio)")
+            if self.no_decay:
+                raise ValueError(
+                    "strategy.no_decay: loraplus_mode='peft' uses peft's weight-decay rule (biases and LayerNorm "
+                    "parameters of the LoRA B group), so extra no_decay patterns would be ignored; drop one"
+                )
+            loraplus_lr_embedding = 1e-6 if loraplus_lr_embedding is None else loraplus_lr_embedding
+            self.loraplus_lr_embedding = _check_lr("strategy.loraplus_lr_embedding", loraplus_lr_embedding)
+        elif loraplus_lr_embedding is not None:
+            raise ValueError("strategy.loraplus_lr_embedding is read only with loraplus_mode='peft'")
+        else:
+            self.loraplus_lr_embedding = None
+        self.loraplus_mode = loraplus_mode
+        if prefix is not None and (not isinstance(prefix, str) or not prefix.strip(".")):
+            raise ValueError(f"strategy.prefix: expected a submodule path such as 'backbone.', got {prefix!r}")
+        self.prefix = None if prefix is None else prefix.strip(".") + "."
 
     def role_factor(self, name: str, info: ParamInfo | None, lora: str | None, ndim: int) -> float:
         """Multiplier for per-role LRs (``lr_lora`` / ``lr_norm``); 1.0 when neither is set.
@@ -93,8 +127,8 @@ class Strategy:
             raise ValueError("strategy: lr_lora / lr_norm need a non-zero base LR to express them as an lr_scale")
         if lora:
             return 1.0 if self.lr_lora is None else self.lr_lora / self.base_lr
-        is_norm = (info is not None and info.component == "norm") or (ndim <= 1 and self.NORM_NAME.search(name))
-        if is_norm and self.lr_norm is not None:
+        norm = info.norm if info is not None else is_norm_name(name)  # the one rule (recipes.adapter.is_norm)
+        if norm and self.lr_norm is not None:
             return self.lr_norm / self.base_lr
         return 1.0
 
@@ -161,6 +195,8 @@ class LayerDecay(Strategy):
     >>> s.layer_scale(0, num_layers=2)
     0.125
     """
+
+    needs_depth = True
 
     def __init__(
         self,
@@ -243,6 +279,9 @@ class ComponentDepth(Strategy):
     component has no entry in ``component_lr`` get ``default_lr``, which is also the base LR
     (``lr_scale`` 1.0). With ``enabled=False`` every parameter gets the flat ``lr``.
 
+    ``lr`` is read only with ``enabled=False``: with ``enabled=True`` every LR comes from
+    ``component_lr`` and ``default_lr``, so giving ``lr`` too is an error (it would be ignored).
+
     Args:
         depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the seed's log) or
             ``"global"`` (one index over all stacks in execution order).
@@ -263,6 +302,11 @@ class ComponentDepth(Strategy):
         **common: Any,
     ) -> None:
         self.enabled = bool(enabled)
+        if self.enabled and lr is not None:
+            raise ValueError(
+                f"component_depth: `lr` ({lr}) is not read with enabled=True: component_lr sets each component's "
+                f"LR and default_lr ({default_lr}) every other one; drop `lr`, or set enabled=False for one flat LR"
+            )
         self.default_lr = _check_lr("component_depth.default_lr", default_lr)
         super().__init__(self.default_lr if lr is None else lr, **common)
         if self.enabled and component_lr is None:
@@ -286,6 +330,10 @@ class ComponentDepth(Strategy):
     def base_lr(self) -> float:
         return self.default_lr if self.enabled else self.lr
 
+    @property
+    def needs_depth(self) -> bool:  # type: ignore[override]
+        return self.enabled  # components and depth both come from an adapter
+
     def prepare(self, mmap: ModelMap) -> None:
         if self.enabled:
             _warn_unused_components("component_depth.component_lr", self.component_lr, mmap)
@@ -305,3 +353,124 @@ class ComponentDepth(Strategy):
         if info.component not in self.component_lr:
             return 1.0
         return self.component_lr[info.component] * self.factor(info, mmap) / self.default_lr
+
+
+KOHYA_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
+
+
+def kohya_lr_weights(value: str | Sequence[float] | None, n: int, where: str, presets: bool) -> list[float] | None:
+    """kohya's ``down_lr_weight`` / ``mid_lr_weight`` / ``up_lr_weight`` parsing (``networks/lora.py``).
+
+    A list of floats, or a string: comma-separated numbers (an empty entry is 0.0), or for down/up a
+    preset ``cosine`` / ``sine`` / ``linear`` / ``reverse_linear`` / ``zeros`` with an optional
+    ``+base`` added to every entry (``sine+0.5``). A short list is padded with 1.0 (as kohya does, with a
+    warning); a long one is an error (kohya drops the extra entries).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if presets and "," not in value:
+            name, _, base = value.partition("+")
+            if name not in KOHYA_PRESETS:
+                raise ValueError(
+                    f"{where}: {value!r} is neither a list of numbers nor one of kohya's presets {KOHYA_PRESETS}"
+                )
+            b = _check_lr(f"{where} (+base)", float(base)) if base else 0.0
+            ramp = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+            table = {
+                "cosine": [math.sin(math.pi * x / 2) for x in reversed(ramp)],
+                "sine": [math.sin(math.pi * x / 2) for x in ramp],
+                "linear": ramp,
+                "reverse_linear": list(reversed(ramp)),
+                "zeros": [0.0] * n,
+            }
+            return [w + b for w in table[name]]
+        try:
+            value = [float(x) if x.strip() else 0.0 for x in value.split(",")]
+        except ValueError:
+            raise ValueError(f"{where}: expected comma-separated numbers, got {value!r}") from None
+    weights = [_check_lr(f"{where}[{i}]", w) for i, w in enumerate(value)]
+    if len(weights) > n:
+        raise ValueError(f"{where}: {len(weights)} entries but the model has {n} such blocks")
+    if len(weights) < n:
+        warnings.warn(f"{where}: {len(weights)} of {n} entries given; the rest are 1.0 (as kohya does)", stacklevel=4)
+        weights += [1.0] * (n - len(weights))
+    return weights
+
+
+@STRATEGIES.register_module("kohya_blocks")
+class KohyaBlocks(Strategy):
+    """kohya sd-scripts' per-block LRs on a model whose adapter names kohya's blocks (IN / MID / OUT).
+
+    The U-Net adapter's layer ids are kohya's numbering (SD 1.x: IN00..IN11, MID, OUT00..OUT11;
+    SDXL: emb, IN00..IN08, MID0..MID2, OUT00..OUT08, out), so:
+
+    Args:
+        down_lr_weight / mid_lr_weight / up_lr_weight: kohya's LoRA block weights with kohya's
+            semantics (see :func:`kohya_lr_weights`): ``lr x weight`` per IN / MID / OUT block in
+            that order; blocks not listed (SDXL's emb and out, SD's out) keep 1.0. A block whose weight
+            is 0 gets LR 0 (kohya leaves it out of training).
+        block_lr_zero_threshold: weights at or under it become 0 (kohya's ``block_lr_zero_threshold``).
+        block_lr: kohya's ``--block_lr`` (SDXL full fine-tuning): one absolute LR per layer id
+            (23 on SDXL). Not together with the weights.
+    """
+
+    needs_depth = True
+
+    def __init__(
+        self,
+        lr: float,
+        down_lr_weight: str | Sequence[float] | None = None,
+        mid_lr_weight: str | Sequence[float] | None = None,
+        up_lr_weight: str | Sequence[float] | None = None,
+        block_lr_zero_threshold: float = 0.0,
+        block_lr: str | Sequence[float] | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(lr, **common)
+        self.weights_given = {"down_lr_weight": down_lr_weight, "mid_lr_weight": mid_lr_weight,
+                              "up_lr_weight": up_lr_weight}  # fmt: skip
+        given = [k for k, v in self.weights_given.items() if v is not None]
+        if block_lr is not None and given:
+            raise ValueError(f"kohya_blocks: give block_lr (absolute LRs) or {given} (weights), not both")
+        if block_lr is None and not given:
+            raise ValueError("kohya_blocks: give down_lr_weight / mid_lr_weight / up_lr_weight, or block_lr")
+        if isinstance(block_lr, str):
+            block_lr = [float(x) for x in block_lr.split(",")]
+        self.block_lr = None if block_lr is None else [_check_lr(f"block_lr[{i}]", v) for i, v in enumerate(block_lr)]
+        if self.block_lr is not None and self.lr == 0:
+            raise ValueError("kohya_blocks: block_lr needs a non-zero `lr` to express it as an lr_scale")
+        self.zero_threshold = _check_lr("kohya_blocks.block_lr_zero_threshold", block_lr_zero_threshold)
+        if self.zero_threshold and block_lr is not None:
+            raise ValueError("kohya_blocks: block_lr_zero_threshold applies to the *_lr_weight lists, not block_lr")
+        self.scales: list[float] = []
+
+    def prepare(self, mmap: ModelMap) -> None:
+        n_ids = mmap.max_layer_id + 1
+        labels = [mmap.labels.get(i, "") for i in range(n_ids)]
+        kinds = {k: [i for i, lab in enumerate(labels) if lab.startswith(k)] for k in ("IN", "MID", "OUT")}
+        if not all(kinds.values()):
+            raise ValueError(
+                f"kohya_blocks: adapter {mmap.adapter!r} does not name kohya's IN / MID / OUT blocks "
+                "(the U-Net adapter does); use layer_decay with `scales` for other models"
+            )
+        if self.block_lr is not None:
+            if len(self.block_lr) != n_ids:
+                raise ValueError(
+                    f"kohya_blocks.block_lr has {len(self.block_lr)} entries but {mmap.adapter!r} has {n_ids} "
+                    f"blocks ({', '.join(labels)}); give one LR per block"
+                )
+            self.scales = [v / self.lr for v in self.block_lr]
+            return
+        self.scales = [1.0] * n_ids
+        for key, kind, presets in (("down_lr_weight", "IN", True), ("mid_lr_weight", "MID", False),
+                                   ("up_lr_weight", "OUT", True)):  # fmt: skip
+            ids = kinds[kind]
+            weights = kohya_lr_weights(self.weights_given[key], len(ids), f"kohya_blocks.{key}", presets)
+            if weights is None:
+                continue
+            for i, w in zip(ids, weights, strict=True):
+                self.scales[i] = w if w > self.zero_threshold else 0.0
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        return self.scales[info.layer_id]

@@ -49,7 +49,7 @@ def test_inverted_u_peak_and_both_ends():
 
 @pytest.mark.filterwarnings("ignore:component_depth.component_lr")  # a ViT has no cross_attn
 def test_seed_block_verbatim_on_a_real_vit():
-    groups = build_param_groups(vit(4), dict(type="component_depth", lr=4e-4, weight_decay=0.01, **SEED_BLOCK))
+    groups = build_param_groups(vit(4), dict(type="component_depth", weight_decay=0.01, **SEED_BLOCK))
     lr = {n: g["lr"] for g in groups for n in g["param_names"]}
     f = [depth_factor("linear", i, 4, 0.3) for i in range(4)]
     for i in range(4):
@@ -92,3 +92,23 @@ def test_bad_options(opts, match):
 def test_unused_component_warns():
     with pytest.warns(UserWarning, match=r"\['cross_attn'\] match no component"):
         build_param_groups(vit(2), dict(type="component_depth", component_lr={"self_attn": 1e-4, "cross_attn": 1e-4}))
+
+
+def test_lr_is_rejected_while_enabled_and_acts_when_disabled():
+    """With enabled=True component_lr / default_lr give every LR, so an `lr` would be ignored: an error."""
+    with pytest.raises(ValueError, match=r"`lr` \(123\) is not read with enabled=True.*drop `lr`"):
+        build_param_groups(vit(2), dict(type="component_depth", lr=123, component_lr={"self_attn": 1e-4}))
+    off = dict(type="component_depth", enabled=False, component_lr={"self_attn": 1e-4})
+    assert {g["lr"] for g in build_param_groups(vit(2), dict(off, lr=123))} == {123}
+    assert {g["lr"] for g in build_param_groups(vit(2), dict(off, lr=7))} == {7}
+
+
+def test_shipped_component_depth_configs_set_no_unread_lr():
+    from pathlib import Path
+
+    from recipes.train.config import load_config
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.py")):
+        s = load_config(path).get("strategy") or {}
+        if s.get("type") == "component_depth" and s.get("enabled", True):
+            assert "lr" not in s, path.name

@@ -226,3 +226,28 @@ def test_a_strategy_subclass_overriding_role_factor_is_honoured():
     for g in twice:
         for n in g["param_names"]:
             assert g["lr_scale"] == scale[n] * (2.0 if n.endswith(".bias") else 1.0), n
+
+
+def test_layer_labels_name_each_layer_id_for_reports():
+    from recipes.param_groups import resolve_adapter
+
+    model = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, depth=3, num_classes=3, embed_dim=8, num_heads=2
+    )
+    mmap = resolve_adapter(model).describe(model)
+    assert [mmap.layer_label(i) for i in range(mmap.max_layer_id + 1)] == [
+        "embed",
+        "blocks.00",
+        "blocks.01",
+        "blocks.02",
+        "head",
+    ]
+    assert mmap.labels == {}  # a ViT has no names of its own; the U-Net's are kohya's (tests/test_kohya.py)
+
+
+def test_layer_decay_without_depth_says_how_to_give_it():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    with pytest.raises(ValueError, match=r"LayerDecay needs the model's depth.*adapter=<name>.*prefix="):
+        build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.75))
+    with pytest.raises(ValueError, match="layer_decay: give exactly one of"):  # option errors come first
+        build_param_groups(model, dict(type="layer_decay", lr=1.0))

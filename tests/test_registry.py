@@ -35,8 +35,9 @@ def test_duplicate_name_raises():
 
 
 def test_auto_adapter_errors_on_unknown_model():
-    with pytest.raises(ValueError, match=r"no registered adapter recognises torch.nn.modules.linear.Linear"):
-        build_param_groups(torch.nn.Linear(2, 2), dict(type="flat", lr=1.0))
+    # flat needs no adapter (any module); depth does, and the error names the model
+    with pytest.raises(ValueError, match=r"no registered adapter knows torch.nn.modules.linear.Linear"):
+        build_param_groups(torch.nn.Linear(2, 2), dict(type="layer_decay", lr=1.0, decay=0.5))
 
 
 def test_custom_imports_register_a_users_schedule(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ EXPECTED = {
     "flux2-klein-4b": _FLUX2,
     "flux2-klein-9b": _FLUX2,
     "sd15": ("unet", {E: {"conv_in", "time_embedding"}, H: {"conv_norm_out", "conv_out"}}),
-    "sdxl": ("unet", {E: {"add_embedding", "conv_in", "time_embedding"}, H: {"conv_norm_out", "conv_out"}}),
+    "sdxl": ("unet", {E: {"add_embedding", "time_embedding"}, H: {"conv_norm_out", "conv_out"}}),
     "sd3-medium": _SD3,
     "sd35-medium": _SD3,
     "sd35-large": _SD3,
@@ -148,7 +148,7 @@ def test_unet_index_is_kohyas_slots():
     )
     assert mmap.num_layers + 1 == 25  # ids 0..24 = kohya's 25 block weights, 25 = out
     sdxl = adp.describe(meta_model("sdxl"))
-    assert sdxl.num_layers == 18  # kohya's 23 block_lr slots: see zoo/unet.py
+    assert sdxl.num_layers == 21  # ids 0..22 = kohya's 23 block_lr slots: see zoo/unet.py
     with pytest.raises(ValueError, match="call describe"):
         ADAPTERS.get("unet")().stack_of("mid_block.resnets.0.conv1.weight")
 
