@@ -91,6 +91,7 @@ class Trainer:
         self.task = TASKS.lookup(self.cfg.get("task", {}).get("type", "classification"))(
             self.cfg, **{k: v for k, v in dict(self.cfg.get("task", {})).items() if k != "type"}
         )
+        self.task.work_dir = self.work_dir  # where a task writes its own outputs (samples, exported weights)
         self.train_set, self.val_set = self.task.build_datasets()
         self._setup_data()
         self.model = self._setup_model(ckpt)

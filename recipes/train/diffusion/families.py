@@ -74,7 +74,7 @@ class SDXL(SD15):
     def predict(self, model, noisy, timesteps, cond, extra):
         # add_time_ids = original size, crop top-left, target size (pipeline's _get_add_time_ids)
         h, w = noisy.shape[-2] * extra["vae_factor"], noisy.shape[-1] * extra["vae_factor"]
-        ids = [list(o) + list(c) + [h, w] for o, c in zip(extra["original_size"], extra["crop_top_left"])]
+        ids = [list(o) + list(c) + [h, w] for o, c in zip(extra["original_size"], extra["crop_top_left"], strict=True)]
         time_ids = torch.tensor(ids, dtype=noisy.dtype, device=noisy.device)
         added = {"text_embeds": cond["pooled_prompt_embeds"], "time_ids": time_ids}
         return model(noisy, timesteps, encoder_hidden_states=cond["prompt_embeds"], added_cond_kwargs=added,
@@ -102,7 +102,9 @@ class SD3(Family):
 
 class Flux(Family):
     name, pipelines = "flux", ("FluxPipeline",)
-    lora_targets = rf".*(?:transformer_blocks\.\d+\.{_MMDIT}|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp|proj_out))"
+    lora_targets = (
+        rf".*(?:transformer_blocks\.\d+\.{_MMDIT}|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp|proj_out))"
+    )
 
     def encode_prompts(self, pipe, prompts, device):
         embeds, pooled, _ = pipe.encode_prompt(prompts, None, device=device)

@@ -77,7 +77,9 @@ class FlowObjective:
         if not logit_std > 0:
             raise ValueError(f"task.logit_std must be > 0, got {logit_std}")
         if not (shift in ("auto", None) or (isinstance(shift, (int, float)) and shift > 0)):
-            raise ValueError(f"task.shift must be 'auto' (the scheduler's), None (no shift) or a number > 0, got {shift!r}")
+            raise ValueError(
+                f"task.shift must be 'auto' (the scheduler's), None (no shift) or a number > 0, got {shift!r}"
+            )
         self.config = scheduler_config
         self.sampling, self.logit_mean, self.logit_std, self.shift = timestep_sampling, logit_mean, logit_std, shift
         self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))

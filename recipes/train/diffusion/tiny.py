@@ -28,6 +28,7 @@ def _byte_alphabet() -> list[str]:
 
 def clip_tokenizer(max_length: int = 77) -> Any:
     from transformers import CLIPTokenizer
+
     chars = _byte_alphabet()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
