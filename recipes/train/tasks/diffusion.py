@@ -86,12 +86,20 @@ class DiffusionTask(Task):
             self.pipe = load_pipeline(m["pretrained"], m.get("dtype"))
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
+            self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
             for name, module in self.pipe.components.items():
                 if isinstance(module, nn.Module) and name != self.family.denoiser:
                     module.requires_grad_(False).eval()
         return self.pipe
+
+    def _check_preset(self, preset: str | None, found: str) -> None:
+        from recipes.train.models.diffusers import PRESETS
+
+        if preset is not None and (preset not in PRESETS or PRESETS[preset][0] != found):
+            want = PRESETS[preset][0] if preset in PRESETS else "an unknown preset"
+            raise ValueError(f"model.preset={preset!r} is {want}, but model.pretrained holds a {found}; fix one of them")
 
     def _objective(self) -> Any:
         o = self.options
