@@ -152,11 +152,11 @@ def test_cache_reuses_and_reencodes_changed_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[cache]" in out and " 1 encoded" in out  # only the changed caption
     run(config("sd15", steps=1, **{**opts, "data.train.resolution": 64}), tmp_path / "c3")
-    assert " 0 reused" in capsys.readouterr().out  # another resolution: nothing reused
-    entry = next((cache).rglob("latent/*.safetensors"))
+    assert ": 2 reused, 4 encoded" in capsys.readouterr().out  # new size: both latents x 2 flips again, texts kept
     from safetensors.torch import load_file, save_file
 
-    save_file(load_file(entry), str(entry), metadata={"model": "someone-else"})
+    for entry in cache.rglob("latent/*.safetensors"):  # files that do not belong under their keys
+        save_file(load_file(entry), str(entry), metadata={"model": "someone-else"})
     with pytest.raises(ValueError, match="was written for another input"):
         run(config("sd15", steps=1, **opts), tmp_path / "c4")
 
@@ -181,8 +181,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
     shutil.rmtree(broken / "vae")
     with pytest.raises(FileNotFoundError, match=r"component 'vae' \(AutoencoderKL\) .* is missing"):
         Trainer(config("sd15", **{"model.pretrained": str(broken)}), tmp_path / "a").setup()
-    with pytest.raises(ValueError, match=r"sizes \[\(30, 30\)\] are not multiples of 2"):
-        Trainer(config("sd15", **{"data.train.resolution": 30}), tmp_path / "b").setup()
+    with pytest.raises(ValueError, match=r"sizes \[\(31, 31\)\] are not multiples of 2"):
+        Trainer(config("sd15", **{"data.train.resolution": 31}), tmp_path / "b").setup()
     with pytest.raises(ValueError, match=r"not multiples of 4 .*flux"):  # VAE factor 2 x Flux's 2x2 packing
         Trainer(config("flux", **{"data.train.resolution": 34}), tmp_path / "c").setup()
     with pytest.raises(ValueError, match=r"task.lora.targets='nothing_here' match no module"):
