@@ -88,7 +88,7 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
     if family == "sd15":
         tok = clip_tokenizer()
         return d.StableDiffusionPipeline(vae=_vae(), text_encoder=_clip(tok), tokenizer=tok, unet=_unet(16),
-                                         scheduler=d.DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False),
+                                         scheduler=d.DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1),
                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
     if family == "sdxl":
         tok, tok2 = clip_tokenizer(), clip_tokenizer()

@@ -270,7 +270,7 @@ class DiffusionTask(Task):
             u = torch.randn(n, generator=generator, device=device) if self.objective.sampling == "logit_normal" else \
                 torch.rand(n, generator=generator, device=device)  # fmt: skip
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
-        dtype = next(p.dtype for p in model.parameters() if not p.requires_grad or self.lora is None)
+        dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
                  "crop_top_left": batch["crop_top_left"], "guidance_scale": self.options.get("guidance_scale", 3.5)}  # fmt: skip
         pred = self.family.predict(
