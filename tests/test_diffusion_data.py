@@ -35,7 +35,7 @@ def write_video(path, frames=12, size=(32, 48)):
     import cv2
 
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 8, (size[1], size[0]))
-    cat = getattr(skimage_data, "chelsea")()
+    cat = skimage_data.chelsea()
     for i in range(frames):  # a real photo panning right
         crop = np.ascontiguousarray(cat[100 : 100 + size[0] * 2 : 2, 4 * i : 4 * i + size[1] * 2 : 2, ::-1])
         w.write(crop)

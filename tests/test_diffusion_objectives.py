@@ -34,7 +34,9 @@ def test_min_snr_weights_match_diffusers_compute_snr():
         snr = compute_snr(sched, t)
         want = torch.clamp(snr, max=5.0) / (snr + 1 if pred == "v_prediction" else snr)
         torch.testing.assert_close(nb.weights, want)
-        assert nb.weights[0] < 1.0 and nb.weights[-1] == pytest.approx(1.0 if pred == "epsilon" else snr[-1] / (snr[-1] + 1))
+        assert nb.weights[0] < 1.0 and nb.weights[-1] == pytest.approx(
+            1.0 if pred == "epsilon" else snr[-1] / (snr[-1] + 1)
+        )
     with pytest.raises(ValueError, match="min_snr_gamma"):
         DDPMObjective(sched, min_snr_gamma=0)
 

@@ -67,7 +67,9 @@ def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, 
     import diffusers
 
     trainer, summary = run(config(family, steps=2, **{"train.batch_size": 1 if family == "wan" else 2}), tmp_path)
-    assert Path(summary["saved"]).is_file() and all(torch.isfinite(torch.tensor(summary["final_loss"])).tolist() for _ in [0])
+    assert Path(summary["saved"]).is_file() and all(
+        torch.isfinite(torch.tensor(summary["final_loss"])).tolist() for _ in [0]
+    )
     assert list((tmp_path / "samples").glob("step_*.png"))
     if family == "wan":
         assert list((tmp_path / "samples").glob("step_*_p0.gif"))
@@ -187,7 +189,9 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("flux", **{"data.train.resolution": 34}), tmp_path / "c").setup()
     with pytest.raises(ValueError, match=r"task.lora.targets='nothing_here' match no module"):
         Trainer(config("sd15", **{"task.lora.targets": "nothing_here"}), tmp_path / "d").setup()
-    with pytest.raises(ValueError, match=r"model.preset='flux1-dev' is FluxTransformer2DModel, but .* UNet2DConditionModel"):
+    with pytest.raises(
+        ValueError, match=r"model.preset='flux1-dev' is FluxTransformer2DModel, but .* UNet2DConditionModel"
+    ):
         Trainer(config("sd15", **{"model.preset": "flux1-dev"}), tmp_path / "e").setup()
     with pytest.raises(KeyError, match=r"unknown diffusion options \['min_snr'\]"):
         Trainer(config("sd15", **{"task.min_snr": 5}), tmp_path / "f").setup()

@@ -7,9 +7,12 @@ model = dict(type="diffusers", preset="sd15", pretrained=None, dtype="bfloat16")
 task = dict(
     type="diffusion",
     lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
-    min_snr_gamma=5.0, caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    min_snr_gamma=5.0,
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
     cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
-    samples=dict(prompts=["a photo of sks dog", "a painting of sks dog in the snow"], seeds=[0, 1], steps=25, guidance_scale=7.5),
+    samples=dict(
+        prompts=["a photo of sks dog", "a painting of sks dog in the snow"], seeds=[0, 1], steps=25, guidance_scale=7.5
+    ),
 )
 data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
 strategy = dict(

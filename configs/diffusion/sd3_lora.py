@@ -7,7 +7,8 @@ model = dict(type="diffusers", preset="sd3-medium", pretrained=None, dtype="bflo
 task = dict(
     type="diffusion",
     lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
-    timestep_sampling="logit_normal", caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    timestep_sampling="logit_normal",
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
     cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
     samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=28, guidance_scale=5.0),
 )

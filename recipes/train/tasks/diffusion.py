@@ -99,7 +99,9 @@ class DiffusionTask(Task):
 
         if preset is not None and (preset not in PRESETS or PRESETS[preset][0] != found):
             want = PRESETS[preset][0] if preset in PRESETS else "an unknown preset"
-            raise ValueError(f"model.preset={preset!r} is {want}, but model.pretrained holds a {found}; fix one of them")
+            raise ValueError(
+                f"model.preset={preset!r} is {want}, but model.pretrained holds a {found}; fix one of them"
+            )
 
     def _objective(self) -> Any:
         o = self.options
