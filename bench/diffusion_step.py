@@ -35,15 +35,16 @@ class _Bar:
     def update(self, n: int) -> None: ...
 
 
-def photos(root: Path) -> Path:
+def photos(root: Path, copies: int = 8) -> Path:
     import skimage.data
     from PIL import Image
 
     root.mkdir(parents=True)
     for name, cap in [("chelsea", "a photo of a cat"), ("coffee", "a cup of coffee"),
                       ("astronaut", "an astronaut portrait"), ("rocket", "a rocket on the pad")]:  # fmt: skip
-        Image.fromarray(getattr(skimage.data, name)()).save(root / f"{name}.png")
-        (root / f"{name}.txt").write_text(cap)
+        for k in range(copies):  # epochs long enough that the engine's end-of-epoch diagnostics are rare, as in use
+            Image.fromarray(getattr(skimage.data, name)()).save(root / f"{name}_{k}.png")
+            (root / f"{name}_{k}.txt").write_text(f"{cap}, view {k}")
     return root
 
 
@@ -109,7 +110,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # more than the free cores makes torch spin
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="diffusion_bench_"))
