@@ -134,6 +134,10 @@ def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, Cach
     if train.crop == "random":
         raise ValueError("task.cache_dir with data.crop='random': a cached latent fixes the crop; use crop='center' "
                          "or train without the cache")  # fmt: skip
+    root, wd = Path(task.options["cache_dir"]).resolve(), task.work_dir and Path(task.work_dir).resolve()
+    if wd is not None and (root == wd or wd in root.parents):
+        raise ValueError(f"task.cache_dir={str(root)!r} is inside the work dir, whose files a new run moves aside; "
+                         "put the cache next to it (e.g. work_dirs/cache) so runs share it")  # fmt: skip
     pipe, fam = task.pipe, task.family
     encoders = [n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module) and n != fam.denoiser]
     cache = EmbeddingCache(task.options["cache_dir"], model_fingerprint(task.cfg.model.pretrained, encoders))
