@@ -1,6 +1,9 @@
-"""diffusers denoisers from a named preset (a released model's full-size config) or a config dict.
+"""diffusers denoisers: from a local pipeline folder, a named preset or a config dict.
 
-Random weights, never a download: ``device="meta"`` builds the full-size tree without memory, which
+``pretrained=DIR`` loads a diffusers pipeline folder (``model_index.json`` plus one subfolder per
+component) through diffusers' own ``from_pretrained``; ``load_pipeline`` gives the whole pipeline
+(the diffusion task trains its denoiser), ``build_diffusers_model`` only the denoiser. Otherwise
+random weights, never a download: ``device="meta"`` builds the full-size tree without memory, which
 is all ``tools/show_lr.py`` and the tests need. The presets are the ``config.json`` values of the
 released checkpoints (read from their model cards / diffusers docs) that differ from the class
 defaults of diffusers 0.42.1; ``tiny-*`` presets are small configs for CPU tests.
@@ -8,8 +11,11 @@ defaults of diffusers 0.42.1; ``tiny-*`` presets are small configs for CPU tests
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -91,16 +97,78 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+DENOISERS = ("transformer", "unet")  # the pipeline component that trains, by subfolder name
+
+
+def _torch_dtype(dtype: str | None) -> Any:
+    import torch
+
+    if dtype is None:
+        return None
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def read_pipeline_index(pretrained: str | Path) -> dict[str, Any]:
+    """``model_index.json`` of a pipeline folder, after checking that every component's subfolder exists."""
+    root = Path(pretrained)
+    index = root / "model_index.json"
+    if not index.is_file():
+        what = "does not exist" if not root.exists() else "has no model_index.json"
+        raise FileNotFoundError(f"model.pretrained={str(root)!r} {what}; give a diffusers pipeline folder "
+                                "(as written by pipeline.save_pretrained)")  # fmt: skip
+    info = json.loads(index.read_text())
+    for name, spec in info.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        if not (root / name).is_dir():
+            raise FileNotFoundError(f"model.pretrained={str(root)!r}: component {name!r} ({spec[1]}) is listed in "
+                                    f"model_index.json but the folder {str(root / name)!r} is missing")  # fmt: skip
+    return info
+
+
+def load_pipeline(pretrained: str | Path, dtype: str | None = None) -> Any:
+    """The diffusers pipeline in a local folder (its class from ``model_index.json``), on the CPU."""
+    import diffusers
+
+    info = read_pipeline_index(pretrained)
+    klass = getattr(diffusers, info.get("_class_name", ""), None)
+    if klass is None:
+        raise ValueError(f"model.pretrained={str(pretrained)!r}: diffusers {diffusers.__version__} has no pipeline "
+                         f"class {info.get('_class_name')!r}")  # fmt: skip
+    return klass.from_pretrained(str(pretrained), torch_dtype=_torch_dtype(dtype))
+
+
+def _load_denoiser(pretrained: str, preset: str | None, cls: str | None, dtype: str | None) -> nn.Module:
+    import diffusers
+
+    info = read_pipeline_index(pretrained)
+    name = next((d for d in DENOISERS if isinstance(info.get(d), list) and info[d][0]), None)
+    if name is None:
+        raise ValueError(f"model.pretrained={pretrained!r}: the pipeline has no {' or '.join(DENOISERS)} component")
+    found = info[name][1]
+    expected = _resolve(preset, cls)[0] if (preset or cls) else found
+    if expected != found:
+        raise ValueError(f"model: preset/cls names a {expected} but {pretrained!r} holds a {found}; "
+                         "drop model.preset / model.cls or fix model.pretrained")  # fmt: skip
+    return getattr(diffusers, found).from_pretrained(pretrained, subfolder=name, torch_dtype=_torch_dtype(dtype))
+
+
 @MODELS.register_module("diffusers")
 def build_diffusers_model(
     preset: str | None = None,
     cls: str | None = None,
     config: Mapping[str, Any] | None = None,
     device: str | None = None,
+    pretrained: str | None = None,
+    dtype: str | None = None,
 ) -> nn.Module:
-    """A diffusers model with random weights: ``preset`` (see ``PRESETS``) or ``cls`` + ``config``.
+    """A diffusers denoiser: ``pretrained`` (a pipeline folder), or random weights from ``preset`` / ``cls``.
 
     ``config`` overrides the preset's values (or the class defaults when no preset is given).
+    With ``pretrained``, a ``preset`` or ``cls`` given must name the class the folder holds.
 
     >>> model = build_diffusers_model("flux1-dev", device="meta")
     >>> len(model.single_transformer_blocks)
@@ -109,15 +177,19 @@ def build_diffusers_model(
     import diffusers
     import torch
 
+    if pretrained is not None:
+        if config or device:
+            raise ValueError("model: `config` and `device` apply to random weights; with `pretrained` remove them "
+                             "(the folder's config.json is used; the engine moves the model to train.device)")  # fmt: skip
+        return _load_denoiser(str(pretrained), preset, cls, dtype)
     cls_name, values = _resolve(preset, cls)
     klass = getattr(diffusers, cls_name, None)
     if klass is None:
         raise KeyError(f"model.cls: diffusers {diffusers.__version__} has no class {cls_name!r}; check the spelling")
     values = {**values, **dict(config or {})}
-    if device is None:
-        return klass(**values)
-    with torch.device(device):
-        return klass(**values)
+    with torch.device(device) if device else contextlib.nullcontext():
+        model = klass(**values)
+    return model.to(_torch_dtype(dtype)) if dtype else model
 
 
 def _resolve(preset: str | None, cls: str | None) -> tuple[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ checkpoints, logging. Tasks import heavy upstream packages inside their methods 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,9 @@ class Task:
     higher_is_better: bool = False
     #: the ``data.<split>`` sections this task reads; any other split is an error
     data_splits: tuple[str, ...] = ("train", "val")
+    #: the run's work dir, set by the engine before training (None in tools that only build the model):
+    #: where a task writes its own outputs (samples, exported weights)
+    work_dir: Path | None = None
 
     def __init__(self, cfg: Any) -> None:
         #: ``model`` section (a copy): the task passes it to ``MODELS`` with the class count filled in

@@ -1,0 +1,230 @@
+"""Captioned image and video folders for diffusion fine-tuning (diffusers' imagefolder convention).
+
+Captions: ``metadata.jsonl`` (one ``{"file_name": ..., "text": ...}`` per line) when the folder has
+one, else a ``.txt`` beside each file; ``instance_prompt`` gives every file one fixed prompt
+(DreamBooth); ``default_caption`` fills files that have none (without it, a missing caption is an
+error naming the files). Every file is opened once at start-up, so a corrupt image or video is an
+error before training, not in the middle of it.
+
+Sizes: ``resolution`` (square side, or ``(height, width)``); ``buckets=True`` gives aspect-ratio
+buckets of about ``resolution**2`` pixels with sides multiples of ``bucket_step`` (each image goes to
+the bucket of nearest aspect ratio). An image is resized to cover its target size, then cropped
+(``crop='center'`` or ``'random'``) and flipped with probability ``flip_p``; the random draws come
+from ``(seed, epoch, index)``, so a resumed run sees the same crops.
+
+A sample is a dict: ``pixels`` (float, [-1, 1], ``C,H,W`` or ``C,F,H,W`` for video), ``caption``,
+``key`` (sha256 of the file's bytes), ``original_size``, ``crop_top_left``, ``flipped``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from recipes.train.registry import DATASETS
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VIDEO_EXTS = (".mp4", ".mov", ".webm", ".avi", ".mkv")
+CROPS = ("center", "random")
+
+
+def aspect_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> list[tuple[int, int]]:
+    """(height, width) buckets of at most ``resolution**2`` pixels, sides multiples of ``step``, ratio <= max_ratio."""
+    out = set()
+    for w in range(step, 4 * resolution + 1, step):
+        h = (resolution * resolution // w) // step * step
+        if h >= step and max(w / h, h / w) <= max_ratio:
+            out.add((h, w))
+    return sorted(out)
+
+
+def _size(resolution: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(resolution, int):
+        return resolution, resolution
+    if isinstance(resolution, (tuple, list)) and len(resolution) == 2:
+        return int(resolution[0]), int(resolution[1])
+    raise ValueError(f"data.resolution must be an int or (height, width), got {resolution!r}")
+
+
+class _CaptionedFolder(Dataset):
+    exts: tuple[str, ...] = ()
+    kind = "file"
+
+    def __init__(self, root: str, resolution: int | tuple[int, int] = 512, crop: str = "center", flip_p: float = 0.0,
+                 instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0) -> None:  # fmt: skip
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root={str(root)!r} is not a folder of {self.kind}s with captions")
+        if crop not in CROPS:
+            raise ValueError(f"data.crop must be one of {CROPS}, got {crop!r}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"data.flip_p must lie in [0, 1], got {flip_p}")
+        self.size, self.crop, self.flip_p, self.seed, self.epoch = _size(resolution), crop, float(flip_p), seed, 0
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts)
+        if not self.files:
+            raise FileNotFoundError(f"data.root={str(root)!r} holds no {self.kind}s ({', '.join(self.exts)})")
+        self.captions = self._captions(instance_prompt, default_caption)
+        self.keys, self.sizes = [], []
+        for f in self.files:
+            data = f.read_bytes()
+            self.keys.append(hashlib.sha256(data).hexdigest())
+            self.sizes.append(self._probe(f, data))
+        self.targets = [self.size] * len(self.files)
+
+    def _captions(self, instance_prompt: str | None, default_caption: str | None) -> list[str]:
+        if instance_prompt is not None:
+            return [instance_prompt] * len(self.files)
+        meta = self.root / "metadata.jsonl"
+        given: dict[Path, str] = {}
+        if meta.is_file():
+            for n, line in enumerate(meta.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                        given[(self.root / row["file_name"]).resolve()] = str(row["text"])
+                    except (ValueError, KeyError, TypeError) as e:
+                        raise ValueError(f"{meta}:{n}: expected {{'file_name': ..., 'text': ...}}, got {line[:80]!r} ({e})") from None  # fmt: skip
+        else:
+            for f in self.files:
+                txt = f.with_suffix(".txt")
+                if txt.is_file():
+                    given[f.resolve()] = txt.read_text().strip()
+        missing = [f for f in self.files if f.resolve() not in given]
+        if missing and default_caption is None:
+            where = "metadata.jsonl" if meta.is_file() else "a .txt beside it"
+            shown = ", ".join(str(m.relative_to(self.root)) for m in missing[:5])
+            raise ValueError(f"data: {len(missing)} of {len(self.files)} {self.kind}s in {str(self.root)!r} have no "
+                             f"caption ({where}), e.g. {shown}; add captions, or set data.default_caption / "
+                             "data.instance_prompt")  # fmt: skip
+        return [given.get(f.resolve(), default_caption or "") for f in self.files]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _placement(self, index: int, src_hw: tuple[int, int], rng: np.random.Generator) -> tuple[Any, ...]:
+        """(resized (h, w), crop (top, left), target (h, w), flipped) for one sample."""
+        th, tw = self.targets[index]
+        h, w = src_hw
+        scale = max(th / h, tw / w)
+        rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
+        if self.crop == "random":
+            top, left = int(rng.integers(0, rh - th + 1)), int(rng.integers(0, rw - tw + 1))
+        else:
+            top, left = (rh - th) // 2, (rw - tw) // 2
+        flipped = bool(self.flip_p > 0 and rng.random() < self.flip_p)
+        return (rh, rw), (top, left), (th, tw), flipped
+
+    def sample_dict(self, index: int, pixels: torch.Tensor, placement: tuple[Any, ...]) -> dict[str, Any]:
+        return {"pixels": pixels, "caption": self.captions[index], "key": self.keys[index],
+                "original_size": tuple(self.sizes[index]), "crop_top_left": placement[1], "flipped": placement[3],
+                "index": index}  # fmt: skip
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(..., H, W, 3)`` -> float in [-1, 1], channels first (``C,H,W`` or ``C,F,H,W``)."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(127.5).sub_(1.0)
+    return t.permute(2, 0, 1) if t.dim() == 3 else t.permute(3, 0, 1, 2)
+
+
+def _place(img: np.ndarray, placement: tuple[Any, ...]) -> np.ndarray:
+    import cv2
+
+    (rh, rw), (top, left), (th, tw), flipped = placement
+    if img.shape[:2] != (rh, rw):
+        img = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA)
+    img = img[top : top + th, left : left + tw]
+    return img[:, ::-1] if flipped else img
+
+
+@DATASETS.register_module("captioned_images")
+class CaptionedImages(_CaptionedFolder):
+    """Images with captions; see the module docstring. ``buckets=True`` turns on aspect-ratio buckets."""
+
+    exts, kind = IMAGE_EXTS, "image"
+
+    def __init__(self, root: str, resolution: int | tuple[int, int] = 512, buckets: bool = False,
+                 bucket_step: int = 64, **kw: Any) -> None:  # fmt: skip
+        super().__init__(root, resolution, **kw)
+        self.buckets: list[tuple[int, int]] = []
+        if buckets:
+            if not isinstance(resolution, int):
+                raise ValueError(
+                    "data.buckets=True needs an int data.resolution (the side of the square of equal area)"
+                )
+            self.buckets = aspect_buckets(resolution, bucket_step)
+            self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
+                            for h, w in self.sizes]  # fmt: skip
+        self.bucket_step = bucket_step
+
+    def _probe(self, path: Path, data: bytes) -> tuple[int, int]:
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return im.height, im.width
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            raise ValueError(f"data: {str(path)!r} is not a readable image ({type(e).__name__}: {e}); remove or "
+                             "replace it") from None  # fmt: skip
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from PIL import Image
+
+        with Image.open(self.files[index]) as im:
+            img = np.asarray(im.convert("RGB"))
+        placement = self._placement(index, img.shape[:2], self._rng(index))
+        return self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
+
+
+@DATASETS.register_module("captioned_videos")
+class CaptionedVideos(_CaptionedFolder):
+    """Videos (``.mp4`` ...) with captions: ``num_frames`` frames every ``frame_stride``-th from the start."""
+
+    exts, kind = VIDEO_EXTS, "video"
+
+    def __init__(self, root: str, resolution: int | tuple[int, int] = 480, num_frames: int = 17,
+                 frame_stride: int = 1, **kw: Any) -> None:  # fmt: skip
+        if num_frames < 1 or frame_stride < 1:
+            raise ValueError(f"data.num_frames and data.frame_stride must be >= 1, got {num_frames}, {frame_stride}")
+        self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
+        super().__init__(root, resolution, **kw)
+
+    def _read(self, path: Path) -> np.ndarray:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        frames, need = [], (self.num_frames - 1) * self.frame_stride + 1
+        try:
+            while cap.isOpened() and len(frames) < need:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                frames.append(frame[:, :, ::-1])  # BGR -> RGB
+        finally:
+            cap.release()
+        if len(frames) < need:
+            raise ValueError(f"data: {str(path)!r} gave {len(frames)} frames, {need} are needed (num_frames="
+                             f"{self.num_frames}, frame_stride={self.frame_stride}); the file is unreadable or too short")  # fmt: skip
+        return np.stack(frames[:: self.frame_stride])
+
+    def _probe(self, path: Path, data: bytes) -> tuple[int, int]:
+        return self._read(path).shape[1:3]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video = self._read(self.files[index])
+        placement = self._placement(index, video.shape[1:3], self._rng(index))
+        return self.sample_dict(index, _to_tensor(np.stack([_place(f, placement) for f in video])), placement)

@@ -1,0 +1,154 @@
+"""On-disk cache of VAE latent distributions and text embeddings (safetensors, one file per entry).
+
+Entries are keyed by content: a latent by (sha256 of the image/video file, target size, crop,
+flip, model fingerprint), a text embedding by (caption, model fingerprint). A changed file or
+caption therefore gets a new key and is encoded again; another model's or another resolution's
+entries are never found. Each file also stores its key's parts as metadata, checked on every read,
+so a file that does not belong (copied in by hand, or a fingerprint collision) is an error, not a
+silent reuse. The model fingerprint hashes the pipeline class, each encoder's config and the first
+and last MiB (plus size) of its weight files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def model_fingerprint(pretrained: str | Path, components: list[str]) -> str:
+    root, h = Path(pretrained), hashlib.sha256()
+    h.update((root / "model_index.json").read_bytes())
+    for name in components:
+        for f in sorted((root / name).glob("*")):
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin"):
+                size = f.stat().st_size
+                with open(f, "rb") as fh:
+                    h.update(str(size).encode() + fh.read(1 << 20))
+                    fh.seek(max(0, size - (1 << 20)))
+                    h.update(fh.read(1 << 20))
+    return h.hexdigest()[:24]
+
+
+class EmbeddingCache:
+    """``get(kind, parts)`` / ``put(kind, parts, tensors)`` under ``root/<model fingerprint>/<kind>/``."""
+
+    def __init__(self, root: str | Path, fingerprint: str) -> None:
+        self.dir = Path(root) / fingerprint
+        self.fingerprint = fingerprint
+        self.hits = self.misses = 0
+
+    def _path(self, kind: str, parts: dict[str, str]) -> tuple[Path, dict[str, str]]:
+        meta = {"model": self.fingerprint, **{k: str(v) for k, v in parts.items()}}
+        key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+        return self.dir / kind / f"{key}.safetensors", meta
+
+    def get(self, kind: str, parts: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+        from safetensors import safe_open
+
+        path, meta = self._path(kind, parts)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            stored = f.metadata() or {}
+            if stored != meta:
+                diff = sorted(k for k in set(meta) | set(stored) if meta.get(k) != stored.get(k))
+                raise ValueError(f"cache: {path} was written for another input ({', '.join(diff)} differ: "
+                                 f"{ {k: stored.get(k) for k in diff} } vs {({k: meta.get(k) for k in diff})}); "
+                                 "delete that file or point task.cache_dir at a new folder")  # fmt: skip
+            out = {k: f.get_tensor(k) for k in f.keys()}
+        self.hits += 1
+        return out
+
+    def put(self, kind: str, parts: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        path, meta = self._path(kind, parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """A captioned dataset read from the cache: ``latent`` (distribution parameters) and ``cond`` per sample."""
+
+    def __init__(self, base: Any, cache: EmbeddingCache, spec: dict[str, str]) -> None:
+        self.base, self.cache, self.spec = base, cache, spec
+        self.targets = base.targets
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def latent_parts(self, i: int, flipped: bool) -> dict[str, Any]:
+        return {"source": self.base.keys[i], "size": "x".join(map(str, self.base.targets[i])), "flip": int(flipped),
+                **self.spec}  # fmt: skip
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        b = self.base
+        placement = b._placement(i, b.sizes[i], b._rng(i))
+        latent = self.cache.get("latent", self.latent_parts(i, placement[3]))
+        cond = self.cache.get("text", {"caption": b.captions[i]})
+        if latent is None or cond is None:
+            raise ValueError(f"cache: entry for {b.files[i]} is missing from {self.cache.dir}; it was removed while "
+                             "training, restart to re-encode it")  # fmt: skip
+        return {"latent": latent["params"], "cond": cond, "caption": b.captions[i], "key": b.keys[i],
+                "original_size": tuple(b.sizes[i]), "crop_top_left": placement[1], "flipped": placement[3],
+                "index": i}  # fmt: skip
+
+
+def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str]) -> CachedDataset:
+    cached = CachedDataset(ds, cache, spec)
+    device = task._device or torch.device("cpu")
+    flips = (False, True) if ds.flip_p > 0 else (False,)
+    saved_flip, ds.flip_p = ds.flip_p, 0.0
+    try:
+        for i in range(len(ds)):
+            for flip in flips:
+                parts = cached.latent_parts(i, flip)
+                if cache.get("latent", parts) is None:
+                    pixels = ds[i]["pixels"]
+                    pixels = pixels.flip(-1) if flip else pixels
+                    params = task.latent_params(pixels.unsqueeze(0).to(device))[0]
+                    cache.put("latent", parts, {"params": params})
+            if cache.get("text", {"caption": ds.captions[i]}) is None:
+                cache.put("text", {"caption": ds.captions[i]}, {k: v[0] for k, v in
+                                                                task.encode_prompts([ds.captions[i]], device).items()})  # fmt: skip
+    finally:
+        ds.flip_p = saved_flip
+    return cached
+
+
+def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, CachedDataset]:
+    """Encode every sample not yet in ``task.cache_dir``; afterwards drop the text encoders from memory."""
+    if train.crop == "random":
+        raise ValueError("task.cache_dir with data.crop='random': a cached latent fixes the crop; use crop='center' "
+                         "or train without the cache")  # fmt: skip
+    root, wd = Path(task.options["cache_dir"]).resolve(), task.work_dir and Path(task.work_dir).resolve()
+    if wd is not None and (root == wd or wd in root.parents):
+        raise ValueError(f"task.cache_dir={str(root)!r} is inside the work dir, whose files a new run moves aside; "
+                         "put the cache next to it (e.g. work_dirs/cache) so runs share it")  # fmt: skip
+    pipe, fam = task.pipe, task.family
+    encoders = [n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module) and n != fam.denoiser]
+    cache = EmbeddingCache(task.options["cache_dir"], model_fingerprint(task.cfg.model.pretrained, encoders))
+    spec = {"crop": train.crop, "frames": str(getattr(train, "num_frames", 1)),
+            "stride": str(getattr(train, "frame_stride", 1))}  # fmt: skip
+    out_train = _fill(task, train, cache, spec)
+    out_val = out_train if val is train else _fill(task, val, cache, spec)
+    for prompt in ["", *task.samples.get("prompts", [])]:
+        task.prompt_cond(prompt, task._device or torch.device("cpu"))
+    for name in encoders:
+        if name.startswith("text_encoder"):
+            setattr(pipe, name, None)  # sampling runs on the embeddings kept in memory
+    print(f"[cache] {cache.dir}: {cache.hits} reused, {cache.misses} encoded; text encoders released")
+    return out_train, out_val

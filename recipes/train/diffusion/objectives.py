@@ -1,0 +1,126 @@
+"""Training objectives: what the denoiser sees and what it must predict, per noise schedule.
+
+Written against diffusers 0.42's schedulers, so a training step matches what the pipeline's
+scheduler does at inference:
+
+- ``DDPMObjective`` (SD 1.5, SDXL): integer timesteps uniform in ``[0, T)``; ``x_t`` is
+  ``DDPMScheduler.add_noise`` (``sqrt(a_t) x0 + sqrt(1 - a_t) n``); the target is the noise
+  (``epsilon``) or ``DDPMScheduler.get_velocity`` (``v_prediction``: ``sqrt(a_t) n - sqrt(1 - a_t) x0``).
+  Optional min-SNR-gamma weighting (Hang et al. 2023): ``min(snr, gamma) / snr`` for epsilon,
+  ``min(snr, gamma) / (snr + 1)`` for v-prediction.
+- ``FlowObjective`` (SD3, Flux, WAN and the other flow models): ``sigma`` from a logit-normal (or
+  uniform) draw, then the pipeline scheduler's shift: the static ``shift`` of
+  ``FlowMatchEulerDiscreteScheduler`` (``s * t / (1 + (s - 1) t)``), or with ``use_dynamic_shifting``
+  the resolution-dependent one Flux uses (``mu`` linear in the image's token count, ``e^mu / (e^mu + 1/t - 1)``);
+  ``x_t = (1 - sigma) x0 + sigma n`` (``scale_noise``) and the target is the velocity ``n - x0``
+  (an Euler step of the scheduler from ``sigma`` to 0 with this prediction returns ``x0``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+
+
+@dataclass
+class NoisedBatch:
+    noisy: torch.Tensor
+    target: torch.Tensor
+    timesteps: torch.Tensor  # what the denoiser is given (DDPM: int steps; flow: sigma x num_train_timesteps)
+    sigmas: torch.Tensor | None  # flow only
+    weights: torch.Tensor  # per-sample loss weights
+
+
+class DDPMObjective:
+    """Epsilon / v-prediction on a ``DDPMScheduler``'s noise schedule (read from the pipeline folder)."""
+
+    def __init__(self, scheduler: Any, prediction_type: str | None = None, min_snr_gamma: float | None = None) -> None:
+        self.scheduler = scheduler
+        self.prediction_type = prediction_type or scheduler.config.prediction_type
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"task.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"task.min_snr_gamma must be > 0 (5.0 in the paper), got {min_snr_gamma}")
+        self.min_snr_gamma = min_snr_gamma
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        ac = self.scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        return ac / (1 - ac)
+
+    def noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | None = None) -> NoisedBatch:
+        if timesteps is None:
+            timesteps = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noisy = self.scheduler.add_noise(x0, noise, timesteps)
+        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
+        weights = torch.ones(x0.shape[0], device=x0.device)
+        if self.min_snr_gamma is not None:
+            snr = self.snr(timesteps)
+            clipped = torch.clamp(snr, max=self.min_snr_gamma)
+            weights = clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
+        return NoisedBatch(noisy, target, timesteps, None, weights)
+
+
+class FlowObjective:
+    """Rectified-flow velocity target with the family's timestep sampling and shift."""
+
+    def __init__(self, scheduler_config: Any, timestep_sampling: str = "logit_normal", logit_mean: float = 0.0,
+                 logit_std: float = 1.0, shift: float | str | None = "auto") -> None:  # fmt: skip
+        if timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"task.timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {timestep_sampling!r}")
+        if not logit_std > 0:
+            raise ValueError(f"task.logit_std must be > 0, got {logit_std}")
+        if not (shift in ("auto", None) or (isinstance(shift, (int, float)) and shift > 0)):
+            raise ValueError(
+                f"task.shift must be 'auto' (the scheduler's), None (no shift) or a number > 0, got {shift!r}"
+            )
+        self.config = scheduler_config
+        self.sampling, self.logit_mean, self.logit_std, self.shift = timestep_sampling, logit_mean, logit_std, shift
+        self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+
+    def mu(self, image_seq_len: int) -> float:
+        """Flux's resolution-dependent shift exponent (``calculate_shift`` in pipeline_flux.py)."""
+        c = self.config
+        base_len, max_len = c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096)
+        base, top = c.get("base_shift", 0.5), c.get("max_shift", 1.15)
+        m = (top - base) / (max_len - base_len)
+        return image_seq_len * m + base - m * base_len
+
+    def shift_sigmas(self, t: torch.Tensor, image_seq_len: int) -> torch.Tensor:
+        if self.shift is None:
+            return t
+        if self.shift == "auto" and self.config.get("use_dynamic_shifting", False):
+            if self.config.get("time_shift_type", "exponential") != "exponential":
+                raise ValueError("scheduler time_shift_type 'linear' is not supported; use shift=<number>")
+            e = math.exp(self.mu(image_seq_len))
+            return e / (e + (1 / t - 1))
+        s = float(self.config.get("shift", 1.0) if self.shift == "auto" else self.shift)
+        return s * t / (1 + (s - 1) * t)
+
+    def sample_sigmas(self, n: int, image_seq_len: int, device: torch.device) -> torch.Tensor:
+        if self.sampling == "logit_normal":
+            t = torch.sigmoid(torch.randn(n, device=device) * self.logit_std + self.logit_mean)
+        else:
+            t = torch.rand(n, device=device)
+        return self.shift_sigmas(t.clamp(1e-5, 1.0), image_seq_len)
+
+    def noise(self, x0: torch.Tensor, noise: torch.Tensor, image_seq_len: int,
+              sigmas: torch.Tensor | None = None) -> NoisedBatch:  # fmt: skip
+        if sigmas is None:
+            sigmas = self.sample_sigmas(x0.shape[0], image_seq_len, x0.device)
+        s = sigmas.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+        noisy = (1 - s) * x0 + s * noise
+        weights = torch.ones(x0.shape[0], device=x0.device)
+        return NoisedBatch(noisy, noise - x0, sigmas * self.num_train_timesteps, sigmas, weights)
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error (in float32), weighted, averaged over the batch."""
+    per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return (per_sample * weights).mean()

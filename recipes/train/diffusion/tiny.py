@@ -1,0 +1,135 @@
+"""Tiny diffusers pipelines with random weights, saved with ``save_pretrained`` (tests, benchmarks, smoke runs).
+
+``save_tiny_pipeline("flux", DIR)`` writes a complete pipeline folder (``model_index.json``, one
+subfolder per component) that ``FluxPipeline.from_pretrained(DIR)`` loads, so a config's
+``model.pretrained=DIR`` goes through the same loading code as a released checkpoint. The text
+encoders are real transformers classes (CLIP, T5, UMT5) at a hidden size of 16-32, with tokenizers
+built from a small vocabulary (CLIP: the byte alphabet, no merges; T5: a few hundred words).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "wan")
+_WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
+          "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
+
+
+def _byte_alphabet() -> list[str]:
+    """GPT-2 / CLIP byte-level BPE alphabet: printable bytes as themselves, the rest shifted past 255."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    shifted = [b for b in range(256) if b not in keep]
+    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(shifted))]
+
+
+def clip_tokenizer(max_length: int = 77) -> Any:
+    from transformers import CLIPTokenizer
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def t5_tokenizer(max_length: int = 32) -> Any:
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(f"\u2581{w}", -1.0) for w in _WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def _clip(tok: Any, projection: bool = False, hidden: int = 16) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, projection_dim=hidden,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
+
+
+def _t5(tok: Any, d_model: int = 32, umt5: bool = False) -> Any:
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    kw = dict(vocab_size=len(tok), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_heads=2,
+              relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1)  # fmt: skip
+    return (UMT5EncoderModel(UMT5Config(**kw)) if umt5 else T5EncoderModel(T5Config(**kw))).eval()
+
+
+def _vae(latent_channels: int = 4, **extra: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels,
+                         norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32, **extra).eval()  # fmt: skip
+
+
+def _unet(cross: int, **extra: Any) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, norm_num_groups=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross,
+                                attention_head_dim=2, **extra)  # fmt: skip
+
+
+def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
+    """A diffusers pipeline of ``family`` (one of ``FAMILIES``) with random weights, on the CPU."""
+    import diffusers as d
+
+    if family not in FAMILIES:
+        raise KeyError(f"tiny pipeline: unknown family {family!r}; known: {FAMILIES}")
+    torch.manual_seed(seed)
+    if family == "sd15":
+        tok = clip_tokenizer()
+        return d.StableDiffusionPipeline(vae=_vae(), text_encoder=_clip(tok), tokenizer=tok, unet=_unet(16),
+                                         scheduler=d.DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1),
+                                         safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    if family == "sdxl":
+        tok, tok2 = clip_tokenizer(), clip_tokenizer()
+        unet = _unet(32, addition_embed_type="text_time", addition_time_embed_dim=8,
+                     projection_class_embeddings_input_dim=6 * 8 + 16, use_linear_projection=True)  # fmt: skip
+        return d.StableDiffusionXLPipeline(vae=_vae(), text_encoder=_clip(tok), text_encoder_2=_clip(tok2, True),
+                                           tokenizer=tok, tokenizer_2=tok2, unet=unet,
+                                           scheduler=d.EulerDiscreteScheduler(beta_schedule="scaled_linear"))  # fmt: skip
+    if family == "sd3":
+        tok, tok2, tok3 = clip_tokenizer(), clip_tokenizer(), t5_tokenizer()
+        tr = d.SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                     attention_head_dim=4, num_attention_heads=2, joint_attention_dim=32,
+                                     caption_projection_dim=8, pooled_projection_dim=32, pos_embed_max_size=32)  # fmt: skip
+        return d.StableDiffusion3Pipeline(transformer=tr, scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                          vae=_vae(shift_factor=0.0609, scaling_factor=1.5305),
+                                          text_encoder=_clip(tok, True), tokenizer=tok,
+                                          text_encoder_2=_clip(tok2, True), tokenizer_2=tok2,
+                                          text_encoder_3=_t5(tok3), tokenizer_3=tok3)  # fmt: skip
+    if family == "flux":
+        tok, tok2 = clip_tokenizer(), t5_tokenizer()
+        tr = d.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
+                                      attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                      pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(2, 2, 4))  # fmt: skip
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        return d.FluxPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+                              text_encoder=_clip(tok), tokenizer=tok, text_encoder_2=_t5(tok2), tokenizer_2=tok2,
+                              transformer=tr)  # fmt: skip
+    tok = t5_tokenizer()
+    tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
+                                 out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
+    vae = d.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True]).eval()  # fmt: skip
+    return d.WanPipeline(tokenizer=tok, text_encoder=_t5(tok, umt5=True), vae=vae, transformer=tr,
+                         scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
+
+
+def save_tiny_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the tiny pipeline and ``save_pretrained`` it to ``out_dir`` (which must not hold a pipeline yet)."""
+    out = Path(out_dir)
+    if (out / "model_index.json").exists():
+        raise FileExistsError(f"{out} already holds a pipeline (model_index.json); pick an empty folder")
+    build_tiny_pipeline(family, seed).save_pretrained(str(out))
+    return out

@@ -1,0 +1,77 @@
+"""Each objective's target is what the pipeline's own scheduler implies for the same noise and timestep."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddpm_target_recovers_x0_through_the_scheduler(prediction_type):
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_schedule="scaled_linear", prediction_type=prediction_type, clip_sample=False)
+    obj = DDPMObjective(sched)
+    x0, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    t = torch.tensor([10, 500, 990])
+    nb = obj.noise(x0, noise, t)
+    assert torch.equal(nb.noisy, sched.add_noise(x0, noise, t))
+    for i in range(3):  # the scheduler, fed the target as the model output, predicts the clean sample
+        step = sched.step(nb.target[i : i + 1], int(t[i]), nb.noisy[i : i + 1])
+        torch.testing.assert_close(step.pred_original_sample, x0[i : i + 1], atol=2e-4, rtol=1e-4)
+
+
+def test_min_snr_weights_match_diffusers_compute_snr():
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    t = torch.tensor([1, 100, 400, 999])
+    for pred in ("epsilon", "v_prediction"):
+        sched = DDPMScheduler(beta_schedule="scaled_linear", prediction_type=pred)
+        nb = DDPMObjective(sched, min_snr_gamma=5.0).noise(torch.randn(4, 4, 2, 2), torch.randn(4, 4, 2, 2), t)
+        snr = compute_snr(sched, t)
+        want = torch.clamp(snr, max=5.0) / (snr + 1 if pred == "v_prediction" else snr)
+        torch.testing.assert_close(nb.weights, want)
+        assert nb.weights[0] < 1.0 and nb.weights[-1] == pytest.approx(
+            1.0 if pred == "epsilon" else snr[-1] / (snr[-1] + 1)
+        )
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        DDPMObjective(sched, min_snr_gamma=0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static_shift_sd3", "resolution_shift_flux"])
+def test_flow_shift_matches_the_scheduler_and_euler_step_returns_x0(dynamic):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=dynamic)
+    obj = FlowObjective(sched.config)
+    seq = 64 * 64 // 4  # a 1024 px Flux image: 4096 packed tokens
+    for t in (0.1, 0.5, 0.9):
+        kw = {"mu": obj.mu(seq)} if dynamic else {}
+        sched.set_timesteps(sigmas=[t], **kw)
+        sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+        torch.testing.assert_close(sigma, sched.sigmas[:1].float())
+        x0, noise = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+        nb = obj.noise(x0, noise, seq, sigma)
+        torch.testing.assert_close(nb.noisy, sched.scale_noise(x0, sched.timesteps[:1], noise))
+        torch.testing.assert_close(nb.timesteps, sched.timesteps[:1].float())
+        out = sched.step(nb.target, sched.timesteps[0], nb.noisy).prev_sample  # Euler from sigma to 0
+        torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_flow_timestep_sampling_and_shift_options_change_the_sigmas():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    cfg = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    draw = {}
+    for name, kw in {"default": {}, "uniform": dict(timestep_sampling="uniform"), "no_shift": dict(shift=None),
+                     "shift1.5": dict(shift=1.5), "mean1": dict(logit_mean=1.0), "std2": dict(logit_std=2.0)}.items():  # fmt: skip
+        torch.manual_seed(0)
+        draw[name] = FlowObjective(cfg, **kw).sample_sigmas(2000, 256, torch.device("cpu"))
+    assert draw["default"].mean() > draw["no_shift"].mean() > 0.45  # shift 3 pushes towards noise
+    for name in ("uniform", "no_shift", "shift1.5", "mean1", "std2"):
+        assert not torch.allclose(draw[name], draw["default"]), name
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        FlowObjective(cfg, timestep_sampling="cosmap")

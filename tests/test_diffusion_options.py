@@ -1,0 +1,54 @@
+"""Every diffusion task option changes the training loss (same batch, same random draws), or fails by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recipes.train.tasks.diffusion import DiffusionTask
+from tests.test_diffusion_task import config
+
+pytestmark = pytest.mark.slow  # loads tiny pipelines several times: ~30 s on a shared 2-core CPU
+
+
+def task_loss(family: str, **opts):
+    cfg = config(family, **opts)
+    task = DiffusionTask(cfg, **{k: v for k, v in dict(cfg.task).items() if k != "type"})
+    train, _ = task.build_datasets()
+    model = task.build_model()
+    batch = task.collate([train[0], train[1]])
+    with torch.no_grad():
+        loss, _ = task.loss(model, batch, torch.device("cpu"), torch.Generator().manual_seed(0))
+    return float(loss), task, model
+
+
+@pytest.mark.parametrize(
+    ("family", "option", "value"),
+    [("sd15", "task.prediction_type", "v_prediction"), ("sd15", "task.min_snr_gamma", 1.0),
+     ("sd15", "task.caption_dropout", 0.9), ("flux", "task.guidance_scale", 10.0), ("flux", "task.shift", 1.0),
+     ("flux", "task.timestep_sampling", "uniform"), ("flux", "task.logit_mean", 1.5), ("flux", "task.logit_std", 2.5),
+     ("sd15", "data.train.flip_p", 1.0), ("sd15", "data.train.crop", "random"),
+     ("sd15", "data.train.instance_prompt", "a photo of sks thing")],
+)  # fmt: skip
+def test_option_changes_the_loss(family, option, value):
+    base, _, _ = task_loss(family, **{"task.min_snr_gamma": None} if family == "sd15" else {})
+    changed, _, _ = task_loss(family, **{option: value, **({"task.min_snr_gamma": None} if family == "sd15" and option != "task.min_snr_gamma" else {})})  # fmt: skip
+    assert changed != pytest.approx(base, rel=1e-6), option
+
+
+def test_lora_options_shape_the_adapter():
+    _, _, model = task_loss("sd15", **{"task.lora.r": 2, "task.lora.targets": ["to_q"]})
+    names = [n for n, _ in model.named_parameters() if "lora_A" in n]
+    assert names and all(".to_q." in n for n in names)
+    assert all(p.shape[0] == 2 for n, p in model.named_parameters() if "lora_A" in n)
+    _, _, dora = task_loss("sd15", **{"task.lora.dora": True})
+    assert any("lora_magnitude_vector" in n for n, _ in dora.named_parameters())
+    _, _, full = task_loss("sd15", **{"task.lora": None})
+    assert all(p.requires_grad for p in full.parameters()) and not any("lora" in n for n, _ in full.named_parameters())
+
+
+def test_gradient_checkpointing_same_loss_and_grads():
+    a, _, ma = task_loss("flux", **{"task.lora.dropout": 0.0})
+    b, _, mb = task_loss("flux", **{"task.gradient_checkpointing": True})
+    assert mb.is_gradient_checkpointing and not ma.is_gradient_checkpointing
+    assert a == pytest.approx(b, rel=1e-6)
