@@ -113,11 +113,15 @@ def main() -> None:
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     groupable = len(records) - counts.get("timm_error", 0)
-    print(f"architectures: {len(records)}; timm groups {groupable} on meta; parity {counts.get('parity', 0)} of {groupable}")
+    print(
+        f"architectures: {len(records)}; timm groups {groupable} on meta; parity {counts.get('parity', 0)} of {groupable}"
+    )
     print(f"statuses: {counts}; sweep wall {wall:.1f} s")
     timed = [r for r in records if "ours_s" in r]
     ours_s, timm_s = sum(r["ours_s"] for r in timed), sum(r["timm_s"] for r in timed)
-    print(f"group building summed over {len(timed)} models: ours {ours_s:.2f} s, timm {timm_s:.2f} s, ratio {ours_s / timm_s:.2f}")
+    print(
+        f"group building summed over {len(timed)} models: ours {ours_s:.2f} s, timm {timm_s:.2f} s, ratio {ours_s / timm_s:.2f}"
+    )
     adapters: dict[str, int] = {}
     for r in timed:
         adapters[r["adapter"]] = adapters.get(r["adapter"], 0) + 1

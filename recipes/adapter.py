@@ -123,6 +123,13 @@ class ModelMap:
             block -= size
         raise IndexError(f"{self.adapter}: block {block} is past the last of {self.num_layers} blocks")
 
+    def layer_label(self, layer_id: int) -> str:
+        """Label of a parameter outside every stack at ``layer_id`` (timm's final norm joins the last
+        block): that block's label, or ``layer_07`` where no block has the id (a custom ``layer_ids``)."""
+        if 1 <= layer_id <= self.num_layers:
+            return self.block_label(*self.block_at(layer_id - 1))
+        return f"layer_{layer_id:02d}"
+
     def block_label(self, stack: str, index: int) -> str:
         """``blocks.07``: zero-padded to the stack's width (at least two digits)."""
         width = max(2, len(str(self.stack_sizes[stack] - 1)))
@@ -151,6 +158,9 @@ class Adapter:
     no_decay: ClassVar[tuple[str, ...]] = ()
     #: components that collect whatever is not a block part (embedders, modulation, head...).
     catch_all: ClassVar[frozenset[str]] = frozenset()
+    #: True when ``ParamInfo.no_decay`` is the whole verdict, the engine's 1-D / bias / name rules
+    #: skipped (to equal a peer's rule that decays some 1-D tensors); a strategy's patterns still apply.
+    decides_decay: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._stacks = [(s, re.compile(r)) for s, r in self.stacks]
