@@ -25,7 +25,6 @@ What this adapter adds on top of timm's ids:
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 import re
@@ -48,7 +47,6 @@ _TOKEN_ROLES = (
     (re.compile(r"downsample|^down$|reduction|transition|merging|^merge"), "downsample"),
     (re.compile(r"conv|^dw|^pw|^se$|^ese$|^eca$"), "conv"),
 )
-_DIGITS = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)")
 
 
 def block_component(name: str) -> str:
@@ -63,90 +61,154 @@ def block_component(name: str) -> str:
     return "block"
 
 
-@dataclasses.dataclass(frozen=True)
-class Grouping:
-    """timm's layer id of every name, and the section of the group matcher that placed it."""
-
-    layer_ids: dict[str, int]
-    sections: dict[str, str]  # STEM, HEAD (matched by nothing: neck and head) or a block section name
-    joined: frozenset[str] = frozenset()  # names that join the previous group (a final norm): no block
+# name -> (layer id, section, joins the previous group, name with its block indices masked)
+Placement = tuple[int, str, bool, str]
+Keyed = dict[str, tuple[tuple[float, ...], str, str]]  # name -> (sort key, section, name with indices masked)
 
 
-def _compile(matcher: dict[str, Any]) -> list[tuple[re.Pattern[str], float, tuple[float, ...], str]]:
+def _compile(matcher: dict[str, Any]) -> list[tuple[str, float, tuple[float, ...], str]]:
     rules = []
     for ordinal, (section, spec) in enumerate(matcher.items()):
         if spec is None:
             continue
         entries = spec if isinstance(spec, (tuple, list)) else [(spec, None)]
         for pattern, suffix in entries:
-            rules.append((re.compile(pattern), float(ordinal), tuple(map(float, suffix or ())), section))
+            rules.append((pattern, float(ordinal), tuple(map(float, suffix or ())), section))
     return rules
 
 
-def _keys_from_dict(names: Iterable[str], matcher: dict[str, Any]) -> dict[str, tuple[tuple[float, ...], str]]:
+def _one_regex(patterns: list[str]) -> tuple[re.Pattern[str], list[range]] | None:
+    """The patterns as one alternation (the first that matches wins, as in timm's loop), or None.
+
+    Returns the regex and, per alternative, the numbers of its own groups. None where joining could
+    change a pattern's meaning (backreferences, named groups, inline flags): then they run one by one.
+    """
+    if any(re.search(r"\\[1-9]|\(\?P|\(\?[aiLmsux]", p) for p in patterns):
+        return None
+    try:
+        compiled = [re.compile(p) for p in patterns]
+        joined = re.compile("|".join(f"({p})" for p in patterns))
+    except re.error:
+        return None
+    spans, g = [], 1
+    for rx in compiled:
+        spans.append(range(g + 1, g + 1 + rx.groups))
+        g += 1 + rx.groups
+    return joined, spans
+
+
+def _keys_from_dict(names: Iterable[str], matcher: dict[str, Any]) -> Keyed:
     rules = _compile(matcher)
-    out = {}
+    joined = _one_regex([p for p, *_ in rules])
+    if joined is None:
+        return _keys_one_by_one(names, rules)
+    rx, spans = joined
+    alternatives = {r.start - 1: (i, r.start - 1, r.stop - 1) for i, r in enumerate(spans)}  # wrapper group -> rule
+    out: Keyed = {}
     for name in names:
-        for rx, ordinal, suffix, section in rules:
+        m = rx.match(name)
+        if m is None:
+            out[name] = ((math.inf,), HEAD, name)
+            continue
+        i, lo, hi = alternatives.get(m.lastindex) or alternatives[_which(m, spans)]
+        _, ordinal, suffix, section = rules[i]
+        if lo == hi:  # a rule without captures (the stem, a final norm)
+            out[name] = ((ordinal, *suffix), section, name)
+            continue
+        found = m.groups()[lo:hi]
+        if hi - lo == 1:  # one index (most rules): mask it inline
+            s, e = m.span(hi)
+            out[name] = ((ordinal, float(found[0]), *suffix), section, f"{name[:s]}#{name[e:]}")
+        else:
+            out[name] = ((ordinal, *map(float, found), *suffix), section, _mask(name, m, spans[i]))
+    return out
+
+
+def _which(m: re.Match[str], spans: list[range]) -> int:
+    return next(r.start - 1 for r in spans if m.group(r.start - 1) is not None)
+
+
+def _mask(name: str, m: re.Match[str], groups: range) -> str:
+    """``name`` with the captured indices replaced by ``#`` (one component lookup per block template)."""
+    for g in reversed(groups):
+        s, e = m.span(g)
+        if s >= 0:
+            name = f"{name[:s]}#{name[e:]}"
+    return name
+
+
+def _keys_one_by_one(names: Iterable[str], rules: list) -> Keyed:
+    compiled = [(re.compile(p), ordinal, suffix, section) for p, ordinal, suffix, section in rules]
+    out: Keyed = {}
+    for name in names:
+        for rx, ordinal, suffix, section in compiled:
             m = rx.match(name)
             if m:
-                out[name] = ((ordinal, *map(float, m.groups() or ()), *suffix), section)
+                out[name] = (
+                    (ordinal, *map(float, m.groups()), *suffix),
+                    section,
+                    _mask(name, m, range(1, rx.groups + 1)),
+                )
                 break
         else:
-            out[name] = ((math.inf,), HEAD)
+            out[name] = ((math.inf,), HEAD, name)
     return out
 
 
-def _keys_from_function(names: Iterable[str], fn: Callable[[str], Any]) -> dict[str, tuple[tuple[float, ...], str]]:
-    out = {}
+def _keys_from_function(names: Iterable[str], fn: Callable[[str], Any]) -> Keyed:
+    out: Keyed = {}
     for name in names:
         key = fn(name)
-        key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
-        out[name] = (key, HEAD if key == (math.inf,) else "blocks")
+        key = tuple(key) if isinstance(key, Iterable) else (key,)
+        out[name] = (key, HEAD if key == (math.inf,) else "blocks", name)
     return out
 
 
-def _number(keys: dict[str, tuple[tuple[float, ...], str]]) -> dict[str, int]:
+def _key_ids(keys: Keyed) -> dict[tuple[float, ...], int]:
     """Sorted keys -> consecutive ids; a key ending in MATCH_PREV keeps the previous id."""
     ids: dict[tuple[float, ...], int] = {}
     lid = -1
-    for key in sorted({k for k, _ in keys.values()}):
+    for key in sorted({k for k, _, _ in keys.values()}):
         if lid < 0 or key[-1] != MATCH_PREV:
             lid += 1
         ids[key] = lid
-    return {name: ids[key] for name, (key, _) in keys.items()}
+    return ids
 
 
-def _auto_groups(model: nn.Module, names: list[str]) -> Grouping:
+def _auto_groups(model: nn.Module, names: list[str]) -> dict[str, Placement]:
     """timm's fallback: the trunk in runs of 12 parameters, the classifier prefix last."""
     head = getattr(model, "pretrained_cfg", None) or {}
     head = head.get("classifier") if isinstance(head, dict) else None
     prefixes = tuple(head) if isinstance(head, (tuple, list)) else ((head,) if head else None)
     trunk = [n for n in names if prefixes is not None and not n.startswith(prefixes)]
-    ids = {n: i // PARAMS_PER_GROUP for i, n in enumerate(trunk)}
+    out = {
+        n: (i // PARAMS_PER_GROUP, STEM if i < PARAMS_PER_GROUP else "blocks", False, n) for i, n in enumerate(trunk)
+    }
     last = -(len(trunk) // -PARAMS_PER_GROUP)
-    sections = {n: STEM if i == 0 else "blocks" for n, i in ids.items()}
     for n in names:
-        if n not in ids:
-            ids[n], sections[n] = last, HEAD
-    return Grouping(ids, sections)
+        if n not in out:
+            out[n] = (last, HEAD, False, n)
+    return out
 
 
-def timm_grouping(model: nn.Module, names: list[str]) -> Grouping:
-    """Layer ids of ``names`` (all parameters, frozen included) as ``param_groups_layer_decay`` gives them."""
+def timm_grouping(model: nn.Module, names: list[str]) -> dict[str, Placement]:
+    """Where timm puts each of ``names`` (all parameters, frozen included), as ``param_groups_layer_decay``.
+
+    Per name: (layer id, section, joins the previous group, name with its block indices masked).
+    """
     if not hasattr(model, "group_matcher"):
         return _auto_groups(model, names)
     matcher = model.group_matcher(coarse=False)
-    if isinstance(matcher, dict):
-        keys = _keys_from_dict(names, matcher)
-    else:
-        keys = _keys_from_function(names, matcher)
-    ids = _number(keys)
-    sections = {n: s for n, (_, s) in keys.items()}
-    if not isinstance(matcher, dict):  # a function says nothing of sections: the first id is the stem
-        sections = {n: STEM if ids[n] == 0 and s != HEAD else s for n, s in sections.items()}
-    joined = frozenset(n for n, (k, _) in keys.items() if k[-1] == MATCH_PREV)
-    return Grouping(ids, sections, joined)
+    by_dict = isinstance(matcher, dict)
+    keys = _keys_from_dict(names, matcher) if by_dict else _keys_from_function(names, matcher)
+    ids = _key_ids(keys)
+    out: dict[str, Placement] = {}
+    for n, (key, section, template) in keys.items():
+        lid = ids[key]
+        if not by_dict and lid == 0 and section != HEAD:  # a function names no sections: id 0 is the stem
+            section = STEM
+        out[n] = (lid, section, key[-1] == MATCH_PREV, template)
+    return out
 
 
 def no_weight_decay_matcher(model: nn.Module) -> Callable[[str], bool]:
@@ -188,38 +250,42 @@ class Timm(Adapter):
         if names is None:
             names = [canonical_name(n)[0] for n, _ in base.named_parameters()]
         names = list(dict.fromkeys(names))
-        grouping = timm_grouping(base, names)
-        ids, sections, joined = grouping.layer_ids, grouping.sections, grouping.joined
+        placed = timm_grouping(base, names)
         span: dict[str, list[int]] = {}  # block section -> [first, last] layer id of its blocks
-        for n in names:
-            s = sections[n]
-            if s not in (STEM, HEAD) and n not in joined:
-                lo_hi = span.setdefault(s, [ids[n], ids[n]])
-                lo_hi[0], lo_hi[1] = min(lo_hi[0], ids[n]), max(lo_hi[1], ids[n])
+        for lid, s, joined, _ in placed.values():
+            if s != STEM and s != HEAD and not joined:
+                lo_hi = span.get(s)
+                if lo_hi is None:
+                    span[s] = [lid, lid]
+                elif lid < lo_hi[0]:
+                    lo_hi[0] = lid
+                elif lid > lo_hi[1]:
+                    lo_hi[1] = lid
         sizes, offsets, total = {}, {}, 0
         for s in sorted(span, key=lambda s: span[s][0]):  # execution order
             sizes[s] = span[s][1] - span[s][0] + 1
             offsets[s], total = total, total + sizes[s]
-        no_decay = no_weight_decay_matcher(base)
+        no_decay, own_rules = no_weight_decay_matcher(base), bool(self._no_decay)
         infos: dict[str, ParamInfo] = {}
         unmatched: list[str] = []
         comp_cache: dict[tuple[str, str], str | None] = {}
+        head_id = 0
         for n in names:
-            s, lid = sections[n], ids[n]
-            template = (_DIGITS.sub("#", n), s)
-            comp = comp_cache.get(template, "?")
+            lid, s, joined, template = placed[n]
+            if lid > head_id:
+                head_id = lid
+            comp = comp_cache.get((template, s), "?")
             if comp == "?":
-                comp = comp_cache[template] = self.component(n, s)
+                comp = comp_cache[(template, s)] = self.component(n, s)
             if comp is None:
                 unmatched.append(n)
                 continue
-            nd = no_decay(n) or self.is_no_decay(n)
-            if s in span and n not in joined:
+            nd = no_decay(n) or (own_rules and self.is_no_decay(n))
+            if not joined and s in span:
                 idx = lid - span[s][0]
                 infos[n] = ParamInfo(n, lid, comp, nd, s, idx, offsets[s] + idx)
             else:
                 infos[n] = ParamInfo(n, lid, comp, nd)
-        head_id = max(ids.values()) if ids else 0
         return ModelMap(self.name, infos, sizes, unmatched, head_layer_id=head_id)
 
     def rule_hits(self, model: nn.Module) -> dict[str, int]:

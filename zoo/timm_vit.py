@@ -15,7 +15,7 @@ from torch import nn
 from recipes.registry import ADAPTERS
 from zoo.timm_generic import Timm
 
-_EMBED = r"^(?:cls_token|reg_token|dist_token|pos_embed|patch_embed|norm_pre|rope)"
+_EMBED = r"^(?:cls_token|reg_token|dist_token|pos_embed|patch_embed|norm_pre|rope|rel_pos_bias)"
 
 
 @ADAPTERS.register_module("timm_vit")
@@ -41,17 +41,19 @@ class TimmViT(Timm):
             and hasattr(model, "patch_embed")
             and isinstance(blocks, nn.Sequential | nn.ModuleList)
             and len(blocks) > 0
-            and _owners(model) <= _TOP
-            and set().union(*map(_owners, blocks)) <= _BLOCK
+            and _only(model, _TOP)
+            and all(_only(b, _BLOCK) for b in blocks)
         )
 
 
-_TOP = {"cls_token", "reg_token", "dist_token", "pos_embed", "patch_embed", "norm_pre", "rope"}
-_TOP |= {"head", "head_dist", "fc_norm", "attn_pool", "norm", "blocks"}
-_BLOCK = {"norm1", "norm2", "attn", "ls1", "gamma_1", "mlp", "ls2", "gamma_2"}
+_TOP = {"cls_token", "reg_token", "dist_token", "pos_embed", "patch_embed", "norm_pre", "rope", "rel_pos_bias"}
+_TOP |= {"blocks", "norm"}
+_TOP |= {"head", "head_dist", "fc_norm", "attn_pool", "pos_drop", "patch_drop", "head_drop"}
+_BLOCK = {"norm1", "norm2", "attn", "ls1", "gamma_1", "mlp", "ls2", "gamma_2", "drop_path1", "drop_path2"}
 
 
-def _owners(module: nn.Module) -> set[str]:
-    """Names of the direct parameters and of the children that hold parameters."""
-    owners = {n for n, _ in module.named_parameters(recurse=False)}
-    return owners | {n for n, c in module.named_children() if next(c.parameters(), None) is not None}
+def _only(module: nn.Module, names: set[str]) -> bool:
+    """Every direct parameter, and every child that holds parameters, is one of ``names``."""
+    if any(n not in names for n in module._parameters):
+        return False
+    return all(n in names or c is None or next(c.parameters(), None) is None for n, c in module._modules.items())
