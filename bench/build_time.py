@@ -11,6 +11,7 @@ does (ours calls it inside ``build_param_groups``); on Swin and EVA that call is
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -24,7 +25,14 @@ from recipes import build_param_groups  # noqa: E402
 
 MODELS = [
     *("vit_base_patch16_224", "vit_large_patch16_224", "eva02_large_patch14_224", "vit_giant_patch14_dinov2"),
-    *("resnet50", "convnext_base", "swin_base_patch4_window7_224", "efficientnet_b3", "regnety_040", "maxvit_tiny_tf_224"),
+    *(
+        "resnet50",
+        "convnext_base",
+        "swin_base_patch4_window7_224",
+        "efficientnet_b3",
+        "regnety_040",
+        "maxvit_tiny_tf_224",
+    ),
 ]
 
 
@@ -35,6 +43,7 @@ def main() -> None:
     recipe = dict(type="layer_decay", lr=1e-3, decay=0.75, weight_decay=0.05)
     print("| model | tensors | ours (ms) | timm (ms) | ratio | groups ours | groups timm |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    ratios = []
     for name in MODELS:
         with torch.device("meta"):
             model = timm.create_model(name)
@@ -49,9 +58,12 @@ def main() -> None:
         ours(), theirs()  # warm caches and imports
         t_ours, t_timm = best_of(ours, args.repeat), best_of(theirs, args.repeat)
         n = sum(1 for _ in model.parameters())
+        ratios.append(t_ours / t_timm)
         print(
             f"| {name} | {n} | {t_ours * 1e3:.2f} | {t_timm * 1e3:.2f} | {t_ours / t_timm:.2f} | {len(ours())} | {len(theirs())} |"
         )
+
+    print(f"geometric mean ratio over {len(ratios)} models: {math.prod(ratios) ** (1 / len(ratios)):.2f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,106 @@ timm = pytest.importorskip("timm")
 from bench.timm_sweep import architectures, check, differences, meta_model  # noqa: E402
 
 # One architecture per timm 1.0.31 module: the one quickest to build on meta (bench/timm_sweep.py).
-PER_MODULE = {}
+PER_MODULE = {
+    "beit": "beit_base_patch16_384",
+    "byoanet": "eca_halonext26ts",
+    "byobnet": "gernet_s",
+    "cait": "cait_s24_384",
+    "coat": "coat_lite_mini",
+    "convit": "convit_small",
+    "convmixer": "convmixer_1536_20",
+    "convnext": "convnextv2_nano",
+    "cpubone": "cpubone_nano",
+    "crossvit": "crossvit_9_240",
+    "csatv2": "csatv2",
+    "cspnet": "darknet21",
+    "cspnext": "cspnext_tiny",
+    "davit": "davit_tiny",
+    "deepseek_vit": "deepseek_vit_412m_enc",
+    "deit": "deit_base_patch16_224",
+    "densenet": "densenet121",
+    "dla": "dla34",
+    "dpn": "dpn48b",
+    "edgenext": "edgenext_xx_small",
+    "efficientformer": "efficientformer_l1",
+    "efficientformer_v2": "efficientformerv2_s1",
+    "efficientnet": "efficientnet_es_pruned",
+    "efficientvim": "efficientvim_m3",
+    "efficientvit_mit": "efficientvit_b0",
+    "efficientvit_msra": "efficientvit_m1",
+    "eva": "eva02_tiny_patch14_336",
+    "fasternet": "fasternet_t1",
+    "fastvit": "fastvit_t8",
+    "focalnet": "focalnet_tiny_srf",
+    "gcvit": "gcvit_xxtiny",
+    "gemma4_vit": "gemma4_vit_167m_enc",
+    "ghostnet": "ghostnet_130",
+    "hardcorenas": "hardcorenas_a",
+    "hgnet": "hgnet_tiny",
+    "hiera": "hiera_tiny_224",
+    "hieradet_sam2": "sam2_hiera_tiny",
+    "hrnet": "hrnet_w18_small",
+    "iformer": "iformer_h",
+    "inception_next": "inception_next_atto",
+    "inception_resnet_v2": "inception_resnet_v2",
+    "inception_v3": "inception_v3",
+    "inception_v4": "inception_v4",
+    "lcnetv2": "lcnetv2_small",
+    "levit": "levit_128",
+    "lowformer": "lowformer_b0",
+    "mambaout": "mambaout_femto",
+    "maxxvit": "coatnext_nano_rw_224",
+    "metaformer": "caformer_s18",
+    "mlp_mixer": "gmixer_12_224",
+    "mobilenetv3": "fbnetv3_b",
+    "mobilenetv5": "mobilenetv5_300m",
+    "mobilevit": "mobilevit_xxs",
+    "mvitv2": "mvitv2_tiny",
+    "naflexvit": "naflexvit_base_patch16_gap",
+    "nasnet": "nasnetalarge",
+    "nest": "nest_tiny",
+    "nextvit": "nextvit_small",
+    "nfnet": "eca_nfnet_l0",
+    "pit": "pit_xs_224",
+    "pnasnet": "pnasnet5large",
+    "pvt_v2": "pvt_v2_b0",
+    "qwen3_vit": "qwen3_vit_88m",
+    "rdnet": "rdnet_tiny",
+    "regnet": "regnetx_120",
+    "repghost": "repghostnet_050",
+    "repvit": "repvit_m0_9",
+    "res2net": "res2net50d",
+    "resnest": "resnest14d",
+    "resnet": "ecaresnet26t",
+    "resnetv2": "resnetv2_18",
+    "rexnet": "rexnet_100",
+    "selecsls": "selecsls42",
+    "senet": "legacy_seresnet18",
+    "sequencer": "sequencer2d_l",
+    "shvit": "shvit_s1",
+    "sknet": "skresnet18",
+    "starnet": "starnet_s050",
+    "swiftformer": "swiftformer_xs",
+    "swin_transformer": "swin_s3_tiny_224",
+    "swin_transformer_v2": "swinv2_tiny_window8_256",
+    "swin_transformer_v2_cr": "swinv2_cr_tiny_224",
+    "tiny_vit": "tiny_vit_5m_224",
+    "tnt": "tnt_b_patch16_224",
+    "tresnet": "tresnet_l",
+    "twins": "twins_svt_small",
+    "vgg": "vgg11",
+    "visformer": "visformer_tiny",
+    "vision_transformer": "flexivit_small",
+    "vision_transformer_hybrid": "vit_tiny_r_s16_p8_224",
+    "vision_transformer_relpos": "vit_relpos_small_patch16_224",
+    "vision_transformer_sam": "samvit_base_patch16",
+    "vitamin": "vitamin_small_224",
+    "volo": "volo_d5_512",
+    "vovnet": "ese_vovnet19b_slim",
+    "xception": "legacy_xception",
+    "xception_aligned": "xception41",
+    "xcit": "xcit_nano_12_p8_224",
+}  # fmt: skip
 
 
 def test_every_timm_module_has_one_architecture():
@@ -149,14 +248,18 @@ class _TimmIdsNoStacks(Adapter):
         return group_with_matcher(((n, None) for n in names), model.group_matcher(coarse=False), reverse=True)
 
 
-@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "coatnet_0_rw_224", "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "coatnet_0_rw_224", "efficientnet_b0"]
+)
 def test_custom_adapter_or_default_on_unmatched_is_no_index_error(name):
     model = meta_model(name)
     groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), _TimmIdsNoStacks())
     assert "layer_01.all.no_decay" in [g["name"] for g in groups]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, on_unmatched="default", decay=0.5), "timm_vit")
+        groups = build_param_groups(
+            model, dict(type="layer_decay", lr=1.0, on_unmatched="default", decay=0.5), "timm_vit"
+        )
     assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
 
 
@@ -164,3 +267,16 @@ def test_auto_picks_timm_vit_for_vits_and_timm_for_the_rest():
     assert resolve_adapter(meta_model("vit_tiny_patch16_224")).name == "timm_vit"
     for name in ("resnet18", "cait_xxs24_224", "xcit_nano_12_p16_224", "crossvit_tiny_240"):
         assert resolve_adapter(meta_model(name)).name == "timm", name
+
+
+def test_a_module_added_to_a_timm_model_goes_to_the_head_as_in_timm():
+    """What the group_matcher does not name takes the last id (timm's rule); timm_vit's table flags it instead."""
+    model = meta_model("vit_tiny_patch16_224")
+    with torch.device("meta"):
+        model.extra = torch.nn.Linear(8, 3)
+    assert resolve_adapter(model).name == "timm"
+    info = resolve_adapter(model).describe(model).params["extra.weight"]
+    assert (info.layer_id, info.component) == (13, "head")
+    assert differences(model) == []
+    with pytest.raises(ValueError, match=r"timm_vit: 2 trainable parameters match no layer/component rule"):
+        build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="timm_vit")
