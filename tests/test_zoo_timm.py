@@ -15,7 +15,7 @@ from recipes.adapter import Adapter
 from recipes.param_groups import build_param_groups, resolve_adapter
 
 timm = pytest.importorskip("timm")
-from bench.timm_sweep import architectures, check, differences, meta_model  # noqa: E402
+from bench.timm_sweep import architectures, check, deprecated_names, differences, meta_model  # noqa: E402
 
 # One architecture per timm 1.0.31 module: the one quickest to build on meta (bench/timm_sweep.py).
 PER_MODULE = {
@@ -139,8 +139,11 @@ def test_parity_every_architecture():
     excluded = [r for r in records if r["status"] == "timm_error"]
     groupable = len(records) - len(excluded)
     parity = [r for r in records if r["status"] == "parity"]
-    print(f"timm parity: {len(parity)} of {groupable} ({len(records)} names, {len(excluded)} timm cannot group)")
+    old = deprecated_names()  # aliases that build one of the current architectures
+    print(f"timm parity: {len(parity)} of {groupable} ({len(records)} names, {len(excluded)} timm cannot group);")
+    print(f"with the {len(old)} deprecated aliases: {len(parity) + len(old)} of {groupable + len(old)}")
     assert [(r["name"], r.get("error")) for r in records if r["status"] not in ("parity", "timm_error")] == []
+    assert set(old.values()) <= {r["name"] for r in parity}
 
 
 def _per_param(groups) -> dict[str, tuple[float, float]]:
