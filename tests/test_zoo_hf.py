@@ -193,3 +193,13 @@ def test_lora_tensors_take_the_wrapped_layer():
     assert len(got) == 8  # 2 blocks x 2 targets x (A, B)
     assert got["model.layers.0.self_attn.q_proj.lora_A.default.weight"] == (0.25, 0.0)
     assert got["model.layers.1.mlp.down_proj.lora_B.default.weight"] == (2.0, 0.0)
+
+
+def test_decides_decay_switches_the_engine_rule_off():
+    """With decides_decay=False the engine's 1-D rule wins again: class_embedding loses its weight decay."""
+    from zoo.hf_generic import HFGeneric
+
+    engine_rule = type("EngineRuleHF", (HFGeneric,), {"decides_decay": False})()
+    model, recipe = tiny("CLIPVisionModel"), dict(type="flat", lr=1.0, weight_decay=0.1)
+    assert _per_param(build_param_groups(model, recipe, HFGeneric()))["embeddings.class_embedding"][1] == 0.1
+    assert _per_param(build_param_groups(model, recipe, engine_rule))["embeddings.class_embedding"][1] == 0.0
