@@ -138,6 +138,8 @@ class ModelMap:
 
         The family's own name where its adapter gives one (U-Net: ``IN05``, ``MID``, ``OUT00``, kohya's
         block names), else ``embed`` (id 0), ``head`` (the head's id) or the block (``blocks.07``).
+        A parameter outside every stack at a block's id (timm's final norm joins the last block) gets that
+        block's label; an id no block has (a custom ``layer_ids``, timm's grouping of a CNN) ``layer_07``.
         """
         if layer_id in self.labels:
             return self.labels[layer_id]
@@ -145,7 +147,9 @@ class ModelMap:
             return "embed"
         if layer_id >= self.max_layer_id:
             return "head"
-        return self.block_label(*self.block_at(layer_id - 1))
+        if layer_id <= self.num_layers:
+            return self.block_label(*self.block_at(layer_id - 1))
+        return f"layer_{layer_id:02d}"
 
     @property
     def max_layer_id(self) -> int:
@@ -170,6 +174,9 @@ class Adapter:
     no_decay: ClassVar[tuple[str, ...]] = ()
     #: components that collect whatever is not a block part (embedders, modulation, head...).
     catch_all: ClassVar[frozenset[str]] = frozenset()
+    #: True when ``ParamInfo.no_decay`` is the whole verdict, the engine's 1-D / bias / name rules
+    #: skipped (to equal a peer's rule that decays some 1-D tensors); a strategy's patterns still apply.
+    decides_decay: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._stacks = [(s, re.compile(r)) for s, r in self.stacks]

@@ -78,8 +78,13 @@ def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") ->
     raise ValueError(f"adapter='auto': adapters {names} all claim {what}; pass adapter=<name> to choose one")
 
 
-def _no_decay(name: str, info: ParamInfo | None, ndim: int, extra: list[re.Pattern[str]]) -> bool:
-    """1-D tensors, biases, the adapter's and the generic name rules, the recipe's own patterns."""
+def _no_decay(name: str, info: ParamInfo | None, ndim: int, extra: list[re.Pattern[str]], own: bool = False) -> bool:
+    """1-D tensors, biases, the adapter's and the generic name rules, the recipe's own patterns.
+
+    ``own``: the adapter decides alone (``Adapter.decides_decay``), the recipe's patterns on top.
+    """
+    if own and info is not None:
+        return info.no_decay or any(rx.search(name) for rx in extra)
     if ndim <= 1 or name.endswith(".bias"):
         return True
     if info is not None:
@@ -205,6 +210,7 @@ def build_param_groups(
     adp, mmap = _describe(model, [c for _, _, c, _ in named], adapter, strategy, norms)
     strategy.prepare(mmap)
     peft = strategy.loraplus_mode == "peft"
+    decides = bool(getattr(adp, "decides_decay", False))  # the adapter's verdict stands alone (transformers' rule)
     if peft:
         embedding, in_layernorm = _peft_roles(model, [n for n, p, _, _ in named if p.requires_grad])
     extra = [re.compile(p) for p in strategy.no_decay]
@@ -244,7 +250,7 @@ def build_param_groups(
         else:
             if lora == "lora_B" and strategy.loraplus_ratio:
                 scale *= strategy.loraplus_ratio
-            wd = strategy.weight_decay_for(info, _no_decay(canon, info, ndim, extra))
+            wd = strategy.weight_decay_for(info, _no_decay(canon, info, ndim, extra, decides))
         bucket = buckets.get((scale, wd))
         if bucket is None:
             bucket = buckets[(scale, wd)] = {"params": [], "param_names": [], "where": {}}
@@ -302,7 +308,7 @@ def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
     if info.layer_id >= mmap.max_layer_id:
         return "head"
     # a non-block parameter placed at a block's depth (timm's final norm joins the last block)
-    return mmap.block_label(*mmap.block_at(info.layer_id - 1))
+    return mmap.layer_label(info.layer_id)
 
 
 def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> str:

@@ -63,7 +63,9 @@ class WorkDirLock:
         f.seek(0)
         before = f.read().strip()
         if before:
-            logging.getLogger("recipes").warning(f"[work_dir] took over the lock left by a run that is no longer running ({before})")
+            logging.getLogger("recipes").warning(
+                f"[work_dir] took over the lock left by a run that is no longer running ({before})"
+            )
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
