@@ -132,7 +132,11 @@ def run_eval(cfg: Any, run: Any, out: Path, name: str) -> dict[str, Any]:
     per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
     for s, b in zip(seqs, boxes, strict=True):
         write_boxes(out / f"{s.name}.txt", b)
-    metrics = {**summarise(per_seq), "fps": sum(len(s) - 1 for s in seqs) / wall, "frames": sum(len(s) - 1 for s in seqs)}
+    metrics = {
+        **summarise(per_seq),
+        "fps": sum(len(s) - 1 for s in seqs) / wall,
+        "frames": sum(len(s) - 1 for s in seqs),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "per_sequence.md").write_text(per_sequence_table(per_seq) + "\n")
     plot_curves({name: per_seq}, str(out))

@@ -190,7 +190,9 @@ def load_video(path: str | Path, init_box: tuple[float, float, float, float]) ->
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     cap.release()
     if not frames:
-        raise ValueError(f"{path}: the video cannot be decoded (no frame read); convert it to mp4/H.264 or a frame folder")
+        raise ValueError(
+            f"{path}: the video cannot be decoded (no frame read); convert it to mp4/H.264 or a frame folder"
+        )
     size = (frames[0].shape[1], frames[0].shape[0])
     boxes = np.full((len(frames), 4), np.nan)
     boxes[0] = init_box

@@ -55,7 +55,10 @@ def build_augment(flip: float, photometric: float) -> Any:
     if photometric:
         ops += [A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=photometric),
                 A.ToGray(p=0.05 * photometric)]  # fmt: skip
-    return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True),
+    if not ops:
+        return None
+    boxes = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True) if flip else None
+    return A.Compose(ops, bbox_params=boxes,
                      additional_targets={"template": "image"}, is_check_shapes=False, strict=True)  # fmt: skip
 
 
@@ -111,8 +114,12 @@ class TrackingPairs(Dataset):
         if xyxy[2] - xyxy[0] < 1 or xyxy[3] - xyxy[1] < 1:  # jitter pushed the target out: re-centre on it
             search, (k, x0, y0) = crop_region(seq.read(s), seq.boxes[s], cx, tx)
             xyxy = np.clip([(x - x0) * k, (y - y0) * k, (x + w - x0) * k, (y + h - y0) * k], 0, tx)
-        self.augment.set_random_seed(int(rng.integers(2**31)))
-        out = self.augment(image=search, template=template, bboxes=[xyxy], labels=[0])
+        seed = int(rng.integers(2**31))
+        out = {"image": search, "template": template, "bboxes": [xyxy]}
+        if self.augment is not None:
+            self.augment.set_random_seed(seed)
+            boxes = {"bboxes": [xyxy], "labels": [0]} if "bboxes" in self.augment.processors else {}
+            out = {"bboxes": [xyxy], **self.augment(image=search, template=template, **boxes)}
         bx = np.asarray(out["bboxes"][0], dtype=np.float32) / tx
         box = torch.tensor([(bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2, bx[2] - bx[0], bx[3] - bx[1]])
         return to_tensor(out["template"]), to_tensor(out["image"]), box

@@ -180,11 +180,21 @@ def videomaev2_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def load_backbone_state(tracker: VideoMAETracker, sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+@torch.no_grad()
+def load_backbone_state(tracker: VideoMAETracker, sd: dict[str, torch.Tensor], side: int) -> dict[str, list[str]]:
+    """Copy a VideoMAE state dict; the position grids start from VideoMAE's fixed sinusoid table for one
+    frame of a ``side`` x ``side`` patch grid (what the checkpoint was pretrained with), interpolated."""
+    from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
     own = tracker.videomae.state_dict()
     use = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     tracker.videomae.load_state_dict(use, strict=False)
-    return {"loaded": ["videomae." + k for k in use], "unused": sorted(set(sd) - set(use))}
+    table = get_sinusoid_encoding_table(side * side, tracker.videomae.config.hidden_size).float()
+    emb = tracker.videomae.embeddings
+    for name, g in zip(("template", "search"), tracker.grid, strict=True):
+        getattr(emb, f"{name}_position_embeddings").copy_(resize_grid(table, g))
+    pos = [f"embeddings.{n}_position_embeddings" for n in ("template", "search")]
+    return {"loaded": ["videomae." + k for k in [*use, *pos]], "unused": sorted(set(sd) - set(use))}
 
 
 def load_report(tracker: VideoMAETracker, loaded: list[str]) -> list[str]:
@@ -208,12 +218,15 @@ def initialise(tracker: VideoMAETracker, init: str | None, strict: bool) -> dict
         elif kind == "videomae":
             from transformers import VideoMAEModel
 
-            result = load_backbone_state(tracker, VideoMAEModel.from_pretrained(str(path)).state_dict())
+            src = VideoMAEModel.from_pretrained(str(path))
+            side = src.config.image_size // src.config.patch_size
+            result = load_backbone_state(tracker, src.state_dict(), side)
         else:
             raise ValueError(f"model.init: {path}/config.json has model_type {kind!r}; expected 'dinov2' or 'videomae'")
     elif path.is_file():
         sd = torch.load(path, map_location="cpu", weights_only=True)
-        result = load_backbone_state(tracker, videomaev2_to_transformers(sd.get("model", sd)))
+        side = 224 // tracker.videomae.config.patch_size  # VideoMAEv2 pretrains at 224 px
+        result = load_backbone_state(tracker, videomaev2_to_transformers(sd.get("model", sd)), side)
     else:
         raise FileNotFoundError(f"model.init: {path} is neither a model folder with config.json nor a .pth file")
     result["random"] = load_report(tracker, result["loaded"])

@@ -35,7 +35,9 @@ GEOMETRY = ("template_size", "search_size", "template_context", "search_context"
 LOSSES = ("focal", "l1", "giou")
 
 
-def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+def focal_heatmap_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, normalised by the number of centres."""
     p = logits.sigmoid().clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1).float()
@@ -105,7 +107,9 @@ class TrackingTask(Task):
     def _merge(self, where: str, section: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         for k in keys:
             if k in section and section[k] != self.geometry[k]:
-                raise ValueError(f"{where}.{k}={section[k]} contradicts task.{k}={self.geometry[k]}; set it in task only")
+                raise ValueError(
+                    f"{where}.{k}={section[k]} contradicts task.{k}={self.geometry[k]}; set it in task only"
+                )
             section[k] = self.geometry[k]
         return section
 
