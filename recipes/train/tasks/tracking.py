@@ -65,7 +65,7 @@ def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
 
 def giou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 - GIoU, IoU) per row, boxes cx,cy,w,h."""
-    from torchvision.ops import generalized_box_iou, box_iou
+    from torchvision.ops import box_iou, generalized_box_iou
 
     p, g = cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt)
     p = torch.cat([p[:, :2], torch.maximum(p[:, 2:], p[:, :2] + 1e-6)], dim=1)
