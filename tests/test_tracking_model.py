@@ -120,3 +120,49 @@ def test_videomae_adapter_groups_the_tracker():
         "box_head.score.0.weight": (1.0, 0.1),
         "videomae.layernorm.weight": (1.0, 0.0),
     }
+
+
+def test_task_options_act_or_fail():
+    from mmengine.config import Config
+
+    from recipes.train.tasks.tracking import TrackingTask
+
+    cfg = Config(dict(model=dict(type="videomae_tracker", template_size=16, **TINY)))
+    torch.manual_seed(0)
+    model = build_videomae_tracker(template_size=16, search_size=32, **TINY)
+    batch = (torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32), torch.tensor([[0.5, 0.5, 0.3, 0.2]] * 2))
+    only_focal, logs = TrackingTask(cfg, template_size=16, search_size=32,
+                                    loss_weights=dict(l1=0, giou=0)).train_step(model, batch, torch.device("cpu"))  # fmt: skip
+    full, _ = TrackingTask(cfg, template_size=16, search_size=32).train_step(model, batch, torch.device("cpu"))
+    assert float(only_focal) == pytest.approx(logs["focal"]) and float(full) > float(only_focal)
+    assert TrackingTask(cfg, template_size=16, search_size=32).build_model().grid == (4, 8)
+    with pytest.raises(KeyError, match=r"loss_weights: unknown terms \['dice'\]"):
+        TrackingTask(cfg, loss_weights=dict(dice=1.0))
+    with pytest.raises(KeyError, match=r"unknown options \['window'\]"):
+        TrackingTask(cfg, window=0.3)
+    with pytest.raises(ValueError, match="model.template_size=16 contradicts task.template_size=112"):
+        TrackingTask(cfg).build_model()
+    with pytest.raises(ValueError, match=r"window_penalty must lie in \[0, 1\]"):
+        TrackingTask(cfg, window_penalty=1.5)
+
+
+def test_window_penalty_and_template_update_change_the_track():
+    from recipes.train.tasks.tracking_online import OnlineTracker, TrackerOptions
+    from tests.tracking_fixtures import frames_of
+
+    torch.manual_seed(0)
+    model = build_videomae_tracker(template_size=16, search_size=32, **TINY).eval()
+    frames, boxes = frames_of(3)
+
+    def run(**kw):
+        t = OnlineTracker(model, TrackerOptions(template_size=16, search_size=32, **kw))
+        t.init(frames[0], boxes[0])
+        first = t.template.clone()
+        return [t.update(f) for f in frames[1:]], torch.equal(first, t.template)
+
+    (free, kept), (held, _) = run(window_penalty=0.0), run(window_penalty=1.0)
+    assert kept and any(not (a == b).all() for a, b in zip(free, held, strict=True))
+    _, kept = run(template_update_interval=1, template_update_score=0.0)
+    assert not kept  # replaced after a frame whose peak reached the (zero) threshold
+    _, kept = run(template_update_interval=1, template_update_score=1.1)
+    assert kept
