@@ -130,7 +130,7 @@ class TrackingSequences(Dataset):
     """Whole sequences for one-pass evaluation; items are :class:`Sequence` objects."""
 
     def __init__(self, root: str, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                 layout: str = "auto", seed: int = 0) -> None:  # fmt: skip
+                 layout: str = "auto") -> None:  # fmt: skip
         self.seqs = load_sequences(root, sequences, list(exclude), layout)
 
     def __len__(self) -> int:

@@ -126,8 +126,8 @@ class TrackingTask(Task):
                     if self.cfg.get("data_root") is None:
                         raise ValueError("data: set data_root (e.g. --cfg-options data_root=/path/to/sequences)")
                     d["root"] = self.cfg.data_root
-                d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
                 if d.get("type") == "tracking_pairs":
+                    d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
                     d = self._merge(f"data.{split}", d, GEOMETRY)
                 d = DATASETS.build(d)
             self._datasets[split] = d
@@ -172,6 +172,11 @@ class TrackingTask(Task):
                     frames += len(seq) - 1
         finally:
             model.train(was_training)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[Any] = [None] * torch.distributed.get_world_size()  # each rank tracked its share
+            torch.distributed.all_gather_object(shards, (per_seq, frames))
+            per_seq = {k: v for shard, _ in shards for k, v in shard.items()}
+            frames = sum(n for _, n in shards)
         self.last_per_sequence = per_seq
         return {**summarise(per_seq), "fps": frames / max(time.perf_counter() - t0, 1e-9)}
 
