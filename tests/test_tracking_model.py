@@ -166,3 +166,23 @@ def test_window_penalty_and_template_update_change_the_track():
     assert not kept  # replaced after a frame whose peak reached the (zero) threshold
     _, kept = run(template_update_interval=1, template_update_score=1.1)
     assert kept
+
+
+def test_dinov2_init_and_config_must_agree(dino_dir):
+    path, _ = dino_dir
+    with pytest.raises(ValueError, match=r"model.hidden_size=48 but the DINOv2 in .* has hidden_size=32"):
+        build_videomae_tracker(template_size=16, search_size=32, init=str(path), hidden_size=48)
+
+
+def test_shipped_cpu_config_rebuilds_without_init():
+    """tools/track.py rebuilds a trained model from the config with init=None: the architecture must not change."""
+    from pathlib import Path
+
+    from recipes.train.config import load_config
+    from recipes.train.registry import MODELS
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu.py")
+    model = MODELS.build(dict(cfg.model, template_size=cfg.task.template_size, search_size=cfg.task.search_size))
+    c = model.videomae.config
+    assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.patch_size) == (384, 6, 1536, 14)
+    assert model.grid == (5, 10) and len(model.videomae.encoder.layer) == 4

@@ -11,6 +11,8 @@ _eval_split = ["otb_David", "otb_Diving", "otb_Skiing", "vot2016_bag", "uav10_pe
 model = dict(
     type="videomae_tracker",
     init=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
+    hidden_size=384, num_attention_heads=6, intermediate_size=1536, patch_size=14,  # ViT-S/14, as DINOv2-small
+    layer_norm_eps=1e-6, hidden_act="gelu",
     num_hidden_layers=4,  # DINOv2's first 4 blocks: a third of the cost on a CPU
     tubelet_size=2, num_frames=2,
 )  # fmt: skip

@@ -243,7 +243,8 @@ def build_videomae_tracker(template_size: int = 112, search_size: int = 224, ini
                            strict_init: bool = True, head_dim: int = 128, **config: Any) -> VideoMAETracker:  # fmt: skip
     """A :class:`VideoMAETracker`; ``config`` goes to ``VideoMAEConfig`` (hidden_size, num_hidden_layers...).
 
-    With a DINOv2 ``init``, the width, heads, MLP size and epsilon follow its config.json unless given.
+    With a DINOv2 ``init``, the width, heads, MLP size and epsilon follow its config.json (a different value
+    given is an error); give them too, so that the same config rebuilds the model without ``init``.
     """
     from transformers import VideoMAEConfig
 
@@ -252,11 +253,13 @@ def build_videomae_tracker(template_size: int = 112, search_size: int = 224, ini
 
         src = json.loads((Path(init) / "config.json").read_text())
         if src.get("model_type") == "dinov2":
-            for k in ("hidden_size", "num_attention_heads", "layer_norm_eps", "hidden_act"):
-                config.setdefault(k, src[k])
-            config.setdefault("intermediate_size", int(src["hidden_size"] * src["mlp_ratio"]))
-            config.setdefault("num_hidden_layers", src["num_hidden_layers"])
-            config.setdefault("patch_size", src["patch_size"])
+            src["intermediate_size"] = int(src["hidden_size"] * src["mlp_ratio"])
+            for k in ("hidden_size", "num_attention_heads", "layer_norm_eps", "hidden_act", "intermediate_size"):
+                if config.setdefault(k, src[k]) != src[k]:
+                    raise ValueError(f"model.{k}={config[k]} but the DINOv2 in {init} has {k}={src[k]}; "
+                                     f"remove model.{k} or match it")  # fmt: skip
+            config.setdefault("num_hidden_layers", src["num_hidden_layers"])  # fewer: the first blocks
+            config.setdefault("patch_size", src["patch_size"])  # another size: the kernel is resampled
     config.setdefault("use_mean_pooling", False)
     config.setdefault("image_size", search_size)
     cfg = VideoMAEConfig(**config)
