@@ -106,3 +106,11 @@ def test_track_tool_on_video_frames_and_eval(run, tmp_path):
     assert track_tool.main([str(cfg_path), best, "--eval", "--out", str(tmp_path / "e")]) == 2
     assert track_tool.main([str(cfg_path), best, "--video", str(video), "--init", "60,40,12,10",
                             "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+def test_amp_accumulation_and_ema(run, tmp_path):
+    root = run[0]
+    cfg = tiny_cfg(root)
+    cfg.train.update(epochs=1, batch_size=2, grad_accum=2, amp="bf16", ema=0.9, ckpt_every=None)
+    summary = Trainer(cfg, tmp_path / "amp").setup().train()
+    assert summary["steps"] == 2 and summary["final_loss"] > 0 and "ema_AO" in summary["val"]
