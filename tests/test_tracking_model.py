@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import Dinov2Config, Dinov2Model, VideoMAEConfig, VideoMAEModel
@@ -166,6 +167,13 @@ def test_window_penalty_and_template_update_change_the_track():
     assert not kept  # replaced after a frame whose peak reached the (zero) threshold
     _, kept = run(template_update_interval=1, template_update_score=1.1)
     assert kept
+    (damped, _), (free_again, _) = run(size_lr=0.3, window_penalty=0.0), run(window_penalty=0.0)
+    assert free_again[0].tolist() == free[0].tolist()
+    # the first frame's size moves 30% of the way from the initial box to the prediction (unless clipped)
+    grown = np.abs(damped[0][2:] - boxes[0][2:]) <= np.abs(free[0][2:] - boxes[0][2:]) * 0.3 + 1e-6
+    assert grown.all() and not np.allclose(damped[0], free[0])
+    for box in free + held + damped:  # every box lies inside the 64x48 frame
+        assert box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= 64 + 1e-6 and box[1] + box[3] <= 48 + 1e-6
 
 
 def test_dinov2_init_and_config_must_agree(dino_dir):

@@ -76,7 +76,8 @@ def giou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch
 class TrackingTask(Task):
     """Args: the crop geometry (see the module docstring), ``loss_weights`` (focal, l1, giou), and the
     online tracker's ``window_penalty`` (0..1, weight of a Hann window on the score map),
-    ``template_update_interval`` (0 = never; else every N frames when the peak score >= ``template_update_score``).
+    ``template_update_interval`` (0 = never; else every N frames when the peak score >= ``template_update_score``),
+    ``size_lr`` (damping of the box size between frames; 1 = none).
     """
 
     primary_metric = "AO"
@@ -85,10 +86,10 @@ class TrackingTask(Task):
     def __init__(self, cfg: Any, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
                  window_penalty: float = 0.49, template_update_interval: int = 0, template_update_score: float = 0.7,
-                 **options: Any) -> None:  # fmt: skip
+                 size_lr: float = 1.0, **options: Any) -> None:  # fmt: skip
         if options:
             raise KeyError(f"task (tracking): unknown options {sorted(options)}; known: {sorted(GEOMETRY)} + "
-                           "loss_weights, window_penalty, template_update_interval, template_update_score")  # fmt: skip
+                           "loss_weights, window_penalty, template_update_interval, template_update_score, size_lr")  # fmt: skip
         super().__init__(cfg)
         weights = {"focal": 1.0, "l1": 5.0, "giou": 2.0, **dict(loss_weights or {})}
         unknown = set(weights) - set(LOSSES)
@@ -99,7 +100,8 @@ class TrackingTask(Task):
                          "template_context": float(template_context), "search_context": float(search_context)}  # fmt: skip
         self.tracker_options = TrackerOptions(**self.geometry, window_penalty=float(window_penalty),
                                               template_update_interval=int(template_update_interval),
-                                              template_update_score=float(template_update_score))  # fmt: skip
+                                              template_update_score=float(template_update_score),
+                                              size_lr=float(size_lr))  # fmt: skip
         self._datasets: dict[str, Dataset | None] = {}
         self.last_per_sequence: dict[str, dict[str, np.ndarray]] = {}
 

@@ -26,10 +26,13 @@ class TrackerOptions:
     window_penalty: float = 0.49  # score' = (1 - p) * score + p * hann: prefers small moves
     template_update_interval: int = 0  # 0: the first frame's template for the whole sequence
     template_update_score: float = 0.7  # update only when the peak score reaches this
+    size_lr: float = 1.0  # w, h = (1 - size_lr) * previous + size_lr * predicted (SiamFC/SiamRPN damping); 1 = OSTrack
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.window_penalty <= 1.0:
             raise ValueError(f"task.window_penalty must lie in [0, 1], got {self.window_penalty}")
+        if not 0.0 < self.size_lr <= 1.0:
+            raise ValueError(f"task.size_lr must lie in (0, 1], got {self.size_lr}")
         if self.template_update_interval < 0:
             raise ValueError(f"task.template_update_interval must be >= 0, got {self.template_update_interval}")
 
@@ -81,13 +84,17 @@ class OnlineTracker:
         return result
 
     def to_image(self, b: np.ndarray, k: float, x0: float, y0: float) -> np.ndarray:
-        """A cx,cy,w,h box in [0, 1] of the search crop -> x,y,w,h in the image, clipped, at least 4 px."""
-        s = self.opts.search_size / k
-        cx, cy, w, h = b[0] * s + x0, b[1] * s + y0, max(b[2] * s, 4.0), max(b[3] * s, 4.0)
+        """A cx,cy,w,h box in [0, 1] of the search crop -> x,y,w,h in the image (size damped by ``size_lr``),
+        its centre kept in the image, then clipped to the image; at least 4 px a side."""
+        s, lr = self.opts.search_size / k, self.opts.size_lr
+        cx, cy = b[0] * s + x0, b[1] * s + y0
+        w = (1 - lr) * self.box[2] + lr * max(b[2] * s, 4.0)
+        h = (1 - lr) * self.box[3] + lr * max(b[3] * s, 4.0)
         wi, hi = self.size
         cx, cy = min(max(cx, 0.0), wi), min(max(cy, 0.0), hi)
-        w, h = min(w, wi), min(h, hi)
-        return np.array([cx - w / 2, cy - h / 2, w, h])
+        x0_, y0_ = max(cx - w / 2, 0.0), max(cy - h / 2, 0.0)
+        x1_, y1_ = min(cx + w / 2, wi), min(cy + h / 2, hi)
+        return np.array([x0_, y0_, max(x1_ - x0_, 4.0), max(y1_ - y0_, 4.0)])
 
     def update(self, image: np.ndarray) -> np.ndarray:
         return self.step_many([self], [image])[0]
