@@ -8,7 +8,8 @@ parameters, both under the same ``attention`` rule), ``intermediate.dense``, ``o
 pooling) and ``classifier``. The position embeddings are a fixed sinusoid buffer, not a parameter.
 
 Layer ids are VideoMAEv2's (``optim_factory.py``): embeddings 0, block i -> i+1, final norm /
-``fc_norm`` / head -> L+1, so ``layer_decay`` gives the scales VideoMAEv2 fine-tuning uses.
+``fc_norm`` / head (``classifier``, or the tracker's ``box_head`` from
+``recipes/train/models/tracker.py``) -> L+1, so ``layer_decay`` gives the scales VideoMAEv2 fine-tuning uses.
 
 ``videomaev2`` (alias ``beit_style``) reads the original VideoMAEv2 / BEiT repo naming (``blocks.i``,
 ``patch_embed``, ``pos_embed``, ``cls_token``, ``norm``, ``fc_norm``, ``head``, ``rel_pos_bias``,
@@ -35,12 +36,12 @@ class VideoMAE(TransformersAdapter):
     module = "transformers.models.videomae."
     stacks = (("layer", _BLOCKS + r"\.(\d+)\."),)
     embed = (_P + r"embeddings\.",)
-    head = (_P + r"layernorm\.", r"^(?:fc_norm|classifier)\.")
+    head = (_P + r"layernorm\.", r"^(?:fc_norm|classifier|box_head)\.")
     components = (
         (_P + r"embeddings\.", "embed"),
         *block_rules(_BLOCKS, "attention", "intermediate|output", "layernorm_before|layernorm_after"),
         (_P + r"layernorm\.", "norm"),
-        (r"^(?:fc_norm|classifier)\.", "head"),
+        (r"^(?:fc_norm|classifier|box_head)\.", "head"),
     )
     catch_all = frozenset({"embed", "head"})
 

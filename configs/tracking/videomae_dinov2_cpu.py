@@ -1,0 +1,40 @@
+# Fine-tunes a one-stream VideoMAE tracker (transformers VideoMAEModel, single object) whose backbone is the real
+# DINOv2 ViT-S/14 inflated into the tubelet embedding, on a folder of GOT-10k / LaSOT / OTB-layout sequences.
+# CPU-sized: the first 4 of DINOv2's 12 blocks, 70 px template / 140 px search (25 + 100 tokens), 2 epochs of
+# 1,024 pairs; well within 45 min on 2 free CPU cores, resumable (--resume). Split: the shared set's suggested one.
+#   tar xzf ../shared/data/tracking_sot.tar.gz -C /tmp && tar xf ../shared/data/dinov2_small.tar -C /tmp
+#   python tools/train.py configs/tracking/videomae_dinov2_cpu.py \
+#       --cfg-options data_root=/tmp/tracking_sot model.init=/tmp/dinov2_small
+#   python tools/track.py configs/tracking/videomae_dinov2_cpu.py work_dirs/videomae_dinov2_cpu/best.pt --eval
+data_root = None  # required: the folder holding one sub-folder per sequence
+_eval_split = ["otb_David", "otb_Diving", "otb_Skiing", "vot2016_bag", "uav10_person11"]  # the shared set's eval split
+model = dict(
+    type="videomae_tracker",
+    init=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
+    hidden_size=384, num_attention_heads=6, intermediate_size=1536, patch_size=14,  # ViT-S/14, as DINOv2-small
+    layer_norm_eps=1e-6, hidden_act="gelu",
+    num_hidden_layers=4,  # DINOv2's first 4 blocks: a third of the cost on a CPU
+    tubelet_size=2, num_frames=2,
+)  # fmt: skip
+task = dict(
+    type="tracking",
+    template_size=70, search_size=140,  # multiples of the patch (14): 5x5 and 10x10 tokens
+    template_context=2.0, search_context=4.0,  # crop side / sqrt(w*h) (OSTrack's factors)
+    loss_weights=dict(focal=1.0, l1=5.0, giou=2.0),  # OSTrack's weights
+    window_penalty=0.49,
+)  # fmt: skip
+data = dict(
+    train=dict(type="tracking_pairs", exclude=_eval_split, samples_per_epoch=1024, max_gap=50,
+               scale_jitter=0.25, shift_jitter=3.0, flip=0.5, photometric=0.8),
+    val=dict(type="tracking_sequences", sequences=_eval_split),
+)  # fmt: skip
+adapter = "videomae"
+# layer decay 0.7: the embeddings train at 0.7**5 = 0.17x the head's LR, block 4 at 0.7x
+strategy = dict(type="layer_decay", lr=4e-4, decay=0.7, weight_decay=0.05)
+optimizer = dict(type="AdamW", betas=(0.9, 0.999))
+# design note 000: per-step LR (x each group's lr_scale) and a cosine weight-decay schedule on decayed groups only
+schedule = dict(type="cosine", warmup_steps=16, min_lr_ratio=0.05, weight_decay=0.05, weight_decay_end=0.1)
+train = dict(
+    epochs=2, batch_size=16, eval_batch_size=8,  # 64 steps per epoch; the 5 eval sequences tracked as one batch
+    clip_grad=1.0, ckpt_every=16, keep_ckpts=2, num_threads=2, seed=0, log_every=8,
+)  # fmt: skip

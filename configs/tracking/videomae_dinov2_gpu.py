@@ -1,0 +1,17 @@
+# Full-size single-object tracker for one GPU: all 12 blocks of the DINOv2 ViT-S/14 inflated into a VideoMAE
+# backbone, 112 px template / 224 px search (64 + 256 tokens, OSTrack-256-like geometry at patch 14), 20 epochs of
+# 8,000 pairs, bf16 autocast, EMA. Same data layout and split as the CPU config (everything else is inherited).
+#   python tools/train.py configs/tracking/videomae_dinov2_gpu.py \
+#       --cfg-options data_root=/tmp/tracking_sot model.init=/tmp/dinov2_small
+#   torchrun --nproc_per_node=N tools/train.py configs/tracking/videomae_dinov2_gpu.py ...   # data-parallel
+_base_ = "./videomae_dinov2_cpu.py"
+model = dict(num_hidden_layers=12)
+task = dict(template_size=112, search_size=224)
+data = dict(train=dict(samples_per_epoch=8000, max_gap=100))
+# layer decay 0.75 over 12 blocks: the embeddings train at 0.75**13 = 0.024x the head's LR
+strategy = dict(lr=4e-4, decay=0.75)
+schedule = dict(warmup_steps=250)
+train = dict(
+    epochs=20, batch_size=32, eval_batch_size=8, amp="bf16", ema=dict(decay=0.999),
+    ckpt_every=250, keep_ckpts=3, num_threads=None, num_workers=8, log_every=50,
+)  # fmt: skip

@@ -1,0 +1,207 @@
+"""Single-object tracking: a one-stream VideoMAE tracker trained on template/search pairs.
+
+Config sketch (``configs/tracking/videomae_dinov2_cpu.py`` is a complete one)::
+
+    model = dict(type="videomae_tracker", init="/path/dinov2_small", num_hidden_layers=6)
+    task = dict(type="tracking", template_size=70, search_size=140, loss_weights=dict(focal=1, l1=5, giou=2))
+    data = dict(train=dict(type="tracking_pairs", exclude=[...]), val=dict(type="tracking_sequences", sequences=[...]))
+
+The crop geometry (``template_size``, ``search_size``, ``template_context``, ``search_context``) is
+set once here and handed to the model, the training pairs and the online tracker. Losses: focal
+loss on a Gaussian centre heatmap (CenterNet / OSTrack), L1 and GIoU on the box regressed at the
+ground-truth centre cell. Evaluation runs the online tracker over every whole validation sequence
+(one pass, no reset); ``AO`` decides ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
+from recipes.train.data.tracking import Sequence
+from recipes.train.metrics.tracking import per_sequence_table, sequence_scores, summarise
+from recipes.train.registry import DATASETS, MODELS, TASKS
+from recipes.train.tasks.base import Task
+from recipes.train.tasks.tracking_online import OnlineTracker, TrackerOptions
+
+GEOMETRY = ("template_size", "search_size", "template_context", "search_context")
+LOSSES = ("focal", "l1", "giou")
+
+
+def focal_heatmap_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, normalised by the number of centres."""
+    p = logits.sigmoid().clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -(torch.log(p) * (1 - p) ** alpha * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p**alpha * (1 - target) ** beta * (1 - pos)).sum()
+    return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
+
+
+def gaussian_targets(box: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(heatmap (B,1,g,g) with 1 at the centre cell, centre cell row, column) for cx,cy,w,h boxes in [0, 1]."""
+    b = box.shape[0]
+    ix = (box[:, 0] * grid).long().clamp(0, grid - 1)
+    iy = (box[:, 1] * grid).long().clamp(0, grid - 1)
+    sigma = (box[:, 2:].prod(1).sqrt() * grid / 6).clamp(min=0.5)  # about a sixth of the target's size in cells
+    ar = torch.arange(grid, device=box.device, dtype=box.dtype)
+    dy = (ar[None, :, None] - iy[:, None, None]) ** 2
+    dx = (ar[None, None, :] - ix[:, None, None]) ** 2
+    heat = torch.exp(-(dx + dy) / (2 * sigma[:, None, None] ** 2))
+    return heat.reshape(b, 1, grid, grid), iy, ix
+
+
+def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], dim=1)
+
+
+def giou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 - GIoU, IoU) per row, boxes cx,cy,w,h."""
+    from torchvision.ops import box_iou, generalized_box_iou
+
+    p, g = cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt)
+    p = torch.cat([p[:, :2], torch.maximum(p[:, 2:], p[:, :2] + 1e-6)], dim=1)
+    return 1 - generalized_box_iou(p, g).diagonal(), box_iou(p, g).diagonal()
+
+
+@TASKS.register_module("tracking")
+class TrackingTask(Task):
+    """Args: the crop geometry (see the module docstring), ``loss_weights`` (focal, l1, giou), and the
+    online tracker's ``window_penalty`` (0..1, weight of a Hann window on the score map),
+    ``template_update_interval`` (0 = never; else every N frames when the peak score >= ``template_update_score``),
+    ``size_lr`` (damping of the box size between frames; 1 = none).
+    """
+
+    primary_metric = "AO"
+    higher_is_better = True
+
+    def __init__(self, cfg: Any, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
+                 search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
+                 window_penalty: float = 0.49, template_update_interval: int = 0, template_update_score: float = 0.7,
+                 size_lr: float = 1.0, **options: Any) -> None:  # fmt: skip
+        if options:
+            raise KeyError(f"task (tracking): unknown options {sorted(options)}; known: {sorted(GEOMETRY)} + "
+                           "loss_weights, window_penalty, template_update_interval, template_update_score, size_lr")  # fmt: skip
+        super().__init__(cfg)
+        weights = {"focal": 1.0, "l1": 5.0, "giou": 2.0, **dict(loss_weights or {})}
+        unknown = set(weights) - set(LOSSES)
+        if unknown:
+            raise KeyError(f"task.loss_weights: unknown terms {sorted(unknown)}; known: {list(LOSSES)}")
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
+        self.geometry = {"template_size": int(template_size), "search_size": int(search_size),
+                         "template_context": float(template_context), "search_context": float(search_context)}  # fmt: skip
+        self.tracker_options = TrackerOptions(**self.geometry, window_penalty=float(window_penalty),
+                                              template_update_interval=int(template_update_interval),
+                                              template_update_score=float(template_update_score),
+                                              size_lr=float(size_lr))  # fmt: skip
+        self._datasets: dict[str, Dataset | None] = {}
+        self.last_per_sequence: dict[str, dict[str, np.ndarray]] = {}
+
+    # --- model and data -----------------------------------------------------------------------
+    def _merge(self, where: str, section: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        for k in keys:
+            if k in section and section[k] != self.geometry[k]:
+                raise ValueError(
+                    f"{where}.{k}={section[k]} contradicts task.{k}={self.geometry[k]}; set it in task only"
+                )
+            section[k] = self.geometry[k]
+        return section
+
+    def build_model(self) -> nn.Module:
+        kw = self._merge("model", dict(self.cfg.model), ("template_size", "search_size"))
+        return MODELS.build(kw)
+
+    def dataset(self, split: str) -> Dataset | None:
+        if split not in self._datasets:
+            d = (self.cfg.get("data") or {}).get(split)
+            if d is not None:
+                d = dict(d)
+                if d.get("root") is None:
+                    if self.cfg.get("data_root") is None:
+                        raise ValueError("data: set data_root (e.g. --cfg-options data_root=/path/to/sequences)")
+                    d["root"] = self.cfg.data_root
+                if d.get("type") == "tracking_pairs":
+                    d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
+                    d = self._merge(f"data.{split}", d, GEOMETRY)
+                d = DATASETS.build(d)
+            self._datasets[split] = d
+        return self._datasets[split]
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        if not (self.cfg.get("data") or {}).get("train"):
+            raise KeyError("config: the `data.train` section is missing (e.g. dict(type='tracking_pairs'))")
+        return self.dataset("train"), self.dataset("val")
+
+    def collate(self, batch: list[Any]) -> Any:
+        if isinstance(batch[0], Sequence):
+            return batch
+        return torch.utils.data.default_collate(batch)
+
+    # --- steps --------------------------------------------------------------------------------
+    def losses(self, out: dict[str, torch.Tensor], box: torch.Tensor) -> dict[str, torch.Tensor]:
+        grid = out["score"].shape[-1]
+        heat, iy, ix = gaussian_targets(box, grid)
+        ar = torch.arange(box.shape[0], device=box.device)
+        off, size = out["offset"][ar, :, iy, ix], out["size"][ar, :, iy, ix]
+        pred = torch.stack([(ix + off[:, 0]) / grid, (iy + off[:, 1]) / grid, size[:, 0], size[:, 1]], dim=1)
+        giou, iou = giou_loss(pred.float(), box.float())
+        return {"focal": focal_heatmap_loss(out["score"].float(), heat), "l1": F.l1_loss(pred.float(), box.float()),
+                "giou": giou.mean(), "iou": iou.mean().detach()}  # fmt: skip
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        template, search, box = (t.to(device) for t in batch)
+        terms = self.losses(model(template, search), box)
+        loss = sum(self.loss_weights[k] * terms[k] for k in LOSSES)
+        return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        per_seq, frames, t0 = {}, 0, time.perf_counter()
+        try:
+            for seqs in loader:
+                for seq, boxes in zip(seqs, track(model, seqs, self.tracker_options, device), strict=True):
+                    per_seq[seq.name] = sequence_scores(boxes, seq.boxes, seq.visible)
+                    frames += len(seq) - 1
+        finally:
+            model.train(was_training)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[Any] = [None] * torch.distributed.get_world_size()  # each rank tracked its share
+            torch.distributed.all_gather_object(shards, (per_seq, frames))
+            per_seq = {k: v for shard, _ in shards for k, v in shard.items()}
+            frames = sum(n for _, n in shards)
+        self.last_per_sequence = per_seq
+        return {**summarise(per_seq), "fps": frames / max(time.perf_counter() - t0, 1e-9)}
+
+    def final_report(self, model: nn.Module, device: torch.device, loader_of: Any) -> dict[str, Any]:
+        """The last evaluation's per-sequence table (also in summary.json)."""
+        if not self.last_per_sequence:
+            return {}
+        print(per_sequence_table(self.last_per_sequence))
+        return {"per_sequence": {k: {"frames": len(v["iou"]), "AO": float(v["iou"].mean()) if len(v["iou"]) else None}
+                                 for k, v in self.last_per_sequence.items()}}  # fmt: skip
+
+
+def track(model: nn.Module, seqs: list[Sequence], opts: TrackerOptions, device: torch.device) -> list[np.ndarray]:
+    """Boxes (N, 4) x,y,w,h for each sequence: one pass, all sequences advanced together (batched)."""
+    trackers = [OnlineTracker(model, opts, device) for _ in seqs]
+    out = [np.zeros((len(s), 4)) for s in seqs]
+    for t, s in zip(trackers, seqs, strict=True):
+        t.init(s.read(0), s.boxes[0])
+    for k, s in enumerate(seqs):
+        out[k][0] = s.boxes[0]
+    for i in range(1, max(len(s) for s in seqs)):
+        live = [k for k, s in enumerate(seqs) if i < len(s)]
+        boxes = OnlineTracker.step_many([trackers[k] for k in live], [seqs[k].read(i) for k in live])
+        for k, b in zip(live, boxes, strict=True):
+            out[k][i] = b
+    return out

@@ -1,0 +1,173 @@
+"""Run a trained tracker (or OpenCV's TrackerMIL) on a video, a frame folder, or the config's eval sequences.
+
+    python tools/track.py CONFIG CKPT --video clip.mp4 --init x,y,w,h [--out DIR] [--gif]
+    python tools/track.py CONFIG CKPT --frames DIR --init x,y,w,h
+    python tools/track.py CONFIG CKPT --eval [--cfg-options data_root=DIR]      # one-pass evaluation
+    python tools/track.py CONFIG --tracker opencv_mil --eval                    # the same, OpenCV TrackerMIL
+
+A video / frame folder gives ``boxes.txt`` (x,y,w,h per frame) and an annotated ``track.mp4`` (or
+``track.gif`` with --gif). ``--eval`` gives ``metrics.json``, ``per_sequence.md``, the success and
+precision plots (PNG) and one ``<sequence>.txt`` per sequence. ``--out`` must be a new or empty folder:
+nothing already written is replaced. Exit status: 0 done, 2 bad input, 4 unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from recipes.train.config import load_config  # noqa: E402
+from recipes.train.errors import cli  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("checkpoint", nargs="?", help="a run's best.pt or checkpoints/step_*.pt (not for opencv_mil)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="a video file (anything OpenCV decodes)")
+    src.add_argument("--frames", help="a folder of frames (sorted by name)")
+    src.add_argument("--eval", action="store_true", help="one-pass evaluation on the config's data.val")
+    ap.add_argument("--init", help="x,y,w,h of the target in the first frame (with --video / --frames)")
+    ap.add_argument("--tracker", default="model", choices=["model", "opencv_mil"])
+    ap.add_argument("--out", default=None, help="a new or empty folder (default: work_dirs/track/<name>)")
+    ap.add_argument("--gif", action="store_true", help="write track.gif instead of track.mp4")
+    ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    return ap.parse_args(argv)
+
+
+def parse_init(text: str | None) -> tuple[float, float, float, float]:
+    if text is None:
+        raise ValueError("--init x,y,w,h is required with --video / --frames (the target's first-frame box)")
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h") from None
+    if len(vals) != 4:
+        raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h, got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(f"--out {path} already holds files; give a new or empty folder (nothing is replaced)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_tracker(cfg: Any, ckpt: str | None, kind: str) -> Any:
+    """A function ``seqs -> list of (N, 4) boxes``."""
+    from recipes.train.registry import TASKS
+    from recipes.train.tasks.tracking import track
+    from recipes.train.tasks.tracking_online import track_opencv_mil
+
+    if kind == "opencv_mil":
+        return lambda seqs: [track_opencv_mil(s) for s in seqs]
+    if ckpt is None:
+        raise ValueError("a checkpoint is required with --tracker model (or use --tracker opencv_mil)")
+    cfg.model["init"] = None  # the checkpoint holds every weight: no pretrained folder needed
+    task = TASKS.lookup("tracking")(cfg, **{k: v for k, v in dict(cfg.task).items() if k != "type"})
+    model = task.build_model()
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{ckpt}: does not match the config's model: {len(missing)} missing (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass the config it was trained with")  # fmt: skip
+    model.eval()
+    return lambda seqs: track(model, seqs, task.tracker_options, torch.device("cpu"))
+
+
+def write_boxes(path: Path, boxes: np.ndarray) -> None:
+    path.write_text("".join(f"{x:.2f},{y:.2f},{w:.2f},{h:.2f}\n" for x, y, w, h in boxes))
+
+
+def write_video(seq: Any, boxes: np.ndarray, out: Path, gif: bool, fps: float = 25.0) -> Path:
+    import cv2
+
+    frames = []
+    for i in range(len(seq)):
+        img = np.ascontiguousarray(seq.read(i))
+        x, y, w, h = (int(round(v)) for v in boxes[i])
+        cv2.rectangle(img, (x, y), (x + w, y + h), (255, 40, 40), 2)
+        frames.append(img)
+    if gif:
+        from PIL import Image
+
+        ims = [Image.fromarray(f) for f in frames]
+        path = out / "track.gif"
+        ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+        return path
+    path = out / "track.mp4"
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path
+
+
+def run_eval(cfg: Any, run: Any, out: Path, name: str) -> dict[str, Any]:
+    from recipes.train.data.tracking_pairs import TrackingSequences
+    from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
+
+    val = dict(cfg.data.val)
+    val.pop("type", None)
+    val.setdefault("root", cfg.get("data_root"))
+    if val["root"] is None:
+        raise ValueError("--eval needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
+    seqs = TrackingSequences(**val).seqs
+    t0 = time.perf_counter()
+    boxes = run(seqs)
+    wall = time.perf_counter() - t0
+    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    for s, b in zip(seqs, boxes, strict=True):
+        write_boxes(out / f"{s.name}.txt", b)
+    metrics = {
+        **summarise(per_seq),
+        "fps": sum(len(s) - 1 for s in seqs) / wall,
+        "frames": sum(len(s) - 1 for s in seqs),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "per_sequence.md").write_text(per_sequence_table(per_seq) + "\n")
+    plot_curves({name: per_seq}, str(out))
+    print(per_sequence_table(per_seq))
+    print("[eval] " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    from recipes.train.data.tracking import load_frames, load_video
+
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    name = args.tracker if args.tracker != "model" else Path(args.checkpoint or "model").parent.name or "model"
+    run = build_tracker(cfg, args.checkpoint, args.tracker)
+    source = Path(args.video or args.frames or "eval").stem
+    out = fresh_dir(Path(args.out or Path("work_dirs") / "track" / f"{name}_{source}"))
+    if args.eval:
+        run_eval(cfg, run, out, name)
+    else:
+        init = parse_init(args.init)
+        seq = load_video(args.video, init) if args.video else load_frames(args.frames, init)
+        t0 = time.perf_counter()
+        boxes = run([seq])[0]
+        fps = (len(seq) - 1) / max(time.perf_counter() - t0, 1e-9)
+        write_boxes(out / "boxes.txt", boxes)
+        path = write_video(seq, boxes, out, args.gif, float(seq.meta.get("fps") or 25.0))
+        print(f"[track] {len(seq)} frames at {fps:.1f} frames/s: {out / 'boxes.txt'}, {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
