@@ -126,6 +126,7 @@ def test_videomae_adapter_groups_the_tracker():
 def test_task_options_act_or_fail():
     from mmengine.config import Config
 
+    from recipes.train.tasks.base import build_task
     from recipes.train.tasks.tracking import TrackingTask
 
     cfg = Config(dict(model=dict(type="videomae_tracker", template_size=16, **TINY)))
@@ -139,8 +140,14 @@ def test_task_options_act_or_fail():
     assert TrackingTask(cfg, template_size=16, search_size=32).build_model().grid == (4, 8)
     with pytest.raises(KeyError, match=r"loss_weights: unknown terms \['dice'\]"):
         TrackingTask(cfg, loss_weights=dict(dice=1.0))
-    with pytest.raises(KeyError, match=r"unknown options \['window'\]"):
-        TrackingTask(cfg, window=0.3)
+    with pytest.raises(KeyError, match=r"`task.window` is not read by anything \(did you mean 'window_penalty'\?\)"):
+        build_task(Config(dict(cfg.to_dict(), task=dict(type="tracking", window=0.3))))
+    assert (
+        build_task(
+            Config(dict(cfg.to_dict(), task=dict(type="tracking", window_penalty=0.3)))
+        ).tracker_options.window_penalty
+        == 0.3
+    )
     with pytest.raises(ValueError, match="model.template_size=16 contradicts task.template_size=112"):
         TrackingTask(cfg).build_model()
     with pytest.raises(ValueError, match=r"window_penalty must lie in \[0, 1\]"):
@@ -194,3 +201,34 @@ def test_shipped_cpu_config_rebuilds_without_init():
     c = model.videomae.config
     assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.patch_size) == (384, 6, 1536, 14)
     assert model.grid == (5, 10) and len(model.videomae.encoder.layer) == 4
+
+
+def test_task_reads_data_from_data_cfg_with_the_run_seed(tmp_path):
+    """data_root fills each split's root, train.seed seeds the pairs, the crop geometry is the task's own."""
+    from mmengine.config import Config
+
+    from recipes.train.tasks.base import build_task
+    from tests.tracking_fixtures import write_got10k
+
+    for k, name in enumerate(("a", "v")):
+        write_got10k(tmp_path, name, n=6, seed=k)
+
+    def cfg(seed: int, **pairs) -> Config:
+        return Config(dict(data_root=str(tmp_path), model=dict(type="videomae_tracker", **TINY),
+                           task=dict(type="tracking", template_size=16, search_size=32),
+                           data=dict(train=dict(type="tracking_pairs", exclude=["v"], samples_per_epoch=4, **pairs),
+                                     val=dict(type="tracking_sequences", sequences=["v"])),
+                           train=dict(seed=seed)))  # fmt: skip
+
+    train, val = build_task(cfg(0)).build_datasets()
+    assert train.seed == 0 and train.sizes == (16, 32) and [s.name for s in val.seqs] == ["v"]
+    assert build_task(cfg(7)).build_datasets()[0].seed == 7
+    assert not torch.equal(train[0][1], build_task(cfg(7)).build_datasets()[0][0][1])  # the seed changes the pairs
+    with pytest.raises(ValueError, match="data.train.search_size=64 contradicts task.search_size=32"):
+        build_task(cfg(0, search_size=64)).build_datasets()
+    with pytest.raises(KeyError, match=r"`data.train.max_gapp` is not read"):
+        build_task(cfg(0, max_gapp=3)).build_datasets()
+    no_root = cfg(0)
+    no_root.data_root = None
+    with pytest.raises(KeyError, match=r"`data.train.root` is required \(set data_root"):
+        build_task(no_root).build_datasets()

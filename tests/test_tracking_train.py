@@ -78,6 +78,8 @@ def test_resume_is_bit_exact_and_best_follows_ao(run, tmp_path):
     best = json.loads((root.parent / "run" / "best.json").read_text())
     assert best["metric"] == "AO" and 0.0 <= summary["best_AO"] <= 1.0 and "fps" in summary["val"]
     assert set(summary["val"]) >= {"AO", "SR0.50", "SR0.75", "success_auc", "precision@20", "norm_precision"}
+    plots = root.parent / "run" / "plots"  # each evaluation's success / precision plots, in the work dir
+    assert (plots / "success_plot.png").stat().st_size > 0 and (plots / "precision_plot.png").stat().st_size > 0
 
 
 def test_track_tool_on_video_frames_and_eval(run, tmp_path):
@@ -106,6 +108,21 @@ def test_track_tool_on_video_frames_and_eval(run, tmp_path):
     assert track_tool.main([str(cfg_path), best, "--eval", "--out", str(tmp_path / "e")]) == 2
     assert track_tool.main([str(cfg_path), best, "--video", str(video), "--init", "60,40,12,10",
                             "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    # a step checkpoint loads too (same path as train: task.build_model, safe_load)
+    step = str(sorted((root.parent / "run" / "checkpoints").glob("step_*.pt"))[-1])
+    assert track_tool.main([str(cfg_path), step, "--eval", "--out", str(tmp_path / "s")]) == 0
+    # a misspelt task option, a file that is not only tensors, a trainable-only checkpoint without model.init: exit 2
+    assert track_tool.main([str(cfg_path), best, "--eval", "--out", str(tmp_path / "y"),
+                            "--cfg-options", "task.window_penlty=0.3"]) == 2  # fmt: skip
+    import pickle
+
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(pickle.dumps({"model": track_tool.BadInput("x")}))
+    assert track_tool.main([str(cfg_path), str(crafted), "--eval", "--out", str(tmp_path / "z")]) == 2
+    partial = tmp_path / "partial.pt"
+    torch.save({"model": {}, "frozen_omitted": True}, partial)
+    assert track_tool.main([str(cfg_path), str(partial), "--eval", "--out", str(tmp_path / "w")]) == 2
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("y", "z", "w"))
 
 
 def test_amp_accumulation_and_ema(run, tmp_path):

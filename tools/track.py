@@ -9,6 +9,9 @@ A video / frame folder gives ``boxes.txt`` (x,y,w,h per frame) and an annotated 
 ``track.gif`` with --gif). ``--eval`` gives ``metrics.json``, ``per_sequence.md``, the success and
 precision plots (PNG) and one ``<sequence>.txt`` per sequence. ``--out`` must be a new or empty folder:
 nothing already written is replaced. Exit status: 0 done, 2 bad input, 4 unexpected.
+
+The model is built as ``tools/train.py`` builds it (the task's ``build_model``, the trainable policy; every
+``task.*`` key checked) and the checkpoint is read by ``safe_load`` (tensors only: nothing in it runs).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from recipes.train.config import load_config  # noqa: E402
-from recipes.train.errors import cli  # noqa: E402
+from recipes.train.checkpoint import safe_load  # noqa: E402
+from recipes.train.config import fill_data_root, load_config  # noqa: E402
+from recipes.train.errors import BadInput, cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,25 +68,49 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def build_tracker(cfg: Any, ckpt: str | None, kind: str) -> Any:
-    """A function ``seqs -> list of (N, 4) boxes``."""
-    from recipes.train.registry import TASKS
-    from recipes.train.tasks.tracking import track
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """A run's ``best.pt`` / ``checkpoints/step_*.pt`` or a bare state dict, loaded by ``safe_load`` (no code runs)."""
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict):
+        raise BadInput(f"checkpoint {path!r}: expected a dict of tensors, got {type(ckpt).__name__}")
+    if not isinstance(ckpt.get("model"), dict):
+        ckpt = {"model": ckpt}
+    return {**ckpt, "path": str(path)}
+
+
+def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
+    """A function ``seqs -> list of (N, 4) boxes``.
+
+    The model is built by the path ``tools/train.py`` uses (the task's ``build_model``, the trainable
+    policy). A full checkpoint (``best.pt``) holds every weight, so ``model.init`` is not needed; a
+    trainable-only step checkpoint needs the run's own ``model.init`` and is checked against it.
+    """
+    from recipes.train.build import build_model
+    from recipes.train.config import check_config, train_options
+    from recipes.train.tasks.base import build_task
+    from recipes.train.tasks.tracking import TrackingTask, track
     from recipes.train.tasks.tracking_online import track_opencv_mil
+    from recipes.train.trainable_state import frozen_fingerprint, load_model
 
     if kind == "opencv_mil":
+        if ckpt_path is not None:
+            raise BadInput("--tracker opencv_mil takes no checkpoint; remove it (or use --tracker model)")
         return lambda seqs: [track_opencv_mil(s) for s in seqs]
-    if ckpt is None:
-        raise ValueError("a checkpoint is required with --tracker model (or use --tracker opencv_mil)")
-    cfg.model["init"] = None  # the checkpoint holds every weight: no pretrained folder needed
-    task = TASKS.lookup("tracking")(cfg, **{k: v for k, v in dict(cfg.task).items() if k != "type"})
-    model = task.build_model()
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{ckpt}: does not match the config's model: {len(missing)} missing (e.g. {missing[:2]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass the config it was trained with")  # fmt: skip
+    if ckpt_path is None:
+        raise BadInput("a checkpoint is required with --tracker model (or use --tracker opencv_mil)")
+    ckpt = read_checkpoint(ckpt_path)
+    if ckpt.get("frozen_omitted"):
+        if cfg.model.get("init") is None:
+            raise BadInput(f"checkpoint {ckpt_path!r} holds only the trainable tensors; give the run's pretrained "
+                           "weights (--cfg-options model.init=...) or use its best.pt")  # fmt: skip
+    else:
+        cfg.model["init"] = None  # the checkpoint holds every weight: no pretrained folder needed
+    check_config(cfg)
+    task = build_task(cfg)
+    if not isinstance(task, TrackingTask):
+        raise BadInput(f"task.type={cfg.task.get('type')!r}: tools/track.py runs a tracking config")
+    model = build_model(cfg, task, train_options(cfg))
+    load_model(model, ckpt, frozen_fingerprint(model))
     model.eval()
     return lambda seqs: track(model, seqs, task.tracker_options, torch.device("cpu"))
 
@@ -120,11 +148,13 @@ def run_eval(cfg: Any, run: Any, out: Path, name: str) -> dict[str, Any]:
     from recipes.train.data.tracking_pairs import TrackingSequences
     from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
 
-    val = dict(cfg.data.val)
-    val.pop("type", None)
-    val.setdefault("root", cfg.get("data_root"))
-    if val["root"] is None:
-        raise ValueError("--eval needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
+    val = fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val")
+    if not val:
+        raise BadInput("--eval needs a data.val section (dict(type='tracking_sequences', sequences=[...]))")
+    if val.pop("type", "tracking_sequences") != "tracking_sequences":
+        raise BadInput("--eval: data.val must be of type 'tracking_sequences' (whole sequences, one pass)")
+    if val.get("root") is None:
+        raise BadInput("--eval needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
     seqs = TrackingSequences(**val).seqs
     t0 = time.perf_counter()
     boxes = run(seqs)

@@ -224,7 +224,9 @@ def initialise(tracker: VideoMAETracker, init: str | None, strict: bool) -> dict
         else:
             raise ValueError(f"model.init: {path}/config.json has model_type {kind!r}; expected 'dinov2' or 'videomae'")
     elif path.is_file():
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        from recipes.train.checkpoint import safe_load
+
+        sd = safe_load(path, "model.init")  # tensors only: a crafted file is refused before anything runs
         side = 224 // tracker.videomae.config.patch_size  # VideoMAEv2 pretrains at 224 px
         result = load_backbone_state(tracker, videomaev2_to_transformers(sd.get("model", sd)), side)
     else:

@@ -10,12 +10,14 @@ The crop geometry (``template_size``, ``search_size``, ``template_context``, ``s
 set once here and handed to the model, the training pairs and the online tracker. Losses: focal
 loss on a Gaussian centre heatmap (CenterNet / OSTrack), L1 and GIoU on the box regressed at the
 ground-truth centre cell. Evaluation runs the online tracker over every whole validation sequence
-(one pass, no reset); ``AO`` decides ``best.pt``.
+(one pass, no reset); ``AO`` decides ``best.pt``; the success and precision plots go to
+``<work_dir>/plots/``. Every ``task.*`` key is a keyword of ``__init__`` (a misspelt one is an error).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +27,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
+from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
-from recipes.train.metrics.tracking import per_sequence_table, sequence_scores, summarise
-from recipes.train.registry import DATASETS, MODELS, TASKS
+from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
+from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 from recipes.train.tasks.tracking_online import OnlineTracker, TrackerOptions
 
@@ -83,13 +86,10 @@ class TrackingTask(Task):
     primary_metric = "AO"
     higher_is_better = True
 
-    def __init__(self, cfg: Any, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
+    def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
                  window_penalty: float = 0.49, template_update_interval: int = 0, template_update_score: float = 0.7,
-                 size_lr: float = 1.0, **options: Any) -> None:  # fmt: skip
-        if options:
-            raise KeyError(f"task (tracking): unknown options {sorted(options)}; known: {sorted(GEOMETRY)} + "
-                           "loss_weights, window_penalty, template_update_interval, template_update_score, size_lr")  # fmt: skip
+                 size_lr: float = 1.0) -> None:  # fmt: skip
         super().__init__(cfg)
         weights = {"focal": 1.0, "l1": 5.0, "giou": 2.0, **dict(loss_weights or {})}
         unknown = set(weights) - set(LOSSES)
@@ -116,27 +116,22 @@ class TrackingTask(Task):
         return section
 
     def build_model(self) -> nn.Module:
-        kw = self._merge("model", dict(self.cfg.model), ("template_size", "search_size"))
-        return MODELS.build(kw)
+        kw = self._merge("model", dict(self.model_cfg), ("template_size", "search_size"))
+        return build_with_keys(MODELS.lookup(kw.pop("type")), kw, "model.")
 
     def dataset(self, split: str) -> Dataset | None:
+        """The dataset of ``data.<split>`` (built once; training pairs get the task's geometry and the run's seed)."""
         if split not in self._datasets:
-            d = (self.cfg.get("data") or {}).get(split)
-            if d is not None:
-                d = dict(d)
-                if d.get("root") is None:
-                    if self.cfg.get("data_root") is None:
-                        raise ValueError("data: set data_root (e.g. --cfg-options data_root=/path/to/sequences)")
-                    d["root"] = self.cfg.data_root
-                if d.get("type") == "tracking_pairs":
-                    d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
-                    d = self._merge(f"data.{split}", d, GEOMETRY)
-                d = DATASETS.build(d)
-            self._datasets[split] = d
+            d = self.data_cfg.get(split)
+            if d is not None and d.get("type") == "tracking_pairs":
+                self._merge(f"data.{split}", dict(d), GEOMETRY)  # a contradicting value is an error
+                self._datasets[split] = self.build_dataset(split, seed=self.seed, **self.geometry)
+            else:
+                self._datasets[split] = self.build_dataset(split)
         return self._datasets[split]
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
-        if not (self.cfg.get("data") or {}).get("train"):
+        if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='tracking_pairs'))")
         return self.dataset("train"), self.dataset("val")
 
@@ -180,7 +175,17 @@ class TrackingTask(Task):
             per_seq = {k: v for shard, _ in shards for k, v in shard.items()}
             frames = sum(n for _, n in shards)
         self.last_per_sequence = per_seq
+        self.write_plots(per_seq)
         return {**summarise(per_seq), "fps": frames / max(time.perf_counter() - t0, 1e-9)}
+
+    def write_plots(self, per_seq: dict[str, dict[str, np.ndarray]]) -> list[str]:
+        """The success and precision plots of this evaluation in ``<work_dir>/plots/`` (the main rank; none
+        outside a run). Each evaluation replaces the previous one's: the run's own files, not a user's."""
+        if self.work_dir is None or not per_seq:
+            return []
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return []
+        return plot_curves({"model": per_seq}, str(Path(self.work_dir) / "plots"))
 
     def final_report(self, model: nn.Module, device: torch.device, loader_of: Any) -> dict[str, Any]:
         """The last evaluation's per-sequence table (also in summary.json)."""
