@@ -10,6 +10,7 @@ whose name ends in ``Norm``), the head is ``model.get_classifier()`` (timm) or `
 Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
 
 - ``full``: every parameter trains.
+- ``linear_probe``: only the head trains; everything else is frozen.
 - ``lora_only``: LoRA on ``targets`` in every block; the head trains; all else frozen.
 - ``norm_only``: every norm (in blocks and outside) and the head train; all else frozen.
 - ``hybrid_layerwise`` with ``layout``:
@@ -33,7 +34,7 @@ from torch import nn
 
 from recipes.adapter import canonical_name
 
-POLICIES = ("full", "lora_only", "norm_only", "hybrid_layerwise")
+POLICIES = ("full", "linear_probe", "lora_only", "norm_only", "hybrid_layerwise")
 LAYOUTS = ("deep_lora", "shallow_lora")
 NORM_TYPES = tuple(
     t for t in (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None)) if t
