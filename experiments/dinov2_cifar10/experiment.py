@@ -8,7 +8,8 @@ Six ways to fine-tune the same pretrained backbone (`dinov2_small.tar`, loaded i
 `configs/classification/dinov2_s14_cifar10*.py`. Top-1 / NLL on the test subset; ECE (15 bins)
 before and after a temperature fitted on the validation subset (cut from the training folder,
 disjoint from the training images). The CPU size is deliberately small (56 px = 4x4 patches,
-30 images per class, 2 epochs of 15 steps) so that the 18 runs fit in about an hour on 2 busy CPU cores; the
+20 images per class, 2 epochs of 10 steps) so that the 18 runs fit in about an hour on 2 CPU cores
+shared with other jobs; the
 GPU size is the full recipe.
 """
 data = dict(cifar10=dict(archive="cifar10_jpg.tar.gz"), dinov2=dict(archive="dinov2_small.tar", path="dinov2_small"))
@@ -28,16 +29,16 @@ sizes = dict(
     cpu={
         **_paths,
         "model.img_size": _px,
-        "data.train.per_class": 30,  # 300 training images, class-balanced
+        "data.train.per_class": 20,  # 200 training images, class-balanced
         "data.train.pipeline": [dict(type="Resize", height=_px, width=_px), dict(type="HorizontalFlip", p=0.5), _norm],
         "data.val.per_class": 10,  # 100 validation images (temperature fitting, per-epoch curve)
-        "data.val.per_class_start": 30,
+        "data.val.per_class_start": 20,
         "data.val.pipeline": [dict(type="Resize", height=_px, width=_px), _norm],
-        "data.test.per_class": 30,  # 300 test images
+        "data.test.per_class": 20,  # 200 test images
         "data.test.pipeline": [dict(type="Resize", height=_px, width=_px), _norm],
         "train.epochs": 2,
-        "train.batch_size": 20,  # 15 steps per epoch, 30 in all
-        "schedule.warmup_steps": 3,
+        "train.batch_size": 20,  # 10 steps per epoch, 20 in all
+        "schedule.warmup_steps": 2,
         "train.num_workers": 0,
         "train.amp": None,
         "train.num_threads": 2,
