@@ -101,7 +101,6 @@ def test_efficientnet_lite_bad_inputs(lite0_file, dinov2_dir, tmp_path):
 
 
 def test_rfdetr_encoder_weights_and_checkpoint_together_is_an_error(tmp_path):
-    pytest.importorskip("rfdetr")
     from recipes.train.models.rfdetr import build_rfdetr
 
     with pytest.raises(ValueError, match="pretrain_weights .* or encoder_weights .*not both"):
@@ -128,3 +127,30 @@ def test_dinov2_into_rfdetr_encoder(dinov2_dir, size, patch, grid, capsys):
     ):
         torch.testing.assert_close(enc[name], src[name])
     assert enc["embeddings.patch_embeddings.projection.weight"].shape[-1] == patch
+
+
+def test_efficientnet_layer_decay_is_stage_wise_from_group_matcher():
+    import timm
+    from timm.models._manipulate import group_with_matcher
+
+    from recipes.param_groups import build_param_groups
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=10)
+    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="auto")
+    names = [n for n, _ in model.named_parameters()]
+    ids = group_with_matcher(((n, None) for n in names), model.group_matcher(coarse=True), reverse=True)
+    assert max(ids.values()) == 8  # stem 0, stages 1..7, classifier 8
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    scales = {by_id[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+    assert scales == {n: 0.5 ** (8 - ids[n]) for n in names}
+    assert scales["blocks.3.1.conv_pw.weight"] == 0.5**4 and scales["conv_head.weight"] == 0.5
+
+
+def test_linear_probe_policy_trains_the_head_only():
+    import timm
+
+    from recipes.policies import apply_policy
+
+    model = apply_policy(timm.create_model("vit_small_patch14_dinov2", img_size=28, num_classes=10),
+                         dict(type="linear_probe"))  # fmt: skip
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]

@@ -57,4 +57,4 @@ columns = [
 curve_metric = "top1"
 metric = dict(label="test top-1 %", path="test.top1", method="linear_probe", size="cpu", seed=0,
               expected=None, tolerance=1.0)  # fmt: skip
-hardware = "2 shared CPU cores (Intel Xeon), no GPU"
+hardware = "2 AMD EPYC cores shared with 7 other jobs (load average ~15), no GPU"
