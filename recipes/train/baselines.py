@@ -109,6 +109,9 @@ def run_cell(cfg: Any, paths: dict[str, str], work_dir: Path, exp: dict[str, Any
     trainer = Trainer(cfg, work_dir).setup()
     summary = trainer.train()
     cell: dict[str, Any] = {"metrics": _plain(summary), "curve": _eval_curve(work_dir), "lr": _lr_curves(work_dir)}
+    best = work_dir / "best.json"  # the best epoch's metrics (what best.pt scored)
+    if best.is_file():
+        cell["metrics"]["best"] = _plain(json.loads(best.read_text()).get("metrics", {}))
     if hasattr(trainer.task, "logits") and summary.get("temperature"):
         cell["reliability"] = _reliability(trainer, summary["temperature"]["T"])
     return cell
