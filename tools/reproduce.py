@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         cell = R.run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp)
         cell.update(method=method, seed=seed, size=size, config_hash=digest, wall_s=time.perf_counter() - t)
         cell.update(R.provenance())
-        results["cells"][key] = cell
-        R.write_results(args.name, results)
+        R.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once
         shown = ", ".join(f"{k} {v:.4g}" for k, v in R.headline(exp, cell).items())
         print(f"{tag}: {shown}; {cell['wall_s']:.0f} s", flush=True)
     if not args.no_docs:

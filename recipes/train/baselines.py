@@ -235,6 +235,17 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def add_cell(name: str, key: str, cell: dict[str, Any]) -> Path:
+    """Add one cell to the baseline's results: read, update and replace the file under an exclusive lock."""
+    import fcntl
+
+    with open(results_path(name).with_name(".results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read_results(name)
+        data["cells"][key] = cell
+        return write_results(name, data)
+
+
 def metric(cell: dict[str, Any], where: str) -> float | None:
     """A dotted path into the cell's metrics (``test.top1``), else into the cell (``wall_s``)."""
     for root in (cell.get("metrics", {}), cell):
