@@ -44,7 +44,7 @@ sizes = dict(
 default_size = "cpu"
 columns = [
     ("test top-1 %", "test.top1"), ("test NLL", "test.nll"), ("ECE", "temperature.ece_before"),
-    ("ECE after T", "temperature.ece_after"), ("trainable params", "trainable_params"), ("wall s", "wall_s"),
+    ("ECE after T", "temperature.ece_after"), ("trainable params", "trainable_params"), ("train wall s", "wall_s"),
 ]  # fmt: skip
 curve_metric = "top1"
 metric = dict(label="test top-1 %", path="test.top1", method="norm_only", size="cpu", seed=0,

@@ -332,9 +332,11 @@ def _plots(name: str, size: str, exp: dict[str, Any], cells: dict[str, dict]) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = {}
-    for c in sorted(cells.values(), key=lambda c: c["seed"]):
-        first.setdefault(c["method"], c)
+    first = {}  # each method's lowest seed, in the experiment's method order
+    for method in exp["methods"]:
+        runs = sorted((c for c in cells.values() if c["method"] == method), key=lambda c: c["seed"])
+        if runs:
+            first[method] = runs[0]
     key = exp.get("curve_metric", "top1")
     made: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(6, 4))
