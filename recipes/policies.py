@@ -18,6 +18,7 @@ entry that matches nothing there is an error naming it, and so is a regex that m
 Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
 
 - ``full``: every parameter trains.
+- ``linear_probe``: only the head trains; everything else is frozen.
 - ``lora_only``: LoRA on ``targets`` in every block; the head trains; all else frozen.
 - ``norm_only``: every norm (in blocks and outside) and the head train; all else frozen.
 - ``hybrid_layerwise`` with ``layout``:
@@ -41,7 +42,7 @@ from torch import nn
 
 from recipes.adapter import canonical_name, norm_param_names
 
-POLICIES = ("full", "lora_only", "norm_only", "hybrid_layerwise")
+POLICIES = ("full", "linear_probe", "lora_only", "norm_only", "hybrid_layerwise")
 LAYOUTS = ("deep_lora", "shallow_lora")
 ENGINE_KEYS = ("freeze_lora_steps",)  # read by recipes/engine.py, not here
 ALL_LINEAR = "all-linear"  # peft's shorthand

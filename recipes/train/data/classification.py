@@ -222,8 +222,15 @@ class _FolderImages:
 
 
 @DATASETS.register_module("image_folder")
-def image_folder(root: str | Path, split: str | None = "train", **kw: Any) -> ArrayDataset:
-    """``root/<split>/<class name>/<image>``; classes are the sorted sub-folder names."""
+def image_folder(root: str | Path, split: str | None = "train", per_class: int | None = None, per_class_start: int = 0,
+                 subset_seed: int = 0, **kw: Any) -> ArrayDataset:  # fmt: skip
+    """``root/<split>/<class name>/<image>``; classes are the sorted sub-folder names.
+
+    ``per_class=N``: a class-balanced subset, N images of each class drawn by a fixed permutation
+    (``subset_seed``, independent of the training seed, so every seed sees the same images);
+    ``per_class_start=S`` takes positions S..S+N-1 of that permutation, so a validation subset cut from the
+    same folder (``per_class_start`` = the training subset's ``per_class``) shares no image with it.
+    """
     base = _require(Path(root).expanduser() / (split or ""), "image folder")
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
     if not classes:
@@ -231,8 +238,19 @@ def image_folder(root: str | Path, split: str | None = "train", **kw: Any) -> Ar
     paths, labels = [], []
     for c, name in enumerate(classes):
         files = sorted(p for p in (base / name).rglob("*") if p.suffix.lower() in IMG_EXT)
+        if per_class is not None:
+            if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+                raise ValueError(f"image_folder: per_class must be an int >= 1, got {per_class!r}")
+            if per_class_start + per_class > len(files):
+                raise ValueError(f"image_folder: per_class_start={per_class_start} + per_class={per_class} but "
+                                 f"class {name!r} has {len(files)} images")  # fmt: skip
+            perm = np.random.default_rng([subset_seed, c]).permutation(len(files))
+            pick = perm[per_class_start : per_class_start + per_class]
+            files = [files[i] for i in sorted(pick)]
         paths += files
         labels += [c] * len(files)
+    if per_class_start and per_class is None:
+        raise ValueError("image_folder: per_class_start needs per_class")
     if not paths:
         raise ValueError(f"image_folder: no images ({', '.join(IMG_EXT)}) under {str(base)!r}")
     return ArrayDataset(_FolderImages(paths), labels, classes, **kw)

