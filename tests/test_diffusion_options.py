@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipes.train.tasks.diffusion import DiffusionTask
+from recipes.train.tasks.base import build_task
 from tests.test_diffusion_task import config
 
 pytestmark = pytest.mark.slow  # loads tiny pipelines several times: ~30 s on a shared 2-core CPU
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # loads tiny pipelines several times: ~30 s on a 
 
 def task_loss(family: str, **opts):
     cfg = config(family, **opts)
-    task = DiffusionTask(cfg, **{k: v for k, v in dict(cfg.task).items() if k != "type"})
+    task = build_task(cfg)
     train, _ = task.build_datasets()
     model = task.build_model()
     batch = task.collate([train[0], train[1]])

@@ -123,9 +123,24 @@ def test_lora_round_trip_sd15_prediction_equal(tmp_path):
 
 
 def test_exact_resume(tmp_path):
-    """4 steps in one go == resuming that run's step-2 checkpoint for the last 2: the same LoRA, bit for bit."""
-    opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5}
+    """4 steps in one go == resuming that run's step-2 checkpoint for the last 2: the same LoRA, bit for bit.
+
+    The checkpoint holds the LoRA tensors only (``train.save_frozen='auto'``): the frozen U-Net comes back
+    from ``model.pretrained`` on resume. Rank 1: the tiny U-Net's layers are 8-16 wide, so a rank-16 LoRA
+    would outweigh them (and the engine would then save everything).
+    """
+    opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5, "task.lora.r": 1, "task.lora.alpha": 1}
     straight, _ = run(config("sd15", steps=4, **opts), tmp_path / "a")
+    ckpt_path = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    denoiser = straight._bare_model()
+    lora = {n for n, p in denoiser.named_parameters() if p.requires_grad}
+    assert ckpt["frozen_omitted"] and lora and all("lora_" in n for n in lora)
+    assert lora <= set(ckpt["model"]) and set(ckpt["model"]) - lora <= {n for n, _ in denoiser.named_buffers()}
+    full_bytes = sum(p.numel() * p.element_size() for p in denoiser.parameters())
+    saved = sum(t.numel() * t.element_size() for t in ckpt["model"].values())
+    assert saved < 0.05 * full_bytes, (saved, full_bytes)  # 1.9K of 67K parameters
+    assert ckpt_path.stat().st_size < full_bytes  # the whole file (optimizer, RNG states, config) too
     resumed, _ = run(config("sd15", steps=4, **opts), tmp_path / "b",
                      resume=tmp_path / "a" / "checkpoints" / "step_0000002.pt")  # fmt: skip
     a = {n: p for n, p in straight._bare_model().named_parameters() if p.requires_grad}
@@ -199,9 +214,29 @@ def test_bad_input_is_a_clear_error(tmp_path):
         ValueError, match=r"model.preset='flux1-dev' is FluxTransformer2DModel, but .* UNet2DConditionModel"
     ):
         Trainer(config("sd15", **{"model.preset": "flux1-dev"}), tmp_path / "e").setup()
-    with pytest.raises(KeyError, match=r"unknown diffusion options \['min_snr'\]"):
+    with pytest.raises(KeyError, match=r"`task.min_snr` is not read by anything \(did you mean 'min_snr_gamma'"):
         Trainer(config("sd15", **{"task.min_snr": 5}), tmp_path / "f").setup()
     with pytest.raises(ValueError, match=r"task.cache_dir=.* is inside the work dir"):
         Trainer(config("sd15", **{"task.cache_dir": str(tmp_path / "h" / "cache")}), tmp_path / "h").setup()
     with pytest.raises(ValueError, match=r"task.min_snr_gamma applies to DDPM families"):
         Trainer(config("flux", **{"task.min_snr_gamma": 5}), tmp_path / "g").setup()
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan"])
+def test_show_lr_path_sees_the_tasks_lora(family):
+    """``prepare_run`` without data or weights (tools/show_lr.py): the full-size denoiser on the meta device
+    with the task's LoRA, so the groups and the optimizer hold the LoRA tensors only."""
+    from recipes.train.build import prepare_run
+
+    cfg = load_config(ROOT / "configs" / "diffusion" / f"{family}_lora.py",
+                      ["model.device=meta", "model.pretrained=None"])  # fmt: skip
+    plan = prepare_run(cfg, data=False)
+    grouped = [p for g in plan.groups for p in g["params"]]
+    trainable = [p for p in plan.model.parameters() if p.requires_grad]
+    assert len(grouped) == len(trainable) > 0 and {id(p) for p in grouped} == {id(p) for p in trainable}
+    names = [n for n, p in plan.model.named_parameters() if p.requires_grad]
+    assert all("lora_A" in n or "lora_B" in n for n in names)
+    assert sum(p.numel() for p in trainable) < 0.05 * sum(p.numel() for p in plan.model.parameters())
+    with pytest.raises(ValueError, match=r"model.preset='nope'"):
+        prepare_run(load_config(ROOT / "configs" / "diffusion" / f"{family}_lora.py",
+                                ["model.device=meta", "model.pretrained=None", "model.preset=nope"]), data=False)  # fmt: skip

@@ -120,12 +120,19 @@ def test_shipped_lora_config_puts_lora_on_every_component_it_names(path):
     from recipes.train.registry import MODELS
 
     cfg = load_config(path)
-    model_cfg = dict(cfg.model)
-    if model_cfg.get("type") != "diffusers":
-        model_cfg["device"] = "meta"
-    model = MODELS.build(model_cfg)
-    mmap = resolve_adapter(model, cfg.get("adapter", "auto")).describe(model)
-    apply_policy(model, cfg.policy)
+    if (cfg.get("task") or {}).get("type") == "diffusion":  # task.lora: the task adds it (as tools/show_lr.py)
+        from recipes.train.build import prepare_run
+
+        cfg.merge_from_dict({"model.device": "meta", "model.pretrained": None})
+        model = prepare_run(cfg, data=False).model
+        mmap = resolve_adapter(model, cfg.get("adapter", "auto")).describe(model)
+    else:
+        model_cfg = dict(cfg.model)
+        if model_cfg.get("type") != "diffusers":
+            model_cfg["device"] = "meta"
+        model = MODELS.build(model_cfg)
+        mmap = resolve_adapter(model, cfg.get("adapter", "auto")).describe(model)
+        apply_policy(model, cfg.policy)
     with_lora = {
         mmap.params[canonical_name(n)[0]].component for n, _ in model.named_parameters() if canonical_name(n)[1]
     }

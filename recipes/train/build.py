@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -141,9 +142,12 @@ class RunPlan:
     opts: dict[str, Any]
 
 
-def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, data: bool = True) -> RunPlan:
+def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, data: bool = True,
+                work_dir: str | Path | None = None) -> RunPlan:  # fmt: skip
     """Everything of a run that does not depend on the device: see the module docstring.
 
+    ``work_dir`` is set as ``task.work_dir`` before the task builds anything (a task may check its own
+    paths against it while building its datasets, e.g. a cache that must not live in the work dir).
     ``data=False`` skips the datasets (``tools/show_lr.py`` without the data at hand): the class
     count is then the config's own and ``steps_per_epoch`` (or ``train.max_steps``) must be given.
     """
@@ -154,6 +158,7 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
 
         cfg = Config({k: v for k, v in cfg.to_dict().items() if k != "data"})
     task = build_task(cfg)
+    task.work_dir = None if work_dir is None else Path(work_dir)
     train_set = val_set = None
     if data:
         train_set, val_set = task.build_datasets()

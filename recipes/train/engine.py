@@ -106,9 +106,8 @@ class Trainer:
         setup_logging(self.is_main)
         seed_everything(self.opts["seed"] + self.rank)
         ckpt = self._read_resume()
-        plan = prepare_run(self.cfg, world=self.world)
+        plan = prepare_run(self.cfg, world=self.world, work_dir=self.work_dir)  # task.work_dir: the task's outputs
         self.task, self.train_set, self.val_set = plan.task, plan.train_set, plan.val_set
-        self.task.work_dir = self.work_dir  # where a task writes its own outputs (samples, exported weights)
         self.steps_per_epoch, self.total_steps, self.schedule = plan.steps_per_epoch, plan.total_steps, plan.schedule
         self.freeze = plan.freeze
         self.model = self._setup_model(plan.model, ckpt)

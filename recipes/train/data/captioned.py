@@ -170,6 +170,16 @@ class CaptionedImages(_CaptionedFolder):
                             for h, w in self.sizes]  # fmt: skip
         self.bucket_step = bucket_step
 
+    def image_files(self) -> list[Path]:
+        """One path per sample, for the engine's setup-time image check (``recipes/train/data/checks.py``)."""
+        return list(self.files)
+
+    def drop_samples(self, indices: list[int]) -> None:
+        """Leave samples out (``train.bad_images='skip'``)."""
+        drop = set(indices)
+        for name in ("files", "captions", "keys", "sizes", "targets"):
+            setattr(self, name, [x for i, x in enumerate(getattr(self, name)) if i not in drop])
+
     def _probe(self, path: Path, data: bytes) -> tuple[int, int]:
         from PIL import Image
 

@@ -134,13 +134,13 @@ def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, Cach
     if train.crop == "random":
         raise ValueError("task.cache_dir with data.crop='random': a cached latent fixes the crop; use crop='center' "
                          "or train without the cache")  # fmt: skip
-    root, wd = Path(task.options["cache_dir"]).resolve(), task.work_dir and Path(task.work_dir).resolve()
+    root, wd = Path(task.cache_dir).resolve(), task.work_dir and Path(task.work_dir).resolve()
     if wd is not None and (root == wd or wd in root.parents):
         raise ValueError(f"task.cache_dir={str(root)!r} is inside the work dir, whose files a new run moves aside; "
                          "put the cache next to it (e.g. work_dirs/cache) so runs share it")  # fmt: skip
     pipe, fam = task.pipe, task.family
     encoders = [n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module) and n != fam.denoiser]
-    cache = EmbeddingCache(task.options["cache_dir"], model_fingerprint(task.cfg.model.pretrained, encoders))
+    cache = EmbeddingCache(task.cache_dir, model_fingerprint(task.model_cfg["pretrained"], encoders))
     spec = {"crop": train.crop, "frames": str(getattr(train, "num_frames", 1)),
             "stride": str(getattr(train, "frame_stride", 1))}  # fmt: skip
     out_train = _fill(task, train, cache, spec)

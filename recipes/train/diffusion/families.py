@@ -21,6 +21,7 @@ _TEXT = dict(max_sequence_length=None)
 class Family:
     name = ""
     pipelines: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()  # ``model.preset`` names of this family (random weights: tools/show_lr.py)
     denoiser = "transformer"  # the pipeline attribute / subfolder that trains
     objective = "flow"
     video = False
@@ -50,6 +51,7 @@ class Family:
 
 class SD15(Family):
     name, pipelines, denoiser, objective = "sd15", ("StableDiffusionPipeline",), "unet", "ddpm"
+    presets = ("sd15",)
     lora_targets = r".*(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ff\.net\.(?:0\.proj|2))"
     lora_save_key = "unet_lora_layers"
 
@@ -65,7 +67,7 @@ class SD15(Family):
 
 
 class SDXL(SD15):
-    name, pipelines = "sdxl", ("StableDiffusionXLPipeline",)
+    name, pipelines, presets = "sdxl", ("StableDiffusionXLPipeline",), ("sdxl",)
 
     def encode_prompts(self, pipe, prompts, device):
         embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
@@ -85,7 +87,7 @@ class SDXL(SD15):
 
 
 class SD3(Family):
-    name, pipelines = "sd3", ("StableDiffusion3Pipeline",)
+    name, pipelines, presets = "sd3", ("StableDiffusion3Pipeline",), ("sd3-medium", "sd35-medium", "sd35-large")
     lora_targets = rf".*transformer_blocks\.\d+\.{_MMDIT}"
 
     def encode_prompts(self, pipe, prompts, device):
@@ -101,7 +103,7 @@ class SD3(Family):
 
 
 class Flux(Family):
-    name, pipelines = "flux", ("FluxPipeline",)
+    name, pipelines, presets = "flux", ("FluxPipeline",), ("flux1-dev", "flux1-schnell")
     lora_targets = (
         rf".*(?:transformer_blocks\.\d+\.{_MMDIT}|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp|proj_out))"
     )
@@ -135,6 +137,7 @@ class Flux(Family):
 
 class Wan(Family):
     name, pipelines, video = "wan", ("WanPipeline",), True
+    presets = ("wan21-t2v-14b", "wan21-t2v-1.3b")
     lora_targets = r".*blocks\.\d+\.(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ffn\.net\.(?:0\.proj|2))"
 
     def encode_prompts(self, pipe, prompts, device):
@@ -154,6 +157,7 @@ class Wan(Family):
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Wan())}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
+BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 
 
 def family_of(pipeline_class: str, where: str) -> Family:
@@ -161,3 +165,11 @@ def family_of(pipeline_class: str, where: str) -> Family:
         raise ValueError(f"{where}: pipeline {pipeline_class!r} is not trained by this task yet; supported: "
                          f"{sorted(BY_PIPELINE)}")  # fmt: skip
     return BY_PIPELINE[pipeline_class]
+
+
+def family_of_preset(preset: str | None) -> Family:
+    """The family of a ``model.preset`` (the denoiser with random weights, e.g. for ``tools/show_lr.py``)."""
+    if preset not in BY_PRESET:
+        raise ValueError(f"model.preset={preset!r}: the diffusion task trains the presets {sorted(BY_PRESET)} "
+                         "(or set model.pretrained to a pipeline folder)")  # fmt: skip
+    return BY_PRESET[preset]

@@ -21,6 +21,7 @@ diffusers' format (or kohya's), a full fine-tune with ``save_pretrained``, under
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,45 +29,72 @@ import torch
 from torch import nn
 
 import recipes.train.data.captioned  # noqa: F401 - registers the datasets
+from recipes.train.config import build_with_keys, check_keys, train_options
 from recipes.train.diffusion.families import Family, family_of
+from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
-from recipes.train.registry import DATASETS, TASKS
+from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 
 LORA_KEYS = ("r", "alpha", "dropout", "targets", "dora")
 SAMPLE_KEYS = ("prompts", "seeds", "steps", "guidance_scale", "height", "width", "num_frames")
-OPTIONS = ("lora", "prediction_type", "min_snr_gamma", "timestep_sampling", "logit_mean", "logit_std", "shift",
-           "guidance_scale", "caption_dropout", "cache_dir", "samples", "save_format", "gradient_checkpointing")  # fmt: skip
+DEFAULT_LORA = {"r": 16, "alpha": 16}
+#: flow-matching options and their defaults; another value on a DDPM family is an error
+FLOW_DEFAULTS = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "shift": "auto"}
+DDPM_ONLY = ("prediction_type", "min_snr_gamma")  # None: the scheduler's prediction type, no SNR weighting
 
 
 @TASKS.register_module("diffusion")
 class DiffusionTask(Task):
-    """Denoising loss on captioned images/videos; see the module docstring."""
+    """Denoising loss on captioned images/videos; see the module docstring.
+
+    A DDPM-only option set on a flow family, or a flow option changed from its default on a DDPM
+    family, is an error naming it.
+    """
 
     primary_metric = "loss"
     higher_is_better = False
 
-    def __init__(self, cfg: Any, **options: Any) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise KeyError(f"task: unknown diffusion options {unknown}; it accepts {sorted(OPTIONS)}")
-        super().__init__(cfg, **options)
-        self.lora = options.get("lora", dict(r=16, alpha=16))
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        lora: Mapping[str, Any] | None = DEFAULT_LORA,
+        prediction_type: str | None = None,
+        min_snr_gamma: float | None = None,
+        timestep_sampling: str = "logit_normal",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        shift: float | str | None = "auto",
+        guidance_scale: float = 3.5,
+        caption_dropout: float = 0.0,
+        cache_dir: str | None = None,
+        samples: Mapping[str, Any] | None = None,
+        save_format: str = "diffusers",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__(cfg)
+        self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
-            bad = sorted(set(self.lora) - set(LORA_KEYS))
-            if bad:
-                raise KeyError(f"task.lora: unknown keys {bad}; it accepts {list(LORA_KEYS)}")
+            check_keys("task.lora.", self.lora, LORA_KEYS)
             if cfg.get("policy"):
                 raise ValueError("task.lora and a `policy` section both set what trains; keep one (task.lora=None "
                                  "for the policy)")  # fmt: skip
-        self.samples = dict(options.get("samples") or {})
-        bad = sorted(set(self.samples) - set(SAMPLE_KEYS))
-        if bad:
-            raise KeyError(f"task.samples: unknown keys {bad}; it accepts {list(SAMPLE_KEYS)}")
-        p = float(options.get("caption_dropout", 0.0))
+        self.samples = dict(samples or {})
+        check_keys("task.samples.", self.samples, SAMPLE_KEYS)
+        p = float(caption_dropout)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"task.caption_dropout must lie in [0, 1), got {p}")
-        self.caption_dropout, self.step, self.work_dir = p, 0, None
+        if save_format not in FORMATS:
+            raise ValueError(f"task.save_format must be one of {FORMATS}, got {save_format!r}")
+        #: the objective's options, checked against the family once the pipeline is loaded
+        self.objective_options = dict(prediction_type=prediction_type, min_snr_gamma=min_snr_gamma,
+                                      timestep_sampling=timestep_sampling, logit_mean=logit_mean,
+                                      logit_std=logit_std, shift=shift)  # fmt: skip
+        self.guidance_scale, self.cache_dir, self.save_format = float(guidance_scale), cache_dir, save_format
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.batch_size = train_options(cfg)["batch_size"]
+        self.caption_dropout, self.step = p, 0
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._device: torch.device | None = None
@@ -76,7 +104,7 @@ class DiffusionTask(Task):
         if self.pipe is None:
             from recipes.train.models.diffusers import load_pipeline
 
-            m = dict(self.cfg.model)
+            m = dict(self.model_cfg)
             if m.get("type") != "diffusers" or not m.get("pretrained"):
                 raise ValueError("task diffusion: set model=dict(type='diffusers', pretrained=DIR) with DIR a diffusers "
                                  "pipeline folder (e.g. --cfg-options model.pretrained=/path/to/pipeline)")  # fmt: skip
@@ -104,33 +132,43 @@ class DiffusionTask(Task):
             )
 
     def _objective(self) -> Any:
-        o = self.options
+        o = self.objective_options
         if self.family.objective == "ddpm":
             from diffusers import DDPMScheduler
 
-            for key in ("timestep_sampling", "logit_mean", "logit_std", "shift"):
-                if key in o:
+            for key, default in FLOW_DEFAULTS.items():
+                if o[key] != default:
                     raise ValueError(f"task.{key} applies to flow-matching families; {self.family.name} uses DDPM")
             sched = DDPMScheduler.from_config(self.pipe.scheduler.config)
-            return DDPMObjective(sched, o.get("prediction_type"), o.get("min_snr_gamma"))
-        for key in ("prediction_type", "min_snr_gamma"):
-            if key in o:
+            return DDPMObjective(sched, o["prediction_type"], o["min_snr_gamma"])
+        for key in DDPM_ONLY:
+            if o[key] is not None:
                 raise ValueError(
                     f"task.{key} applies to DDPM families (sd15, sdxl); {self.family.name} is a flow model"
                 )
-        return FlowObjective(self.pipe.scheduler.config, o.get("timestep_sampling", "logit_normal"),
-                             float(o.get("logit_mean", 0.0)), float(o.get("logit_std", 1.0)), o.get("shift", "auto"))  # fmt: skip
+        return FlowObjective(self.pipe.scheduler.config, o["timestep_sampling"], float(o["logit_mean"]),
+                             float(o["logit_std"]), o["shift"])  # fmt: skip
 
     def build_model(self) -> nn.Module:
-        pipe = self.pipeline()
-        model = getattr(pipe, self.family.denoiser)
-        if self.options.get("gradient_checkpointing"):
+        """The pipeline's denoiser with LoRA added; without ``model.pretrained`` (``tools/show_lr.py``), the
+        ``model.preset`` denoiser with random weights (e.g. ``model.device='meta'``), LoRA added the same way."""
+        if self.model_cfg.get("pretrained") is None and self.pipe is None:
+            from recipes.train.diffusion.families import family_of_preset
+
+            family = family_of_preset(self.model_cfg.get("preset"))
+            kw = dict(self.model_cfg)
+            model = build_with_keys(MODELS.lookup(kw.pop("type")), kw, "model.")
+        else:
+            self.pipeline()
+            family = self.family
+            model = getattr(self.pipe, family.denoiser)
+        if self.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         if self.lora is None:
             return model.requires_grad_(True)
         from peft import LoraConfig
 
-        targets = self.lora.get("targets") or self.family.lora_targets
+        targets = self.lora.get("targets") or family.lora_targets
         config = LoraConfig(r=int(self.lora.get("r", 16)), lora_alpha=float(self.lora.get("alpha", 16)),
                             lora_dropout=float(self.lora.get("dropout", 0.0)), target_modules=targets,
                             use_dora=bool(self.lora.get("dora", False)))  # fmt: skip
@@ -146,25 +184,15 @@ class DiffusionTask(Task):
         return model
 
     # --- data ---------------------------------------------------------------------------------
-    def _dataset(self, split: str) -> Any:
-        d = (self.cfg.get("data") or {}).get(split)
-        if d is None:
-            return None
-        d = dict(d)
-        if "root" not in d and self.cfg.get("data_root") is not None:
-            d["root"] = self.cfg.data_root
-        d.setdefault("seed", int(self.cfg.get("train", {}).get("seed", 0)))
-        return DATASETS.build(d)
-
     def build_datasets(self) -> tuple[Any, Any]:
-        if not (self.cfg.get("data") or {}).get("train"):
+        if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='captioned_images'))")
+        train = self.build_dataset("train", seed=self.seed)  # before the pipeline: a missing data root says so first
         self.pipeline()
-        train = self._dataset("train")
         self._check_sizes(train)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
-        val = self._dataset("val") or train
-        if self.options.get("cache_dir"):
+        val = self.build_dataset("val", seed=self.seed) or train
+        if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
 
             train, val = cache_datasets(self, train, val)
@@ -186,7 +214,7 @@ class DiffusionTask(Task):
             raise ValueError(
                 f"data.num_frames={ds.num_frames}: the VAE needs 1 + a multiple of {t} frames (e.g. {t + 1})"
             )
-        if len({tuple(x) for x in ds.targets}) > 1 and self.cfg.get("train", {}).get("batch_size", 32) > 1:
+        if len({tuple(x) for x in ds.targets}) > 1 and self.batch_size > 1:
             raise ValueError("data.buckets: images of several sizes need train.batch_size=1 (batches are not "
                              "grouped by bucket yet)")  # fmt: skip
 
@@ -274,7 +302,7 @@ class DiffusionTask(Task):
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
         dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
-                 "crop_top_left": batch["crop_top_left"], "guidance_scale": self.options.get("guidance_scale", 3.5)}  # fmt: skip
+                 "crop_top_left": batch["crop_top_left"], "guidance_scale": self.guidance_scale}  # fmt: skip
         pred = self.family.predict(
             model, nb.noisy.to(dtype), nb.timesteps, {k: v.to(dtype) for k, v in cond.items()}, extra
         )
@@ -309,10 +337,9 @@ class DiffusionTask(Task):
         return {"loss": total / max(1, count)}
 
     def output_dir(self) -> Path:
-        where = self.work_dir or self.cfg.get("work_dir")
-        if where is None:
+        if self.work_dir is None:
             raise ValueError("task diffusion: no work dir to write samples and weights to; run through tools/train.py")
-        return Path(where)
+        return Path(self.work_dir)
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
         """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser."""
@@ -325,7 +352,7 @@ class DiffusionTask(Task):
             return {"saved": str(path)}
         from recipes.train.diffusion.lora_io import save_lora
 
-        fmt = self.options.get("save_format", "diffusers")
+        fmt = self.save_format
         where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
         if where.exists():  # a resumed run that had finished before: keep the earlier file
             where = where.with_name(f"{where.name}_step_{self.step + 1}")
