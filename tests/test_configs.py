@@ -76,7 +76,10 @@ def test_show_lr_default_shows_the_model_train_py_trains(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[default] groups=" in out and "coverage: " in out
     head = [line.split() for line in out.splitlines() if line.strip().startswith("head.")]
-    assert sorted(t for row in head for t in row if t.startswith("params=")) == ["params=10", "params=960"]  # 96 x 10 weights, 10 biases
+    assert sorted(t for row in head for t in row if t.startswith("params=")) == [
+        "params=10",
+        "params=960",
+    ]  # 96 x 10 weights, 10 biases
     assert (tmp_path / "lr_schedule.png").stat().st_size > 10_000
     rows = (tmp_path / "lr_schedule.csv").read_text().splitlines()
     assert rows[0].startswith("step,base_lr,") and len(rows) > 10
