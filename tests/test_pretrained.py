@@ -136,7 +136,7 @@ def test_efficientnet_layer_decay_is_stage_wise_from_group_matcher():
     from recipes.param_groups import build_param_groups
 
     model = timm.create_model("tf_efficientnet_lite0", num_classes=10)
-    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="auto")
+    groups = build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="timm_efficientnet")
     names = [n for n, _ in model.named_parameters()]
     ids = group_with_matcher(((n, None) for n in names), model.group_matcher(coarse=True), reverse=True)
     assert max(ids.values()) == 8  # stem 0, stages 1..7, classifier 8

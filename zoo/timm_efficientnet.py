@@ -5,6 +5,9 @@ Names read from timm 1.0.31 (``timm/models/efficientnet.py``, ``_efficientnet_bl
 ``bn*``), ``conv_head`` / ``bn2`` / ``classifier`` (head). Layer ids are stage-wise, from the model's own
 ``group_matcher(coarse=True)`` as ``timm.optim.param_groups_layer_decay`` computes them with it
 (stem 0, stage i -> i+1, ``conv_head`` / ``bn2`` / ``classifier`` the last id).
+
+Chosen by name (``adapter="timm_efficientnet"``): ``adapter="auto"`` gives these models the generic
+``timm`` adapter, whose block-wise ids (``coarse=False``) equal timm's default layer decay.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ class TimmEfficientNet(Adapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
+        return False  # by name only: auto picks the generic `timm` adapter (timm's own block-wise default)
+
+    @classmethod
+    def fits(cls, model: nn.Module) -> bool:
+        """The model has the EfficientNet builder's layout (``conv_stem``, ``blocks`` stages, ``group_matcher``)."""
         return (
             type(model).__module__.startswith("timm.models.")
             and hasattr(model, "group_matcher")

@@ -15,7 +15,7 @@ data = dict(
     val=dict(type="image_folder", split="train", per_class=500, per_class_start=4500, pipeline=_test),  # 5,000
     test=dict(type="image_folder", split="test", pipeline=_test),  # 10,000
 )
-adapter = "auto"  # timm_efficientnet: stage-wise layer ids from the model's group_matcher(coarse=True)
+adapter = "timm_efficientnet"  # stage-wise layer ids from the model's group_matcher(coarse=True)
 strategy = dict(type="flat", lr=1e-3, weight_decay=1e-5)  # one LR for backbone and new head
 optimizer = dict(type="AdamW")
 schedule = dict(type="cosine", warmup_steps=350, min_lr_ratio=0.01)  # warm-up ~1 epoch (351 steps)
