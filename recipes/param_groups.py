@@ -1,8 +1,10 @@
-"""``build_param_groups``: a model and a recipe in, merged optimizer groups out.
+"""``build_param_groups``: a model and a strategy in, merged optimizer groups out.
 
 Every group is a plain dict that any torch optimizer accepts. ``lr`` already equals
-``base_lr * lr_scale``, so a plain torch / HF / Lightning scheduler gets the right per-group
-values, and ``recipes.schedules`` (like timm's schedulers) multiplies ``lr_scale`` in each step.
+``base_lr * lr_scale``, so torch, transformers, mmengine and Lightning schedulers (which scale each
+group's initial LR) keep every group's ratio, and ``recipes.schedules`` sets ``value(step) * lr_scale``
+at each step. timm's schedulers multiply ``lr_scale`` a second time: hand them
+``recipes.integrations.timm.timm_scheduler_groups(groups)`` instead.
 """
 
 from __future__ import annotations
