@@ -1,4 +1,4 @@
-"""Train a config: the task, data, model, trainable policy, param-group recipe and schedule it names.
+"""Train a config: the task, data, model, trainable policy, param-group strategy and schedule it names.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--cfg-options key=value ...]
     torchrun --nproc_per_node=N tools/train.py CONFIG      # data-parallel (gloo on CPU, nccl on GPU)
