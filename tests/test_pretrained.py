@@ -6,6 +6,7 @@ Parity is checked against the peers' own code: transformers' ``Dinov2Model`` on 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tarfile
 
@@ -109,12 +110,13 @@ def test_rfdetr_encoder_weights_and_checkpoint_together_is_an_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size,patch,grid", [("nano", 16, 24), ("base", 14, 40)])
-def test_dinov2_into_rfdetr_encoder(dinov2_dir, size, patch, grid, capsys):
+def test_dinov2_into_rfdetr_encoder(dinov2_dir, size, patch, grid, caplog):
     pytest.importorskip("rfdetr")
     from recipes.train.models.rfdetr import build_rfdetr
 
-    model = build_rfdetr(size=size, num_classes=1, encoder_weights=str(dinov2_dir))
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="recipes"):
+        model = build_rfdetr(size=size, num_classes=1, encoder_weights=str(dinov2_dir))
+    out = caplog.text
     assert "[pretrained] 223 tensors" in out
     assert f"position grid 37x37->{grid}x{grid}" in out
     assert ("patch kernel 14->16 px" in out) == (patch == 16)

@@ -107,14 +107,25 @@ def build_rfdetr(
     random: the patch kernel is resampled 14 -> 16 px for Nano..Large and the position grid to the size's own
     (``recipes/train/models/pretrained.py``). It cannot be combined with ``pretrain_weights`` (a whole model).
     """
+    check_encoder_weights(pretrain_weights, encoder_weights)
+    model = build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model
+    load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def check_encoder_weights(pretrain_weights: str | None, encoder_weights: str | None) -> None:
+    """``encoder_weights`` (a DINOv2 folder for the encoder) and ``pretrain_weights`` (a whole model) exclude each other."""
     if encoder_weights is not None and pretrain_weights is not None:
         raise ValueError(
             "model: give pretrain_weights (a whole RF-DETR checkpoint) or encoder_weights (a DINOv2 folder for the "
             "encoder), not both: the encoder weights would overwrite the checkpoint's encoder"
         )
-    model = build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model
-    if encoder_weights is not None:
-        from recipes.train.models.pretrained import load_hf_dinov2_into_rfdetr
 
-        print(load_hf_dinov2_into_rfdetr(model, encoder_weights))
-    return model
+
+def load_encoder_weights(model: nn.Module, encoder_weights: str | None) -> None:
+    """Load a transformers DINOv2 folder into the ``LWDETR``'s encoder (strict: names any tensor left random)."""
+    if encoder_weights is None:
+        return
+    from recipes.train.models.pretrained import load_hf_dinov2_into_rfdetr
+
+    log.info("%s", load_hf_dinov2_into_rfdetr(model, encoder_weights))

@@ -27,7 +27,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from recipes.train.distributed import gather_objects
-from recipes.train.models.rfdetr import build_rfdetr_wrapper, rfdetr_class  # noqa: F401 - re-exported
+from recipes.train.models.rfdetr import (  # noqa: F401 - build_rfdetr_wrapper, rfdetr_class re-exported
+    build_rfdetr_wrapper,
+    check_encoder_weights,
+    load_encoder_weights,
+    rfdetr_class,
+)
 from recipes.train.registry import TASKS
 from recipes.train.tasks.base import Task
 
@@ -98,12 +103,15 @@ class DetectionTask(Task):
         from rfdetr.models.lwdetr import build_criterion_from_config
 
         kw = self._model_kwargs()
+        encoder_weights = kw.pop("encoder_weights", None)
+        check_encoder_weights(kw.get("pretrain_weights"), encoder_weights)
         wrapper = build_rfdetr_wrapper(**kw)
         self.model_config = wrapper.model_config
         root = (self.data_cfg.get("train") or {}).get("root")
         tc = wrapper.get_train_config(dataset_dir=str(root or "."), **self.train_config_overrides)
         self.criterion, self.postprocess = build_criterion_from_config(self.model_config, tc)
         model = wrapper.model.model
+        load_encoder_weights(model, encoder_weights)  # before LoRA/freezing act on the encoder's tensors
         for name, p in model.named_parameters():
             if name.endswith(NEVER_USED):
                 p.requires_grad_(False)
@@ -120,7 +128,7 @@ class DetectionTask(Task):
 
     def _resolved_config(self) -> Any:
         if self.model_config is None:  # datasets built before the model: the config alone is cheap
-            skip = ("size", "pretrain_weights", "allow_partial_load")
+            skip = ("size", "pretrain_weights", "allow_partial_load", "encoder_weights")
             kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
             self.model_config = rfdetr_class(self.model_cfg.get("size", "nano"))._model_config_class(**kw)
         return self.model_config
