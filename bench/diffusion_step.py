@@ -17,7 +17,6 @@ import itertools
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,14 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.timing import engine_round, hand_loop_round  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.diffusion.tiny import save_tiny_pipeline  # noqa: E402
 from recipes.train.engine import Trainer  # noqa: E402
-
-
-class _Bar:
-    def set_postfix(self, **kw) -> None: ...
-    def update(self, n: int) -> None: ...
 
 
 def photos(root: Path, copies: int = 8) -> Path:
@@ -46,14 +41,6 @@ def photos(root: Path, copies: int = 8) -> Path:
             Image.fromarray(getattr(skimage.data, name)()).save(root / f"{name}_{k}.png")
             (root / f"{name}_{k}.txt").write_text(f"{cap}, view {k}")
     return root
-
-
-def engine_round(t: Trainer, steps: int) -> float:
-    it = itertools.chain.from_iterable(t._loader(e) for e in itertools.count())  # epochs back to back
-    start = time.perf_counter()
-    for _ in range(steps):
-        t._one_step(it, 0, _Bar())
-    return (time.perf_counter() - start) / steps
 
 
 def hand_step_sd(pipe, unet, batch, sched) -> torch.Tensor:
@@ -95,13 +82,7 @@ def hand_round(t: Trainer, steps: int, family: str) -> float:
                                          collate_fn=t.task.collate)  # fmt: skip
     it = itertools.chain.from_iterable(loader for _ in itertools.count())
     step = hand_step_sd if family == "sd15" else hand_step_flux
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step(pipe, model, next(it), sched)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return (time.perf_counter() - start) / steps
+    return hand_loop_round(lambda: step(pipe, model, next(it), sched), opt, steps)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,36 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.timing import engine_round, hand_loop_round  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.engine import Trainer  # noqa: E402
 
 
-class _Bar:
-    def set_postfix(self, **kw) -> None: ...
-    def update(self, n: int) -> None: ...
-
-
-def engine_round(t: Trainer, steps: int) -> float:
-    it = iter(t._loader(0))
-    t.step = 0
-    start = time.perf_counter()
-    for _ in range(steps):
-        t._one_step(it, 0, _Bar())
-    return (time.perf_counter() - start) / steps
-
-
 def hand_round(model: torch.nn.Module, opt: torch.optim.Optimizer, dataset, batch: int, steps: int) -> float:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
     it = iter(loader)
-    start = time.perf_counter()
-    for _ in range(steps):
+
+    def loss() -> torch.Tensor:
         x, y = next(it)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return (time.perf_counter() - start) / steps
+        return F.cross_entropy(model(x), y)
+
+    return hand_loop_round(loss, opt, steps)
 
 
 def main() -> None:
