@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = lr_table(groups, plan.schedule, every=max(1, total // 400))
     plot_lr(rows, str(out / "lr_schedule.png"), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")
-    print(f"schedule {cfg.schedule['type']}: {total} steps ({spe} per epoch); "
+    per_epoch = f" ({spe} per epoch)" if spe else ""  # train.max_steps without data: no epochs to speak of
+    print(f"schedule {cfg.schedule['type']}: {total} steps{per_epoch}; "
           f"base lr peak {max(r['base_lr'] for r in rows):.4g}")  # fmt: skip
     print(f"wrote {out / 'lr_schedule.png'}")
     if args.csv:
