@@ -112,11 +112,43 @@ def test_docs_are_generated_from_results_only(sandbox):
         assert f"baselines/{png.name}" in doc
 
 
-def test_tracking_baseline_waits_for_its_task(capsys):
-    if (ROOT / "configs" / "tracking" / "videomae_sot.py").is_file():
-        pytest.skip("the tracking task is present")
-    assert main(["videomae_tracking"]) == 2
-    assert "is not in this tree (the tracking task" in capsys.readouterr().err
+def test_reference_method_is_scored_without_training(tmp_path, monkeypatch):
+    """A method with run="module:function" (OpenCV's TrackerMIL here) is scored by that function, on real frames."""
+    from mmengine.config import Config
+
+    from recipes.train.tasks import tracking_online as online
+    from recipes.train.tasks.tracking_online import track_opencv_mil
+    from tests.tracking_fixtures import write_got10k
+
+    write_got10k(tmp_path, "a", n=12)
+    exp = B.load_experiment("videomae_tracking")
+    cfg, _ = B.cell_config(exp, "opencv_mil", "cpu", 0)
+    cfg.data.val.sequences = ["a"]
+    cell = B.run_cell(cfg, {"tracking": str(tmp_path)}, tmp_path / "run", exp, "opencv_mil")
+    assert not (tmp_path / "run").exists() and cell["curve"] == [] and cell["lr"] == {}  # nothing was trained
+    val = cell["metrics"]["val"]
+    assert cell["metrics"]["best"] == val and val["frames"] == 11 and 0.0 <= val["AO"] <= 1.0
+    # MIL is not deterministic (OpenCV's RNG), so the scorer is checked on one set of boxes by hand
+    from recipes.train.data.tracking_pairs import TrackingSequences
+    from recipes.train.metrics.tracking import sequence_scores, summarise
+
+    seq = TrackingSequences(root=str(tmp_path), sequences=["a"]).seqs[0]
+    boxes = track_opencv_mil(seq)
+    monkeypatch.setattr(online, "track_opencv_mil", lambda s: boxes)
+    direct = online.evaluate_opencv_mil(Config(dict(data_root=str(tmp_path), data=dict(val=dict(sequences=["a"])))))
+    assert direct["AO"] == summarise({"a": sequence_scores(boxes, seq.boxes, seq.visible)})["AO"]
+    assert direct["AO"] > 0.2  # MIL follows the moving square (the first box held still scores 0.14 here)
+
+
+def test_method_spec_keys_are_checked():
+    exp = B.load_experiment("videomae_tracking")
+    exp["methods"]["typo"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", optins={"model.init": None})
+    with pytest.raises(ValueError, match=r"got keys \['config', 'optins'\]"):
+        B.cell_config(exp, "typo", "cpu", 0)
+    exp["methods"]["bad_run"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", run="recipes.nowhere:f")
+    cfg, _ = B.cell_config(exp, "bad_run", "cpu", 0)
+    with pytest.raises(ValueError, match="run='recipes.nowhere:f' is not an importable function"):
+        B.run_cell(cfg, {}, Path("/nonexistent"), exp, "bad_run")
 
 
 def _folder(tmp_path, per_class=6):
@@ -146,7 +178,7 @@ def test_image_folder_class_balanced_subsets(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dinov2_cifar10", "effnet_lite0_cifar10", "rfdetr_raccoon"])
+@pytest.mark.parametrize("name", ["dinov2_cifar10", "effnet_lite0_cifar10", "rfdetr_raccoon", "videomae_tracking"])
 def test_cheapest_cell_reproduces(name, shared_data, tmp_path):
     """Re-run the baseline's reported cell and compare with its committed result (and expected value)."""
     exp = B.load_experiment(name)
@@ -159,7 +191,7 @@ def test_cheapest_cell_reproduces(name, shared_data, tmp_path):
     cfg, digest = B.cell_config(exp, m["method"], m["size"], m["seed"])
     assert digest == stored["config_hash"], "the recipe changed since the committed result; rerun the baseline"
     paths = prepare_data(exp, shared_data, tmp_path / "data")
-    cell = B.run_cell(cfg, paths, tmp_path / "run", exp)
+    cell = B.run_cell(cfg, paths, tmp_path / "run", exp, m["method"])
     value = B.metric(cell, m["path"])
     assert B.within(B.metric(stored, m["path"]), m["tolerance"], value), (value, B.metric(stored, m["path"]))
     if m["expected"] is not None:

@@ -200,7 +200,7 @@ def test_shipped_cpu_config_rebuilds_without_init():
     model = MODELS.build(dict(cfg.model, template_size=cfg.task.template_size, search_size=cfg.task.search_size))
     c = model.videomae.config
     assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.patch_size) == (384, 6, 1536, 14)
-    assert model.grid == (5, 10) and len(model.videomae.encoder.layer) == 4
+    assert model.grid == (5, 10) and len(model.videomae.encoder.layer) == 8
 
 
 def test_task_reads_data_from_data_cfg_with_the_run_seed(tmp_path):

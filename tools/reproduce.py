@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = prepare_data(exp, Path(args.data_dir), Path(args.cache_dir))
         print(f"{tag}: running", flush=True)
         t = time.perf_counter()
-        cell = R.run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp)
+        cell = R.run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp, method)
         cell.update(method=method, seed=seed, size=size, config_hash=digest, wall_s=time.perf_counter() - t)
         cell.update(R.provenance())
         R.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once

@@ -1,7 +1,8 @@
 """Reproducible baselines: experiment definitions, one matrix cell through the engine, results, docs.
 
 ``experiments/NAME/experiment.py`` declares ``title``, ``methods`` (name -> config path, or
-``dict(config=..., options={...})``), ``seeds``, ``sizes`` (name -> ``{dotted key: value}``
+``dict(config=..., options={...})``; ``run="module:function"`` evaluates a reference method without
+training: the function gets the cell's config and returns its metrics), ``seeds``, ``sizes`` (name -> ``{dotted key: value}``
 overrides, e.g. a CPU-sized and a GPU-sized matrix), ``default_size``, ``data`` (placeholder ->
 archive in the data folder; a size's ``per_method`` holds overrides for some methods only), ``columns`` (table label -> metric path), ``metric`` (the reported
 figure with ``expected`` and ``tolerance``), ``hardware`` (where the expected value was measured).
@@ -67,6 +68,10 @@ def cell_config(exp: dict[str, Any], method: str, size: str, seed: int, options:
 
     spec = exp["methods"][method]
     spec = {"config": spec} if isinstance(spec, str) else dict(spec)
+    unknown = sorted(set(spec) - {"config", "options", "run"})
+    if unknown or "config" not in spec:
+        raise BadInput(f"{exp['name']} {method}: a method is a config path or dict(config=..., options=..., "
+                       f"run=...); got keys {sorted(spec)}")  # fmt: skip
     path = ROOT / spec["config"]
     if not path.is_file():
         raise BadInput(
@@ -99,13 +104,28 @@ def _fill(value: Any, paths: dict[str, str]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- one cell
-def run_cell(cfg: Any, paths: dict[str, str], work_dir: Path, exp: dict[str, Any]) -> dict[str, Any]:
-    """Train one cell in this process; its summary, per-epoch curve, LR curves and reliability bins."""
+def run_cell(cfg: Any, paths: dict[str, str], work_dir: Path, exp: dict[str, Any], method: str = "") -> dict[str, Any]:
+    """Train one cell in this process; its summary, per-epoch curve, LR curves and reliability bins.
+
+    A method with ``run="module:function"`` is not trained: the function scores it (a reference such as
+    OpenCV's tracker) and its metrics stand for both the final and the best epoch.
+    """
+    import importlib
+
     from mmengine.config import Config
 
     from recipes.train.engine import Trainer
 
     cfg = Config(_fill(cfg.to_dict(), paths))
+    spec = exp["methods"].get(method) if method else None
+    if isinstance(spec, dict) and spec.get("run"):
+        module, _, fn = str(spec["run"]).partition(":")
+        try:
+            evaluate = getattr(importlib.import_module(module), fn)
+        except (ImportError, AttributeError):
+            raise BadInput(f"{exp['name']} {method}: run={spec['run']!r} is not an importable function") from None
+        scores = _plain(evaluate(cfg))
+        return {"metrics": {"val": scores, "best": scores}, "curve": [], "lr": {}}
     trainer = Trainer(cfg, work_dir).setup()
     summary = trainer.train()
     cell: dict[str, Any] = {"metrics": _plain(summary), "curve": _eval_curve(work_dir), "lr": _lr_curves(work_dir)}

@@ -101,7 +101,10 @@ class OnlineTracker:
 
 
 def track_opencv_mil(seq: object) -> np.ndarray:
-    """OpenCV's ``TrackerMIL`` over a sequence (same input and output as the model's tracker)."""
+    """OpenCV's ``TrackerMIL`` over a sequence (same input and output as the model's tracker).
+
+    Not deterministic: two runs differ slightly even with ``cv2.setRNGSeed`` and one thread (measured).
+    """
     import cv2
 
     boxes = np.zeros((len(seq), 4))
@@ -112,3 +115,27 @@ def track_opencv_mil(seq: object) -> np.ndarray:
         ok, box = mil.update(cv2.cvtColor(seq.read(i), cv2.COLOR_RGB2BGR))
         boxes[i] = box if ok else boxes[i - 1]  # lost: keep the last box
     return boxes
+
+
+def evaluate_opencv_mil(cfg: object) -> dict[str, float]:
+    """OpenCV ``TrackerMIL`` over a tracking config's ``data.val`` sequences, scored as the task scores its model.
+
+    The reference row of a tracking baseline (``run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"``
+    in an experiment's method): the same readers, the same one-pass protocol and metrics as the in-run evaluation.
+    """
+    import time
+
+    from recipes.train.config import fill_data_root
+    from recipes.train.data.tracking_pairs import TrackingSequences
+    from recipes.train.metrics.tracking import sequence_scores, summarise
+
+    val = dict(fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val") or {})
+    if val.pop("type", "tracking_sequences") != "tracking_sequences" or val.get("root") is None:
+        raise ValueError("evaluate_opencv_mil needs data_root and data.val=dict(type='tracking_sequences', ...)")
+    seqs = TrackingSequences(**val).seqs
+    t0 = time.perf_counter()
+    boxes = [track_opencv_mil(s) for s in seqs]
+    wall = time.perf_counter() - t0
+    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    frames = sum(len(s) - 1 for s in seqs)
+    return {**summarise(per_seq), "fps": frames / wall, "frames": float(frames)}
