@@ -131,3 +131,41 @@ def test_amp_accumulation_and_ema(run, tmp_path):
     cfg.train.update(epochs=1, batch_size=2, grad_accum=2, amp="bf16", ema=0.9, ckpt_every=None)
     summary = Trainer(cfg, tmp_path / "amp").setup().train()
     assert summary["steps"] == 2 and summary["final_loss"] > 0 and "ema_AO" in summary["val"]
+
+
+def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_path):
+    """configs/tracking/videomae_dinov2_cpu.py on the real sequences from the real DINOv2 init, cut down to
+    2 blocks and 2 x 4 steps: resuming from the step-4 checkpoint (a new process's view: a fresh Trainer)
+    ends bit-exact with the uninterrupted run, and the eval on a real sequence is scored."""
+    from pathlib import Path
+
+    from recipes.train.baselines import load_experiment
+    from tools.reproduce import prepare_data
+
+    paths = prepare_data(load_experiment("videomae_tracking"), shared_data, tmp_path / "data")
+    from recipes.train.config import load_config
+
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu.py"
+    options = {"data_root": paths["tracking"], "model.init": paths["dinov2"], "model.num_hidden_layers": 2,
+               "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"], "train.epochs": 2,
+               "train.batch_size": 4, "train.ckpt_every": 4, "train.progress": False, "train.tensorboard": False,
+               "schedule.warmup_steps": 2}  # fmt: skip
+
+    def trainer(work_dir, resume=None):
+        cfg = load_config(cfg_path)
+        cfg.merge_from_dict(options)
+        return Trainer(cfg, work_dir, resume=resume).setup()
+
+    full = trainer(tmp_path / "full")
+    summary = full.train()
+    assert full.step == 8 and 0.0 < summary["val"]["AO"] <= 1.0
+    ckpt = tmp_path / "full" / "checkpoints" / "step_0000004.pt"
+    resumed = trainer(tmp_path / "resumed", resume=ckpt)
+    assert resumed.step == 4
+    resumed.train()
+    want = full._bare_model().state_dict()
+    for k, v in resumed._bare_model().state_dict().items():
+        assert torch.equal(v, want[k]), k
+    last = [json.loads(line) for line in (tmp_path / "full" / "eval_log.jsonl").read_text().splitlines()][-1]
+    again = [json.loads(line) for line in (tmp_path / "resumed" / "eval_log.jsonl").read_text().splitlines()][-1]
+    assert again["AO"] == last["AO"]
