@@ -351,6 +351,7 @@ def _plots(name: str, size: str, exp: dict[str, Any], cells: dict[str, dict]) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     first = {}  # each method's lowest seed, in the experiment's method order
     for method in exp["methods"]:
@@ -371,6 +372,7 @@ def _plots(name: str, size: str, exp: dict[str, Any], cells: dict[str, dict]) ->
             xs = sorted(by_epoch)
             ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], marker="o", label=method)
     ax.set(xlabel="epoch", ylabel=f"val {key} (mean over seeds)", title=f"{name} ({size})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.legend(fontsize=7)
     made["accuracy per epoch"] = _save(fig, f"{name}_{size}_curve.png")
     n = len(first)
