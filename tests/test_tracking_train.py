@@ -169,3 +169,36 @@ def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_pat
     last = [json.loads(line) for line in (tmp_path / "full" / "eval_log.jsonl").read_text().splitlines()][-1]
     again = [json.loads(line) for line in (tmp_path / "resumed" / "eval_log.jsonl").read_text().splitlines()][-1]
     assert again["AO"] == last["AO"]
+
+
+def test_two_process_ddp_evaluation_gathers_every_sequence(tmp_path):
+    """torchrun, 2 ranks (gloo): each rank tracks its share of the 3 eval sequences; the gathered metrics equal
+    a one-process evaluation of the same weights (tools/track.py --eval on best.pt)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_train_cli import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    for k, name in enumerate(("a", "b", "v1", "v2", "v3")):
+        write_got10k(tmp_path / "seqs", name, n=8, seed=k)
+    cfg = tiny_cfg(tmp_path / "seqs")
+    cfg.data.train.exclude = ["v1", "v2", "v3"]
+    cfg.data.val.sequences = ["v1", "v2", "v3"]
+    cfg.train.update(epochs=1, eval_batch_size=1)
+    cfg.dump(str(tmp_path / "tiny.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "tools/train.py", str(tmp_path / "tiny.py"), "--work-dir", str(tmp_path / "wd")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.split("[summary] ", 1)[1].splitlines()[0])
+    assert sorted(summary["per_sequence"]) == ["v1", "v2", "v3"]
+    assert [s["frames"] for s in summary["per_sequence"].values()] == [7, 7, 7]
+    assert track_tool.main([str(tmp_path / "tiny.py"), str(tmp_path / "wd" / "best.pt"), "--eval",
+                            "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in ("AO", "SR0.50", "SR0.75", "precision@20"):
+        assert summary["val"][key] == pytest.approx(one[key], abs=1e-9), key
