@@ -375,10 +375,11 @@ def _plots(name: str, size: str, exp: dict[str, Any], cells: dict[str, dict]) ->
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.legend(fontsize=7)
     made["accuracy per epoch"] = _save(fig, f"{name}_{size}_curve.png")
-    n = len(first)
+    trained = {m: c for m, c in first.items() if c["lr"]}  # a reference method (run=...) has no LR curves
+    n = len(trained)
     if n:
         fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
-        for ax, (method, c) in zip(axes[0], first.items(), strict=False):
+        for ax, (method, c) in zip(axes[0], trained.items(), strict=False):
             for group, pts in c["lr"].items():
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, label=group if len(c["lr"]) <= 8 else None)
             ax.set(title=f"{method} ({len(c['lr'])} groups)", xlabel="step", yscale="log")
