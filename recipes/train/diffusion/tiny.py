@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "wan")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -42,6 +42,35 @@ def t5_tokenizer(max_length: int = 32) -> Any:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(f"\u2581{w}", -1.0) for w in _WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,"]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+#: Qwen3's chat template, reduced to what a text-to-image prompt uses (one user turn; thinking off)
+_QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+              "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")  # fmt: skip
+
+
+def qwen_tokenizer(max_length: int = 64) -> Any:
+    """A byte-level BPE ``Qwen2Tokenizer`` (the byte alphabet, no merges) with Qwen's chat tokens and template."""
+    from transformers import Qwen2Tokenizer
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    vocab.update({t: len(chars) + i for i, t in enumerate(specials)})
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    tok.chat_template = _QWEN_CHAT
+    return tok
+
+
+def _qwen3(tok: Any, layers: int, hidden: int = 16) -> Any:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
+    return Qwen3ForCausalLM(cfg).eval()
 
 
 def _clip(tok: Any, projection: bool = False, hidden: int = 16) -> Any:
@@ -117,6 +146,21 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
         return d.FluxPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
                               text_encoder=_clip(tok), tokenizer=tok, text_encoder_2=_t5(tok2), tokenizer_2=tok2,
                               transformer=tr)  # fmt: skip
+    if family == "flux2":  # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance
+        tok = qwen_tokenizer()
+        tr = d.Flux2Transformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                                       num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=16,
+                                       axes_dims_rope=(2, 2, 2, 2), guidance_embeds=False)  # fmt: skip
+        vae = d.AutoencoderKLFlux2(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                   sample_size=32).eval()  # fmt: skip
+        with torch.no_grad():  # released VAEs carry batch-norm statistics of their latents; not the identity
+            vae.bn.running_mean.normal_(0, 0.5)
+            vae.bn.running_var.uniform_(0.5, 2.0)
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        return d.Flux2KleinPipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, layers=27), tokenizer=tok,
+                                    transformer=tr)  # fmt: skip
     tok = t5_tokenizer()
     tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
                                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
