@@ -75,3 +75,45 @@ def test_flow_timestep_sampling_and_shift_options_change_the_sigmas():
         assert not torch.allclose(draw[name], draw["default"]), name
     with pytest.raises(ValueError, match="timestep_sampling"):
         FlowObjective(cfg, timestep_sampling="cosmap")
+
+
+def test_flux2_latents_shift_and_prediction_match_the_pipeline():
+    """Flux.2 (tiny [klein] pipeline): the training latents are what the pipeline's decode undoes, the shifted sigma
+    is the pipeline's (``compute_empirical_mu`` at its 50 default steps), the family's denoiser call is the pipeline's
+    (one Euler step of ``Flux2KleinPipeline.__call__`` from the same noisy latents), and the target returns x0."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline, compute_empirical_mu
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline("flux2"), FAMILIES["flux2"]
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        z = pipe.vae.encode(torch.rand(1, 3, 32, 32) * 2 - 1).latent_dist.sample(torch.Generator().manual_seed(0))
+        x0 = fam.normalize(pipe.vae, z)  # (1, 4 * 4, 8, 8): 2x2 patches on channels, batch-norm statistics removed
+        bn, eps = pipe.vae.bn, pipe.vae.config.batch_norm_eps
+
+        def decode_side(x):  # the pipeline's last step before vae.decode: * sqrt(var + eps) + mean, unpatchify
+            x = x * torch.sqrt(bn.running_var.view(1, -1, 1, 1) + eps) + bn.running_mean.view(1, -1, 1, 1)
+            return Flux2Pipeline._unpatchify_latents(x)
+
+        torch.testing.assert_close(decode_side(x0), z)
+        assert not torch.allclose(x0, Flux2Pipeline._patchify_latents(z))  # the statistics are not the identity
+        seq = fam.image_seq_len(x0, pipe.transformer)
+        assert seq == pipe.prepare_latents(1, 4, 32, 32, torch.float32, "cpu", None)[0].shape[1] == 64
+        obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+        assert obj.mu(seq) == compute_empirical_mu(seq, 50) != FlowObjective(pipe.scheduler.config).mu(seq)
+        cond = fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu"))
+        for t in (0.2, 0.7):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+            nb = obj.noise(x0, noise, seq, sigma)
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": 1.0})
+            stepped = pipe(prompt_embeds=cond["prompt_embeds"], latents=nb.noisy, num_inference_steps=50, sigmas=[t],
+                           guidance_scale=1.0, height=32, width=32, output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)  # the pipeline shifted t the same way
+            want = decode_side(nb.noisy - sigma * pred)  # one Euler step from sigma to 0 with the family's prediction
+            torch.testing.assert_close(stepped, want, atol=1e-5, rtol=1e-5)
+            pipe.scheduler.set_timesteps(sigmas=[t], mu=obj.mu(seq))
+            out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
+            torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)

@@ -61,7 +61,7 @@ def run(cfg, work_dir, resume=None):
     return trainer, trainer.train()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "wan"])
 def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, tmp_path):
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
     import diffusers
@@ -208,6 +208,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("sd15", **{"data.train.resolution": 31}), tmp_path / "b").setup()
     with pytest.raises(ValueError, match=r"not multiples of 4 .*flux"):  # VAE factor 2 x Flux's 2x2 packing
         Trainer(config("flux", **{"data.train.resolution": 34}), tmp_path / "c").setup()
+    with pytest.raises(ValueError, match=r"not multiples of 4 .*flux2"):  # Flux.2 folds 2x2 latent patches too
+        Trainer(config("flux2", **{"data.train.resolution": 34}), tmp_path / "c2").setup()
     with pytest.raises(ValueError, match=r"task.lora.targets='nothing_here' match no module"):
         Trainer(config("sd15", **{"task.lora.targets": "nothing_here"}), tmp_path / "d").setup()
     with pytest.raises(
@@ -222,7 +224,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("flux", **{"task.min_snr_gamma": 5}), tmp_path / "g").setup()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "wan"])
 def test_show_lr_path_sees_the_tasks_lora(family):
     """``prepare_run`` without data or weights (tools/show_lr.py): the full-size denoiser on the meta device
     with the task's LoRA, so the groups and the optimizer hold the LoRA tensors only."""

@@ -26,7 +26,9 @@ def sample_call_kwargs(task: Any, prompt: str, device: torch.device) -> dict[str
     cond = task.prompt_cond(prompt, device)
     s, fam = task.samples, task.family
     kw: dict[str, Any] = {k: v.unsqueeze(0) for k, v in fam.sample_kwargs(cond).items()}
-    if fam.takes_negative(task.pipe):  # Flux-dev distils guidance into an input; the others use classifier-free guidance
+    if fam.takes_negative(
+        task.pipe
+    ):  # Flux-dev distils guidance into an input; the others use classifier-free guidance
         neg = fam.sample_kwargs(task.empty_cond(device))
         kw.update({f"negative_{k}": v.unsqueeze(0) for k, v in neg.items()})
     size = task.sample_size()
