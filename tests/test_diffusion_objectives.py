@@ -117,3 +117,37 @@ def test_flux2_latents_shift_and_prediction_match_the_pipeline():
             pipe.scheduler.set_timesteps(sigmas=[t], mu=obj.mu(seq))
             out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
             torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_chroma_shift_mask_and_prediction_match_the_pipeline():
+    """Chroma (tiny pipeline): Flux.1's shift, and the family's denoiser call (T5 mask extended over the image
+    tokens) is one Euler step of ``ChromaPipeline.__call__`` from the same packed noisy latents."""
+    from diffusers import FluxPipeline
+    from diffusers.pipelines.chroma.pipeline_chroma import calculate_shift
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline("chroma"), FAMILIES["chroma"]
+    pipe.set_progress_bar_config(disable=True)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # a 16 px image's latent (VAE factor 2)
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    assert seq == 16 and obj.mu(seq) == pytest.approx(calculate_shift(seq))
+    with torch.no_grad():
+        cond = fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu"))
+        assert 0 < cond["prompt_attention_mask"].sum() < cond["prompt_attention_mask"].numel()  # padding is masked
+        no_mask = dict(cond, prompt_attention_mask=torch.ones_like(cond["prompt_attention_mask"]))
+        for t in (0.3, 0.8):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq, sigma)
+            extra = {"vae_factor": pipe.vae_scale_factor}
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, extra)
+            assert not torch.allclose(pred, fam.predict(pipe.transformer, nb.noisy, nb.timesteps, no_mask, extra))
+            packed = FluxPipeline._pack_latents(nb.noisy, 1, 4, 8, 8)
+            stepped = pipe(prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["prompt_attention_mask"],
+                           latents=packed, sigmas=[t], num_inference_steps=1, guidance_scale=1.0, height=16, width=16,
+                           output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)
+            want = FluxPipeline._pack_latents(nb.noisy - sigma * pred, 1, 4, 8, 8)
+            torch.testing.assert_close(stepped, want, atol=5e-5, rtol=1e-5)  # float32 rounding of the Euler update

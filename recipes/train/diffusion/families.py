@@ -148,6 +148,37 @@ class Flux(Family):
         return {"prompt_embeds": cond["prompt_embeds"], "pooled_prompt_embeds": cond["pooled_prompt_embeds"]}
 
 
+class Chroma(Flux):
+    """Chroma (``ChromaPipeline``): Flux.1's transformer layout, latents, packing and resolution-dependent shift,
+    with one T5 encoder (no pooled CLIP vector, no guidance input) and classifier-free guidance. As
+    pipeline_chroma.py does it, the T5 attention mask (prompt tokens plus the first padding token) is extended
+    with ones for the image tokens and given to the transformer."""
+
+    name, pipelines, presets = "chroma", ("ChromaPipeline",), ("chroma",)
+    negative_prompt = True
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, _, mask, *_ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        from diffusers import FluxPipeline
+
+        b, c, h, w = noisy.shape
+        packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
+        img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, noisy.dtype)
+        txt = cond["prompt_embeds"]
+        txt_ids = torch.zeros(txt.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        mask = cond["prompt_attention_mask"]  # ChromaPipeline._prepare_attention_mask: image tokens all attend
+        mask = torch.cat([mask, torch.ones(b, packed.shape[1], device=mask.device, dtype=torch.bool)], dim=1)
+        out = model(hidden_states=packed, timestep=timesteps / 1000, encoder_hidden_states=txt, txt_ids=txt_ids,
+                    img_ids=img_ids, attention_mask=mask, return_dict=False)[0]  # fmt: skip
+        return FluxPipeline._unpack_latents(out, h * extra["vae_factor"], w * extra["vae_factor"], extra["vae_factor"])
+
+    def sample_kwargs(self, cond):
+        return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"]}
+
+
 class Flux2(Family):
     """Flux.2 [dev] (``Flux2Pipeline``, Mistral-3 text encoder, guidance input) and [klein]
     (``Flux2KleinPipeline``, Qwen3 text encoder, classifier-free guidance), as pipeline_flux2*.py do it:
@@ -233,7 +264,7 @@ class Wan(Family):
                      return_dict=False)[0]  # fmt: skip
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Wan())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), Wan())}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

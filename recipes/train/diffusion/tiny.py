@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "chroma", "wan")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -146,6 +146,15 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
         return d.FluxPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
                               text_encoder=_clip(tok), tokenizer=tok, text_encoder_2=_t5(tok2), tokenizer_2=tok2,
                               transformer=tr)  # fmt: skip
+    if family == "chroma":  # Flux.1's layout without the pooled CLIP vector and guidance input: one T5 encoder
+        tok = t5_tokenizer()
+        tr = d.ChromaTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
+                                        approximator_num_channels=8, approximator_hidden_dim=16, approximator_layers=1)  # fmt: skip
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        return d.ChromaPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+                                text_encoder=_t5(tok), tokenizer=tok, transformer=tr)  # fmt: skip
     if family == "flux2":  # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance
         tok = qwen_tokenizer()
         tr = d.Flux2Transformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
