@@ -77,16 +77,19 @@ def test_flow_timestep_sampling_and_shift_options_change_the_sigmas():
         FlowObjective(cfg, timestep_sampling="cosmap")
 
 
-def test_flux2_latents_shift_and_prediction_match_the_pipeline():
-    """Flux.2 (tiny [klein] pipeline): the training latents are what the pipeline's decode undoes, the shifted sigma
-    is the pipeline's (``compute_empirical_mu`` at its 50 default steps), the family's denoiser call is the pipeline's
-    (one Euler step of ``Flux2KleinPipeline.__call__`` from the same noisy latents), and the target returns x0."""
+@pytest.mark.parametrize(("tiny", "guidance"), [("flux2", 1.0), ("flux2_dev", 3.5)], ids=["klein", "dev"])
+def test_flux2_latents_shift_and_prediction_match_the_pipeline(tiny, guidance):
+    """Flux.2 (tiny [klein] and [dev] pipelines): the training latents are what the pipeline's decode undoes, the
+    shifted sigma is the pipeline's (``compute_empirical_mu`` at its 50 default steps), the family's denoiser call
+    (with [dev]'s guidance input) is the pipeline's: one Euler step of ``Flux2KleinPipeline`` / ``Flux2Pipeline``
+    ``__call__`` from the same noisy latents; and the target returns x0."""
     from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline, compute_empirical_mu
 
     from recipes.train.diffusion.families import FAMILIES
     from recipes.train.diffusion.tiny import build_tiny_pipeline
 
-    pipe, fam = build_tiny_pipeline("flux2"), FAMILIES["flux2"]
+    pipe, fam = build_tiny_pipeline(tiny), FAMILIES["flux2"]
+    assert pipe.transformer.config.guidance_embeds == (tiny == "flux2_dev")
     pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
         z = pipe.vae.encode(torch.rand(1, 3, 32, 32) * 2 - 1).latent_dist.sample(torch.Generator().manual_seed(0))
@@ -108,12 +111,17 @@ def test_flux2_latents_shift_and_prediction_match_the_pipeline():
             sigma = obj.shift_sigmas(torch.tensor([t]), seq)
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
             nb = obj.noise(x0, noise, seq, sigma)
-            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": 1.0})
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": guidance})
             stepped = pipe(prompt_embeds=cond["prompt_embeds"], latents=nb.noisy, num_inference_steps=50, sigmas=[t],
-                           guidance_scale=1.0, height=32, width=32, output_type="latent").images  # fmt: skip
+                           guidance_scale=guidance, height=32, width=32, output_type="latent").images  # fmt: skip
             torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)  # the pipeline shifted t the same way
-            want = decode_side(nb.noisy - sigma * pred)  # one Euler step from sigma to 0 with the family's prediction
-            torch.testing.assert_close(stepped, want, atol=1e-5, rtol=1e-5)
+            x1 = nb.noisy - sigma * pred  # one Euler step from sigma to 0 with the family's prediction
+            # "latent" output: [klein] un-normalised and unpatchified, [dev] the packed tokens
+            want = Flux2Pipeline._pack_latents(x1) if tiny == "flux2_dev" else decode_side(x1)
+            torch.testing.assert_close(stepped, want, atol=5e-5, rtol=1e-5)
+            if tiny == "flux2_dev":  # the guidance input matters: another scale, another prediction
+                other = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": 7.0})
+                assert not torch.allclose(other, pred)
             pipe.scheduler.set_timesteps(sigmas=[t], mu=obj.mu(seq))
             out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
             torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "chroma", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "wan")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -71,6 +71,46 @@ def _qwen3(tok: Any, layers: int, hidden: int = 16) -> Any:
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
     return Qwen3ForCausalLM(cfg).eval()
+
+
+_MISTRAL_SPECIALS = ["</s>", "<s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+                     "[IMG_BREAK]", "[IMG_END]"]  # fmt: skip
+#: Mistral-3's chat template, reduced to system + user text turns (Flux2Pipeline's ``format_input``)
+_MISTRAL_CHAT = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% for c in "
+                 "m['content'] %}{{ c['text'] }}{% endfor %}[/SYSTEM_PROMPT]{% else %}[INST]{% for c in m['content'] %}"
+                 "{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}[IMG]{% endif %}{% endfor %}[/INST]{% endif %}"
+                 "{% endfor %}")  # fmt: skip
+
+
+def _mistral3(layers: int = 30, hidden: int = 16) -> tuple[Any, Any]:
+    """A tiny ``Mistral3ForConditionalGeneration`` (Pixtral vision tower + Mistral text model) and its
+    ``PixtralProcessor`` (byte-level tokenizer with Mistral's control tokens and a chat template)."""
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralImageProcessor,
+        PixtralProcessor,  # fmt: skip
+        PixtralVisionConfig,
+        Qwen2Tokenizer,
+    )
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({t: len(chars) + i for i, t in enumerate(_MISTRAL_SPECIALS)})
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="</s>", eos_token="</s>", bos_token="<s>", pad_token="<pad>",
+                         model_max_length=512)  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": _MISTRAL_SPECIALS[3:]})
+    proc = PixtralProcessor(image_processor=PixtralImageProcessor(), tokenizer=tok, chat_template=_MISTRAL_CHAT,
+                            patch_size=16, spatial_merge_size=2)  # fmt: skip
+    vision = PixtralVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                                 num_attention_heads=2, image_size=32, patch_size=16, head_dim=8)  # fmt: skip
+    text = MistralConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    cfg = Mistral3Config(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+                         spatial_merge_size=2)  # fmt: skip
+    return Mistral3ForConditionalGeneration(cfg).eval(), proc
 
 
 def _clip(tok: Any, projection: bool = False, hidden: int = 16) -> Any:
@@ -155,11 +195,13 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
                                                   max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
         return d.ChromaPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
                                 text_encoder=_t5(tok), tokenizer=tok, transformer=tr)  # fmt: skip
-    if family == "flux2":  # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance
-        tok = qwen_tokenizer()
+    if family in ("flux2", "flux2_dev"):
+        # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance;
+        # [dev]: Mistral-3 (hidden states 10, 20, 30 stacked), the guidance scale as a transformer input
+        dev = family == "flux2_dev"
         tr = d.Flux2Transformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
                                        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=16,
-                                       axes_dims_rope=(2, 2, 2, 2), guidance_embeds=False)  # fmt: skip
+                                       axes_dims_rope=(2, 2, 2, 2), guidance_embeds=dev)  # fmt: skip
         vae = d.AutoencoderKLFlux2(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
                                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                                    sample_size=32).eval()  # fmt: skip
@@ -168,6 +210,10 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
             vae.bn.running_var.uniform_(0.5, 2.0)
         sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
                                                   max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        if dev:
+            te, tok = _mistral3()
+            return d.Flux2Pipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, transformer=tr)
+        tok = qwen_tokenizer()
         return d.Flux2KleinPipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, layers=27), tokenizer=tok,
                                     transformer=tr)  # fmt: skip
     tok = t5_tokenizer()
