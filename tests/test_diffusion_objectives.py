@@ -159,3 +159,37 @@ def test_chroma_shift_mask_and_prediction_match_the_pipeline():
             torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)
             want = FluxPipeline._pack_latents(nb.noisy - sigma * pred, 1, 4, 8, 8)
             torch.testing.assert_close(stepped, want, atol=5e-5, rtol=1e-5)  # float32 rounding of the Euler update
+
+
+def test_zimage_conditions_shift_and_prediction_match_the_pipeline():
+    """Z-Image (tiny pipeline): padded + masked prompt embeddings give back the pipeline's unpadded ones, the
+    static shift is the scheduler's, and the family's denoiser call (list input, reversed time, negated output)
+    is one Euler step of ``ZImagePipeline.__call__``; the target returns x0."""
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline("zimage"), FAMILIES["zimage"]
+    pipe.set_progress_bar_config(disable=True)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    with torch.no_grad():
+        prompts = ["a photo of a cat", "a red rocket in space"]
+        cond = fam.encode_prompts(pipe, prompts, torch.device("cpu"))
+        ref, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
+        got = fam.sample_kwargs(cond)["prompt_embeds"]
+        assert [len(e) for e in got] == [len(e) for e in ref] and len(got[0]) < len(got[1]) < fam.max_sequence_length
+        assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
+        one = {k: v[:1] for k, v in cond.items()}
+        for t in (0.3, 0.8):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq, sigma)
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, one, {})
+            stepped = pipe(prompt_embeds=got[:1], latents=nb.noisy, sigmas=[t], num_inference_steps=1,
+                           guidance_scale=0.0, height=16, width=16, output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)  # static shift 3: 3t / (1 + 2t)
+            torch.testing.assert_close(sigma, torch.tensor([3 * t / (1 + 2 * t)]))
+            torch.testing.assert_close(stepped, nb.noisy - sigma * pred, atol=5e-5, rtol=1e-5)
+            pipe.scheduler.set_timesteps(sigmas=[t])
+            out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
+            torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)

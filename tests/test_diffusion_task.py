@@ -64,7 +64,7 @@ def run(cfg, work_dir, resume=None):
     return trainer, trainer.train()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan"])
 def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, tmp_path):
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
     import diffusers
@@ -227,7 +227,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("flux", **{"task.min_snr_gamma": 5}), tmp_path / "g").setup()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "chroma", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "chroma", "zimage", "wan"])
 def test_show_lr_path_sees_the_tasks_lora(family):
     """``prepare_run`` without data or weights (tools/show_lr.py): the full-size denoiser on the meta device
     with the task's LoRA, so the groups and the optimizer hold the LoRA tensors only."""

@@ -48,7 +48,7 @@ class Family:
         return (latents.shape[-1] // p) * (latents.shape[-2] // p)
 
     def sample_kwargs(self, cond: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings."""
+        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings (``cond`` with a batch dim)."""
         return {"prompt_embeds": cond["prompt_embeds"]}
 
     def takes_negative(self, pipe: Any) -> bool:
@@ -244,6 +244,45 @@ class Flux2(Family):
         return lambda image_seq_len: compute_empirical_mu(image_seq_len, steps)
 
 
+class ZImage(Family):
+    """Z-Image (``ZImagePipeline``), as pipeline_z_image.py does it: the prompt through the pipeline's
+    ``encode_prompt`` (Qwen3 chat template, second-to-last hidden state, padding removed: one tensor per prompt);
+    kept here padded to ``max_sequence_length`` with a mask so conditions batch and cache like the others, and
+    unpadded again for the transformer. The transformer takes a list of ``(C, 1, H, W)`` latents, the reversed
+    time ``(1000 - t) / 1000`` and returns the negated velocity (the pipeline steps with ``-output``)."""
+
+    name, pipelines, presets = "zimage", ("ZImagePipeline",), ("zimage-turbo",)
+    pack = 2  # the transformer's 2x2 patches (``all_patch_size``)
+    lora_targets = (
+        r".*(?:layers|noise_refiner|context_refiner)\.\d+\.(?:attention\.(?:to_[qkv]|to_out\.0)|feed_forward\.w[123])"
+    )
+    max_sequence_length = 512  # the pipeline's default
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, _ = pipe.encode_prompt(list(prompts), device=device, do_classifier_free_guidance=False,
+                                       max_sequence_length=self.max_sequence_length)  # fmt: skip
+        n, dim = self.max_sequence_length, embeds[0].shape[-1]
+        padded = torch.zeros(len(embeds), n, dim, dtype=embeds[0].dtype, device=device)
+        mask = torch.zeros(len(embeds), n, device=device)
+        for i, e in enumerate(embeds):
+            padded[i, : len(e)], mask[i, : len(e)] = e, 1.0
+        return {"prompt_embeds": padded, "prompt_mask": mask}
+
+    def _captions(self, cond):
+        return [e[m.bool()] for e, m in zip(cond["prompt_embeds"], cond["prompt_mask"], strict=True)]
+
+    def image_seq_len(self, latents, model):
+        return (latents.shape[-2] // 2) * (latents.shape[-1] // 2)  # as the pipeline computes it for the shift
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        out = model(list(noisy.unsqueeze(2).unbind(0)), (1000 - timesteps) / 1000, self._captions(cond),
+                    return_dict=False)[0]  # fmt: skip
+        return -torch.stack(out).squeeze(2)
+
+    def sample_kwargs(self, cond):
+        return {"prompt_embeds": self._captions(cond)}
+
+
 class Wan(Family):
     name, pipelines, video = "wan", ("WanPipeline",), True
     presets = ("wan21-t2v-14b", "wan21-t2v-1.3b")
@@ -264,7 +303,7 @@ class Wan(Family):
                      return_dict=False)[0]  # fmt: skip
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), Wan())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan())}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -195,6 +195,14 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
                                                   max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
         return d.ChromaPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
                                 text_encoder=_t5(tok), tokenizer=tok, transformer=tr)  # fmt: skip
+    if family == "zimage":  # Qwen3 text encoder (second-to-last hidden state), Flux.1-style VAE, static shift 3
+        tok = qwen_tokenizer()
+        tr = d.ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=2,
+                                        n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
+                                        axes_dims=[2, 2, 4], axes_lens=[1024, 64, 64])  # fmt: skip
+        return d.ZImagePipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                vae=_vae(shift_factor=0.1159, scaling_factor=0.3611), text_encoder=_qwen3(tok, layers=2),
+                                tokenizer=tok, transformer=tr)  # fmt: skip
     if family in ("flux2", "flux2_dev"):
         # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance;
         # [dev]: Mistral-3 (hidden states 10, 20, 30 stacked), the guidance scale as a transformer input
