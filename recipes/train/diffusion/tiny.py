@@ -3,8 +3,11 @@
 ``save_tiny_pipeline("flux", DIR)`` writes a complete pipeline folder (``model_index.json``, one
 subfolder per component) that ``FluxPipeline.from_pretrained(DIR)`` loads, so a config's
 ``model.pretrained=DIR`` goes through the same loading code as a released checkpoint. The text
-encoders are real transformers classes (CLIP, T5, UMT5) at a hidden size of 16-32, with tokenizers
-built from a small vocabulary (CLIP: the byte alphabet, no merges; T5: a few hundred words).
+encoders are real transformers classes (CLIP, T5, UMT5, Qwen3 for Flux.2 [klein] and Z-Image, Mistral-3
+with its Pixtral processor for Flux.2 [dev]) at a hidden size of 16-32, with tokenizers built from a small
+vocabulary (CLIP, Qwen, Mistral: the byte alphabet, no merges, plus the chat tokens and a chat template
+reduced to what the pipelines send; T5: a few hundred words). Flux.2's decoder-only encoders have as many
+layers as the pipelines read hidden states from (27 / 30).
 """
 
 from __future__ import annotations
