@@ -75,3 +75,121 @@ def test_flow_timestep_sampling_and_shift_options_change_the_sigmas():
         assert not torch.allclose(draw[name], draw["default"]), name
     with pytest.raises(ValueError, match="timestep_sampling"):
         FlowObjective(cfg, timestep_sampling="cosmap")
+
+
+@pytest.mark.parametrize(("tiny", "guidance"), [("flux2", 1.0), ("flux2_dev", 3.5)], ids=["klein", "dev"])
+def test_flux2_latents_shift_and_prediction_match_the_pipeline(tiny, guidance):
+    """Flux.2 (tiny [klein] and [dev] pipelines): the training latents are what the pipeline's decode undoes, the
+    shifted sigma is the pipeline's (``compute_empirical_mu`` at its 50 default steps), the family's denoiser call
+    (with [dev]'s guidance input) is the pipeline's: one Euler step of ``Flux2KleinPipeline`` / ``Flux2Pipeline``
+    ``__call__`` from the same noisy latents; and the target returns x0."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline, compute_empirical_mu
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline(tiny), FAMILIES["flux2"]
+    assert pipe.transformer.config.guidance_embeds == (tiny == "flux2_dev")
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        z = pipe.vae.encode(torch.rand(1, 3, 32, 32) * 2 - 1).latent_dist.sample(torch.Generator().manual_seed(0))
+        x0 = fam.normalize(pipe.vae, z)  # (1, 4 * 4, 8, 8): 2x2 patches on channels, batch-norm statistics removed
+        bn, eps = pipe.vae.bn, pipe.vae.config.batch_norm_eps
+
+        def decode_side(x):  # the pipeline's last step before vae.decode: * sqrt(var + eps) + mean, unpatchify
+            x = x * torch.sqrt(bn.running_var.view(1, -1, 1, 1) + eps) + bn.running_mean.view(1, -1, 1, 1)
+            return Flux2Pipeline._unpatchify_latents(x)
+
+        torch.testing.assert_close(decode_side(x0), z)
+        assert not torch.allclose(x0, Flux2Pipeline._patchify_latents(z))  # the statistics are not the identity
+        seq = fam.image_seq_len(x0, pipe.transformer)
+        assert seq == pipe.prepare_latents(1, 4, 32, 32, torch.float32, "cpu", None)[0].shape[1] == 64
+        obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+        assert obj.mu(seq) == compute_empirical_mu(seq, 50) != FlowObjective(pipe.scheduler.config).mu(seq)
+        cond = fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu"))
+        for t in (0.2, 0.7):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+            nb = obj.noise(x0, noise, seq, sigma)
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": guidance})
+            stepped = pipe(prompt_embeds=cond["prompt_embeds"], latents=nb.noisy, num_inference_steps=50, sigmas=[t],
+                           guidance_scale=guidance, height=32, width=32, output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)  # the pipeline shifted t the same way
+            x1 = nb.noisy - sigma * pred  # one Euler step from sigma to 0 with the family's prediction
+            # "latent" output: [klein] un-normalised and unpatchified, [dev] the packed tokens
+            want = Flux2Pipeline._pack_latents(x1) if tiny == "flux2_dev" else decode_side(x1)
+            torch.testing.assert_close(stepped, want, atol=5e-5, rtol=1e-5)
+            if tiny == "flux2_dev":  # the guidance input matters: another scale, another prediction
+                other = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, {"guidance_scale": 7.0})
+                assert not torch.allclose(other, pred)
+            pipe.scheduler.set_timesteps(sigmas=[t], mu=obj.mu(seq))
+            out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
+            torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_chroma_shift_mask_and_prediction_match_the_pipeline():
+    """Chroma (tiny pipeline): Flux.1's shift, and the family's denoiser call (T5 mask extended over the image
+    tokens) is one Euler step of ``ChromaPipeline.__call__`` from the same packed noisy latents."""
+    from diffusers import FluxPipeline
+    from diffusers.pipelines.chroma.pipeline_chroma import calculate_shift
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline("chroma"), FAMILIES["chroma"]
+    pipe.set_progress_bar_config(disable=True)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # a 16 px image's latent (VAE factor 2)
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    assert seq == 16 and obj.mu(seq) == pytest.approx(calculate_shift(seq))
+    with torch.no_grad():
+        cond = fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu"))
+        assert 0 < cond["prompt_attention_mask"].sum() < cond["prompt_attention_mask"].numel()  # padding is masked
+        no_mask = dict(cond, prompt_attention_mask=torch.ones_like(cond["prompt_attention_mask"]))
+        for t in (0.3, 0.8):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq, sigma)
+            extra = {"vae_factor": pipe.vae_scale_factor}
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, cond, extra)
+            assert not torch.allclose(pred, fam.predict(pipe.transformer, nb.noisy, nb.timesteps, no_mask, extra))
+            packed = FluxPipeline._pack_latents(nb.noisy, 1, 4, 8, 8)
+            stepped = pipe(prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["prompt_attention_mask"],
+                           latents=packed, sigmas=[t], num_inference_steps=1, guidance_scale=1.0, height=16, width=16,
+                           output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)
+            want = FluxPipeline._pack_latents(nb.noisy - sigma * pred, 1, 4, 8, 8)
+            torch.testing.assert_close(stepped, want, atol=5e-5, rtol=1e-5)  # float32 rounding of the Euler update
+
+
+def test_zimage_conditions_shift_and_prediction_match_the_pipeline():
+    """Z-Image (tiny pipeline): padded + masked prompt embeddings give back the pipeline's unpadded ones, the
+    static shift is the scheduler's, and the family's denoiser call (list input, reversed time, negated output)
+    is one Euler step of ``ZImagePipeline.__call__``; the target returns x0."""
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.diffusion.tiny import build_tiny_pipeline
+
+    pipe, fam = build_tiny_pipeline("zimage"), FAMILIES["zimage"]
+    pipe.set_progress_bar_config(disable=True)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    with torch.no_grad():
+        prompts = ["a photo of a cat", "a red rocket in space"]
+        cond = fam.encode_prompts(pipe, prompts, torch.device("cpu"))
+        ref, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
+        got = fam.sample_kwargs(cond)["prompt_embeds"]
+        assert [len(e) for e in got] == [len(e) for e in ref] and len(got[0]) < len(got[1]) < fam.max_sequence_length
+        assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
+        one = {k: v[:1] for k, v in cond.items()}
+        for t in (0.3, 0.8):
+            sigma = obj.shift_sigmas(torch.tensor([t]), seq)
+            nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq, sigma)
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, one, {})
+            stepped = pipe(prompt_embeds=got[:1], latents=nb.noisy, sigmas=[t], num_inference_steps=1,
+                           guidance_scale=0.0, height=16, width=16, output_type="latent").images  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)  # static shift 3: 3t / (1 + 2t)
+            torch.testing.assert_close(sigma, torch.tensor([3 * t / (1 + 2 * t)]))
+            torch.testing.assert_close(stepped, nb.noisy - sigma * pred, atol=5e-5, rtol=1e-5)
+            pipe.scheduler.set_timesteps(sigmas=[t])
+            out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
+            torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)

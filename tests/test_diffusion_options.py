@@ -26,7 +26,8 @@ def task_loss(family: str, **opts):
     ("family", "option", "value"),
     [("sd15", "task.prediction_type", "v_prediction"), ("sd15", "task.min_snr_gamma", 1.0),
      ("sd15", "task.caption_dropout", 0.9), ("flux", "task.guidance_scale", 10.0), ("flux", "task.shift", 1.0),
-     ("flux", "task.timestep_sampling", "uniform"), ("flux", "task.logit_mean", 1.5), ("flux", "task.logit_std", 2.5),
+     ("flux", "task.timestep_sampling", "uniform"), ("flux", "task.logit_mean", 1.5), ("flux", "task.logit_std", 2.5), ("flux2", "task.shift", 1.0),
+     ("flux2", "task.caption_dropout", 0.9), ("flux2_dev", "task.guidance_scale", 10.0), ("chroma", "task.caption_dropout", 0.9), ("zimage", "task.caption_dropout", 0.9),
      ("sd15", "data.train.flip_p", 1.0), ("sd15", "data.train.crop", "random"),
      ("sd15", "data.train.instance_prompt", "a photo of sks thing")],
 )  # fmt: skip

@@ -44,6 +44,9 @@ def videos() -> str:
     return str(root)
 
 
+CONFIG_OF = {"flux2_dev": "flux2"}  # tiny pipelines trained with another family's shipped config
+
+
 def config(family: str, steps: int = 2, **options):
     """The shipped config of ``family`` with a tiny pipeline, photos, float32 and a short run."""
     data = videos() if family == "wan" else photos()
@@ -53,7 +56,7 @@ def config(family: str, steps: int = 2, **options):
             "train.tensorboard=False", "train.ckpt_every=1", "train.log_every=1", "task.cache_dir=None",
             "task.samples.steps=2", "task.samples.seeds=[0]", "schedule.warmup_steps=0", *res.split()]  # fmt: skip
     opts += [f"{k}={v}" for k, v in options.items()]
-    return load_config(ROOT / "configs" / "diffusion" / f"{family}_lora.py", opts)
+    return load_config(ROOT / "configs" / "diffusion" / f"{CONFIG_OF.get(family, family)}_lora.py", opts)
 
 
 def run(cfg, work_dir, resume=None):
@@ -61,7 +64,7 @@ def run(cfg, work_dir, resume=None):
     return trainer, trainer.train()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan"])
 def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, tmp_path):
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
     import diffusers
@@ -208,6 +211,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("sd15", **{"data.train.resolution": 31}), tmp_path / "b").setup()
     with pytest.raises(ValueError, match=r"not multiples of 4 .*flux"):  # VAE factor 2 x Flux's 2x2 packing
         Trainer(config("flux", **{"data.train.resolution": 34}), tmp_path / "c").setup()
+    with pytest.raises(ValueError, match=r"not multiples of 4 .*flux2"):  # Flux.2 folds 2x2 latent patches too
+        Trainer(config("flux2", **{"data.train.resolution": 34}), tmp_path / "c2").setup()
     with pytest.raises(ValueError, match=r"task.lora.targets='nothing_here' match no module"):
         Trainer(config("sd15", **{"task.lora.targets": "nothing_here"}), tmp_path / "d").setup()
     with pytest.raises(
@@ -222,7 +227,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("flux", **{"task.min_snr_gamma": 5}), tmp_path / "g").setup()
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "chroma", "zimage", "wan"])
 def test_show_lr_path_sees_the_tasks_lora(family):
     """``prepare_run`` without data or weights (tools/show_lr.py): the full-size denoiser on the meta device
     with the task's LoRA, so the groups and the optimizer hold the LoRA tensors only."""

@@ -9,6 +9,7 @@ from ``model_index.json``'s ``_class_name``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,6 +28,8 @@ class Family:
     video = False
     lora_targets = ""
     lora_save_key = "transformer_lora_layers"
+    pack = 1  # latent patches folded into channels before the denoiser (Flux: 2x2); sizes must divide by it
+    negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -45,8 +48,17 @@ class Family:
         return (latents.shape[-1] // p) * (latents.shape[-2] // p)
 
     def sample_kwargs(self, cond: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings."""
+        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings (``cond`` with a batch dim)."""
         return {"prompt_embeds": cond["prompt_embeds"]}
+
+    def takes_negative(self, pipe: Any) -> bool:
+        """Whether sampling passes the empty prompt's embeddings as ``negative_*`` (classifier-free guidance)."""
+        return self.negative_prompt
+
+    def dynamic_mu(self, pipe: Any) -> Callable[[int], float] | None:
+        """The resolution-dependent shift exponent ``mu(image_seq_len)`` of the pipeline's timesteps, for
+        schedulers with ``use_dynamic_shifting``; None: Flux.1's ``calculate_shift`` from the scheduler config."""
+        return None
 
 
 class SD15(Family):
@@ -104,6 +116,7 @@ class SD3(Family):
 
 class Flux(Family):
     name, pipelines, presets = "flux", ("FluxPipeline",), ("flux1-dev", "flux1-schnell")
+    pack, negative_prompt = 2, False  # Flux-dev distils guidance into an input instead of a negative prompt
     lora_targets = (
         rf".*(?:transformer_blocks\.\d+\.{_MMDIT}|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp|proj_out))"
     )
@@ -135,6 +148,141 @@ class Flux(Family):
         return {"prompt_embeds": cond["prompt_embeds"], "pooled_prompt_embeds": cond["pooled_prompt_embeds"]}
 
 
+class Chroma(Flux):
+    """Chroma (``ChromaPipeline``): Flux.1's transformer layout, latents, packing and resolution-dependent shift,
+    with one T5 encoder (no pooled CLIP vector, no guidance input) and classifier-free guidance. As
+    pipeline_chroma.py does it, the T5 attention mask (prompt tokens plus the first padding token) is extended
+    with ones for the image tokens and given to the transformer."""
+
+    name, pipelines, presets = "chroma", ("ChromaPipeline",), ("chroma",)
+    negative_prompt = True
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, _, mask, *_ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        from diffusers import FluxPipeline
+
+        b, c, h, w = noisy.shape
+        packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
+        img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, noisy.dtype)
+        txt = cond["prompt_embeds"]
+        txt_ids = torch.zeros(txt.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        mask = cond["prompt_attention_mask"]  # ChromaPipeline._prepare_attention_mask: image tokens all attend
+        mask = torch.cat([mask, torch.ones(b, packed.shape[1], device=mask.device, dtype=torch.bool)], dim=1)
+        out = model(hidden_states=packed, timestep=timesteps / 1000, encoder_hidden_states=txt, txt_ids=txt_ids,
+                    img_ids=img_ids, attention_mask=mask, return_dict=False)[0]  # fmt: skip
+        return FluxPipeline._unpack_latents(out, h * extra["vae_factor"], w * extra["vae_factor"], extra["vae_factor"])
+
+    def sample_kwargs(self, cond):
+        return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"]}
+
+
+class Flux2(Family):
+    """Flux.2 [dev] (``Flux2Pipeline``, Mistral-3 text encoder, guidance input) and [klein]
+    (``Flux2KleinPipeline``, Qwen3 text encoder, classifier-free guidance), as pipeline_flux2*.py do it:
+
+    - prompts: the pipeline's ``encode_prompt`` (chat template, hidden states of three encoder layers
+      stacked on channels); text position ids ``(0, 0, 0, l)`` from ``_prepare_text_ids``;
+    - latents: the VAE's sample, 2x2 patches folded into channels (``_patchify_latents``), then the
+      VAE's batch-norm statistics (``(x - bn.running_mean) / sqrt(bn.running_var + eps)``), which the
+      pipeline's decode undoes; the denoiser sees them as a token sequence (``_pack_latents``) with
+      ``(t, h, w, l)`` ids from ``_prepare_latent_ids``;
+    - timesteps: ``sigma`` (the pipeline passes ``t / 1000``); the dynamic shift's ``mu`` is the
+      pipeline's ``compute_empirical_mu(image_seq_len, num_inference_steps)`` at the pipeline's default
+      step count (50), not Flux.1's linear ``calculate_shift``;
+    - guidance: [dev]'s ``guidance_embeds`` take ``task.guidance_scale``; [klein] passes none.
+    """
+
+    name, pipelines = "flux2", ("Flux2Pipeline", "Flux2KleinPipeline")
+    presets = ("flux2-dev", "flux2-klein-4b", "flux2-klein-9b")
+    pack = 2
+    lora_targets = (r".*(?:transformer_blocks\.\d+\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|"
+                    r"ff(?:_context)?\.linear_(?:in|out))|single_transformer_blocks\.\d+\.attn\.(?:to_qkv_mlp_proj|to_out))")  # fmt: skip
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, _ = pipe.encode_prompt(prompts, device=device)
+        return {"prompt_embeds": embeds}
+
+    def normalize(self, vae, latents):
+        from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline
+
+        x = Flux2Pipeline._patchify_latents(latents)
+        mean = vae.bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(x.device, x.dtype)
+        return (x - mean) / std
+
+    def image_seq_len(self, latents, model):
+        return latents.shape[-1] * latents.shape[-2]  # already 2x2-patchified by normalize
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline
+
+        txt = cond["prompt_embeds"]
+        img_ids = Flux2Pipeline._prepare_latent_ids(noisy).to(noisy.device)
+        txt_ids = Flux2Pipeline._prepare_text_ids(txt).to(noisy.device)
+        guidance = None
+        if model.config.guidance_embeds:  # [dev]: the guidance scale is an input of the distilled model
+            guidance = torch.full((noisy.shape[0],), float(extra["guidance_scale"]), device=noisy.device,
+                                  dtype=torch.float32)  # fmt: skip
+        out = model(hidden_states=Flux2Pipeline._pack_latents(noisy), timestep=timesteps / 1000, guidance=guidance,
+                    encoder_hidden_states=txt, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]  # fmt: skip
+        return Flux2Pipeline._unpack_latents_with_ids(out, img_ids)
+
+    def takes_negative(self, pipe):
+        import inspect
+
+        return "negative_prompt_embeds" in inspect.signature(type(pipe).__call__).parameters  # [klein] only
+
+    def dynamic_mu(self, pipe):
+        import inspect
+
+        from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+        steps = inspect.signature(type(pipe).__call__).parameters["num_inference_steps"].default
+        return lambda image_seq_len: compute_empirical_mu(image_seq_len, steps)
+
+
+class ZImage(Family):
+    """Z-Image (``ZImagePipeline``), as pipeline_z_image.py does it: the prompt through the pipeline's
+    ``encode_prompt`` (Qwen3 chat template, second-to-last hidden state, padding removed: one tensor per prompt);
+    kept here padded to ``max_sequence_length`` with a mask so conditions batch and cache like the others, and
+    unpadded again for the transformer. The transformer takes a list of ``(C, 1, H, W)`` latents, the reversed
+    time ``(1000 - t) / 1000`` and returns the negated velocity (the pipeline steps with ``-output``)."""
+
+    name, pipelines, presets = "zimage", ("ZImagePipeline",), ("zimage-turbo",)
+    pack = 2  # the transformer's 2x2 patches (``all_patch_size``)
+    lora_targets = (
+        r".*(?:layers|noise_refiner|context_refiner)\.\d+\.(?:attention\.(?:to_[qkv]|to_out\.0)|feed_forward\.w[123])"
+    )
+    max_sequence_length = 512  # the pipeline's default
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, _ = pipe.encode_prompt(list(prompts), device=device, do_classifier_free_guidance=False,
+                                       max_sequence_length=self.max_sequence_length)  # fmt: skip
+        n, dim = self.max_sequence_length, embeds[0].shape[-1]
+        padded = torch.zeros(len(embeds), n, dim, dtype=embeds[0].dtype, device=device)
+        mask = torch.zeros(len(embeds), n, device=device)
+        for i, e in enumerate(embeds):
+            padded[i, : len(e)], mask[i, : len(e)] = e, 1.0
+        return {"prompt_embeds": padded, "prompt_mask": mask}
+
+    def _captions(self, cond):
+        return [e[m.bool()] for e, m in zip(cond["prompt_embeds"], cond["prompt_mask"], strict=True)]
+
+    def image_seq_len(self, latents, model):
+        return (latents.shape[-2] // 2) * (latents.shape[-1] // 2)  # as the pipeline computes it for the shift
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        out = model(list(noisy.unsqueeze(2).unbind(0)), (1000 - timesteps) / 1000, self._captions(cond),
+                    return_dict=False)[0]  # fmt: skip
+        return -torch.stack(out).squeeze(2)
+
+    def sample_kwargs(self, cond):
+        return {"prompt_embeds": self._captions(cond)}
+
+
 class Wan(Family):
     name, pipelines, video = "wan", ("WanPipeline",), True
     presets = ("wan21-t2v-14b", "wan21-t2v-1.3b")
@@ -155,7 +303,7 @@ class Wan(Family):
                      return_dict=False)[0]  # fmt: skip
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Wan())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan())}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

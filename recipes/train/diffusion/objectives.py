@@ -11,7 +11,8 @@ scheduler does at inference:
 - ``FlowObjective`` (SD3, Flux, WAN and the other flow models): ``sigma`` from a logit-normal (or
   uniform) draw, then the pipeline scheduler's shift: the static ``shift`` of
   ``FlowMatchEulerDiscreteScheduler`` (``s * t / (1 + (s - 1) t)``), or with ``use_dynamic_shifting``
-  the resolution-dependent one Flux uses (``mu`` linear in the image's token count, ``e^mu / (e^mu + 1/t - 1)``);
+  the resolution-dependent one Flux uses (``mu`` linear in the image's token count, ``e^mu / (e^mu + 1/t - 1)``;
+  Flux.2 gives its own ``mu``, ``compute_empirical_mu``);
   ``x_t = (1 - sigma) x0 + sigma n`` (``scale_noise``) and the target is the velocity ``n - x0``
   (an Euler step of the scheduler from ``sigma`` to 0 with this prediction returns ``x0``).
 """
@@ -19,6 +20,7 @@ scheduler does at inference:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +73,8 @@ class FlowObjective:
     """Rectified-flow velocity target with the family's timestep sampling and shift."""
 
     def __init__(self, scheduler_config: Any, timestep_sampling: str = "logit_normal", logit_mean: float = 0.0,
-                 logit_std: float = 1.0, shift: float | str | None = "auto") -> None:  # fmt: skip
+                 logit_std: float = 1.0, shift: float | str | None = "auto",
+                 mu: Callable[[int], float] | None = None) -> None:  # fmt: skip
         if timestep_sampling not in TIMESTEP_SAMPLING:
             raise ValueError(f"task.timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {timestep_sampling!r}")
         if not logit_std > 0:
@@ -83,9 +86,13 @@ class FlowObjective:
         self.config = scheduler_config
         self.sampling, self.logit_mean, self.logit_std, self.shift = timestep_sampling, logit_mean, logit_std, shift
         self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+        self.mu_fn = mu
 
     def mu(self, image_seq_len: int) -> float:
-        """Flux's resolution-dependent shift exponent (``calculate_shift`` in pipeline_flux.py)."""
+        """The resolution-dependent shift exponent: the family's (``mu``), else Flux.1's ``calculate_shift``
+        (pipeline_flux.py: linear in the token count between the scheduler's base and max shift)."""
+        if self.mu_fn is not None:
+            return float(self.mu_fn(image_seq_len))
         c = self.config
         base_len, max_len = c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096)
         base, top = c.get("base_shift", 0.5), c.get("max_shift", 1.15)

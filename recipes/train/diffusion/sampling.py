@@ -23,12 +23,14 @@ def _grid(images: list[list[np.ndarray]]) -> Any:
 
 
 def sample_call_kwargs(task: Any, prompt: str, device: torch.device) -> dict[str, Any]:
-    cond = task.prompt_cond(prompt, device)
     s, fam = task.samples, task.family
-    kw: dict[str, Any] = {k: v.unsqueeze(0) for k, v in fam.sample_kwargs(cond).items()}
-    if fam.name != "flux":  # Flux-dev distils guidance into an input; the others use classifier-free guidance
-        neg = fam.sample_kwargs(task.empty_cond(device))
-        kw.update({f"negative_{k}": v.unsqueeze(0) for k, v in neg.items()})
+    batch = lambda cond: {k: v.unsqueeze(0) for k, v in cond.items()}  # noqa: E731 - one prompt, batch of one
+    kw: dict[str, Any] = fam.sample_kwargs(batch(task.prompt_cond(prompt, device)))
+    if fam.takes_negative(
+        task.pipe
+    ):  # Flux-dev distils guidance into an input; the others use classifier-free guidance
+        neg = fam.sample_kwargs(batch(task.empty_cond(device)))
+        kw.update({f"negative_{k}": v for k, v in neg.items()})
     size = task.sample_size()
     kw.update(num_inference_steps=int(s.get("steps", 20)), height=size[0], width=size[1], output_type="np")
     if "guidance_scale" in s:

@@ -3,8 +3,11 @@
 ``save_tiny_pipeline("flux", DIR)`` writes a complete pipeline folder (``model_index.json``, one
 subfolder per component) that ``FluxPipeline.from_pretrained(DIR)`` loads, so a config's
 ``model.pretrained=DIR`` goes through the same loading code as a released checkpoint. The text
-encoders are real transformers classes (CLIP, T5, UMT5) at a hidden size of 16-32, with tokenizers
-built from a small vocabulary (CLIP: the byte alphabet, no merges; T5: a few hundred words).
+encoders are real transformers classes (CLIP, T5, UMT5, Qwen3 for Flux.2 [klein] and Z-Image, Mistral-3
+with its Pixtral processor for Flux.2 [dev]) at a hidden size of 16-32, with tokenizers built from a small
+vocabulary (CLIP, Qwen, Mistral: the byte alphabet, no merges, plus the chat tokens and a chat template
+reduced to what the pipelines send; T5: a few hundred words). Flux.2's decoder-only encoders have as many
+layers as the pipelines read hidden states from (27 / 30).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -42,6 +45,75 @@ def t5_tokenizer(max_length: int = 32) -> Any:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(f"\u2581{w}", -1.0) for w in _WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,"]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+#: Qwen3's chat template, reduced to what a text-to-image prompt uses (one user turn; thinking off)
+_QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+              "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")  # fmt: skip
+
+
+def qwen_tokenizer(max_length: int = 64) -> Any:
+    """A byte-level BPE ``Qwen2Tokenizer`` (the byte alphabet, no merges) with Qwen's chat tokens and template."""
+    from transformers import Qwen2Tokenizer
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    vocab.update({t: len(chars) + i for i, t in enumerate(specials)})
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    tok.chat_template = _QWEN_CHAT
+    return tok
+
+
+def _qwen3(tok: Any, layers: int, hidden: int = 16) -> Any:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
+    return Qwen3ForCausalLM(cfg).eval()
+
+
+_MISTRAL_SPECIALS = ["</s>", "<s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+                     "[IMG_BREAK]", "[IMG_END]"]  # fmt: skip
+#: Mistral-3's chat template, reduced to system + user text turns (Flux2Pipeline's ``format_input``)
+_MISTRAL_CHAT = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% for c in "
+                 "m['content'] %}{{ c['text'] }}{% endfor %}[/SYSTEM_PROMPT]{% else %}[INST]{% for c in m['content'] %}"
+                 "{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}[IMG]{% endif %}{% endfor %}[/INST]{% endif %}"
+                 "{% endfor %}")  # fmt: skip
+
+
+def _mistral3(layers: int = 30, hidden: int = 16) -> tuple[Any, Any]:
+    """A tiny ``Mistral3ForConditionalGeneration`` (Pixtral vision tower + Mistral text model) and its
+    ``PixtralProcessor`` (byte-level tokenizer with Mistral's control tokens and a chat template)."""
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralImageProcessor,
+        PixtralProcessor,  # fmt: skip
+        PixtralVisionConfig,
+        Qwen2Tokenizer,
+    )
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({t: len(chars) + i for i, t in enumerate(_MISTRAL_SPECIALS)})
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="</s>", eos_token="</s>", bos_token="<s>", pad_token="<pad>",
+                         model_max_length=512)  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": _MISTRAL_SPECIALS[3:]})
+    proc = PixtralProcessor(image_processor=PixtralImageProcessor(), tokenizer=tok, chat_template=_MISTRAL_CHAT,
+                            patch_size=16, spatial_merge_size=2)  # fmt: skip
+    vision = PixtralVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                                 num_attention_heads=2, image_size=32, patch_size=16, head_dim=8)  # fmt: skip
+    text = MistralConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    cfg = Mistral3Config(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+                         spatial_merge_size=2)  # fmt: skip
+    return Mistral3ForConditionalGeneration(cfg).eval(), proc
 
 
 def _clip(tok: Any, projection: bool = False, hidden: int = 16) -> Any:
@@ -117,6 +189,44 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
         return d.FluxPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
                               text_encoder=_clip(tok), tokenizer=tok, text_encoder_2=_t5(tok2), tokenizer_2=tok2,
                               transformer=tr)  # fmt: skip
+    if family == "chroma":  # Flux.1's layout without the pooled CLIP vector and guidance input: one T5 encoder
+        tok = t5_tokenizer()
+        tr = d.ChromaTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
+                                        approximator_num_channels=8, approximator_hidden_dim=16, approximator_layers=1)  # fmt: skip
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        return d.ChromaPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+                                text_encoder=_t5(tok), tokenizer=tok, transformer=tr)  # fmt: skip
+    if family == "zimage":  # Qwen3 text encoder (second-to-last hidden state), Flux.1-style VAE, static shift 3
+        tok = qwen_tokenizer()
+        tr = d.ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=2,
+                                        n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
+                                        axes_dims=[2, 2, 4], axes_lens=[1024, 64, 64])  # fmt: skip
+        return d.ZImagePipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                vae=_vae(shift_factor=0.1159, scaling_factor=0.3611), text_encoder=_qwen3(tok, layers=2),
+                                tokenizer=tok, transformer=tr)  # fmt: skip
+    if family in ("flux2", "flux2_dev"):
+        # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance;
+        # [dev]: Mistral-3 (hidden states 10, 20, 30 stacked), the guidance scale as a transformer input
+        dev = family == "flux2_dev"
+        tr = d.Flux2Transformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                                       num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=16,
+                                       axes_dims_rope=(2, 2, 2, 2), guidance_embeds=dev)  # fmt: skip
+        vae = d.AutoencoderKLFlux2(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                   sample_size=32).eval()  # fmt: skip
+        with torch.no_grad():  # released VAEs carry batch-norm statistics of their latents; not the identity
+            vae.bn.running_mean.normal_(0, 0.5)
+            vae.bn.running_var.uniform_(0.5, 2.0)
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        if dev:
+            te, tok = _mistral3()
+            return d.Flux2Pipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, transformer=tr)
+        tok = qwen_tokenizer()
+        return d.Flux2KleinPipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, layers=27), tokenizer=tok,
+                                    transformer=tr)  # fmt: skip
     tok = t5_tokenizer()
     tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
                                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip

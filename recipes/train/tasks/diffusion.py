@@ -147,7 +147,7 @@ class DiffusionTask(Task):
                     f"task.{key} applies to DDPM families (sd15, sdxl); {self.family.name} is a flow model"
                 )
         return FlowObjective(self.pipe.scheduler.config, o["timestep_sampling"], float(o["logit_mean"]),
-                             float(o["logit_std"]), o["shift"])  # fmt: skip
+                             float(o["logit_std"]), o["shift"], mu=self.family.dynamic_mu(self.pipe))  # fmt: skip
 
     def build_model(self) -> nn.Module:
         """The pipeline's denoiser with LoRA added; without ``model.pretrained`` (``tools/show_lr.py``), the
@@ -199,7 +199,7 @@ class DiffusionTask(Task):
         return train, val
 
     def _check_sizes(self, ds: Any) -> None:
-        multiple = self.vae_factor * (2 if self.family.name == "flux" else 1)
+        multiple = self.vae_factor * self.family.pack
         p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
         multiple *= p if isinstance(p, int) else p[-1]
         bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
