@@ -53,3 +53,13 @@ def test_gradient_checkpointing_same_loss_and_grads():
     b, _, mb = task_loss("flux", **{"task.gradient_checkpointing": True})
     assert mb.is_gradient_checkpointing and not ma.is_gradient_checkpointing
     assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_guidance_scale_acts_or_fails():
+    """It feeds a guidance-distilled denoiser (default 3.5); on a denoiser without a guidance input it is an error."""
+    _, flux, _ = task_loss("flux")
+    assert flux.guidance_scale == 3.5 and flux.pipe.transformer.config.guidance_embeds
+    _, klein, _ = task_loss("flux2")
+    assert klein.guidance_scale is None and not klein.pipe.transformer.config.guidance_embeds
+    with pytest.raises(ValueError, match=r"task.guidance_scale=7.0 does nothing: this flux2 denoiser has no guidance"):
+        task_loss("flux2", **{"task.guidance_scale": 7.0})

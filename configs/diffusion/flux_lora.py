@@ -7,7 +7,7 @@ model = dict(type="diffusers", preset="flux1-dev", pretrained=None, dtype="bfloa
 task = dict(
     type="diffusion",
     lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
-    guidance_scale=3.5,  # Flux-dev's distilled-guidance input during training (diffusers' Flux LoRA example default)
+    guidance_scale=3.5,  # Flux.1 [dev]'s distilled-guidance input in training (diffusers' example); [schnell] has none: drop it
     caption_dropout=0.05,  # empty captions keep classifier-free guidance working
     cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
     samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=28, guidance_scale=3.5),

@@ -1,6 +1,6 @@
 # Fine-tunes a one-stream VideoMAE tracker (transformers VideoMAEModel, single object) whose backbone is the real
 # DINOv2 ViT-S/14 inflated into the tubelet embedding, on a folder of GOT-10k / LaSOT / OTB-layout sequences.
-# CPU-sized: the first 8 of DINOv2's 12 blocks, 70 px template / 140 px search (25 + 100 tokens), 8 epochs of
+# CPU-sized: the first 8 of DINOv2's 12 blocks, 70 px template / 140 px search (25 + 100 tokens), 6 epochs of
 # 1,024 pairs; within 45 min on 2 free CPU cores, resumable (--resume). Split: the shared set's suggested one.
 #   tar xzf ../shared/data/tracking_sot.tar.gz -C /tmp && tar xf ../shared/data/dinov2_small.tar -C /tmp
 #   python tools/train.py configs/tracking/videomae_dinov2_cpu.py \
@@ -29,12 +29,15 @@ data = dict(
     val=dict(type="tracking_sequences", sequences=_eval_split),
 )  # fmt: skip
 adapter = "videomae"
-# layer decay 0.75: the embeddings train at 0.75**9 = 0.075x the head's LR, block 8 at 0.75x
-strategy = dict(type="layer_decay", lr=4e-4, decay=0.75, weight_decay=0.05)
+# the head at 4e-4, the backbone at a tenth of it (OSTrack's backbone multiplier) with a mild depth decay 0.9:
+# block 8 at 0.09x the head's LR, the embeddings at 0.039x. With 10 training sequences the DINOv2 features must
+# move little: layer decay 0.75 at lr 4e-4 (block 8 at 0.75x) tracked the train split at AO 0.78 and the eval
+# split at 0.23 (docs/tracking.md).
+strategy = dict(type="layer_decay", lr=4e-5, decay=0.9, weight_decay=0.05, component_scale=dict(head=10.0))
 optimizer = dict(type="AdamW", betas=(0.9, 0.999))
 # design note 000: per-step LR (x each group's lr_scale) and a cosine weight-decay schedule on decayed groups only
 schedule = dict(type="cosine", warmup_steps=32, min_lr_ratio=0.05, weight_decay=0.05, weight_decay_end=0.1)
 train = dict(
-    epochs=8, batch_size=16, eval_batch_size=8,  # 64 steps per epoch; the 5 eval sequences tracked as one batch
+    epochs=6, batch_size=16, eval_batch_size=8,  # 64 steps per epoch; the 5 eval sequences tracked as one batch
     clip_grad=1.0, ckpt_every=16, keep_ckpts=2, num_threads=2, seed=0, log_every=8,
 )  # fmt: skip

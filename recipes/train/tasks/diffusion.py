@@ -66,7 +66,7 @@ class DiffusionTask(Task):
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
         shift: float | str | None = "auto",
-        guidance_scale: float = 3.5,
+        guidance_scale: float | None = None,
         caption_dropout: float = 0.0,
         cache_dir: str | None = None,
         samples: Mapping[str, Any] | None = None,
@@ -91,7 +91,7 @@ class DiffusionTask(Task):
         self.objective_options = dict(prediction_type=prediction_type, min_snr_gamma=min_snr_gamma,
                                       timestep_sampling=timestep_sampling, logit_mean=logit_mean,
                                       logit_std=logit_std, shift=shift)  # fmt: skip
-        self.guidance_scale, self.cache_dir, self.save_format = float(guidance_scale), cache_dir, save_format
+        self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.batch_size = train_options(cfg)["batch_size"]
         self.caption_dropout, self.step = p, 0
@@ -117,10 +117,24 @@ class DiffusionTask(Task):
             self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
+            self._check_guidance()
             for name, module in self.pipe.components.items():
                 if isinstance(module, nn.Module) and name != self.family.denoiser:
                     module.requires_grad_(False).eval()
         return self.pipe
+
+    def _check_guidance(self) -> None:
+        """``task.guidance_scale`` feeds a guidance-distilled denoiser's guidance input (Flux.1 / Flux.2 [dev]):
+        default 3.5 there (diffusers' Flux LoRA example); on a denoiser without that input, setting it is an error."""
+        has_input = bool(getattr(getattr(self.pipe, self.family.denoiser).config, "guidance_embeds", False))
+        if self.guidance_scale is None:
+            self.guidance_scale = 3.5 if has_input else None
+        elif not has_input:
+            raise ValueError(f"task.guidance_scale={self.guidance_scale} does nothing: this {self.family.name} "
+                             "denoiser has no guidance input (only guidance-distilled models such as Flux.1 [dev] "
+                             "and Flux.2 [dev] take one); remove it")  # fmt: skip
+        else:
+            self.guidance_scale = float(self.guidance_scale)
 
     def _check_preset(self, preset: str | None, found: str) -> None:
         from recipes.train.models.diffusers import PRESETS
