@@ -16,7 +16,7 @@ import torch
 from recipes.train.config import load_config
 from recipes.train.diffusion.tiny import save_tiny_pipeline
 from recipes.train.engine import Trainer
-from tests.test_diffusion_data import write_photos, write_video
+from tests.test_diffusion_data import BUCKET_PHOTOS, write_photos, write_video
 
 pytest.importorskip("skimage.data", reason="scikit-image ships the sample photos")
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,11 @@ def pipeline_dir(family: str) -> str:
 @functools.cache
 def photos() -> str:
     return str(write_photos(TMP / "photos", size=64))
+
+
+@functools.cache
+def bucket_photos() -> str:
+    return str(write_photos(TMP / "bucket_photos", names=BUCKET_PHOTOS, size=96))
 
 
 @functools.cache
@@ -122,15 +127,25 @@ def test_lora_round_trip_sd15_prediction_equal(tmp_path):
     assert (base - want).abs().max() > 1e-4
 
 
-def test_exact_resume(tmp_path):
+BUCKETS = {"data_root": bucket_photos, "data.train.resolution": 64, "data.train.buckets": True,
+           "data.train.bucket_step": 16}  # 2 square + 3 landscape photos: 3 batches of 2, 2 and 1 per epoch
+
+
+@pytest.mark.parametrize("data", ["square", "buckets"])
+def test_exact_resume(tmp_path, data):
     """4 steps in one go == resuming that run's step-2 checkpoint for the last 2: the same LoRA, bit for bit.
 
     The checkpoint holds the LoRA tensors only (``train.save_frozen='auto'``): the frozen U-Net comes back
     from ``model.pretrained`` on resume. Rank 1: the tiny U-Net's layers are 8-16 wide, so a rank-16 LoRA
-    would outweigh them (and the engine would then save everything).
+    would outweigh them (and the engine would then save everything). ``buckets``: aspect-ratio buckets at
+    batch size 2 with the latent cache; 3 steps per epoch, so step 2 is in the middle of the first epoch.
     """
     opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5, "task.lora.r": 1, "task.lora.alpha": 1}
+    if data == "buckets":
+        opts.update({k: v() if callable(v) else v for k, v in BUCKETS.items()}, **{"task.cache_dir": tmp_path / "c"})
     straight, _ = run(config("sd15", steps=4, **opts), tmp_path / "a")
+    if data == "buckets":
+        assert straight.steps_per_epoch == 3 and len({tuple(t) for t in straight.train_set.targets}) == 2
     ckpt_path = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     denoiser = straight._bare_model()

@@ -449,8 +449,10 @@ class Trainer:
         if self.val_set is None:
             return
         metrics = self._evaluate(self._bare_model(), self.val_set)
+        media = self.task.evaluation_media()
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
+            media.update({f"ema_{k}": v for k, v in self.task.evaluation_media().items()})
         key, improved = self.task.primary_metric, None
         for source, name in (("model", key), ("ema", f"ema_{key}")):
             value = metrics.get(name)
@@ -458,6 +460,7 @@ class Trainer:
                 self.best, improved = (float(value), epoch + 1, source), source
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
+        self.log.media(self.step, media)
         shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         log.info(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")
         if improved:
