@@ -127,8 +127,12 @@ def test_lora_round_trip_sd15_prediction_equal(tmp_path):
     assert (base - want).abs().max() > 1e-4
 
 
-BUCKETS = {"data_root": bucket_photos, "data.train.resolution": 64, "data.train.buckets": True,
-           "data.train.bucket_step": 16}  # 2 square + 3 landscape photos: 3 batches of 2, 2 and 1 per epoch
+BUCKETS = {
+    "data_root": bucket_photos,
+    "data.train.resolution": 64,
+    "data.train.buckets": True,
+    "data.train.bucket_step": 16,
+}  # 2 square + 3 landscape photos: 3 batches of 2, 2 and 1 per epoch
 
 
 @pytest.mark.parametrize("data", ["square", "buckets"])

@@ -185,7 +185,9 @@ class RunLog:
         for tag, value in media.items():
             arr = np.asarray(value)
             if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
-                raise ValueError(f"media {tag!r}: expected uint8 (H, W, 3) or (T, H, W, 3), got {arr.dtype} {arr.shape}")
+                raise ValueError(
+                    f"media {tag!r}: expected uint8 (H, W, 3) or (T, H, W, 3), got {arr.dtype} {arr.shape}"
+                )
             if arr.ndim == 3:
                 self.tb.add_image(f"media/{tag}", arr, step, dataformats="HWC")
             elif importlib.util.find_spec("moviepy") is not None:

@@ -55,7 +55,9 @@ def bucket_keys(dataset: Any) -> list[Hashable] | None:
     return list(keys) if keys is not None and len(set(keys)) > 1 else None
 
 
-def _bucket_batches(indices: Sequence[int], keys: Sequence[Hashable], batch_size: int, drop_last: bool) -> list[list[int]]:
+def _bucket_batches(
+    indices: Sequence[int], keys: Sequence[Hashable], batch_size: int, drop_last: bool
+) -> list[list[int]]:
     """``indices`` grouped by bucket (buckets in order of first appearance), each cut into batches in order."""
     groups: dict[Hashable, list[int]] = {}
     for i in indices:

@@ -163,7 +163,9 @@ class CaptionedImages(_CaptionedFolder):
         super().__init__(root, resolution, **kw)
         self.buckets: list[tuple[int, int]] = []
         if bucket_drop_last and not buckets:
-            raise ValueError("data.bucket_drop_last applies to aspect-ratio buckets; set data.buckets=True or remove it")
+            raise ValueError(
+                "data.bucket_drop_last applies to aspect-ratio buckets; set data.buckets=True or remove it"
+            )
         #: leave out each bucket's last, partial batch (every batch full) instead of training on it
         self.bucket_drop_last = bool(bucket_drop_last)
         if buckets:
