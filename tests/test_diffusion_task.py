@@ -71,18 +71,28 @@ def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, 
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
     import diffusers
 
+    from tests.test_run_log_media import read_images
+
     opts = {
         "train.batch_size": 1 if family == "wan" else 2,
-        "task.cache_dir": str(tmp_path / "cache"),
-    }  # not in the work dir
+        "task.cache_dir": str(tmp_path / "cache"),  # not in the work dir
+        "train.tensorboard": True,
+    }
     trainer, summary = run(
         config(family, steps=2, **opts), tmp_path / "wd"
     )  # cached, so samples run without text encoders
     assert Path(summary["saved"]).is_file() and torch.isfinite(torch.tensor(summary["final_loss"]))
     assert trainer.task.pipe.text_encoder is None
-    assert list((tmp_path / "wd" / "samples").glob("step_*.png"))
+    pngs = sorted((tmp_path / "wd" / "samples").glob("step_*.png"))
+    assert pngs
     if family == "wan":
         assert list((tmp_path / "wd" / "samples").glob("step_*_p0.gif"))
+    images = read_images(tmp_path / "wd" / "tb")  # the sample grid of each evaluation, as TensorBoard reads it
+    (h, w), prompts = trainer.task.sample_size(), len(trainer.task.samples["prompts"])
+    grid = images["media/samples"]
+    assert [(e.height, e.width) for e in grid] == [(h * prompts, w)] * len(pngs)  # rows = prompts, one seed
+    if family == "wan":  # each prompt's frames, side by side (moviepy absent) or as a video
+        assert images["media/samples/p0"][0].width >= trainer.task.train_frames() * w
     model, task = trainer._bare_model().eval(), trainer.task
     with torch.no_grad():  # LoRA B starts at zero: make the adapter's effect large enough to see
         for n, p in model.named_parameters():

@@ -473,14 +473,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- save
     def _save_best(self, metrics: dict[str, float]) -> None:
-        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume."""
+        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume.
+
+        It follows ``train.save_frozen`` as the step checkpoints do: a mostly frozen model (LoRA) saves its
+        trainable tensors and buffers (``frozen_omitted``) with the fingerprint of the frozen rest, which a
+        reader rebuilds from the config's pretrained weights and checks (``trainable_state.load_model``).
+        """
         if not self.is_main or self.best is None:
             return
         value, epoch, source = self.best
-        module = self.ema.module if source == "ema" else self._bare_model()
+        weights = self.ema.state_dict(full=self.save_full) if source == "ema" else \
+            model_state(self._bare_model(), self.save_full)  # fmt: skip
         info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
                 "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
-        state = {"model": module.state_dict(), **info, "class_names": list(self.task.class_names),
+        state = {"model": weights, **info, "frozen_omitted": not self.save_full,
+                 "frozen_fingerprint": self.fingerprint, "class_names": list(self.task.class_names),
                  "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
         save_atomic(state, self.work_dir / BEST)  # holds `info` too: best.json is re-derived from it on resume
         write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))
