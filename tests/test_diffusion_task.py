@@ -269,3 +269,44 @@ def test_show_lr_path_sees_the_tasks_lora(family):
     with pytest.raises(ValueError, match=r"model.preset='nope'"):
         prepare_run(load_config(ROOT / "configs" / "diffusion" / f"{family}_lora.py",
                                 ["model.device=meta", "model.pretrained=None", "model.preset=nope"]), data=False)  # fmt: skip
+
+
+def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, capsys):
+    """best.pt follows train.save_frozen: the LoRA tensors and the frozen fingerprint; tools/export_diffusion.py
+    completes it from model.pretrained into a LoRA that diffusers loads, predicting what the trained model does."""
+    import diffusers
+
+    from tools import export_diffusion
+
+    opts = {"task.samples.prompts": "[]", "task.lora.r": 1, "task.lora.alpha": 1}
+    trainer, summary = run(config("sd15", steps=2, **opts), tmp_path / "wd")  # 2 steps = 1 epoch: one evaluation
+    best_path = tmp_path / "wd" / "best.pt"
+    best = torch.load(best_path, weights_only=True)
+    model = trainer._bare_model().eval()
+    lora = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert best["frozen_omitted"] and best["frozen_fingerprint"].numel() > 0 and best["step"] == 2
+    assert lora <= set(best["model"]) and not set(best["model"]) - lora - {n for n, _ in model.named_buffers()}
+    assert all(best["model"][n].abs().max() > 0 for n in lora if "lora_B" in n)  # trained, not the zero init
+    cfg_file = tmp_path / "wd" / "config.py"  # the run's resolved config
+    out = tmp_path / "best_lora"
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(out)]) == 0
+    fresh = diffusers.StableDiffusionPipeline.from_pretrained(pipeline_dir("sd15"))
+    fresh.load_lora_weights(str(out))
+    x, t, ctx = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 16)
+    with torch.no_grad():
+        want = model(x, t, encoder_hidden_states=ctx).sample
+        got = fresh.unet(x, t, encoder_hidden_states=ctx).sample
+        base = diffusers.UNet2DConditionModel.from_pretrained(pipeline_dir("sd15"), subfolder="unet")(
+            x, t, encoder_hidden_states=ctx).sample  # fmt: skip
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert (base - want).abs().max() > 0
+    capsys.readouterr()
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(out)]) == 2  # never replaces files
+    assert "already holds files" in capsys.readouterr().err
+    none = ["--cfg-options", "model.pretrained=None"]
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "x"), *none]) == 2
+    assert "holds only the LoRA tensors (frozen_omitted); set model.pretrained" in capsys.readouterr().err
+    other = save_tiny_pipeline("sd15", tmp_path / "other_sd15", seed=1)
+    wrong = ["--cfg-options", f"model.pretrained={other}"]
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "y"), *wrong]) == 2
+    assert "different frozen weights" in capsys.readouterr().err
