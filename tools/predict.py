@@ -75,6 +75,10 @@ def trainable_only_detector(cfg: Any, state: dict[str, torch.Tensor], ckpt: dict
             "set model.pretrain_weights to that file (--cfg-options model.pretrain_weights=PATH)"
         )
     cfg.model["num_classes"] = n
+    if cfg.get("data_root") is None:  # the class count comes from the checkpoint: no data needed
+        from mmengine.config import Config
+
+        cfg = Config({k: v for k, v in cfg.to_dict().items() if k != "data"})
     check_config(cfg)
     task = build_task(cfg)
     if not isinstance(task, DetectionTask):
