@@ -449,3 +449,48 @@ def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path
         args = [config, str(ckpt), str(image), *extra, "--out-dir", str(tmp_path / ckpt.stem)]
         assert predict.main([*args, "--cfg-options", "model.resolution=128"]) == 0  # class names from the file
         assert (tmp_path / ckpt.stem / f"{image.stem}.png").is_file()
+
+
+@pytest.mark.slow  # two short RF-DETR trainings on CPU
+def test_lora_best_pt_is_trainable_only_and_predict_completes_it(coco_root: Path, tmp_path: Path, capsys):
+    """An encoder-LoRA run's best.pt holds the trainable tensors only (save_frozen='auto'); predict rebuilds
+    the frozen rest from model.pretrain_weights, checked against the run's fingerprint, or says what is missing."""
+    from recipes.train.config import load_config
+    from recipes.train.models.rfdetr import build_rfdetr_wrapper
+    from tools import predict, train
+
+    start, other = tmp_path / "start.pth", tmp_path / "other.pth"
+    for path, seed in ((start, 0), (other, 1)):  # the weights the run starts from, and another set
+        torch.manual_seed(seed)
+        torch.save(
+            {"model": build_rfdetr_wrapper("nano", num_classes=1, resolution=128).model.model.state_dict()}, path
+        )
+    config = str(ROOT / "configs" / "rfdetr_ft.py")
+    lora = ["model.resolution=128", "task.lora=True", f"model.pretrain_weights={start}"]
+    opts = [f"data_root={coco_root}", "task.multi_scale=False", "train.max_steps=2", "train.batch_size=4",
+            "train.grad_accum=1", "train.progress=False", *lora]  # fmt: skip
+    assert train.main([config, "--work-dir", str(tmp_path / "run"), "--cfg-options", *opts]) == 0
+    best_path = tmp_path / "run" / "best.pt"
+    best = torch.load(best_path, weights_only=True)
+    full = build_rfdetr_wrapper("nano", num_classes=1, resolution=128).model.model.state_dict()
+    assert best["frozen_omitted"] and 0 < len(best["model"]) < len(full) and best["frozen_fingerprint"].numel() > 0
+    assert any("lora_" in k for k in best["model"]) and not any(
+        k.endswith("query.base_layer.weight") for k in best["model"]
+    )
+
+    image = next((coco_root / "valid").glob("*.jpg"))
+    args = [config, str(best_path), str(image), "--out-dir", str(tmp_path / "out"), "--cfg-options"]
+    assert predict.main([*args, *lora]) == 0
+    assert (tmp_path / "out" / f"{image.stem}.png").is_file()
+    cfg = load_config(config, lora)
+    state, ckpt = predict.read_state_dict(best_path)
+    model, _, _ = predict.trainable_only_detector(cfg, state, ckpt, 1, str(best_path))
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in best["model"].items())  # the trained tensors, not the start's
+    capsys.readouterr()
+    assert predict.main([*args, *lora, "model.pretrain_weights=None"]) == 2
+    assert "holds only the trainable tensors" in capsys.readouterr().err
+    assert predict.main([*args, *lora[:2], f"model.pretrain_weights={other}"]) == 2
+    assert "different frozen weights" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"holds only the trainable tensors of a LoRA"):
+        build_rfdetr_wrapper("nano", num_classes=1, pretrain_weights=str(best_path), resolution=128)

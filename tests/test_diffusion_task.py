@@ -16,7 +16,7 @@ import torch
 from recipes.train.config import load_config
 from recipes.train.diffusion.tiny import save_tiny_pipeline
 from recipes.train.engine import Trainer
-from tests.test_diffusion_data import write_photos, write_video
+from tests.test_diffusion_data import BUCKET_PHOTOS, write_photos, write_video
 
 pytest.importorskip("skimage.data", reason="scikit-image ships the sample photos")
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,11 @@ def pipeline_dir(family: str) -> str:
 @functools.cache
 def photos() -> str:
     return str(write_photos(TMP / "photos", size=64))
+
+
+@functools.cache
+def bucket_photos() -> str:
+    return str(write_photos(TMP / "bucket_photos", names=BUCKET_PHOTOS, size=96))
 
 
 @functools.cache
@@ -69,18 +74,28 @@ def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, 
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
     import diffusers
 
+    from tests.test_run_log_media import read_images
+
     opts = {
         "train.batch_size": 1 if family == "wan" else 2,
-        "task.cache_dir": str(tmp_path / "cache"),
-    }  # not in the work dir
+        "task.cache_dir": str(tmp_path / "cache"),  # not in the work dir
+        "train.tensorboard": True,
+    }
     trainer, summary = run(
         config(family, steps=2, **opts), tmp_path / "wd"
     )  # cached, so samples run without text encoders
     assert Path(summary["saved"]).is_file() and torch.isfinite(torch.tensor(summary["final_loss"]))
     assert trainer.task.pipe.text_encoder is None
-    assert list((tmp_path / "wd" / "samples").glob("step_*.png"))
+    pngs = sorted((tmp_path / "wd" / "samples").glob("step_*.png"))
+    assert pngs
     if family == "wan":
         assert list((tmp_path / "wd" / "samples").glob("step_*_p0.gif"))
+    images = read_images(tmp_path / "wd" / "tb")  # the sample grid of each evaluation, as TensorBoard reads it
+    (h, w), prompts = trainer.task.sample_size(), len(trainer.task.samples["prompts"])
+    grid = images["media/samples"]
+    assert [(e.height, e.width) for e in grid] == [(h * prompts, w)] * len(pngs)  # rows = prompts, one seed
+    if family == "wan":  # each prompt's frames, side by side (moviepy absent) or as a video
+        assert images["media/samples/p0"][0].width >= trainer.task.train_frames() * w
     model, task = trainer._bare_model().eval(), trainer.task
     with torch.no_grad():  # LoRA B starts at zero: make the adapter's effect large enough to see
         for n, p in model.named_parameters():
@@ -125,15 +140,29 @@ def test_lora_round_trip_sd15_prediction_equal(tmp_path):
     assert (base - want).abs().max() > 1e-4
 
 
-def test_exact_resume(tmp_path):
+BUCKETS = {
+    "data_root": bucket_photos,
+    "data.train.resolution": 64,
+    "data.train.buckets": True,
+    "data.train.bucket_step": 16,
+}  # 2 square + 3 landscape photos: 3 batches of 2, 2 and 1 per epoch
+
+
+@pytest.mark.parametrize("data", ["square", "buckets"])
+def test_exact_resume(tmp_path, data):
     """4 steps in one go == resuming that run's step-2 checkpoint for the last 2: the same LoRA, bit for bit.
 
     The checkpoint holds the LoRA tensors only (``train.save_frozen='auto'``): the frozen U-Net comes back
     from ``model.pretrained`` on resume. Rank 1: the tiny U-Net's layers are 8-16 wide, so a rank-16 LoRA
-    would outweigh them (and the engine would then save everything).
+    would outweigh them (and the engine would then save everything). ``buckets``: aspect-ratio buckets at
+    batch size 2 with the latent cache; 3 steps per epoch, so step 2 is in the middle of the first epoch.
     """
     opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5, "task.lora.r": 1, "task.lora.alpha": 1}
+    if data == "buckets":
+        opts.update({k: v() if callable(v) else v for k, v in BUCKETS.items()}, **{"task.cache_dir": tmp_path / "c"})
     straight, _ = run(config("sd15", steps=4, **opts), tmp_path / "a")
+    if data == "buckets":
+        assert straight.steps_per_epoch == 3 and len({tuple(t) for t in straight.train_set.targets}) == 2
     ckpt_path = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     denoiser = straight._bare_model()
@@ -245,3 +274,44 @@ def test_show_lr_path_sees_the_tasks_lora(family):
     with pytest.raises(ValueError, match=r"model.preset='nope'"):
         prepare_run(load_config(ROOT / "configs" / "diffusion" / f"{family}_lora.py",
                                 ["model.device=meta", "model.pretrained=None", "model.preset=nope"]), data=False)  # fmt: skip
+
+
+def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, capsys):
+    """best.pt follows train.save_frozen: the LoRA tensors and the frozen fingerprint; tools/export_diffusion.py
+    completes it from model.pretrained into a LoRA that diffusers loads, predicting what the trained model does."""
+    import diffusers
+
+    from tools import export_diffusion
+
+    opts = {"task.samples.prompts": "[]", "task.lora.r": 1, "task.lora.alpha": 1}
+    trainer, summary = run(config("sd15", steps=2, **opts), tmp_path / "wd")  # 2 steps = 1 epoch: one evaluation
+    best_path = tmp_path / "wd" / "best.pt"
+    best = torch.load(best_path, weights_only=True)
+    model = trainer._bare_model().eval()
+    lora = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert best["frozen_omitted"] and best["frozen_fingerprint"].numel() > 0 and best["step"] == 2
+    assert lora <= set(best["model"]) and not set(best["model"]) - lora - {n for n, _ in model.named_buffers()}
+    assert all(best["model"][n].abs().max() > 0 for n in lora if "lora_B" in n)  # trained, not the zero init
+    cfg_file = tmp_path / "wd" / "config.py"  # the run's resolved config
+    out = tmp_path / "best_lora"
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(out)]) == 0
+    fresh = diffusers.StableDiffusionPipeline.from_pretrained(pipeline_dir("sd15"))
+    fresh.load_lora_weights(str(out))
+    x, t, ctx = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 16)
+    with torch.no_grad():
+        want = model(x, t, encoder_hidden_states=ctx).sample
+        got = fresh.unet(x, t, encoder_hidden_states=ctx).sample
+        base = diffusers.UNet2DConditionModel.from_pretrained(pipeline_dir("sd15"), subfolder="unet")(
+            x, t, encoder_hidden_states=ctx).sample  # fmt: skip
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert (base - want).abs().max() > 0
+    capsys.readouterr()
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(out)]) == 2  # never replaces files
+    assert "already holds files" in capsys.readouterr().err
+    none = ["--cfg-options", "model.pretrained=None"]
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "x"), *none]) == 2
+    assert "holds only the LoRA tensors (frozen_omitted); set model.pretrained" in capsys.readouterr().err
+    other = save_tiny_pipeline("sd15", tmp_path / "other_sd15", seed=1)
+    wrong = ["--cfg-options", f"model.pretrained={other}"]
+    assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "y"), *wrong]) == 2
+    assert "different frozen weights" in capsys.readouterr().err

@@ -395,6 +395,28 @@ def test_lora_checkpoints_hold_only_trainable_tensors_and_resume_bit_exact(tmp_p
         Trainer(_lora_cfg(seed=4), wd, resume=True).setup()
 
 
+def test_lora_best_pt_holds_only_trainable_tensors_and_reloads_to_its_score(tmp_path):
+    """best.pt follows save_frozen='auto' too (plain or EMA weights); completed from the config and checked
+    against the frozen fingerprint, it scores what best.json says; other frozen weights are refused."""
+    from recipes.train.trainable_state import load_model
+
+    cfg = _lora_cfg(max_steps=None, epochs=2, ckpt_every=None)
+    cfg.data.val = tiny_cfg().data.val
+    t = Trainer(cfg, tmp_path / "run").setup()
+    t.train()
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    model = t._bare_model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    assert best["frozen_omitted"] and trainable <= set(best["model"]) <= trainable | buffers
+    fresh = Trainer(cfg, tmp_path / "fresh").setup()  # the same config rebuilds the same frozen weights
+    load_model(fresh._bare_model(), {**best, "path": "best.pt"}, fresh.fingerprint)
+    assert fresh._evaluate(fresh._bare_model(), fresh.val_set)["top1"] == best["value"]
+    other = Trainer(_lora_cfg(seed=4), tmp_path / "other").setup()
+    with pytest.raises(ValueError, match="rebuilds different frozen weights"):
+        load_model(other._bare_model(), {**best, "path": "best.pt"}, other.fingerprint)
+
+
 def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
     """The engine logs through `recipes`; with an application's console handler on the root logger, the
     records go through that handler only (once), not a second time through the engine's own."""

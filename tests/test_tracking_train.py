@@ -125,6 +125,44 @@ def test_track_tool_on_video_frames_and_eval(run, tmp_path):
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("y", "z", "w"))
 
 
+def save_videomae(path, seed):
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(seed)
+    cfg = VideoMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         patch_size=8, num_frames=2, tubelet_size=2, image_size=32, use_mean_pooling=False)  # fmt: skip
+    VideoMAEModel(cfg).save_pretrained(path)
+    return str(path)
+
+
+def test_trainable_only_best_pt_needs_and_checks_model_init(run, tmp_path, capsys):
+    """A linear-probe run from a VideoMAE folder: best.pt holds the head only (save_frozen='auto'); track.py
+    rebuilds the backbone from model.init and checks it against the run's fingerprint."""
+    root = run[0]
+    init, other = save_videomae(tmp_path / "vmae", 0), save_videomae(tmp_path / "vmae2", 1)
+    cfg = tiny_cfg(root)
+    cfg.model.update(init=init, head_dim=8)
+    cfg.policy = dict(type="linear_probe", head=r"^box_head\.")
+    cfg.train.epochs = 1
+    trainer = Trainer(cfg, tmp_path / "probe").setup()
+    trainer.train()
+    best_path = tmp_path / "probe" / "best.pt"
+    best = torch.load(best_path, weights_only=True)
+    head = {n for n, p in trainer._bare_model().named_parameters() if p.requires_grad}
+    assert best["frozen_omitted"] and head <= set(best["model"]) and not any(k.startswith("videomae.encoder")
+                                                                              for k in best["model"])  # fmt: skip
+    cfg_path = tmp_path / "probe.py"
+    cfg.dump(str(cfg_path))
+    capsys.readouterr()
+    assert track_tool.main([str(cfg_path), str(best_path), "--eval", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["frames"] == 7
+    for opt, out, says in (("model.init=None", "n", "holds only the trainable tensors (frozen_omitted)"),
+                           (f"model.init={other}", "o", "different frozen weights")):  # fmt: skip
+        assert track_tool.main([str(cfg_path), str(best_path), "--eval", "--out", str(tmp_path / out),
+                                "--cfg-options", opt]) == 2  # fmt: skip
+        assert says in capsys.readouterr().err
+
+
 def test_amp_accumulation_and_ema(run, tmp_path):
     root = run[0]
     cfg = tiny_cfg(root)

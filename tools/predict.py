@@ -8,6 +8,11 @@ classification head, the class names from the checkpoint (``class_names``) or th
 set when ``data_root`` is set, else ``class 0``, ``class 1``... The checkpoint may be a plain state
 dict or a dict holding it under ``model`` / ``state_dict`` (``ema`` / ``ema_model`` with ``--ema``).
 A run's ``best.pt`` already holds the weights (plain or EMA) that scored best: no ``--ema`` needed.
+
+A checkpoint of a mostly frozen run (encoder LoRA; ``frozen_omitted``: the trainable tensors only,
+as ``train.save_frozen='auto'`` writes them) is completed from the config's ``model.pretrain_weights``,
+the model built the way ``tools/train.py`` builds it, and checked against the run's fingerprint of
+the frozen weights; without ``model.pretrain_weights`` it is an error that says so.
 """
 
 from __future__ import annotations
@@ -47,6 +52,42 @@ def read_state_dict(path: str | Path, ema: bool = False) -> tuple[dict[str, torc
     if "class_embed.bias" not in state:
         raise ValueError(f"{path}: no 'class_embed.bias' in the checkpoint; is it an RF-DETR checkpoint?")
     return state, ckpt
+
+
+def trainable_only_detector(cfg: Any, state: dict[str, torch.Tensor], ckpt: dict[str, Any], n: int,
+                            path: str) -> tuple[torch.nn.Module, Any, int]:  # fmt: skip
+    """(model, postprocess, resolution) of a trainable-only checkpoint: the frozen rest from ``model.pretrain_weights``.
+
+    The model is built as ``tools/train.py`` builds it (the task's ``build_model``: LoRA, frozen
+    tensors), then the checkpoint's tensors are loaded over it and the frozen rest is checked
+    against the fingerprint the run saved.
+    """
+    from recipes.train.build import build_model
+    from recipes.train.config import check_config, train_options
+    from recipes.train.tasks.base import build_task
+    from recipes.train.tasks.detection import DetectionTask
+    from recipes.train.trainable_state import frozen_fingerprint, load_model
+
+    if cfg.model.get("pretrain_weights") is None:
+        raise BadInput(
+            f"checkpoint {path!r} holds only the trainable tensors of its run (frozen_omitted: LoRA or a frozen "
+            "encoder, train.save_frozen='auto'); the frozen rest comes from the weights the run started from: "
+            "set model.pretrain_weights to that file (--cfg-options model.pretrain_weights=PATH)"
+        )
+    cfg.model["num_classes"] = n
+    if cfg.get("data_root") is None:  # the class count comes from the checkpoint: no data needed
+        from mmengine.config import Config
+
+        cfg = Config({k: v for k, v in cfg.to_dict().items() if k != "data"})
+    check_config(cfg)
+    task = build_task(cfg)
+    if not isinstance(task, DetectionTask):
+        raise BadInput(f"task.type={cfg.task.get('type')!r}: tools/predict.py runs a detection config")
+    model = build_model(cfg, task, train_options(cfg))
+    saved = {"model": state, "frozen_omitted": True, "frozen_fingerprint": ckpt.get("frozen_fingerprint"),
+             "path": str(path), "model_cfg": ckpt.get("model_cfg")}  # fmt: skip
+    load_model(model, saved, frozen_fingerprint(model))
+    return model, task.postprocess, task.model_config.resolution
 
 
 def class_names(cfg: Any, ckpt: dict[str, Any], n: int) -> list[str]:
@@ -104,16 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.cfg_options)
     state, ckpt = read_state_dict(args.checkpoint, args.ema)
     n = state["class_embed.bias"].shape[0] - 1  # rfdetr's head has num_classes + 1 outputs
-    kw = {k: v for k, v in dict(cfg.model).items() if k not in ("type", "pretrain_weights", "num_classes")}
-    if cfg.get("task", {}).get("lora"):
-        kw["backbone_lora"] = True
-    logging.getLogger("recipes.detection").setLevel(logging.ERROR)  # the weights come from the checkpoint
-    wrapper = build_rfdetr_wrapper(num_classes=n, pretrain_weights=None, **kw)
-    model, post = wrapper.model.model, wrapper.model.postprocess
-    model.load_state_dict(state)
+    if ckpt.get("frozen_omitted"):
+        model, post, resolution = trainable_only_detector(cfg, state, ckpt, n, args.checkpoint)
+    else:
+        kw = {k: v for k, v in dict(cfg.model).items() if k not in ("type", "pretrain_weights", "num_classes")}
+        if cfg.get("task", {}).get("lora"):
+            kw["backbone_lora"] = True
+        logging.getLogger("recipes.detection").setLevel(logging.ERROR)  # the weights come from the checkpoint
+        wrapper = build_rfdetr_wrapper(num_classes=n, pretrain_weights=None, **kw)
+        model, post, resolution = wrapper.model.model, wrapper.model.postprocess, wrapper.model_config.resolution
+        model.load_state_dict(state)
     model.eval()
     names = class_names(cfg, ckpt, n)
-    transform = build_transform(False, wrapper.model_config.resolution)
+    transform = build_transform(False, resolution)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from rfdetr.utilities.tensors import nested_tensor_from_tensor_list

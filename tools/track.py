@@ -82,8 +82,9 @@ def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
     """A function ``seqs -> list of (N, 4) boxes``.
 
     The model is built by the path ``tools/train.py`` uses (the task's ``build_model``, the trainable
-    policy). A full checkpoint (``best.pt``) holds every weight, so ``model.init`` is not needed; a
-    trainable-only step checkpoint needs the run's own ``model.init`` and is checked against it.
+    policy). A full checkpoint holds every weight, so ``model.init`` is not needed; a trainable-only one
+    (``frozen_omitted``: a step checkpoint, or the ``best.pt`` of a mostly frozen run under
+    ``train.save_frozen='auto'``) needs the run's own ``model.init`` and is checked against it.
     """
     from recipes.train.build import build_model
     from recipes.train.config import check_config, train_options
@@ -101,8 +102,8 @@ def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
     ckpt = read_checkpoint(ckpt_path)
     if ckpt.get("frozen_omitted"):
         if cfg.model.get("init") is None:
-            raise BadInput(f"checkpoint {ckpt_path!r} holds only the trainable tensors; give the run's pretrained "
-                           "weights (--cfg-options model.init=...) or use its best.pt")  # fmt: skip
+            raise BadInput(f"checkpoint {ckpt_path!r} holds only the trainable tensors (frozen_omitted); give the "
+                           "weights the run started from (--cfg-options model.init=...)")  # fmt: skip
     else:
         cfg.model["init"] = None  # the checkpoint holds every weight: no pretrained folder needed
     check_config(cfg)

@@ -24,7 +24,7 @@ from recipes.schedules import Schedule, build_schedule
 from recipes.train.config import check_config, check_keys, schedule_steps, train_options
 from recipes.train.data.checks import check_datasets
 from recipes.train.optimizers import build_optimizer
-from recipes.train.sampling import steps_per_epoch as steps_per_epoch_of
+from recipes.train.sampling import dataset_steps_per_epoch
 from recipes.train.tasks.base import Task, build_task
 
 
@@ -163,7 +163,7 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
     if data:
         train_set, val_set = task.build_datasets()
         check_datasets(train_set, val_set, opts["bad_images"])  # before counting: 'skip' drops samples
-        counted = steps_per_epoch_of(len(train_set), opts["batch_size"], opts["grad_accum"], world)
+        counted = dataset_steps_per_epoch(train_set, opts["batch_size"], opts["grad_accum"], world)
         if steps_per_epoch is None:
             steps_per_epoch = counted
         if opts["steps_per_epoch"] is not None and opts["steps_per_epoch"] != counted:

@@ -449,8 +449,10 @@ class Trainer:
         if self.val_set is None:
             return
         metrics = self._evaluate(self._bare_model(), self.val_set)
+        media = self.task.evaluation_media()
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
+            media.update({f"ema_{k}": v for k, v in self.task.evaluation_media().items()})
         key, improved = self.task.primary_metric, None
         for source, name in (("model", key), ("ema", f"ema_{key}")):
             value = metrics.get(name)
@@ -458,6 +460,7 @@ class Trainer:
                 self.best, improved = (float(value), epoch + 1, source), source
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
+        self.log.media(self.step, media)
         shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         log.info(f"[eval] epoch {epoch + 1} step {self.step}: {shown}")
         if improved:
@@ -470,14 +473,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- save
     def _save_best(self, metrics: dict[str, float]) -> None:
-        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume."""
+        """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume.
+
+        It follows ``train.save_frozen`` as the step checkpoints do: a mostly frozen model (LoRA) saves its
+        trainable tensors and buffers (``frozen_omitted``) with the fingerprint of the frozen rest, which a
+        reader rebuilds from the config's pretrained weights and checks (``trainable_state.load_model``).
+        """
         if not self.is_main or self.best is None:
             return
         value, epoch, source = self.best
-        module = self.ema.module if source == "ema" else self._bare_model()
+        weights = self.ema.state_dict(full=self.save_full) if source == "ema" else \
+            model_state(self._bare_model(), self.save_full)  # fmt: skip
         info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
                 "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
-        state = {"model": module.state_dict(), **info, "class_names": list(self.task.class_names),
+        state = {"model": weights, **info, "frozen_omitted": not self.save_full,
+                 "frozen_fingerprint": self.fingerprint, "class_names": list(self.task.class_names),
                  "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model))}  # fmt: skip
         save_atomic(state, self.work_dir / BEST)  # holds `info` too: best.json is re-derived from it on resume
         write_text_atomic(self.work_dir / BEST_INFO, json.dumps(info, indent=2))

@@ -4,7 +4,8 @@ Files in the work dir:
   ``train_log.csv``   step, epoch, loss, base_lr, one ``lr/<group name>`` column per group, img_per_s
   ``eval_log.jsonl``  one object per evaluation (step, epoch, metrics)
   ``diagnostics.csv`` step, group, grad_norm, update_norm, update_cos
-  ``tb/``             the same scalars for TensorBoard
+  ``tb/``             the same scalars for TensorBoard, and the images a task makes at each evaluation
+                      (:meth:`Task.evaluation_media`: e.g. diffusion sample grids) under ``media/<tag>``
 Resuming into the same work dir keeps the rows before the resumed step and drops the later ones.
 
 Messages go through one channel: Python logging, logger ``recipes`` (and its children), printed by
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from recipes.train.checkpoint import write_text_atomic
 
@@ -168,6 +171,30 @@ class RunLog:
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"{tag}/{k}", v, step)
+
+    def media(self, step: int, media: dict[str, Any]) -> None:
+        """Images ``(H, W, 3)`` and videos ``(T, H, W, 3)`` (uint8) to TensorBoard as ``media/<tag>``.
+
+        A video goes through ``add_video`` when moviepy (which TensorBoard's GIF encoder needs) is
+        installed, else as its frames (``add_images``: one image of the frames side by side).
+        """
+        if self.tb is None or not media:
+            return
+        import importlib.util
+
+        for tag, value in media.items():
+            arr = np.asarray(value)
+            if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+                raise ValueError(
+                    f"media {tag!r}: expected uint8 (H, W, 3) or (T, H, W, 3), got {arr.dtype} {arr.shape}"
+                )
+            if arr.ndim == 3:
+                self.tb.add_image(f"media/{tag}", arr, step, dataformats="HWC")
+            elif importlib.util.find_spec("moviepy") is not None:
+                self.tb.add_video(f"media/{tag}", arr.transpose(0, 3, 1, 2)[None], step, fps=8)
+            else:
+                self.tb.add_images(f"media/{tag}", arr, step, dataformats="NHWC")
+        self.tb.flush()
 
     def close(self) -> None:
         if self.dir is None:

@@ -8,7 +8,9 @@ error before training, not in the middle of it.
 
 Sizes: ``resolution`` (square side, or ``(height, width)``); ``buckets=True`` gives aspect-ratio
 buckets of about ``resolution**2`` pixels with sides multiples of ``bucket_step`` (each image goes to
-the bucket of nearest aspect ratio). An image is resized to cover its target size, then cropped
+the bucket of nearest aspect ratio); the engine then batches each bucket on its own
+(``recipes/train/sampling.py``: a partial last batch per bucket, or none with ``bucket_drop_last=True``).
+An image is resized to cover its target size, then cropped
 (``crop='center'`` or ``'random'``) and flipped with probability ``flip_p``; the random draws come
 from ``(seed, epoch, index)``, so a resumed run sees the same crops.
 
@@ -157,9 +159,15 @@ class CaptionedImages(_CaptionedFolder):
     exts, kind = IMAGE_EXTS, "image"
 
     def __init__(self, root: str, resolution: int | tuple[int, int] = 512, buckets: bool = False,
-                 bucket_step: int = 64, **kw: Any) -> None:  # fmt: skip
+                 bucket_step: int = 64, bucket_drop_last: bool = False, **kw: Any) -> None:  # fmt: skip
         super().__init__(root, resolution, **kw)
         self.buckets: list[tuple[int, int]] = []
+        if bucket_drop_last and not buckets:
+            raise ValueError(
+                "data.bucket_drop_last applies to aspect-ratio buckets; set data.buckets=True or remove it"
+            )
+        #: leave out each bucket's last, partial batch (every batch full) instead of training on it
+        self.bucket_drop_last = bool(bucket_drop_last)
         if buckets:
             if not isinstance(resolution, int):
                 raise ValueError(
@@ -169,6 +177,10 @@ class CaptionedImages(_CaptionedFolder):
             self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
                             for h, w in self.sizes]  # fmt: skip
         self.bucket_step = bucket_step
+
+    def bucket_keys(self) -> list[tuple[int, int]]:
+        """Each sample's target (height, width): batches are made within one size (``recipes/train/sampling.py``)."""
+        return list(self.targets)
 
     def image_files(self) -> list[Path]:
         """One path per sample, for the engine's setup-time image check (``recipes/train/data/checks.py``)."""

@@ -83,6 +83,12 @@ class CachedDataset(torch.utils.data.Dataset):
     def __init__(self, base: Any, cache: EmbeddingCache, spec: dict[str, str]) -> None:
         self.base, self.cache, self.spec = base, cache, spec
         self.targets = base.targets
+        self.bucket_drop_last = bool(getattr(base, "bucket_drop_last", False))
+
+    def bucket_keys(self) -> list[Any] | None:
+        """The base dataset's buckets: the cache keeps the batching of the images it holds."""
+        fn = getattr(self.base, "bucket_keys", None)
+        return fn() if fn is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)

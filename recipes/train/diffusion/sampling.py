@@ -4,6 +4,7 @@ The pipeline is the one the task loaded, with the model being trained as its den
 active), called with precomputed prompt embeddings (so it runs after the text encoders are
 dropped by the cache) and one ``torch.Generator`` per seed. Images go to
 ``<work_dir>/samples/step_XXXXXXX.png`` (rows = prompts, columns = seeds); video as a GIF per prompt.
+The same grid (and each prompt's frames) is returned for the run's TensorBoard log.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ import numpy as np
 import torch
 
 
-def _grid(images: list[list[np.ndarray]]) -> Any:
-    from PIL import Image
-
-    rows = [np.concatenate(row, axis=1) for row in images]
-    return Image.fromarray(np.concatenate(rows, axis=0))
+def _grid(images: list[list[np.ndarray]]) -> np.ndarray:
+    return np.concatenate([np.concatenate(row, axis=1) for row in images], axis=0)
 
 
 def sample_call_kwargs(task: Any, prompt: str, device: torch.device) -> dict[str, Any]:
@@ -41,7 +39,8 @@ def sample_call_kwargs(task: Any, prompt: str, device: torch.device) -> dict[str
 
 
 @torch.no_grad()
-def write_samples(task: Any, model: Any, device: torch.device) -> Path:
+def write_samples(task: Any, model: Any, device: torch.device) -> tuple[Path, dict[str, np.ndarray]]:
+    """Write the grid (and GIFs); return its path and ``{"samples": grid, "samples/p<i>": frames}`` (uint8)."""
     from PIL import Image
 
     pipe, s = task.pipe, task.samples
@@ -51,6 +50,7 @@ def write_samples(task: Any, model: Any, device: torch.device) -> Path:
     out = task.output_dir() / "samples"
     out.mkdir(parents=True, exist_ok=True)
     grid: list[list[np.ndarray]] = []
+    media: dict[str, np.ndarray] = {}
     for i, prompt in enumerate(s["prompts"]):
         row = []
         for seed in seeds:
@@ -59,6 +59,7 @@ def write_samples(task: Any, model: Any, device: torch.device) -> Path:
             row.append((np.clip(frames, 0, 1) * 255).round().astype(np.uint8))
         if task.family.video:  # frames side by side per seed, one GIF per prompt
             video = np.concatenate(row, axis=2)
+            media[f"samples/p{i}"] = video
             imgs = [Image.fromarray(f) for f in video]
             imgs[0].save(
                 out / f"step_{task.step + 1:07d}_p{i}.gif", save_all=True, append_images=imgs[1:], duration=125
@@ -66,5 +67,6 @@ def write_samples(task: Any, model: Any, device: torch.device) -> Path:
             row = [r[0] for r in row]
         grid.append(row)
     path = out / f"step_{task.step + 1:07d}.png"
-    _grid(grid).save(path)
-    return path
+    media["samples"] = _grid(grid)
+    Image.fromarray(media["samples"]).save(path)
+    return path, media

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from recipes.train.registry import MODELS
@@ -27,6 +28,18 @@ def rfdetr_class(size: str) -> type:
     import rfdetr
 
     return getattr(rfdetr, SIZES[size])
+
+
+def _trainable_only(path: Path) -> bool:
+    """Whether ``path`` is a run's trainable-only checkpoint (memory-mapped: the tensors are not read)."""
+    from recipes.train.checkpoint import SAFE_GLOBALS
+
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a torch zip file: rfdetr's own loader reports it
+        return False
+    return isinstance(ckpt, dict) and bool(ckpt.get("frozen_omitted"))
 
 
 def build_rfdetr_wrapper(
@@ -57,6 +70,12 @@ def build_rfdetr_wrapper(
                 f"(e.g. rf-detr-{size}.pth) or None to start from random weights"
             )
         pretrain_weights = str(path.resolve())
+        if _trainable_only(path):
+            raise ValueError(
+                f"model.pretrain_weights: {pretrain_weights!r} holds only the trainable tensors of a LoRA / mostly "
+                "frozen run (frozen_omitted, train.save_frozen='auto'), not a whole model; start from the weights "
+                "that run started from, or save whole models in that run with train.save_frozen=True"
+            )
         log.info("RF-DETR %s: loading pretrained weights from %s", size, pretrain_weights)
     hint = "was it saved from another size? pick the matching model.size"
     partial = _PartialLoadRecords()

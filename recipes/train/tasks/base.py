@@ -85,6 +85,13 @@ class Task:
         """Metrics on a loader (the engine calls it at each epoch end, on every rank)."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
 
+    def evaluation_media(self) -> dict[str, Any]:
+        """Images the last :meth:`evaluate` made, by tag, for the run's logs (TensorBoard); handed over once.
+
+        Values: ``uint8`` arrays, an image ``(H, W, 3)`` or a video ``(T, H, W, 3)``. Default: none.
+        """
+        return {}
+
     def final_report(
         self, model: nn.Module, device: torch.device, make_loader: Callable[[Dataset], Any]
     ) -> dict[str, Any]:

@@ -14,8 +14,9 @@ LoRA is injected with peft's ``LoraConfig(target_modules=..., use_dora=...)`` th
 ``lora=None`` trains every denoiser weight. Objectives: see ``recipes/train/diffusion/objectives.py``.
 With ``cache_dir`` the latents and text embeddings are computed once (see ``diffusion/cache.py``) and
 the text encoders are dropped. Each evaluation logs a fixed-noise loss and writes a PNG grid (GIF
-for video) of the sample prompts/seeds through the real pipeline; at the end the LoRA is saved in
-diffusers' format (or kohya's), a full fine-tune with ``save_pretrained``, under ``<work_dir>/``.
+for video) of the sample prompts/seeds through the real pipeline (also to TensorBoard with
+``train.tensorboard``); at the end the LoRA is saved in diffusers' format (or kohya's), a full
+fine-tune with ``save_pretrained``, under ``<work_dir>/``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 import recipes.train.data.captioned  # noqa: F401 - registers the datasets
-from recipes.train.config import build_with_keys, check_keys, train_options
+from recipes.train.config import build_with_keys, check_keys
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
@@ -93,11 +94,11 @@ class DiffusionTask(Task):
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
         self.gradient_checkpointing = bool(gradient_checkpointing)
-        self.batch_size = train_options(cfg)["batch_size"]
         self.caption_dropout, self.step = p, 0
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._device: torch.device | None = None
+        self._media: dict[str, Any] = {}
 
     # --- pipeline and model -------------------------------------------------------------------
     def pipeline(self) -> Any:
@@ -228,9 +229,6 @@ class DiffusionTask(Task):
             raise ValueError(
                 f"data.num_frames={ds.num_frames}: the VAE needs 1 + a multiple of {t} frames (e.g. {t + 1})"
             )
-        if len({tuple(x) for x in ds.targets}) > 1 and self.batch_size > 1:
-            raise ValueError("data.buckets: images of several sizes need train.batch_size=1 (batches are not "
-                             "grouped by bucket yet)")  # fmt: skip
 
     def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in ("pixels", "latent", "cond")}
@@ -346,9 +344,14 @@ class DiffusionTask(Task):
         if self.samples.get("prompts"):
             from recipes.train.diffusion.sampling import write_samples
 
-            write_samples(self, model, device)
+            self._media = write_samples(self, model, device)[1]
         model.train(was)
         return {"loss": total / max(1, count)}
+
+    def evaluation_media(self) -> dict[str, Any]:
+        """The last evaluation's sample grid (``samples``) and, for video, each prompt's frames (``samples/p<i>``)."""
+        media, self._media = self._media, {}
+        return media
 
     def output_dir(self) -> Path:
         if self.work_dir is None:
