@@ -8,8 +8,9 @@ _base_ = "./videomae_dinov2_cpu.py"
 model = dict(num_hidden_layers=12)
 task = dict(template_size=112, search_size=224)
 data = dict(train=dict(samples_per_epoch=8000, max_gap=100))
-# layer decay 0.75 over 12 blocks: the embeddings train at 0.75**13 = 0.024x the head's LR
-strategy = dict(lr=4e-4, decay=0.75)
+# as the CPU config: the head at 4e-4 (component_scale head=10 is inherited), the backbone at a tenth of it with
+# depth decay 0.9 over 12 blocks (block 12 at 0.09x the head's LR, the embeddings at 0.9**13 / 10 = 0.025x)
+strategy = dict(lr=4e-5, decay=0.9)
 schedule = dict(warmup_steps=250)
 train = dict(
     epochs=20, batch_size=32, eval_batch_size=8, amp="bf16", ema=dict(decay=0.999),
