@@ -24,5 +24,5 @@ columns = [("mAP50", "best.mAP50"), ("mAP50:95", "best.mAP"), ("EMA mAP50", "bes
            ("EMA mAP50:95", "best.ema_mAP"), ("wall s", "wall_s")]  # fmt: skip
 curve_metric = "mAP50"
 metric = dict(label="best mAP50:95", path="best.mAP", method="dinov2_encoder", size="cpu", seed=0,
-              expected=None, tolerance=0.03)  # fmt: skip
-hardware = "not run yet (2 shared CPU cores were too busy)"
+              expected=0.142, tolerance=0.04)  # fmt: skip
+hardware = "2 AMD EPYC cores shared with a tracking run, no GPU; 24 min a cell"
