@@ -128,21 +128,34 @@ class Flux(Family):
     def image_seq_len(self, latents, model):
         return (latents.shape[-1] // 2) * (latents.shape[-2] // 2)
 
-    def predict(self, model, noisy, timesteps, cond, extra):
+    @staticmethod
+    def pack_tokens(noisy: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """FluxPipeline's 2x2 latent packing and its image / text position ids."""
         from diffusers import FluxPipeline
 
         b, c, h, w = noisy.shape
         packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
         img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, noisy.dtype)
+        return packed, img_ids, torch.zeros(txt.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+
+    @staticmethod
+    def unpack_tokens(out: torch.Tensor, noisy: torch.Tensor, vae_factor: int) -> torch.Tensor:
+        from diffusers import FluxPipeline
+
+        h, w = noisy.shape[-2:]
+        return FluxPipeline._unpack_latents(out, h * vae_factor, w * vae_factor, vae_factor)
+
+    def predict(self, model, noisy, timesteps, cond, extra):
         txt = cond["prompt_embeds"]
-        txt_ids = torch.zeros(txt.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        packed, img_ids, txt_ids = self.pack_tokens(noisy, txt)
         guidance = None
         if model.config.guidance_embeds:  # Flux-dev: the distilled guidance scale is an input
-            guidance = torch.full((b,), float(extra["guidance_scale"]), device=noisy.device, dtype=torch.float32)
+            guidance = torch.full((noisy.shape[0],), float(extra["guidance_scale"]), device=noisy.device,
+                                  dtype=torch.float32)  # fmt: skip
         out = model(hidden_states=packed, timestep=timesteps / 1000, guidance=guidance,
                     pooled_projections=cond["pooled_prompt_embeds"], encoder_hidden_states=txt, txt_ids=txt_ids,
                     img_ids=img_ids, return_dict=False)[0]  # fmt: skip
-        return FluxPipeline._unpack_latents(out, h * extra["vae_factor"], w * extra["vae_factor"], extra["vae_factor"])
+        return self.unpack_tokens(out, noisy, extra["vae_factor"])
 
     def sample_kwargs(self, cond):
         return {"prompt_embeds": cond["prompt_embeds"], "pooled_prompt_embeds": cond["pooled_prompt_embeds"]}
@@ -162,18 +175,13 @@ class Chroma(Flux):
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
     def predict(self, model, noisy, timesteps, cond, extra):
-        from diffusers import FluxPipeline
-
-        b, c, h, w = noisy.shape
-        packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
-        img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, noisy.dtype)
         txt = cond["prompt_embeds"]
-        txt_ids = torch.zeros(txt.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        packed, img_ids, txt_ids = self.pack_tokens(noisy, txt)
         mask = cond["prompt_attention_mask"]  # ChromaPipeline._prepare_attention_mask: image tokens all attend
-        mask = torch.cat([mask, torch.ones(b, packed.shape[1], device=mask.device, dtype=torch.bool)], dim=1)
+        ones = torch.ones(noisy.shape[0], packed.shape[1], device=mask.device, dtype=torch.bool)
         out = model(hidden_states=packed, timestep=timesteps / 1000, encoder_hidden_states=txt, txt_ids=txt_ids,
-                    img_ids=img_ids, attention_mask=mask, return_dict=False)[0]  # fmt: skip
-        return FluxPipeline._unpack_latents(out, h * extra["vae_factor"], w * extra["vae_factor"], extra["vae_factor"])
+                    img_ids=img_ids, attention_mask=torch.cat([mask, ones], dim=1), return_dict=False)[0]  # fmt: skip
+        return self.unpack_tokens(out, noisy, extra["vae_factor"])
 
     def sample_kwargs(self, cond):
         return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"]}
