@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from recipes.train.checkpoint import safe_load  # noqa: E402
-from recipes.train.config import fill_data_root, load_config  # noqa: E402
+from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
 
 
@@ -146,28 +146,12 @@ def write_video(seq: Any, boxes: np.ndarray, out: Path, gif: bool, fps: float = 
 
 
 def run_eval(cfg: Any, run: Any, out: Path, name: str) -> dict[str, Any]:
-    from recipes.train.data.tracking_pairs import TrackingSequences
-    from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
+    from recipes.train.metrics.tracking import per_sequence_table, plot_curves
+    from recipes.train.tasks.tracking_online import evaluate_tracker
 
-    val = fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val")
-    if not val:
-        raise BadInput("--eval needs a data.val section (dict(type='tracking_sequences', sequences=[...]))")
-    if val.pop("type", "tracking_sequences") != "tracking_sequences":
-        raise BadInput("--eval: data.val must be of type 'tracking_sequences' (whole sequences, one pass)")
-    if val.get("root") is None:
-        raise BadInput("--eval needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
-    seqs = TrackingSequences(**val).seqs
-    t0 = time.perf_counter()
-    boxes = run(seqs)
-    wall = time.perf_counter() - t0
-    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    seqs, boxes, per_seq, metrics = evaluate_tracker(cfg, run)
     for s, b in zip(seqs, boxes, strict=True):
         write_boxes(out / f"{s.name}.txt", b)
-    metrics = {
-        **summarise(per_seq),
-        "fps": sum(len(s) - 1 for s in seqs) / wall,
-        "frames": sum(len(s) - 1 for s in seqs),
-    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "per_sequence.md").write_text(per_sequence_table(per_seq) + "\n")
     plot_curves({name: per_seq}, str(out))

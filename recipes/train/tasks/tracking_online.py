@@ -118,25 +118,36 @@ def track_opencv_mil(seq: object) -> np.ndarray:
     return boxes
 
 
+def evaluate_tracker(cfg: object, run: object) -> tuple[list, list, dict, dict[str, float]]:
+    """``run`` (sequences -> boxes) over a tracking config's ``data.val`` sequences, scored as the task scores
+    its model: ``(sequences, boxes, per-sequence scores, overall metrics with fps and frames)``."""
+    import time
+
+    from recipes.train.config import fill_data_root
+    from recipes.train.data.tracking_pairs import TrackingSequences
+    from recipes.train.errors import BadInput
+    from recipes.train.metrics.tracking import sequence_scores, summarise
+
+    val = dict(fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val") or {})
+    if not val:
+        raise BadInput("evaluation needs a data.val section (dict(type='tracking_sequences', sequences=[...]))")
+    if val.pop("type", "tracking_sequences") != "tracking_sequences":
+        raise BadInput("evaluation: data.val must be of type 'tracking_sequences' (whole sequences, one pass)")
+    if val.get("root") is None:
+        raise BadInput("evaluation needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
+    seqs = TrackingSequences(**val).seqs
+    t0 = time.perf_counter()
+    boxes = run(seqs)
+    wall = time.perf_counter() - t0
+    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    frames = sum(len(s) - 1 for s in seqs)
+    return seqs, boxes, per_seq, {**summarise(per_seq), "fps": frames / wall, "frames": frames}
+
+
 def evaluate_opencv_mil(cfg: object) -> dict[str, float]:
     """OpenCV ``TrackerMIL`` over a tracking config's ``data.val`` sequences, scored as the task scores its model.
 
     The reference row of a tracking baseline (``run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"``
     in an experiment's method): the same readers, the same one-pass protocol and metrics as the in-run evaluation.
     """
-    import time
-
-    from recipes.train.config import fill_data_root
-    from recipes.train.data.tracking_pairs import TrackingSequences
-    from recipes.train.metrics.tracking import sequence_scores, summarise
-
-    val = dict(fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val") or {})
-    if val.pop("type", "tracking_sequences") != "tracking_sequences" or val.get("root") is None:
-        raise ValueError("evaluate_opencv_mil needs data_root and data.val=dict(type='tracking_sequences', ...)")
-    seqs = TrackingSequences(**val).seqs
-    t0 = time.perf_counter()
-    boxes = [track_opencv_mil(s) for s in seqs]
-    wall = time.perf_counter() - t0
-    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
-    frames = sum(len(s) - 1 for s in seqs)
-    return {**summarise(per_seq), "fps": frames / wall, "frames": float(frames)}
+    return evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs])[3]
