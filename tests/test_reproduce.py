@@ -52,14 +52,14 @@ def test_unknown_baseline_and_size_are_clear_errors(capsys):
 def test_config_hash_follows_the_recipe_not_the_data_paths():
     exp = B.load_experiment(NAME)
     cfg, h0 = B.cell_config(exp, "full_layer_decay", "cpu", 0)
-    assert cfg.data_root == "{cifar10}" and cfg.model.img_size == 56 and cfg.data.train.per_class == 20
+    assert cfg.data_root == "{cifar10}" and cfg.model.img_size == 112 and cfg.data.train.per_class == 100
     assert cfg.strategy.type == "layer_decay" and cfg.train.seed == 0
     assert B.cell_config(exp, "full_layer_decay", "cpu", 0)[1] == h0
     assert B.cell_config(exp, "full_layer_decay", "cpu", 1)[1] != h0
     assert B.cell_config(exp, "full_layer_decay", "gpu", 0)[1] != h0
     assert B.cell_config(exp, "full_layer_decay", "cpu", 0, ["strategy.decay=0.7"])[1] != h0
     lora, _ = B.cell_config(exp, "deep_lora", "cpu", 0)
-    assert lora.policy.freeze_lora_steps == 2  # the size's per-method override
+    assert lora.policy.freeze_lora_steps == 9  # the size's per-method override
     assert "policy" not in B.cell_config(exp, "full_one_lr", "cpu", 0)[0]
 
 
@@ -110,6 +110,34 @@ def test_docs_are_generated_from_results_only(sandbox):
         png = sandbox / "docs" / "baselines" / f"{NAME}_cpu_{kind}.png"
         assert png.stat().st_size > 5_000, kind
         assert f"baselines/{png.name}" in doc
+
+
+def test_docs_leave_out_results_of_another_config(sandbox):
+    """A recipe or size changed since a result was made: that result is named, not averaged with the new ones."""
+    exp = B.load_experiment(NAME)
+    cells = {B.cell_key("full_one_lr", "cpu", s): _cell(exp, "full_one_lr", s, 60.0 + 2 * s) for s in (0, 1, 2)}
+    cells["cpu/full_one_lr/seed2"]["config_hash"] = "0123456789abcdef"  # made before the recipe changed
+    cells["cpu/lora_only/seed0"] = dict(_cell(exp, "lora_only", 0, 40.0), config_hash="fedcba9876543210")
+    cells["tiny/full_one_lr/seed0"] = dict(_cell(exp, "full_one_lr", 0, 10.0), size="tiny")  # a removed size
+    B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": cells})
+    doc = B.write_docs().read_text()
+    assert "| full_one_lr | 0,1 | 61.00 ± 1.41 |" in doc  # 60 and 62; the stale 64 is not averaged in
+    assert "| lora_only | not run |" in doc
+    assert (
+        "Left out: 2 result(s) made with another config of this size (cpu/full_one_lr/seed2, cpu/lora_only/seed0)"
+        in doc
+    )
+    assert "Left out: 1 result(s) of a size dinov2_cifar10 no longer declares (tiny/full_one_lr/seed0)" in doc
+
+
+def test_missing_archive_is_a_clear_error_even_with_a_filled_cache(tmp_path):
+    """An extraction left in the cache does not hide that the --data-dir given holds no archive."""
+    from tools.reproduce import extract
+
+    (tmp_path / "cache" / "cifar10_jpg").mkdir(parents=True)
+    (tmp_path / "cache" / "cifar10_jpg" / ".extracted").write_text("123")
+    with pytest.raises(ValueError, match=r"cifar10_jpg.tar.gz' does not exist; pass --data-dir"):
+        extract(tmp_path / "nowhere" / "cifar10_jpg.tar.gz", tmp_path / "cache")
 
 
 def test_reference_method_is_scored_without_training(tmp_path, monkeypatch):

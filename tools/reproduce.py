@@ -54,10 +54,10 @@ def extract(archive: Path, cache: Path) -> Path:
     stem = archive.name.split(".")[0]
     dest = cache / stem
     done = dest / ".extracted"
+    if not archive.is_file():
+        raise BadInput(f"data archive {str(archive)!r} does not exist; pass --data-dir (the folder holding it)")
     if done.is_file() and done.read_text() == str(archive.stat().st_size):
         return dest
-    if not archive.is_file():
-        raise FileNotFoundError(f"data archive {str(archive)!r} does not exist; pass --data-dir")
     print(f"[data] extracting {archive.name} to {dest}", flush=True)
     tmp = cache / f".{stem}.partial"
     tmp.mkdir(parents=True, exist_ok=True)

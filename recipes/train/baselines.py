@@ -316,6 +316,7 @@ def write_docs() -> Path:
     for name in baseline_names():
         exp = load_experiment(name)
         cells = read_results(name)["cells"] if results_path(name).is_file() else {}
+        cells, stale = current_cells(exp, cells)
         out += [f"## {name}: {exp['title']}", "", exp.get("description", "").strip(), ""]
         m = exp["metric"]
         out += [f"Reported figure: {m['label']} of `{m['method']}` ({m['size']} size), expected {m['expected']} ± "
@@ -324,15 +325,40 @@ def write_docs() -> Path:
             these = {k: c for k, c in cells.items() if c["size"] == size}
             out += [f"### {size} size", "", f"`python tools/reproduce.py {name} --size {size}`", ""]
             out += _table(exp, these, size) + [""]
+            if stale.get(size):
+                out += [f"Left out: {len(stale[size])} result(s) made with another config of this size "
+                        f"({', '.join(sorted(stale[size]))}); `--rerun` replaces them.", ""]  # fmt: skip
             if these:
                 out += _provenance_line(these) + [""]
                 for kind, png in _plots(name, size, exp, these).items():
                     out += [f"![{kind}](baselines/{png})", ""]
+        gone = sorted(k for size, keys in stale.items() if size not in exp["sizes"] for k in keys)
+        if gone:
+            out += [f"Left out: {len(gone)} result(s) of a size {name} no longer declares ({', '.join(gone)}).", ""]
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     tmp = DOCS.with_name(DOCS.name + ".tmp")
     tmp.write_text("\n".join(out).rstrip() + "\n")
     os.replace(tmp, DOCS)
     return DOCS
+
+
+def current_cells(exp: dict[str, Any], cells: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """The cells made with the experiment's present config for their (method, size, seed), and per size the keys
+    of the others (a method or size since removed, a recipe or size since changed, extra ``--cfg-options``).
+
+    Tables and plots are built from the first only, so a changed recipe never averages with its old results.
+    """
+    kept: dict[str, dict] = {}
+    stale: dict[str, list[str]] = {}
+    for key, c in cells.items():
+        ok = c.get("method") in exp["methods"] and c.get("size") in exp["sizes"]
+        if ok:
+            ok = cell_config(exp, c["method"], c["size"], int(c["seed"]))[1] == c.get("config_hash")
+        if ok:
+            kept[key] = c
+        else:
+            stale.setdefault(str(c.get("size")), []).append(key)
+    return kept, stale
 
 
 def _provenance_line(cells: dict[str, dict]) -> list[str]:
