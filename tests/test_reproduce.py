@@ -80,13 +80,31 @@ def test_finished_cells_are_skipped_and_other_baselines_untouched(sandbox, capsy
     assert B.read_results(NAME) == json.loads(json.dumps(results))
 
 
+def test_dry_run_shows_each_cells_state_and_runs_nothing(sandbox, capsys):
+    exp = B.load_experiment(NAME)
+    stale = dict(_cell(exp, "lora_only", 0, 40.0), config_hash="0123456789abcdef")
+    cells = {"cpu/full_one_lr/seed0": _cell(exp, "full_one_lr", 0, 50.0), "cpu/lora_only/seed0": stale}
+    B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": cells})
+    before = B.results_path(NAME).read_bytes()
+    args = [NAME, "--seeds", "0", "--methods", "full_one_lr,norm_only,lora_only", "--data-dir", str(sandbox / "no")]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/3] dinov2_cifar10 cpu/full_one_lr/seed0: done" in out
+    assert "[2/3] dinov2_cifar10 cpu/norm_only/seed0: to run" in out
+    assert "[3/3] dinov2_cifar10 cpu/lora_only/seed0: made with another config (hash 0123456789abcdef)" in out
+    assert B.results_path(NAME).read_bytes() == before and not (sandbox / "docs" / "baselines.md").exists()
+    assert main(args) == 2  # without --dry-run the stale cell stops the matrix before any cell runs or data is read
+    err = capsys.readouterr().err
+    assert "cpu/lora_only/seed0 (hash 0123456789abcdef" in err and "pass --rerun to replace them" in err
+
+
 def test_results_of_another_config_truncated_or_foreign_are_errors(sandbox, capsys):
     exp = B.load_experiment(NAME)
     cell = _cell(exp, "full_one_lr", 0, 50.0)
     cell["config_hash"] = "0123456789abcdef"
     B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": {"cpu/full_one_lr/seed0": cell}})
     assert main([NAME, "--seeds", "0", "--methods", "full_one_lr", "--data-dir", str(sandbox)]) == 2
-    assert "made with another config (hash 0123456789abcdef" in capsys.readouterr().err
+    assert "made with another config: cpu/full_one_lr/seed0 (hash 0123456789abcdef" in capsys.readouterr().err
     path = B.results_path(NAME)
     path.write_text(path.read_text()[:50])
     assert main([NAME, "--seeds", "0", "--data-dir", str(sandbox)]) == 2

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides (all cells)")
     ap.add_argument("--docs", action="store_true", help="only regenerate docs/baselines.md from results")
     ap.add_argument("--list", action="store_true", help="list the baselines")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print each cell's state (done, to run, another config); run nothing"
+    )
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/baselines.md after the matrix")
     return ap.parse_args(argv)
 
@@ -117,19 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     results = R.read_results(args.name)
     cells = [(m, s) for m in methods for s in seeds]
     plans = [R.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
+    keys = [R.cell_key(m, size, s) for m, s in cells]
+    stale = [f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
+             for key, (_, digest) in zip(keys, plans, strict=True)
+             if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest]  # fmt: skip
+    if stale and not args.rerun and not args.dry_run:  # checked before any cell runs
+        raise BadInput(f"{args.name}: results.json holds results made with another config: {'; '.join(stale)}; "
+                       "pass --rerun to replace them")  # fmt: skip
     paths: dict[str, str] | None = None
-    for i, ((method, seed), (cfg, digest)) in enumerate(zip(cells, plans, strict=True), 1):
-        key = R.cell_key(method, size, seed)
+    for i, ((method, seed), key, (cfg, digest)) in enumerate(zip(cells, keys, plans, strict=True), 1):
         old = results["cells"].get(key)
         tag = f"[{i}/{len(cells)}] {args.name} {key}"
         if old is not None and old["config_hash"] == digest:
             print(f"{tag}: done (commit {old['commit'][:10]}, same config hash {digest}); skipped", flush=True)
             continue
-        if old is not None and not args.rerun:
-            raise BadInput(
-                f"{args.name} {key}: results.json holds a result made with another config (hash {old['config_hash']},"
-                f" commit {old['commit'][:10]}; now {digest}); pass --rerun to replace it"
+        if args.dry_run:
+            state = (
+                "to run"
+                if old is None
+                else f"made with another config (hash {old['config_hash']}); --rerun replaces it"
             )
+            print(f"{tag}: {state}", flush=True)
+            continue
         if paths is None:
             paths = prepare_data(exp, Path(args.data_dir), Path(args.cache_dir))
         print(f"{tag}: running", flush=True)
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         R.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once
         shown = ", ".join(f"{k} {v:.4g}" for k, v in R.headline(exp, cell).items())
         print(f"{tag}: {shown}; {cell['wall_s']:.0f} s", flush=True)
-    if not args.no_docs:
+    if not args.no_docs and not args.dry_run:
         print(f"[docs] wrote {R.write_docs()}")
     return 0
 
