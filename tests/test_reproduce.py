@@ -148,6 +148,15 @@ def test_docs_leave_out_results_of_another_config(sandbox):
     assert "Left out: 1 result(s) of a size dinov2_cifar10 no longer declares (tiny/full_one_lr/seed0)" in doc
 
 
+def test_metric_paths_reach_keys_that_hold_dots():
+    """Tracking's success rates are named ``SR0.50``: ``best.SR0.50`` must find them (the table showed "-")."""
+    cell = {"metrics": {"best": {"AO": 0.3, "SR0.50": 0.31, "SR0.5": 0.1}, "test": {"top1": 50}}, "wall_s": 12}
+    assert B.metric(cell, "best.SR0.50") == 0.31 and B.metric(cell, "best.SR0.5") == 0.1
+    assert B.metric(cell, "best.AO") == 0.3 and B.metric(cell, "test.top1") == 50.0 and B.metric(cell, "wall_s") == 12
+    assert B.metric(cell, "best.SR0.75") is None and B.metric(cell, "test") is None
+    assert B.metric({"metrics": {"a.b": {"c": 1}, "a": {"b.c": 2}}}, "a.b.c") == 1.0  # the longest key first
+
+
 def test_missing_archive_is_a_clear_error_even_with_a_filled_cache(tmp_path):
     """An extraction left in the cache does not hide that the --data-dir given holds no archive."""
     from tools.reproduce import extract

@@ -267,11 +267,23 @@ def add_cell(name: str, key: str, cell: dict[str, Any]) -> Path:
 
 
 def metric(cell: dict[str, Any], where: str) -> float | None:
-    """A dotted path into the cell's metrics (``test.top1``), else into the cell (``wall_s``)."""
+    """A dotted path into the cell's metrics (``test.top1``), else into the cell (``wall_s``).
+
+    Keys may hold dots themselves (``best.SR0.50``): at each level the longest key the path starts with wins.
+    """
+
+    def find(value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            return None
+        if path in value:
+            return value[path]
+        for key in sorted((k for k in value if isinstance(k, str) and path.startswith(k + ".")), key=len, reverse=True):
+            if (found := find(value[key], path[len(key) + 1 :])) is not None:
+                return found
+        return None
+
     for root in (cell.get("metrics", {}), cell):
-        value: Any = root
-        for part in where.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = find(root, where)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
     return None
