@@ -363,10 +363,11 @@ def current_cells(exp: dict[str, Any], cells: dict[str, dict]) -> tuple[dict[str
     kept: dict[str, dict] = {}
     stale: dict[str, list[str]] = {}
     for key, c in cells.items():
-        ok = c.get("method") in exp["methods"] and c.get("size") in exp["sizes"]
-        if ok:
-            ok = cell_config(exp, c["method"], c["size"], int(c["seed"]))[1] == c.get("config_hash")
-        if ok:
+        if (
+            c.get("method") in exp["methods"]
+            and c.get("size") in exp["sizes"]
+            and cell_config(exp, c["method"], c["size"], int(c["seed"]))[1] == c.get("config_hash")
+        ):
             kept[key] = c
         else:
             stale.setdefault(str(c.get("size")), []).append(key)
