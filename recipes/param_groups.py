@@ -59,7 +59,11 @@ class NoAdapterError(ValueError):
 
 
 def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") -> Adapter:
-    """``"auto"`` asks every registered adapter; a name, a class or an instance is taken as is."""
+    """``"auto"`` asks every registered adapter; a name, a class or an instance is taken as is.
+
+    Where several claim the model, the most specific wins: an adapter steps back for a subclass of it
+    that claims the model too (``timm`` for ``timm_vit``); two unrelated claims are an error.
+    """
     if isinstance(adapter, Adapter):
         return adapter
     if isinstance(adapter, type) and issubclass(adapter, Adapter):
@@ -68,7 +72,9 @@ def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") ->
         return ADAPTERS.lookup(adapter)()
     base = unwrap_model(model)
     claims = [(name, cls) for name, cls in ADAPTERS.entries() if cls.matches(base)]
-    if len(claims) == 1:
+    # the most specific claim wins: an adapter whose subclass claims the model too steps back
+    claims = [(n, c) for n, c in claims if not any(o is not c and issubclass(o, c) for _, o in claims)]
+    if len({cls for _, cls in claims}) == 1:  # one class, maybe under an alias too
         return claims[0][1]()
     what = f"{type(base).__module__}.{type(base).__qualname__}"
     if not claims:
