@@ -134,8 +134,13 @@ def test_unet_index_is_kohyas_slots():
     assert mmap.num_layers + 1 == 25  # ids 0..24 = kohya's 25 block weights, 25 = out
     sdxl = adp.describe(meta_model("sdxl"))
     assert sdxl.num_layers == 21  # ids 0..22 = kohya's 23 block_lr slots: see zoo/unet.py
-    with pytest.raises(ValueError, match="call describe"):
+    with pytest.raises(ValueError, match=r"without the model's geometry; use describe\(model\)"):
         ADAPTERS.get("unet")().stack_of("mid_block.resnets.0.conv1.weight")
+    unet = sys.modules[ADAPTERS.get("unet").__module__]
+    names = list(mmap.params)
+    placed = ADAPTERS.get("unet")(unet.unet_geometry(names))  # per-name queries: the geometry as an argument
+    assert placed.stack_of("mid_block.resnets.0.conv1.weight") == ("unet", 11)  # slot 11: layer id 12, MID
+    assert ADAPTERS.get("unet")().describe(meta_model("sd15")).params == mmap.params  # nothing kept between calls
 
 
 def _lr_of(groups, name):
@@ -182,8 +187,8 @@ def _inject_lora(model, targets, rank=4, use_dora=False):
 
 def _block_linears(model, adp) -> list[str]:
     """Every nn.Linear inside a block (the "LoRA on every linear layer" target list)."""
-    adp.describe(model)
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and adp.stack_of(n + ".weight")]
+    params = adp.describe(model).params
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and params[n + ".weight"].stack]
 
 
 @pytest.mark.parametrize("preset", ["flux1-dev", "flux2-klein-4b", "sd15", "sd35-medium", "wan21-i2v-14b", "ltx-video",
