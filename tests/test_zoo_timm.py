@@ -15,7 +15,16 @@ from recipes.adapter import Adapter
 from recipes.param_groups import build_param_groups, resolve_adapter
 
 timm = pytest.importorskip("timm")
-from bench.timm_sweep import architectures, check, deprecated_names, differences, meta_model  # noqa: E402
+from bench.timm_sweep import (  # noqa: E402
+    DECAY,
+    WEIGHT_DECAY,
+    architectures,
+    check,
+    deprecated_names,
+    differences,
+    meta_model,
+    timm_per_param,
+)
 
 # One architecture per timm 1.0.31 module: the one quickest to build on meta (bench/timm_sweep.py).
 PER_MODULE = {
@@ -272,14 +281,32 @@ def test_auto_picks_timm_vit_for_vits_and_timm_for_the_rest():
         assert resolve_adapter(meta_model(name)).name == "timm", name
 
 
-def test_a_module_added_to_a_timm_model_goes_to_the_head_as_in_timm():
-    """What the group_matcher does not name takes the last id (timm's rule); timm_vit's table flags it instead."""
+def test_a_module_added_to_a_timm_vit_is_named_and_timms_own_keep_parity():
+    """auto: timm_vit (more specific than timm, which claims it too) names what its table does not know."""
     model = meta_model("vit_tiny_patch16_224")
     with torch.device("meta"):
         model.extra = torch.nn.Linear(8, 3)
-    assert resolve_adapter(model).name == "timm"
-    info = resolve_adapter(model).describe(model).params["extra.weight"]
+    assert resolve_adapter(model).name == "timm_vit"
+    with pytest.raises(ValueError, match=r"timm_vit: 2 trainable parameters .* \(e.g. 'extra.weight', 'extra.bias'\)"):
+        build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5))
+    strategy = dict(type="layer_decay", lr=1.0, decay=DECAY, weight_decay=WEIGHT_DECAY, on_unmatched="default")
+    with pytest.warns(UserWarning, match=r"'extra.weight', 'extra.bias'\); they get the default LR"):
+        groups = build_param_groups(model, strategy)
+    ours = {n: (g["lr_scale"], g["weight_decay"]) for g in groups for n in g["param_names"]}
+    theirs = timm_per_param(model)
+    own = [n for n in theirs if not n.startswith("extra.")]
+    assert len(own) == 152 and {n: ours[n] for n in own} == {n: theirs[n] for n in own}  # timm's parity
+    info = resolve_adapter(model, "timm").describe(model).params["extra.weight"]  # timm's own rule, by name
     assert (info.layer_id, info.component) == (13, "head")
-    assert differences(model) == []
-    with pytest.raises(ValueError, match=r"timm_vit: 2 trainable parameters match no layer/component rule"):
-        build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5), adapter="timm_vit")
+
+
+def test_a_subclass_of_a_timm_vit_class_goes_to_timm_vit_and_other_timm_models_to_timm():
+    from timm.models.vision_transformer import VisionTransformer
+
+    class MyViT(VisionTransformer):  # a user's own subclass, in a module of its own
+        pass
+
+    with torch.device("meta"):
+        model = MyViT(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3)
+    assert resolve_adapter(model).name == "timm_vit"
+    assert resolve_adapter(meta_model("resnet18")).name == "timm"

@@ -226,16 +226,15 @@ def no_weight_decay_matcher(model: nn.Module) -> Callable[[str], bool]:
 
 @ADAPTERS.register_module("timm")
 class Timm(Adapter):
-    """Any timm model (recognised by its class's module, subclasses included), ViTs aside (``timm_vit``)."""
+    """Any timm model (recognised by its class's module, subclasses included); ViTs go to ``timm_vit``."""
 
     name = "timm"
     upstream = "timm 1.0.31"
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        from zoo.timm_vit import TimmViT
-
-        return _is_timm(model) and not TimmViT.matches(model)
+        """Every timm model; where a subclass of this adapter (``timm_vit``) claims it too, that one wins."""
+        return _is_timm(model)
 
     def component(self, name: str, section: str) -> str | None:
         """Component of ``name``; a subclass with a ``components`` table answers from the table."""

@@ -5,7 +5,10 @@ Names read from timm 1.0.31 (``timm/models/vision_transformer.py``, ``deit.py``,
 ``group_matcher`` and ``no_weight_decay()``, as ``timm.optim.param_groups_layer_decay``: stem 0,
 ``blocks.i`` -> i+1, the final ``norm`` joins the last block, ``fc_norm`` / ``head`` -> the last id).
 What this adapter adds is an explicit component table: a parameter it does not name (a module a
-user added to the model) is unmatched, an error by default, where ``timm`` would put it in ``head``.
+user added to the model) is unmatched, an error by default (``on_unmatched="default"``: a warning
+naming it, and the base LR), where ``timm`` would put it in ``head``. ``adapter="auto"`` gives it
+every instance of these classes (and of their subclasses): both it and the generic ``timm`` claim
+them, and the more specific adapter wins.
 """
 
 from __future__ import annotations
@@ -33,27 +36,15 @@ class TimmViT(Timm):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        """A timm ViT whose parameters all sit in modules the table names (CaiT, XCiT... go to ``timm``)."""
-        blocks = getattr(model, "blocks", None)
-        return (
-            type(model).__module__.startswith("timm.models.")
-            and hasattr(model, "group_matcher")
-            and hasattr(model, "patch_embed")
-            and isinstance(blocks, nn.Sequential | nn.ModuleList)
-            and len(blocks) > 0
-            and _only(model, _TOP)
-            and all(_only(b, _BLOCK) for b in blocks)
-        )
+        """An instance of timm's ViT classes (``VisionTransformer``, DeiT's distilled one, ``Eva``, ``Beit``)
+        or of a subclass of them; a module added to it is then named (unmatched), never put in the head."""
+        return any(k.__name__ in _CLASSES.get(k.__module__, ()) for k in type(model).__mro__)
 
 
-_TOP = {"cls_token", "reg_token", "dist_token", "pos_embed", "patch_embed", "norm_pre", "rope", "rel_pos_bias"}
-_TOP |= {"blocks", "norm"}
-_TOP |= {"head", "head_dist", "fc_norm", "attn_pool", "pos_drop", "patch_drop", "head_drop"}
-_BLOCK = {"norm1", "norm2", "attn", "ls1", "gamma_1", "mlp", "ls2", "gamma_2", "drop_path1", "drop_path2"}
-
-
-def _only(module: nn.Module, names: set[str]) -> bool:
-    """Every direct parameter, and every child that holds parameters, is one of ``names``."""
-    if any(n not in names for n in module._parameters):
-        return False
-    return all(n in names or c is None or next(c.parameters(), None) is None for n, c in module._modules.items())
+# the classes this table was read from, by module (not imported: recognising a model reads its class)
+_CLASSES = {
+    "timm.models.vision_transformer": ("VisionTransformer",),
+    "timm.models.deit": ("VisionTransformerDistilled",),
+    "timm.models.eva": ("Eva",),
+    "timm.models.beit": ("Beit",),
+}
