@@ -49,7 +49,18 @@ _DIFFUSERS = {
 # adapter -> (auto picks it, sample specs "<source>:<what>")
 SAMPLES: dict[str, tuple[bool, list[str]]] = {
     "timm": (True, ["timm:resnet18", "timm:swin_tiny_patch4_window7_224"]),
-    "timm_vit": (True, ["timm:vit_base_patch16_224", "timm:deit_base_distilled_patch16_224"]),
+    "timm_vit": (
+        True,
+        [
+            "timm:vit_base_patch16_224",
+            "timm:deit_base_distilled_patch16_224",
+            "timm:vit_small_patch16_18x2_224",  # parallel blocks
+            "timm:vit_base_patch16_xp_224",
+            "timm:vit_dpwee_patch16_reg1_gap_256",
+            "timm:vit_pwee_patch16_reg1_gap_256",
+            "timm:convit_tiny",
+        ],
+    ),
     "timm_efficientnet": (False, ["timm:efficientnet_b0"]),
     "hf": (True, ["hf:BertModel", "hf:LlamaForCausalLM", "hf:SwinForImageClassification"]),
     "hf_vit": (True, ["hfmeta:ViTForImageClassification:ViTConfig", "hfmeta:ViTModel:ViTConfig"]),

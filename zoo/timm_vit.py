@@ -1,9 +1,10 @@
-"""timm ViT family: ViT, DeiT, DINOv2 (timm weights), EVA / EVA-02, BEiT, SigLIP, CLIP towers.
+"""timm ViT family: ViT, DeiT, DINOv2 (timm weights), EVA / EVA-02, BEiT, SigLIP, CLIP towers, ConViT.
 
-Names read from timm 1.0.31 (``timm/models/vision_transformer.py``, ``deit.py``, ``eva.py``,
-``beit.py``). Layer ids and no weight decay are the generic ``timm`` adapter's (the model's own
-``group_matcher`` and ``no_weight_decay()``, as ``timm.optim.param_groups_layer_decay``: stem 0,
-``blocks.i`` -> i+1, the final ``norm`` joins the last block, ``fc_norm`` / ``head`` -> the last id).
+Names read from timm 1.0.31 (``timm/models/vision_transformer.py`` with its parallel blocks,
+``deit.py``, ``eva.py``, ``beit.py``, ``convit.py``, ``vision_transformer_relpos.py``). Layer ids
+and no weight decay are the generic ``timm`` adapter's (the model's own ``group_matcher`` and
+``no_weight_decay()``, as ``timm.optim.param_groups_layer_decay``: stem 0, ``blocks.i`` -> i+1,
+the final ``norm`` joins the last block, ``fc_norm`` / ``head`` -> the last id).
 What this adapter adds is an explicit component table: a parameter it does not name (a module a
 user added to the model) is unmatched, an error by default (``on_unmatched="default"``: a warning
 naming it, and the base LR), where ``timm`` would put it in ``head``. ``adapter="auto"`` gives it
@@ -32,12 +33,21 @@ class TimmViT(Timm):
         (r"^blocks\.\d+\.norm\d*\.", "norm"),
         (r"^blocks\.\d+\.(?:attn\.|ls1\.|gamma_1$)", "self_attn"),
         (r"^blocks\.\d+\.(?:mlp\.|ls2\.|gamma_2$)", "ffn"),
+        # parallel blocks (vision_transformer.py ParallelThingsBlock, ParallelScalingBlock, DiffParallelScalingBlock)
+        (r"^blocks\.\d+\.(?:attns|ffns)\.\d+\.norm\.", "norm"),
+        (r"^blocks\.\d+\.(?:in_norm|q_norm|k_norm|sub_norm)\.", "norm"),
+        (r"^blocks\.\d+\.attns\.\d+\.", "self_attn"),
+        (r"^blocks\.\d+\.ffns\.\d+\.", "ffn"),
+        (r"^blocks\.\d+\.(?:mlp_out_proj\.|mlp_bias$)", "ffn"),
+        # fused attention + MLP projections and their shared layer scale: self_attn, as Flux's fused blocks
+        (r"^blocks\.\d+\.(?:in_proj\.|out_proj\.|attn_out_proj\.|ls\.|lambda_[qk]\d$)", "self_attn"),
     )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        """An instance of timm's ViT classes (``VisionTransformer``, DeiT's distilled one, ``Eva``, ``Beit``)
-        or of a subclass of them; a module added to it is then named (unmatched), never put in the head."""
+        """An instance of timm's ViT classes (``VisionTransformer``, DeiT's distilled one, ``Eva``, ``Beit``,
+        ``ConVit``, ``VisionTransformerRelPos``) or of a subclass of them; a module added to it is then
+        named (unmatched), never put in the head."""
         return any(k.__name__ in _CLASSES.get(k.__module__, ()) for k in type(model).__mro__)
 
 
@@ -47,4 +57,6 @@ _CLASSES = {
     "timm.models.deit": ("VisionTransformerDistilled",),
     "timm.models.eva": ("Eva",),
     "timm.models.beit": ("Beit",),
+    "timm.models.convit": ("ConVit",),
+    "timm.models.vision_transformer_relpos": ("VisionTransformerRelPos",),
 }
