@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -202,7 +202,9 @@ class ParamGroups(list):
     where no adapter knew the model).
     """
 
-    def __init__(self, groups: list[dict[str, Any]], model_map: ModelMap, adapter: Adapter | None) -> None:
+    def __init__(
+        self, groups: Iterable[dict[str, Any]] = (), model_map: ModelMap | None = None, adapter: Adapter | None = None
+    ) -> None:  # defaults: code that rebuilds a list as ``type(groups)(items)`` (mmengine's Config) still works
         super().__init__(groups)
         self.model_map = model_map
         self.adapter = adapter
