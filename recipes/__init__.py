@@ -3,8 +3,16 @@
 >>> from recipes import build_param_groups, build_schedule, format_lr_grid
 """
 
-from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, unwrap_model
-from recipes.param_groups import base_lr_of, build_param_groups, build_strategy, resolve_adapter
+from recipes.adapter import Adapter, ModelMap, ParamInfo
+from recipes.names import canonical_name, unwrap_model
+from recipes.param_groups import (
+    ParamGroups,
+    base_lr_of,
+    build_param_groups,
+    build_strategy,
+    describe_model,
+    resolve_adapter,
+)
 from recipes.registry import ADAPTERS, SCHEDULES, STRATEGIES
 from recipes.report import format_lr_grid
 from recipes.schedules import Schedule, build_schedule
@@ -17,6 +25,7 @@ __all__ = [
     "STRATEGIES",
     "Adapter",
     "ModelMap",
+    "ParamGroups",
     "ParamInfo",
     "Schedule",
     "base_lr_of",
@@ -24,6 +33,7 @@ __all__ = [
     "build_schedule",
     "build_strategy",
     "canonical_name",
+    "describe_model",
     "format_lr_grid",
     "resolve_adapter",
     "unwrap_model",
