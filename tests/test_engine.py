@@ -151,11 +151,34 @@ def test_best_checkpoint_holds_the_weights_that_scored_best(tmp_path):
     evals = [json.loads(line) for line in (tmp_path / "eval_log.jsonl").read_text().splitlines()]
     scores = [e[k] for e in evals for k in ("top1", "ema_top1")]
     assert info["value"] == max(scores) and len(set(scores)) > 1
-    model = t.task.build_model()
-    model.load_state_dict(best["model"])
-    assert t._evaluate(model, t.val_set)["top1"] == pytest.approx(info["value"], abs=1e-9)
+    t.bare_model().load_state_dict(best["model"])
+    assert t.evaluate("val")["top1"] == pytest.approx(info["value"], abs=1e-9)
     last = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
     assert last["class_names"] == best["class_names"]
+
+
+def test_evaluate_scores_each_split_and_the_ema_weights(tmp_path):
+    """``Trainer.evaluate(split, weights)``: the public way to score a run (tools/baselines uses it)."""
+    from recipes.train.metrics.classification import classification_metrics
+
+    cfg = tiny_cfg(max_steps=3, ema=dict(decay=0.5))
+    cfg.data.test = dict(type="digits", split="test")
+    t = Trainer(cfg, tmp_path / "run").setup()
+    t.train()
+    test = t.evaluate("test")
+    data = t.task.dataset("test")
+    assert test == classification_metrics(*t.task.logits(t.bare_model(), t.eval_loader(data), t.device))
+    assert test != t.evaluate("val")
+    assert t.evaluate("val", weights="ema") != t.evaluate("val")  # the EMA lags 3 steps of AdamW behind
+    with pytest.raises(ValueError, match=r"evaluate\('valid'\): ClassificationTask reads the splits"):
+        t.evaluate("valid")
+    with pytest.raises(ValueError, match=r"evaluate\(weights='best'\): 'model' or 'ema'"):
+        t.evaluate("val", weights="best")
+    plain = Trainer(tiny_cfg(max_steps=1), tmp_path / "plain").setup()
+    with pytest.raises(ValueError, match="this run keeps no EMA"):
+        plain.evaluate("val", weights="ema")
+    with pytest.raises(ValueError, match="the config has no data.test section"):
+        plain.evaluate("test")
 
 
 def test_resume_from_before_the_best_epoch_sets_that_best_aside(tmp_path):
@@ -290,7 +313,7 @@ def test_task_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch):
 def test_task_hooks_are_declared_on_the_base_with_defaults():
     from recipes.train.tasks.base import Task
 
-    hooks = ("build_model", "build_datasets", "freeze", "collate", "on_step", "train_step", "evaluate",
+    hooks = ("build_model", "build_datasets", "dataset", "freeze", "collate", "on_step", "train_step", "evaluate",
              "final_report", "state_dict", "load_state_dict")  # fmt: skip
     assert all(callable(getattr(Task, h)) for h in hooks)
     task = Task(Config(dict(model=dict(type="timm"))))
@@ -405,16 +428,16 @@ def test_lora_best_pt_holds_only_trainable_tensors_and_reloads_to_its_score(tmp_
     t = Trainer(cfg, tmp_path / "run").setup()
     t.train()
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    model = t._bare_model()
+    model = t.bare_model()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
     assert best["frozen_omitted"] and trainable <= set(best["model"]) <= trainable | buffers
     fresh = Trainer(cfg, tmp_path / "fresh").setup()  # the same config rebuilds the same frozen weights
-    load_model(fresh._bare_model(), {**best, "path": "best.pt"}, fresh.fingerprint)
-    assert fresh._evaluate(fresh._bare_model(), fresh.val_set)["top1"] == best["value"]
+    load_model(fresh.bare_model(), {**best, "path": "best.pt"}, fresh.fingerprint)
+    assert fresh.evaluate("val")["top1"] == best["value"]
     other = Trainer(_lora_cfg(seed=4), tmp_path / "other").setup()
     with pytest.raises(ValueError, match="rebuilds different frozen weights"):
-        load_model(other._bare_model(), {**best, "path": "best.pt"}, other.fingerprint)
+        load_model(other.bare_model(), {**best, "path": "best.pt"}, other.fingerprint)
 
 
 def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):

@@ -409,7 +409,7 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self._bare_model(), self.step)
+            self.ema.update(self.bare_model(), self.step)
         if measure:
             self.log.diagnostics(self.tracker.after(self.optimizer, self.step))
 
@@ -437,21 +437,41 @@ class Trainer:
         return pos >= self.steps_per_epoch - 2 or self.step >= self.total_steps - 2
 
     # ------------------------------------------------------------------------------------- eval
-    def _bare_model(self) -> nn.Module:
+    def bare_model(self) -> nn.Module:
         """The model without DDP / compile wrappers: evaluation shards are uneven, DDP forwards would hang."""
         return unwrap_model(self.model)
 
-    def _evaluate(self, module: nn.Module, dataset: Any) -> dict[str, float]:
-        loader = self._loader(0, dataset=dataset, train=False)
-        return self.task.evaluate(module, loader, self.device)
+    def eval_loader(self, dataset: Any) -> Any:
+        """A rank-sharded evaluation loader over ``dataset`` (what a task's ``final_report`` gets)."""
+        return self._loader(0, dataset=dataset, train=False)
+
+    def evaluate(self, split: str = "val", weights: str = "model") -> dict[str, float]:
+        """The task's metrics of the model (``weights="ema"``: its EMA) on ``data.<split>``, on every rank.
+
+        ``split`` is one of the task's ``data_splits`` that the config fills (``train``, ``val``; ``test`` for
+        classification).
+        """
+        if weights not in ("model", "ema") or (weights == "ema" and self.ema is None):
+            raise BadInput(f"evaluate(weights={weights!r}): 'model'" + (" or 'ema'" if self.ema else
+                           " (this run keeps no EMA: train.ema is unset)"))  # fmt: skip
+        if split not in self.task.data_splits:
+            raise BadInput(f"evaluate({split!r}): {type(self.task).__name__} reads the splits "
+                           f"{list(self.task.data_splits)}")  # fmt: skip
+        data = {"train": self.train_set, "val": self.val_set}.get(split) or self.task.dataset(split)
+        if data is None:
+            raise BadInput(f"evaluate({split!r}): the config has no data.{split} section")
+        return self._metrics(self.ema.module if weights == "ema" else self.bare_model(), data)
+
+    def _metrics(self, module: nn.Module, dataset: Any) -> dict[str, float]:
+        return self.task.evaluate(module, self.eval_loader(dataset), self.device)
 
     def _end_of_epoch(self, epoch: int) -> None:
         if self.val_set is None:
             return
-        metrics = self._evaluate(self._bare_model(), self.val_set)
+        metrics = self._metrics(self.bare_model(), self.val_set)
         media = self.task.evaluation_media()
         if self.ema is not None:
-            metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
+            metrics.update({f"ema_{k}": v for k, v in self._metrics(self.ema.module, self.val_set).items()})
             media.update({f"ema_{k}": v for k, v in self.task.evaluation_media().items()})
         key, improved = self.task.primary_metric, None
         for source, name in (("model", key), ("ema", f"ema_{key}")):
@@ -483,7 +503,7 @@ class Trainer:
             return
         value, epoch, source = self.best
         weights = self.ema.state_dict(full=self.save_full) if source == "ema" else \
-            model_state(self._bare_model(), self.save_full)  # fmt: skip
+            model_state(self.bare_model(), self.save_full)  # fmt: skip
         info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
                 "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
         state = {"model": weights, **info, "frozen_omitted": not self.save_full,
@@ -497,14 +517,14 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
         rngs = gather_objects(rng_state())
-        bad = all_finite({"model": self._bare_model().state_dict(),
+        bad = all_finite({"model": self.bare_model().state_dict(),
                           "ema": self.ema.state_dict() if self.ema is not None else {}})  # fmt: skip
         if bad is not None:  # never write weights that cannot be resumed from (same on every rank)
             raise NonFiniteLoss(f"the weights hold NaN/inf at step {self.step} ({bad}); not saved")
         if not self.is_main:
             return None
         state = {
-            "model": model_state(self._bare_model(), self.save_full),
+            "model": model_state(self.bare_model(), self.save_full),
             "frozen_omitted": not self.save_full, "frozen_fingerprint": self.fingerprint,
             "task": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -533,16 +553,12 @@ class Trainer:
         if self.cfg.get("policy"):
             from recipes.policies import trainable_counts
 
-            summary["trainable_by_role"] = trainable_counts(self._bare_model())
+            summary["trainable_by_role"] = trainable_counts(self.bare_model())
         if self.best:
             summary[f"best_{self.task.primary_metric}"], summary["best_epoch"], summary["best_weights"] = self.best
-        summary.update(self.task.final_report(self._bare_model(), self.device, self._evaluate_split))
+        summary.update(self.task.final_report(self.bare_model(), self.device, self.eval_loader))
         if self.is_main:
             (self.work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         log.info("[summary] " + json.dumps(summary, default=lambda v: round(float(v), 4)))
         self.log.close()
         return summary
-
-    def _evaluate_split(self, dataset: Any) -> Any:
-        """A rank-sharded evaluation loader for a task's ``final_report``."""
-        return self._loader(0, dataset=dataset, train=False)

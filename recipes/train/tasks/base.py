@@ -56,6 +56,11 @@ class Task:
         """(train, val) datasets; val may be None."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_datasets()")
 
+    def dataset(self, split: str) -> Dataset | None:
+        """The dataset of ``data.<split>`` as this task builds it (None when the config has none); the engine's
+        ``evaluate(split)`` reads splits other than train / val through it. Default: :meth:`build_dataset`."""
+        return self.build_dataset(split)
+
     def build_model(self) -> nn.Module:
         """The model to train (the engine applies the trainable policy, freezing and moves it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
