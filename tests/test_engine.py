@@ -460,3 +460,32 @@ def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
             recipes_logger.addHandler(h)
     out = capsys.readouterr().out
     assert out.count("[params] trainable 26,538") == 1 and out.count("[summary]") == 1
+
+
+def test_run_files_keep_the_best_score_of_either_weights_and_the_newest_checkpoints(tmp_path):
+    """RunFiles: the best of plain and EMA scores (higher or lower is better; NaN never wins), keep_ckpts."""
+    from recipes.train.run_files import RunFiles
+
+    files = RunFiles(tmp_path, is_main=True, keep_ckpts=2)
+    assert files.consider({"top1": 50.0, "ema_top1": 52.0}, 1, "top1", True) == "ema"
+    assert files.consider({"top1": 51.0, "ema_top1": float("nan")}, 2, "top1", True) is None
+    assert files.consider({"top1": 53.0, "ema_top1": 52.5}, 3, "top1", True) == "model"
+    assert files.best == (53.0, 3, "model")
+    assert files.best_entries("top1") == {"best_top1": 53.0, "best_epoch": 3, "best_weights": "model"}
+    loss = RunFiles(tmp_path, is_main=True, keep_ckpts=2)
+    assert [loss.consider({"loss": v}, e, "loss", False) for e, v in enumerate((0.5, 0.7, 0.4), 1)] == [
+        "model",
+        None,
+        "model",
+    ]
+    assert loss.best == (0.4, 3, "model") and RunFiles(tmp_path, True, 1).best_entries("loss") == {}
+    for step in (5, 10, 15):
+        files.save_checkpoint({"model": {}, "step": step}, step)
+    assert sorted(p.name for p in files.checkpoints.glob("step_*.pt")) == ["step_0000010.pt", "step_0000015.pt"]
+    assert files.latest_checkpoint() == files.checkpoints / "step_0000015.pt"
+    assert files.read_resume(True)["step"] == 15 and files.read_resume(None) is None  # True: the newest
+    path = files.save_best({"model": {}}, "top1", 21, {"top1": 53.0})
+    info = json.loads((tmp_path / "best.json").read_text())
+    assert info == {"metric": "top1", "value": 53.0, "epoch": 3, "step": 21, "weights": "model",
+                    "metrics": {"top1": 53.0}}  # fmt: skip
+    assert {k: v for k, v in torch.load(path, weights_only=True).items() if k != "model"} == info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,6 +31,13 @@ class ModelEMA:
         for p in self._ema:
             p.requires_grad_(False)
         self.frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
+
+    @classmethod
+    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
+        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
+        if not option:
+            return None
+        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
