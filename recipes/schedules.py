@@ -141,22 +141,39 @@ class Schedule:
         return self.wd_end + (self.wd_start - self.wd_end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     # --- hand-off to an optimizer --------------------------------------------------------------
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every group's ``lr`` (and scheduled weight decay) for ``step``; returns ``value(step)``."""
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, weight_decays: Sequence[float] | None = None) -> float:
+        """Set every group's ``lr`` (and scheduled weight decay) for ``step``; returns ``value(step)``.
+
+        With a weight-decay schedule, ``weight_decays`` are the groups' weight decays as built (taken before the
+        first step, e.g. ``[g["weight_decay"] for g in optimizer.param_groups]``): each decayed group gets
+        ``weight_decay_value(step) * built / weight_decay``, a closed form of the step and the groups as built,
+        so a resumed optimizer gets the same values. Nothing is stored in the groups but ``lr`` and ``weight_decay``.
+        """
         wd = self.weight_decay_value(step)
-        for g in optimizer.param_groups:
+        if wd is not None:
+            built = self._built_weight_decays(optimizer, weight_decays)
+        for i, g in enumerate(optimizer.param_groups):
             g["lr"] = self.group_lr(step, g.get("lr_scale", 1.0))
-            if wd is not None and g.get("weight_decay", 0.0) > 0:
-                # the first call records the group's ratio to the schedule's start value
-                scale = g.setdefault("wd_scale", g["weight_decay"] / self.wd_start if self.wd_start else 1.0)
-                g["weight_decay"] = wd * scale
+            if wd is not None and built[i] > 0:
+                g["weight_decay"] = wd * (built[i] / self.wd_start if self.wd_start else 1.0)
         return self.value(step)
+
+    def _built_weight_decays(self, optimizer: torch.optim.Optimizer, weight_decays: Sequence[float] | None) -> list:
+        n = len(optimizer.param_groups)
+        if weight_decays is None:
+            raise ValueError(
+                "schedule.apply: this schedule changes the weight decay (weight_decay -> weight_decay_end); pass "
+                "weight_decays=[g['weight_decay'] for g in optimizer.param_groups], taken before the first step"
+            )
+        if len(weight_decays) != n:
+            raise ValueError(f"schedule.apply: {len(weight_decays)} weight_decays for {n} parameter groups")
+        return [float(w) for w in weight_decays]
 
     def lambda_lr(self, optimizer: torch.optim.Optimizer, last_step: int = -1) -> torch.optim.lr_scheduler.LambdaLR:
         """The same LR schedule as a torch ``LambdaLR`` for a loop of your own (step it once per update).
 
         Each group's lambda is ``group_lr(step, lr_scale) / initial lr``, so absolute floors work too.
-        The weight-decay schedule is not part of it: call ``apply`` for that.
+        The weight-decay schedule is not part of it: call ``apply`` (with ``weight_decays``) for that.
         """
         lambdas: list[Callable[[int], float]] = []
         for g in optimizer.param_groups:

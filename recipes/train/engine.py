@@ -6,7 +6,7 @@ trainable policy, parameter groups, optimizer and step schedule; ``train()`` run
 one process or under ``torchrun`` (DDP; gloo on CPU, nccl on GPU).
 
 The model, groups, freeze plan and schedule come from :func:`recipes.train.build.prepare_run`, the
-path ``tools/show_lr.py`` shares. Each optimizer step, in order: ``schedule.apply(optimizer, step)``
+path ``tools/show_lr.py`` shares. Each optimizer step, in order: ``schedule.apply(optimizer, step, weight_decays)``
 (every group's ``lr`` = ``value(step) * lr_scale``; the weight-decay schedule only on groups with
 weight decay > 0), the freeze plan (groups made only of frozen tensors show lr 0), ``task.on_step``,
 ``grad_accum`` forward/backward passes (under autocast), unscale, the frozen tensors' gradients
@@ -73,6 +73,7 @@ class Trainer:
         self.freeze = plan.freeze
         self.model = self._setup_model(plan.model, ckpt)
         self.optimizer = plan.optimizer
+        self.weight_decays = [g.get("weight_decay", 0.0) for g in self.optimizer.param_groups]  # as built
         log_setup(plan.groups, self.model, self.freeze.describe(), by_role=bool(self.cfg.get("policy")))
         self.files.check_schedule(ckpt, self.total_steps, self.steps_per_epoch)
         self._setup_amp_ema()
@@ -207,7 +208,7 @@ class Trainer:
 
     def _one_step(self, it: Any, epoch: int) -> None:
         t = time.perf_counter()
-        base = self.schedule.apply(self.optimizer, self.step)
+        base = self.schedule.apply(self.optimizer, self.step, self.weight_decays)
         frozen = self.freeze.frozen(self.step)
         self._show_frozen_lrs(frozen)
         self.task.on_step(self.model, self.optimizer, self.step)
