@@ -11,7 +11,7 @@ step 0 gets ``warmup_start_lr``, step ``warmup_steps`` the peak (as in timm and 
 Floors (``min_lr`` / ``min_lr_ratio``) are relative to each group's own peak by default
 (``floor_mode="relative"``: a group at ``lr_scale`` s ends at ``min_lr * s``). With
 ``floor_mode="absolute"`` every group ends at exactly ``min_lr`` (torch / mmengine ``eta_min``):
-that is what some recipes ask for (seed 002), and it does not keep the ratios between groups.
+that is what some recipes ask for, and it does not keep the ratios between groups.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ class Schedule:
             if min_lr:
                 raise ValueError("schedule: give `min_lr` or `min_lr_ratio`, not both")
             if _num("min_lr_ratio", min_lr_ratio) > 1:
-                raise ValueError(f"schedule.min_lr_ratio={min_lr_ratio} is above 1: the LR would climb instead of "
-                                 "decay; use a ratio in [0, 1]")  # fmt: skip
+                raise ValueError(
+                    f"schedule.min_lr_ratio={min_lr_ratio} is above 1: the LR would climb instead of "
+                    "decay; use a ratio in [0, 1]"
+                )
             min_lr = self.lr * min_lr_ratio
         self.min_lr = _num("min_lr", min_lr)
         if self.uses_lr:
@@ -102,11 +104,15 @@ class Schedule:
     def _check_peak(self) -> None:
         """Floors and warm-up starts above the peak are typos (a climbing "decay", step 0 at 1000x the peak)."""
         if self.min_lr > self.lr:
-            raise ValueError(f"schedule: min_lr={self.min_lr:g} is above the peak lr={self.lr:g}: the LR would climb "
-                             "instead of decay; a floor must be <= lr")  # fmt: skip
+            raise ValueError(
+                f"schedule: min_lr={self.min_lr:g} is above the peak lr={self.lr:g}: the LR would climb "
+                "instead of decay; a floor must be <= lr"
+            )
         if self.warmup_start_lr > self.lr:
-            raise ValueError(f"schedule: warmup_start_lr={self.warmup_start_lr:g} is above the peak lr={self.lr:g}; "
-                             "the warm-up starts low and rises to lr")  # fmt: skip
+            raise ValueError(
+                f"schedule: warmup_start_lr={self.warmup_start_lr:g} is above the peak lr={self.lr:g}; "
+                "the warm-up starts low and rises to lr"
+            )
         if self.lr == 0:
             msg = "schedule: lr=0: no parameter will change (use a policy to freeze parameters instead)"
             warnings.warn(msg, stacklevel=3)
@@ -302,7 +308,7 @@ class InverseSqrt(_Multiplicative):
 class Noam(Schedule):
     """Vaswani et al. 2017: ``factor * d_model**-0.5 * min(n**-0.5, n * warmup**-1.5)``, ``n = step + 1``.
 
-    The formula is authoritative; seed 003's example table does not follow from it (for d_model 512
+    The formula is authoritative; the example table published with it does not follow from it (for d_model 512
     and warmup 4000 the formula peaks at 6.99e-4 at n = 4000; the table says 1.56e-4).
     The LR comes from the formula, so this schedule takes no ``lr``.
     """
@@ -365,8 +371,10 @@ def build_schedule(
     warmup = kwargs.get("warmup_steps")
     if fit_warmup and not cls.warmup_may_exceed_run and isinstance(warmup, (int, float)) and warmup > total_steps:
         kwargs["warmup_steps"] = total_steps
-        msg = (f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
-               f"cut to {total_steps} steps, so the LR never reaches its peak")  # fmt: skip
+        msg = (
+            f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
+            f"cut to {total_steps} steps, so the LR never reaches its peak"
+        )
         warnings.warn(msg, stacklevel=2)
     try:
         return cls(total_steps=total_steps, **kwargs)

@@ -15,23 +15,38 @@ from mmengine.config import Config
 from recipes.train.checkpoint import latest_checkpoint
 from recipes.train.engine import NonFiniteLoss, Trainer
 
-TINY_MODEL = dict(type="timm", name="vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, depth=2,
-                  embed_dim=32, num_heads=2, drop_rate=0.1)  # fmt: skip
+TINY_MODEL = dict(
+    type="timm",
+    name="vit_tiny_patch16_224",
+    img_size=8,
+    patch_size=4,
+    in_chans=1,
+    depth=2,
+    embed_dim=32,
+    num_heads=2,
+    drop_rate=0.1,
+)
 
 
 def tiny_cfg(**train) -> Config:
     """~126 digits (a 10% slice), batch 16: 7 steps per epoch; augmentation and dropout exercise the RNGs."""
     aug = [dict(type="Affine", translate_px=(-1, 1), rotate=(-10, 10), p=0.7)]
-    return Config(dict(
-        model=copy.deepcopy(TINY_MODEL),
-        task=dict(type="classification"),
-        data=dict(train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
-                  val=dict(type="digits", split="val")),
-        strategy=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
-        optimizer=dict(type="AdamW"),
-        schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
-        train=dict(dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train),
-    ))  # fmt: skip
+    return Config(
+        dict(
+            model=copy.deepcopy(TINY_MODEL),
+            task=dict(type="classification"),
+            data=dict(
+                train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
+                val=dict(type="digits", split="val"),
+            ),
+            strategy=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
+            optimizer=dict(type="AdamW"),
+            schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
+            train=dict(
+                dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train
+            ),
+        )
+    )
 
 
 def losses(work_dir: Path) -> list[tuple[int, float]]:
@@ -313,8 +328,19 @@ def test_task_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch):
 def test_task_hooks_are_declared_on_the_base_with_defaults():
     from recipes.train.tasks.base import Task
 
-    hooks = ("build_model", "build_datasets", "dataset", "freeze", "collate", "on_step", "train_step", "evaluate",
-             "final_report", "state_dict", "load_state_dict")  # fmt: skip
+    hooks = (
+        "build_model",
+        "build_datasets",
+        "dataset",
+        "freeze",
+        "collate",
+        "on_step",
+        "train_step",
+        "evaluate",
+        "final_report",
+        "state_dict",
+        "load_state_dict",
+    )
     assert all(callable(getattr(Task, h)) for h in hooks)
     task = Task(Config(dict(model=dict(type="timm"))))
     assert (task.freeze(), task.state_dict(), task.final_report(None, None, None)) == (None, {}, {})
@@ -370,11 +396,20 @@ def test_grad_checkpointing_transformers_diffusers_and_a_model_without_it():
 
     from recipes.train.build import enable_grad_checkpointing
 
-    bert = transformers.BertModel(transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                          intermediate_size=32, vocab_size=50))  # fmt: skip
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=50
+        )
+    )
     assert enable_grad_checkpointing(bert) == "gradient_checkpointing_enable" and bert.is_gradient_checkpointing
-    unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    unet = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
     assert enable_grad_checkpointing(unet) == "enable_gradient_checkpointing" and unet.is_gradient_checkpointing
     with pytest.raises(ValueError, match="Sequential has no gradient-checkpointing API"):
         enable_grad_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2)))
@@ -486,6 +521,12 @@ def test_run_files_keep_the_best_score_of_either_weights_and_the_newest_checkpoi
     assert files.read_resume(True)["step"] == 15 and files.read_resume(None) is None  # True: the newest
     path = files.save_best({"model": {}}, "top1", 21, {"top1": 53.0})
     info = json.loads((tmp_path / "best.json").read_text())
-    assert info == {"metric": "top1", "value": 53.0, "epoch": 3, "step": 21, "weights": "model",
-                    "metrics": {"top1": 53.0}}  # fmt: skip
+    assert info == {
+        "metric": "top1",
+        "value": 53.0,
+        "epoch": 3,
+        "step": 21,
+        "weights": "model",
+        "metrics": {"top1": 53.0},
+    }
     assert {k: v for k, v in torch.load(path, weights_only=True).items() if k != "model"} == info

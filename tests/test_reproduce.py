@@ -32,13 +32,25 @@ def sandbox(tmp_path, monkeypatch):
 
 def _cell(exp, method, seed, top1, size="cpu"):
     _, digest = B.cell_config(exp, method, size, seed)
-    return {"method": method, "seed": seed, "size": size, "config_hash": digest, "commit": "0" * 40, "dirty": False,
-            "wall_s": 10.0, "versions": {"torch": "x"}, "hardware": {"cpu": "cpu", "cpus": 2},
-            "metrics": {"test": {"top1": top1, "nll": 1.0}, "temperature": {"T": 1.5, "ece_before": 0.1,
-                        "ece_after": 0.05}, "trainable_params": 100},
-            "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
-            "lr": {"head": [[0, 0.001], [10, 0.0005]]},
-            "reliability": {"T": 1.5, "before": [[0.8, 0.9, 5, 0.6, 0.85]], "after": [[0.6, 0.7, 5, 0.6, 0.65]]}}  # fmt: skip
+    return {
+        "method": method,
+        "seed": seed,
+        "size": size,
+        "config_hash": digest,
+        "commit": "0" * 40,
+        "dirty": False,
+        "wall_s": 10.0,
+        "versions": {"torch": "x"},
+        "hardware": {"cpu": "cpu", "cpus": 2},
+        "metrics": {
+            "test": {"top1": top1, "nll": 1.0},
+            "temperature": {"T": 1.5, "ece_before": 0.1, "ece_after": 0.05},
+            "trainable_params": 100,
+        },
+        "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
+        "lr": {"head": [[0, 0.001], [10, 0.0005]]},
+        "reliability": {"T": 1.5, "before": [[0.8, 0.9, 5, 0.6, 0.85]], "after": [[0.6, 0.7, 5, 0.6, 0.65]]},
+    }
 
 
 def test_unknown_baseline_and_size_are_clear_errors(capsys):

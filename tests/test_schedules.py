@@ -17,7 +17,7 @@ def two_group_optimizer(wd=(0.05, 0.0), scales=(1.0, 0.75)):
 
 
 def test_noam_formula_is_authoritative():
-    """Seed 003's table says 1.56e-4 at step 4000; its own formula gives 6.99e-4 (we follow the formula)."""
+    """Noam's published example table says 1.56e-4 at step 4000; its own formula gives 6.99e-4 (we follow the formula)."""
     s = build_schedule(dict(type="noam", d_model=512, warmup_steps=4000), total_steps=40_000)
     formula = lambda n: 512**-0.5 * min(n**-0.5, n * 4000**-1.5)  # noqa: E731
     assert s.value(3999) == pytest.approx(6.98771242e-4, rel=1e-8)  # global step 3999 is step_num 4000
@@ -36,7 +36,7 @@ def test_cosine_relative_floor_keeps_ratios():
         s.apply(opt, step)
         a, b = (g["lr"] for g in opt.param_groups)
         if a:
-            assert a / b == pytest.approx(4 / 3, rel=1e-12)  # seed 001's 4:3 example at every step
+            assert a / b == pytest.approx(4 / 3, rel=1e-12)  # the 4:3 ratio of the two groups at every step
     s.apply(opt, 110)
     assert opt.param_groups[1]["lr"] == pytest.approx(1e-5 * 0.75)  # floor relative to the group's peak
 

@@ -1,4 +1,4 @@
-"""A tiny tracking run through the real engine: design note 000's LR / weight-decay contract, exact
+"""A tiny tracking run through the real engine: the BEiT / VideoMAEv2 LR / weight-decay hand-off, exact
 resume, best.pt on AO, and tools/track.py on a video, a frame folder and the eval split (model and MIL)."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 
 
 def test_every_group_follows_the_step_schedule(run):
-    """Design note 000: each step, lr = schedule(step) x lr_scale for every group; the weight-decay schedule
+    """The BEiT / VideoMAEv2 hand-off: each step, lr = schedule(step) x lr_scale for every group; the weight-decay schedule
     reaches exactly the groups with non-zero weight decay (the others stay at 0)."""
     _, trainer, seen, _ = run
     assert len(seen) == trainer.total_steps == 4

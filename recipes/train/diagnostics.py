@@ -1,4 +1,4 @@
-"""Per-group gradient norm, update norm and the cosine between consecutive updates (seed 002).
+"""Per-group gradient norm, update norm and the cosine between consecutive updates.
 
 Measured on the optimizer's own groups, so a layer-decayed or LoRA/norm hybrid run shows each
 group's dynamics by name. Measuring costs one copy of the trainable weights, so the engine asks
@@ -57,8 +57,15 @@ class UpdateTracker:
             if consecutive and prev is not None and prev.numel() == delta.numel():
                 denom = float(prev.norm() * delta.norm())
                 cos = float(prev @ delta) / denom if denom > 0 else float("nan")
-            rows.append({"step": step, "group": g.get("name", str(i)), "grad_norm": self._grad_norms[i],
-                         "update_norm": float(delta.norm()), "update_cos": cos})  # fmt: skip
+            rows.append(
+                {
+                    "step": step,
+                    "group": g.get("name", str(i)),
+                    "grad_norm": self._grad_norms[i],
+                    "update_norm": float(delta.norm()),
+                    "update_cos": cos,
+                }
+            )
         self._prev, self._prev_step, self._old = current, step, None
         return rows
 

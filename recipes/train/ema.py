@@ -61,5 +61,7 @@ class ModelEMA:
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         missing, unexpected = self.module.load_state_dict(dict(state), strict=False)
         if unexpected or set(missing) - self.frozen_names:
-            raise ValueError(f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
-                             f"unexpected {unexpected[:5]})")  # fmt: skip
+            raise ValueError(
+                f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
+                f"unexpected {unexpected[:5]})"
+            )

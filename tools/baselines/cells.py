@@ -92,8 +92,9 @@ def _reliability(trainer: Any, temperature: float, bins: int = 15) -> dict[str, 
             lo, hi = b / bins, (b + 1) / bins
             inside = (conf > lo) & (conf <= hi)
             n = int(inside.sum())
-            rows.append([lo, hi, n, float(correct[inside].mean()) if n else None,
-                         float(conf[inside].mean()) if n else None])  # fmt: skip
+            rows.append(
+                [lo, hi, n, float(correct[inside].mean()) if n else None, float(conf[inside].mean()) if n else None]
+            )
         out[name] = rows
     return out
 
@@ -110,20 +111,32 @@ def provenance() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
-    dirty = [ln for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()
-             if "results.json" not in ln and "docs/baselines" not in ln]  # fmt: skip
+    dirty = [
+        ln
+        for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if "results.json" not in ln and "docs/baselines" not in ln
+    ]
     versions = {}
     for pkg in ("torch", "timm", "transformers", "peft", "rfdetr", "numpy", "albumentations", "mmengine"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    hw = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "cpu": _cpu_name()}  # fmt: skip
+    hw = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+    }
     if torch.cuda.is_available():
         hw["gpu"] = torch.cuda.get_device_name(0)
-    return {"commit": git("rev-parse", "HEAD").strip() or "unknown", "dirty": bool(dirty), "versions": versions,
-            "hardware": hw}  # fmt: skip
+    return {
+        "commit": git("rev-parse", "HEAD").strip() or "unknown",
+        "dirty": bool(dirty),
+        "versions": versions,
+        "hardware": hw,
+    }
 
 
 def _cpu_name() -> str:

@@ -65,8 +65,10 @@ def cell_config(exp: dict[str, Any], method: str, size: str, seed: int, options:
     spec = {"config": spec} if isinstance(spec, str) else dict(spec)
     unknown = sorted(set(spec) - {"config", "options", "run"})
     if unknown or "config" not in spec:
-        raise BadInput(f"{exp['name']} {method}: a method is a config path or dict(config=..., options=..., "
-                       f"run=...); got keys {sorted(spec)}")  # fmt: skip
+        raise BadInput(
+            f"{exp['name']} {method}: a method is a config path or dict(config=..., options=..., "
+            f"run=...); got keys {sorted(spec)}"
+        )
     path = ROOT / spec["config"]
     if not path.is_file():
         raise BadInput(
@@ -111,8 +113,10 @@ def read_results(name: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
-        raise BadInput(f"{path}: not valid JSON ({e}); is it truncated? restore it with `git checkout {path}` "
-                       "or move it aside to start the matrix again") from None  # fmt: skip
+        raise BadInput(
+            f"{path}: not valid JSON ({e}); is it truncated? restore it with `git checkout {path}` "
+            "or move it aside to start the matrix again"
+        ) from None
     if not isinstance(data, dict) or data.get("baseline") != name or not isinstance(data.get("cells"), dict):
         raise BadInput(f"{path}: not the results of baseline {name!r} (it says {data.get('baseline')!r})")
     if data.get("schema") != SCHEMA:
