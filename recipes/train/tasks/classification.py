@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-import recipes.train.data.classification  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys
 from recipes.train.distributed import gather_objects
 from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature

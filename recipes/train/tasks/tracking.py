@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
 from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
 from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
