@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -199,10 +199,13 @@ class ParamGroups(list):
     """The groups (a plain ``list`` of dicts for any optimizer) and the :class:`ModelMap` they came from.
 
     ``model_map`` is what the reports read (layer labels, components); ``adapter`` the adapter used (None
-    where no adapter knew the model).
+    where no adapter knew the model). Copied as a list (``type(groups)(iterable)``, as mmengine's
+    ``ConfigDict`` does), it keeps the groups and has no map.
     """
 
-    def __init__(self, groups: list[dict[str, Any]], model_map: ModelMap, adapter: Adapter | None) -> None:
+    def __init__(
+        self, groups: Iterable[dict[str, Any]] = (), model_map: ModelMap | None = None, adapter: Adapter | None = None
+    ) -> None:
         super().__init__(groups)
         self.model_map = model_map
         self.adapter = adapter
