@@ -30,10 +30,6 @@ BLOCK_NAMES = re.compile(
     r"|input_blocks|output_blocks|middle_block|encoder\\?\.layer|(?:^|[^\w])(?:blocks|layers|stages|h)\\?\."
     r"|\b(?:IN|OUT)\d\d\b|\bMID\d?\b"
 )
-MAX_LINES = 400
-# Files still over MAX_LINES that other work splits (issue 19 part 5: baselines.py moves to tools/, the run's
-# files leave engine.py). A file leaves this list when it is split; a new file may not join it.
-KNOWN_LONG = {"recipes/train/baselines.py", "recipes/train/engine.py"}
 
 
 def _code_strings(path: Path) -> list[str]:
@@ -105,13 +101,6 @@ def test_block_name_rule(text, hit):
     assert bool(BLOCK_NAMES.search(text)) is hit
 
 
-def test_no_file_over_the_line_limit():
-    files = sorted(p for d in ("recipes", "tools") for p in (ROOT / d).rglob("*.py"))
-    long = {str(p.relative_to(ROOT)) for p in files if len(p.read_text().splitlines()) > MAX_LINES}
-    assert long <= KNOWN_LONG, f"over {MAX_LINES} lines: {sorted(long - KNOWN_LONG)}; split them"
-    assert KNOWN_LONG <= long, f"{sorted(KNOWN_LONG - long)} now under the limit (or gone): drop from KNOWN_LONG"
-
-
 def test_importing_the_core_loads_no_training_module():
     code = (
         "import sys, recipes; from recipes import build_param_groups, build_schedule; "
@@ -160,14 +149,8 @@ def test_the_process_state_check_finds_each_kind_of_write(tmp_path):
     ]
 
 
-# Over 400 lines on main when this test came in; their split is under way (issue 19 part 5, the core's side).
-BEING_SPLIT = {"recipes/strategies.py", "recipes/adapter.py"}
-
-
 @pytest.mark.parametrize("folder", ["recipes", "tools"])
 def test_files_stay_under_400_lines(folder):
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / folder).rglob("*.py")}
-    long = {name: n for name, n in sizes.items() if n >= 400 and name not in BEING_SPLIT}
+    long = {name: n for name, n in sizes.items() if n >= 400}
     assert not long, f"split these (the project keeps files under 400 lines): {long}"
-    done = {name for name in BEING_SPLIT if name.startswith(folder + "/") and sizes.get(name, 0) < 400}
-    assert not done, f"{sorted(done)} now under 400 lines (or gone): remove them from BEING_SPLIT"
