@@ -113,9 +113,9 @@ def test_pruning_stops_the_run_at_a_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "t" / "run" / "summary.json").exists()
 
 
-def _tune(tmp_path: Path, space: Path, *extra: str, study: str = "study", **kw) -> subprocess.Popen:
-    cmd = [sys.executable, str(TUNE), str(DEFAULT), "--space", str(space), "--study-dir", str(tmp_path / study),
-           *extra, "--cfg-options", *TINY]  # fmt: skip
+def _tune(tmp_path: Path, space: Path, *extra: str, options: tuple[str, ...] = (), **kw) -> subprocess.Popen:
+    cmd = [sys.executable, str(TUNE), str(DEFAULT), "--space", str(space), "--study-dir", str(tmp_path / "study"),
+           *extra, "--cfg-options", *TINY, *options]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -161,7 +161,8 @@ def test_search_writes_a_best_config_a_report_and_seed_reruns(tmp_path: Path) ->
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint(tmp_path: Path) -> None:
     space = _space(tmp_path, SPACE)
-    p = _tune(tmp_path, space, "--trials", "2", "--no-reference", start_new_session=True)
+    longer = ("train.epochs=8", "train.ckpt_every=2")  # 32 steps: Ctrl-C lands mid-run, after a checkpoint
+    p = _tune(tmp_path, space, "--trials", "2", "--no-reference", options=longer, start_new_session=True)
     ckpt = tmp_path / "study" / "trials" / "0000" / "run" / "checkpoints" / "last"
     deadline = time.time() + 600
     while not ckpt.exists() and p.poll() is None and time.time() < deadline:
@@ -170,7 +171,7 @@ def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint
     os.killpg(p.pid, signal.SIGINT)
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 3, out
-    p2 = _tune(tmp_path, space, "--trials", "2", "--no-reference")
+    p2 = _tune(tmp_path, space, "--trials", "2", "--no-reference", options=longer)
     out2, _ = p2.communicate(timeout=900)
     assert p2.returncode == 0, out2
     results = json.loads((tmp_path / "study" / "results.json").read_text())
@@ -178,7 +179,7 @@ def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint
     resumed = [t for t in done if t["run_dir"].endswith("0000")]
     assert len(done) == 2 and len(resumed) == 1 and resumed[0]["number"] != 0
     log = (tmp_path / "study" / "trials" / "0000" / "run.log").read_text()
-    assert "resum" in log.lower()
+    assert "[resume]" in log and "interrupted" in log
     steps = [ln.split(",")[0] for ln in (tmp_path / "study/trials/0000/run/train_log.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps), key=int)  # every step once: the run continued, it did not restart
 

@@ -151,9 +151,19 @@ def make_study(space: Space, study_dir: Path, name: str, direction: str, storage
 
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5
-        warnings.simplefilter("ignore")
-        rdb = RDBStorage(url, heartbeat_interval=30, grace_period=120, heartbeat_stale_trial_callback=_requeue_crashed)
+    # SQLite: wait for another worker's write instead of failing with "database is locked"
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    for attempt in range(5):  # two workers creating the schema at once: one of them retries
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5
+                warnings.simplefilter("ignore")
+                rdb = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120,
+                                 heartbeat_stale_trial_callback=_requeue_crashed)  # fmt: skip
+            break
+        except Exception:  # sqlalchemy's OperationalError / IntegrityError of the losing worker
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
     s = dict(space.sampler)
     kind = s.pop("type")
     sampler = optuna.samplers.TPESampler(**s) if kind == "tpe" else optuna.samplers.RandomSampler(**s)
