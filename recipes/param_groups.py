@@ -199,12 +199,13 @@ class ParamGroups(list):
     """The groups (a plain ``list`` of dicts for any optimizer) and the :class:`ModelMap` they came from.
 
     ``model_map`` is what the reports read (layer labels, components); ``adapter`` the adapter used (None
-    where no adapter knew the model).
+    where no adapter knew the model). Copied as a list (``type(groups)(iterable)``, as mmengine's
+    ``ConfigDict`` does), it keeps the groups and has no map.
     """
 
     def __init__(
         self, groups: Iterable[dict[str, Any]] = (), model_map: ModelMap | None = None, adapter: Adapter | None = None
-    ) -> None:  # defaults: code that rebuilds a list as ``type(groups)(items)`` (mmengine's Config) still works
+    ) -> None:
         super().__init__(groups)
         self.model_map = model_map
         self.adapter = adapter

@@ -1,6 +1,6 @@
 """What the groups say, for people: the LR grid, a per-parameter table, LR curves and a heatmap.
 
-* :func:`format_lr_grid`: one line per group (name, lr, scale, weight decay, sizes), plus coverage;
+* :func:`format_lr_grid`: one line per group, in the style of the per-component x depth recipe's start-up log, plus coverage;
 * :func:`param_table` / :func:`write_table`: one row per parameter (name, group, layer id and its
   label, component, lr, lr_scale, weight decay) as JSON or CSV;
 * :func:`lr_table` / :func:`plot_lr`: every group's LR over the schedule, each curve labelled

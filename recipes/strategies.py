@@ -248,9 +248,9 @@ class LayerDecay(Strategy):
 
 
 def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float = 0.5) -> float:
-    """The component x depth grid's factor for block ``idx`` of ``n``: 1.0 at the shallowest block.
+    """The per-component x depth recipe's depth factor for block ``idx`` of ``n``: 1.0 at the shallowest block.
 
-    ``inverted_u`` (its source gives no formula) is 1.0 at ``peak * (n - 1)`` and falls quadratically to
+    ``inverted_u`` (no formula in the recipe) is 1.0 at ``peak * (n - 1)`` and falls quadratically to
     ``min_factor`` at both ends, each side scaled to its own length.
 
     >>> round(depth_factor("linear", 5, 20, 0.3), 4)
@@ -276,7 +276,7 @@ def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float
 class ComponentDepth(Strategy):
     """The per-component x depth grid: ``lr = component_lr[component] * factor(idx, N)``.
 
-    Accepts a ``per_layer_lr`` JSON block (docs/zoo_diffusers.md) verbatim as keyword arguments. Parameters whose
+    Accepts the recipe's ``per_layer_lr`` JSON block verbatim as keyword arguments. Parameters whose
     component has no entry in ``component_lr`` get ``default_lr``, which is also the base LR
     (``lr_scale`` 1.0). With ``enabled=False`` every parameter gets the flat ``lr``.
 
@@ -284,7 +284,7 @@ class ComponentDepth(Strategy):
     ``component_lr`` and ``default_lr``, so giving ``lr`` too is an error (it would be ignored).
 
     Args:
-        depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the design's logs) or
+        depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the recipe's log) or
             ``"global"`` (one index over all stacks in execution order).
         log_grad_norms: read by the training engine (per-group gradient norms every step).
     """

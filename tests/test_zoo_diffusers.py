@@ -1,7 +1,7 @@
 """The diffusers adapters on the real diffusers 0.42.1 classes: full-size trees on the meta device.
 
 Coverage (every parameter has a layer id and a component, catch-alls hold exactly what they
-declare), multi-stack depth, LoRA / DoRA / LoRA+, the seed 001 configs, a third-party adapter.
+declare), multi-stack depth, LoRA / DoRA / LoRA+, the per-component x depth example configs, a third-party adapter.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def test_videomaev2_adapter_matches_videomaev2_on_its_naming(pool):
 
 
 def test_videomaev2_handoff_and_zero_weight_decay():
-    """Seed 000's loop sets ``lr = schedule[it] * lr_scale``; with weight_decay=0 the decay survives."""
+    """The BEiT / VideoMAEv2 loop sets ``lr = schedule[it] * lr_scale``; with weight_decay=0 the decay survives."""
     model = hf("VideoMAEForVideoClassification", "VideoMAEConfig", device="cpu", **_TINY_VMAE)
     groups = build_param_groups(model, dict(type="layer_decay", lr=1e-3, decay=0.5, weight_decay=0.0))
     assert sorted({g["lr_scale"] for g in groups}) == [0.125, 0.25, 0.5, 1.0]  # VideoMAEv2 loses these at wd=0

@@ -36,6 +36,7 @@ class ClassificationTask(Task):
 
     primary_metric = "top1"
     higher_is_better = True
+    metrics = ("top1", "top5", "nll", "ece")
 
     data_splits = ("train", "val", "test")
 

@@ -84,6 +84,7 @@ class TrackingTask(Task):
 
     primary_metric = "AO"
     higher_is_better = True
+    metrics = ("AO", "SR0.50", "SR0.75", "success_auc", "precision@20", "norm_precision", "fps")
 
     def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
