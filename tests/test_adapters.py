@@ -59,6 +59,7 @@ SAMPLES: dict[str, tuple[bool, list[str]]] = {
             "timm:vit_dpwee_patch16_reg1_gap_256",
             "timm:vit_pwee_patch16_reg1_gap_256",
             "timm:convit_tiny",
+            "timm:vit_srelpos_small_patch16_224",  # shared relative-position MLP
         ],
     ),
     "timm_efficientnet": (False, ["timm:efficientnet_b0"]),

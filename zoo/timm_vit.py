@@ -39,6 +39,8 @@ class TimmViT(Timm):
         (r"^blocks\.\d+\.attns\.\d+\.", "self_attn"),
         (r"^blocks\.\d+\.ffns\.\d+\.", "ffn"),
         (r"^blocks\.\d+\.(?:mlp_out_proj\.|mlp_bias$)", "ffn"),
+        # VisionTransformerRelPos' relative-position MLP shared by every block's attention (timm: the last id)
+        (r"^shared_rel_pos\.", "self_attn"),
         # fused attention + MLP projections and their shared layer scale: self_attn, as Flux's fused blocks
         (r"^blocks\.\d+\.(?:in_proj\.|out_proj\.|attn_out_proj\.|ls\.|lambda_[qk]\d$)", "self_attn"),
     )
