@@ -42,6 +42,12 @@ class Sequence:
     gt_file: Path | None = None
     video: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None  # (N, 4) the boxes as the ground-truth file gives them (before clipping)
+
+    @property
+    def truth(self) -> np.ndarray:
+        """The boxes the metrics score against: the file's own (unclipped), as the toolkits read them."""
+        return self.boxes if self.labels is None else self.labels
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -141,8 +147,9 @@ def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
                 absent |= parse_flags(seq_dir / name, len(frames)) == 1
     first = read_rgb(frames[0])
     size = (first.shape[1], first.shape[0])
+    labels = boxes.copy()
     boxes, visible = check_boxes(boxes, absent, size, gt, lines)
-    return Sequence(seq_dir.name, frames, boxes, visible, size, gt_file=gt, meta={"layout": layout})
+    return Sequence(seq_dir.name, frames, boxes, visible, size, gt_file=gt, meta={"layout": layout}, labels=labels)
 
 
 def check_boxes(boxes: np.ndarray, absent: np.ndarray, size: tuple[int, int], gt: Path | str,

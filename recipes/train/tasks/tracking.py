@@ -165,7 +165,7 @@ class TrackingTask(Task):
         try:
             for seqs in loader:
                 for seq, boxes in zip(seqs, track(model, seqs, self.tracker_options, device), strict=True):
-                    per_seq[seq.name] = sequence_scores(boxes, seq.boxes, seq.visible)
+                    per_seq[seq.name] = sequence_scores(boxes, seq.truth, seq.visible, seq.size)
                     frames += len(seq) - 1
         finally:
             model.train(was_training)

@@ -139,7 +139,7 @@ def evaluate_tracker(cfg: object, run: object) -> tuple[list, list, dict, dict[s
     t0 = time.perf_counter()
     boxes = run(seqs)
     wall = time.perf_counter() - t0
-    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    per_seq = {s.name: sequence_scores(b, s.truth, s.visible, s.size) for s, b in zip(seqs, boxes, strict=True)}
     frames = sum(len(s) - 1 for s in seqs)
     return seqs, boxes, per_seq, {**summarise(per_seq), "fps": frames / wall, "frames": frames}
 
