@@ -80,7 +80,7 @@ def test_empty_unreadable_and_unknown_sequences(tmp_path):
         load_sequence(tmp_path / "empty")
     seq = write_got10k(tmp_path, "broken", n=2)
     (seq / "00000001.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match="00000001.jpg: the image cannot be read"):
+    with pytest.raises(ValueError, match="broken: first frame .*00000001.jpg: not a readable image"):
         load_sequence(seq)
     with pytest.raises(ValueError, match="not a sequence folder"):
         load_sequence(_plain(tmp_path))

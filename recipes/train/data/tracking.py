@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recipes.train.errors import BadInput
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 _SPLIT = re.compile(r"[,\t ]+")
@@ -85,12 +88,14 @@ def parse_boxes(path: Path, n_frames: int | None = None) -> tuple[np.ndarray, li
             raise ValueError(f"{path}:{k}: expected 4 numbers x,y,w,h, got {len(vals)} ({line.strip()!r})")
         rows.append(vals)
         lines.append(k)
-    if n_frames is not None and len(rows) < n_frames:
-        raise ValueError(
-            f"{path}: {len(rows)} box lines for {n_frames} frames (line {len(rows) + 1} missing); "
-            "every frame needs a line (use 0,0,0,0 plus an absence flag for frames without the target)"
-        )
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)[: n_frames or None], lines
+    if n_frames is not None and len(rows) != n_frames:
+        what, hint = (f"line {len(rows) + 1} missing", "every frame needs a line (0,0,0,0 plus an absence flag for "
+                      "a frame without the target)") if len(rows) < n_frames else (
+                      f"lines {n_frames + 1}-{len(rows)} have no frame", "frames missing at the end, or lines of "
+                      "another sequence")  # fmt: skip
+        raise BadInput(f"{path}: {len(rows)} box lines for {n_frames} frames ({what}): {hint}; "
+                       "train.bad_images='skip' cannot tell which frame a line belongs to: fix the file or the frames")  # fmt: skip
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4), lines
 
 
 def parse_flags(path: Path, n: int) -> np.ndarray:
@@ -108,6 +113,44 @@ def list_frames(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
+def numbered_frames(folder: Path) -> list[Path]:
+    """Frame files in number order, a gap in the numbering standing as the missing file's path (which does not
+    exist), so that line k of the ground truth stays with frame ``first + k - 1``; unnumbered names: sorted."""
+    frames = list_frames(folder) if folder.is_dir() else []
+    if not frames or not all(p.stem.isdigit() for p in frames):
+        return frames
+    by_number = {int(p.stem): p for p in frames}
+    first, digits, ext = min(by_number), len(frames[0].stem), frames[0].suffix
+    return [by_number.get(k, folder / f"{k:0{digits}d}{ext}") for k in range(first, max(by_number) + 1)]
+
+
+def check_frames(name: str, frames: list[Path], bad_images: str = "error") -> tuple[tuple[int, int], list[int]]:
+    """(the first frame's size, indices of unusable frames): each frame looked at once, cheaply (it exists, its
+    header parses, a JPEG is whole, its size is the first frame's). ``bad_images='skip'`` returns the bad ones
+    to drop with their ground-truth lines; otherwise the first is an error naming the sequence and the frame."""
+    from recipes.train.data.checks import image_problem
+
+    first = image_problem(frames[0])
+    if first is not None:
+        raise BadInput(f"{name}: first frame {frames[0]}: {first}; the tracker is given the target there")
+    from PIL import Image
+
+    with Image.open(frames[0]) as im:
+        size = im.size
+    bad = [(i, why) for i, f in enumerate(frames) if (why := image_problem(f, size)) is not None]
+    if bad and bad_images != "skip":
+        i, why = bad[0]
+        more = f" (and {len(bad) - 1} more frames)" if len(bad) > 1 else ""
+        raise BadInput(f"{name}: frame {i + 1} {frames[i]}: {why}{more}; boxes are matched to frames by number, so "
+                       "fix the frame or set train.bad_images='skip' to leave it and its ground-truth line out")  # fmt: skip
+    if bad:
+        shown = ", ".join(f"{frames[i].name} ({why})" for i, why in bad[:3])
+        msg = f"data: {name}: skipping {len(bad)} unusable frames and their boxes (train.bad_images='skip'): {shown}"
+        warnings.warn(msg, stacklevel=2)
+        print(f"WARNING: {msg}")
+    return size, [i for i, _ in bad]
+
+
 def detect_layout(seq_dir: Path) -> str:
     if (seq_dir / "groundtruth_rect.txt").is_file():
         return "otb"
@@ -121,8 +164,9 @@ def detect_layout(seq_dir: Path) -> str:
     )
 
 
-def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
-    """Read one sequence folder in the GOT-10k, LaSOT or OTB layout (``layout='auto'`` detects it)."""
+def load_sequence(seq_dir: str | Path, layout: str = "auto", bad_images: str = "error") -> Sequence:
+    """Read one sequence folder in the GOT-10k, LaSOT or OTB layout (``layout='auto'`` detects it); frames are
+    checked against the labels (:func:`check_frames`, ``bad_images`` as ``train.bad_images``)."""
     seq_dir = Path(seq_dir)
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{seq_dir}: sequence folder not found")
@@ -131,10 +175,11 @@ def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
         raise ValueError(f"layout must be 'auto', 'got10k', 'lasot' or 'otb', got {layout!r}")
     img_dir = seq_dir if layout == "got10k" else seq_dir / "img"
     gt = seq_dir / ("groundtruth_rect.txt" if layout == "otb" else "groundtruth.txt")
-    frames = list_frames(img_dir) if img_dir.is_dir() else []
+    frames = numbered_frames(img_dir)
     if not frames:
         raise ValueError(f"{img_dir}: empty sequence: no {'/'.join(IMAGE_EXTS)} frames")
     boxes, lines = parse_boxes(gt, len(frames))
+    size, bad = check_frames(seq_dir.name, frames, bad_images)
     absent = np.zeros(len(frames), dtype=bool)
     if layout == "got10k":
         if (seq_dir / "absence.label").is_file():
@@ -145,8 +190,9 @@ def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
         for name in ("full_occlusion.txt", "out_of_view.txt"):
             if (seq_dir / name).is_file():
                 absent |= parse_flags(seq_dir / name, len(frames)) == 1
-    first = read_rgb(frames[0])
-    size = (first.shape[1], first.shape[0])
+    if bad:
+        keep = np.setdiff1d(np.arange(len(frames)), bad)
+        frames, boxes, absent, lines = [frames[i] for i in keep], boxes[keep], absent[keep], [lines[i] for i in keep]
     labels = boxes.copy()
     boxes, visible = check_boxes(boxes, absent, size, gt, lines)
     return Sequence(seq_dir.name, frames, boxes, visible, size, gt_file=gt, meta={"layout": layout}, labels=labels)
@@ -245,7 +291,7 @@ def sequence_names(root: Path, sequences: list[str] | str | None) -> list[str]:
 
 
 def load_sequences(root: str | Path, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                   layout: str = "auto") -> list[Sequence]:  # fmt: skip
+                   layout: str = "auto", bad_images: str = "error") -> list[Sequence]:  # fmt: skip
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set data_root=...)")
@@ -255,4 +301,4 @@ def load_sequences(root: str | Path, sequences: list[str] | str | None = None, e
         raise ValueError(f"data: exclude names sequences not under {root}: {unknown}")
     if not names:
         raise ValueError(f"{root}: no sequences selected")
-    return [load_sequence(root / n, layout) for n in names]
+    return [load_sequence(root / n, layout, bad_images) for n in names]

@@ -70,11 +70,12 @@ class TrackingPairs(Dataset):
                  samples_per_epoch: int = 2000, max_gap: int = 100, template_size: int = 112,
                  search_size: int = 224, template_context: float = 2.0, search_context: float = 4.0,
                  scale_jitter: float = 0.25, shift_jitter: float = 3.0, flip: float = 0.5,
-                 photometric: float = 0.8, layout: str = "auto", seed: int = 0) -> None:  # fmt: skip
+                 photometric: float = 0.8, layout: str = "auto", seed: int = 0,
+                 bad_images: str = "error") -> None:  # fmt: skip
         if max_gap < 1 or samples_per_epoch < 1:
             raise ValueError(f"tracking_pairs: max_gap and samples_per_epoch must be >= 1, got {max_gap}, "
                              f"{samples_per_epoch}")  # fmt: skip
-        self.seqs = load_sequences(root, sequences, list(exclude), layout)
+        self.seqs = load_sequences(root, sequences, list(exclude), layout, bad_images)
         self.weights = np.array([s.visible.sum() for s in self.seqs], dtype=np.float64)
         self.weights /= self.weights.sum()
         self.n, self.max_gap = int(samples_per_epoch), int(max_gap)
@@ -130,8 +131,8 @@ class TrackingSequences(Dataset):
     """Whole sequences for one-pass evaluation; items are :class:`Sequence` objects."""
 
     def __init__(self, root: str, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                 layout: str = "auto") -> None:  # fmt: skip
-        self.seqs = load_sequences(root, sequences, list(exclude), layout)
+                 layout: str = "auto", bad_images: str = "error") -> None:  # fmt: skip
+        self.seqs = load_sequences(root, sequences, list(exclude), layout, bad_images)
 
     def __len__(self) -> int:
         return len(self.seqs)

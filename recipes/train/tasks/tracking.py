@@ -103,6 +103,7 @@ class TrackingTask(Task):
                                               template_update_score=float(template_update_score),
                                               size_lr=float(size_lr))  # fmt: skip
         self._datasets: dict[str, Dataset | None] = {}
+        self.bad_images = str((cfg.get("train") or {}).get("bad_images", "error"))  # validated by the engine
         self.last_per_sequence: dict[str, dict[str, np.ndarray]] = {}
 
     # --- model and data -----------------------------------------------------------------------
@@ -123,11 +124,12 @@ class TrackingTask(Task):
         """The dataset of ``data.<split>`` (built once; training pairs get the task's geometry and the run's seed)."""
         if split not in self._datasets:
             d = self.data_cfg.get(split)
+            bad = self.bad_images  # frames are checked against the labels as each sequence loads
             if d is not None and d.get("type") == "tracking_pairs":
                 self._merge(f"data.{split}", dict(d), GEOMETRY)  # a contradicting value is an error
-                self._datasets[split] = self.build_dataset(split, seed=self.seed, **self.geometry)
+                self._datasets[split] = self.build_dataset(split, seed=self.seed, bad_images=bad, **self.geometry)
             else:
-                self._datasets[split] = self.build_dataset(split)
+                self._datasets[split] = self.build_dataset(split, bad_images=bad)
         return self._datasets[split]
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
