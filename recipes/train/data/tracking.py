@@ -30,6 +30,7 @@ import numpy as np
 from recipes.train.errors import BadInput
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+LAYOUTS = ("got10k", "lasot", "otb", "trackingnet")
 _SPLIT = re.compile(r"[,\t ]+")
 
 
@@ -152,6 +153,8 @@ def check_frames(name: str, frames: list[Path], bad_images: str = "error") -> tu
 
 
 def detect_layout(seq_dir: Path) -> str:
+    if seq_dir.parent.name == "frames" and (seq_dir.parent.parent / "anno" / f"{seq_dir.name}.txt").is_file():
+        return "trackingnet"
     if (seq_dir / "groundtruth_rect.txt").is_file():
         return "otb"
     if (seq_dir / "img").is_dir() and (seq_dir / "groundtruth.txt").is_file():
@@ -164,22 +167,38 @@ def detect_layout(seq_dir: Path) -> str:
     )
 
 
-def load_sequence(seq_dir: str | Path, layout: str = "auto", bad_images: str = "error") -> Sequence:
-    """Read one sequence folder in the GOT-10k, LaSOT or OTB layout (``layout='auto'`` detects it); frames are
-    checked against the labels (:func:`check_frames`, ``bad_images`` as ``train.bad_images``)."""
+def sequence_files(seq_dir: Path, layout: str) -> tuple[Path, Path]:
+    """(frame folder, ground-truth file) of a sequence folder in ``layout``."""
+    if layout == "trackingnet":
+        return seq_dir, seq_dir.parent.parent / "anno" / f"{seq_dir.name}.txt"
+    img_dir = seq_dir if layout == "got10k" else seq_dir / "img"
+    return img_dir, seq_dir / ("groundtruth_rect.txt" if layout == "otb" else "groundtruth.txt")
+
+
+def load_sequence(seq_dir: str | Path, layout: str = "auto", bad_images: str = "error",
+                  withheld: bool = False) -> Sequence:  # fmt: skip
+    """Read one sequence folder in the GOT-10k, LaSOT, OTB or TrackingNet layout (``layout='auto'`` detects it);
+    frames are checked against the labels (:func:`check_frames`, ``bad_images`` as ``train.bad_images``).
+    ``withheld``: a test split whose file gives only the first box (``meta['withheld']``, nothing to score)."""
     seq_dir = Path(seq_dir)
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{seq_dir}: sequence folder not found")
     layout = detect_layout(seq_dir) if layout == "auto" else layout
-    if layout not in ("got10k", "lasot", "otb"):
-        raise ValueError(f"layout must be 'auto', 'got10k', 'lasot' or 'otb', got {layout!r}")
-    img_dir = seq_dir if layout == "got10k" else seq_dir / "img"
-    gt = seq_dir / ("groundtruth_rect.txt" if layout == "otb" else "groundtruth.txt")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+    img_dir, gt = sequence_files(seq_dir, layout)
     frames = numbered_frames(img_dir)
     if not frames:
         raise ValueError(f"{img_dir}: empty sequence: no {'/'.join(IMAGE_EXTS)} frames")
-    boxes, lines = parse_boxes(gt, len(frames))
+    boxes, lines = parse_boxes(gt, 1 if withheld else len(frames))
     size, bad = check_frames(seq_dir.name, frames, bad_images)
+    if withheld:
+        if bad:
+            raise BadInput(f"{seq_dir.name}: frame {frames[bad[0]]} is unusable in a test split (every frame is "
+                           "submitted); fix it")  # fmt: skip
+        check_boxes(boxes, np.zeros(1, bool), size, gt, lines)
+        return with_first_box(Sequence(seq_dir.name, frames, boxes, np.ones(1, bool), size, gt_file=gt,
+                                       meta={"layout": layout, "withheld": True}))  # fmt: skip
     absent = np.zeros(len(frames), dtype=bool)
     if layout == "got10k":
         if (seq_dir / "absence.label").is_file():
@@ -264,11 +283,15 @@ def load_frames(folder: str | Path, init_box: tuple[float, float, float, float])
     first = read_rgb(frames[0])
     size = (first.shape[1], first.shape[0])
     check_init_box(init_box, size, str(frames[0]))
-    boxes = np.full((len(frames), 4), np.nan)
-    boxes[0] = init_box
-    visible = np.zeros(len(frames), dtype=bool)
-    visible[0] = True
-    return Sequence(folder.name, frames, boxes, visible, size)
+    return with_first_box(Sequence(folder.name, frames, np.asarray([init_box], np.float64), np.ones(1, bool), size))
+
+
+def with_first_box(seq: Sequence) -> Sequence:
+    """``seq`` with its one (first-frame) box spread to every frame: NaN and not visible after the first."""
+    boxes = np.full((len(seq.frames), 4), np.nan)
+    boxes[0] = seq.boxes[0]
+    seq.boxes, seq.visible = boxes, np.arange(len(boxes)) == 0
+    return seq
 
 
 def check_init_box(box: tuple[float, ...], size: tuple[int, int], where: str) -> None:
@@ -291,14 +314,36 @@ def sequence_names(root: Path, sequences: list[str] | str | None) -> list[str]:
 
 
 def load_sequences(root: str | Path, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                   layout: str = "auto", bad_images: str = "error") -> list[Sequence]:  # fmt: skip
+                   layout: str = "auto", bad_images: str = "error", split: str | None = None) -> list[Sequence]:  # fmt: skip
+    """The selected sequences of a plain folder of sequences (``split=None``) or of one split of an official
+    GOT-10k / LaSOT / TrackingNet root (:mod:`recipes.train.data.tracking_roots`); ``sequences`` and ``exclude``
+    then choose among the split's sequences."""
+    from recipes.train.data.tracking_roots import root_kind, split_sequences
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set data_root=...)")
-    names = [n for n in sequence_names(root, sequences) if n not in set(exclude)]
-    unknown = [n for n in exclude if not (root / n).is_dir()]
+    withheld, kind = False, root_kind(root)
+    if split is None and kind != "folder":
+        raise BadInput(f"data: {root} is a {kind} root; set split='train', 'val' or 'test' in data.train / data.val "
+                       "(configs/tracking/videomae_dinov2_cpu.py does)")  # fmt: skip
+    if split is None:
+        dirs = {n: root / n for n in sequence_names(root, sequences)}
+    else:
+        kind, found, withheld = split_sequences(root, split)
+        dirs = {p.name: p for p in found}
+        if sequences is not None:
+            listed = sequence_names(root, sequences)
+            missing = [n for n in listed if n not in dirs]
+            if missing:
+                raise BadInput(f"data: sequences not in the {split} split of {root}: {missing[:5]}")
+            dirs = {n: dirs[n] for n in listed}
+    known = dirs if split is not None else {p.name for p in root.iterdir() if p.is_dir()}
+    unknown = [n for n in exclude if n not in known]
     if unknown:
-        raise ValueError(f"data: exclude names sequences not under {root}: {unknown}")
+        raise ValueError(f"data: exclude names sequences not under {root}{'' if split is None else ' ' + split}: "
+                         f"{unknown}")  # fmt: skip
+    names = [n for n in dirs if n not in set(exclude)]
     if not names:
         raise ValueError(f"{root}: no sequences selected")
-    return [load_sequence(root / n, layout, bad_images) for n in names]
+    return [load_sequence(dirs[n], layout, bad_images, withheld) for n in names]

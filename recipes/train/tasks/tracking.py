@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
 from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
+from recipes.train.errors import BadInput
 from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -85,6 +86,7 @@ class TrackingTask(Task):
 
     primary_metric = "AO"
     higher_is_better = True
+    data_splits = ("train", "val", "test")
 
     def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
@@ -135,7 +137,12 @@ class TrackingTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='tracking_pairs'))")
-        return self.dataset("train"), self.dataset("val")
+        val = self.dataset("val")
+        if val is not None and getattr(val, "withheld", False):
+            raise BadInput(f"data.val: {val.seqs[0].gt_file} gives only the first box (withheld by the evaluation "
+                           "server), so it cannot pick best.pt; validate on split='val'")  # fmt: skip
+        self.dataset("test")  # checked at setup too; tracked once at the end of the run (final_report)
+        return self.dataset("train"), val
 
     def collate(self, batch: list[Any]) -> Any:
         if isinstance(batch[0], Sequence):
@@ -166,6 +173,7 @@ class TrackingTask(Task):
         per_seq, frames, t0 = {}, 0, time.perf_counter()
         try:
             for seqs in loader:
+                check_scorable(seqs)
                 for seq, boxes in zip(seqs, track(model, seqs, self.tracker_options, device), strict=True):
                     per_seq[seq.name] = sequence_scores(boxes, seq.truth, seq.visible, seq.size)
                     frames += len(seq) - 1
@@ -190,12 +198,50 @@ class TrackingTask(Task):
         return plot_curves({"model": per_seq}, str(Path(self.work_dir) / "plots"))
 
     def final_report(self, model: nn.Module, device: torch.device, loader_of: Any) -> dict[str, Any]:
-        """The last evaluation's per-sequence table (also in summary.json)."""
-        if not self.last_per_sequence:
-            return {}
-        print(per_sequence_table(self.last_per_sequence))
-        return {"per_sequence": {k: {"frames": len(v["iou"]), "AO": float(v["iou"].mean()) if len(v["iou"]) else None}
-                                 for k, v in self.last_per_sequence.items()}}  # fmt: skip
+        """The last evaluation's per-sequence table (also in summary.json), and the final model on ``data.test``:
+        its metrics, or for a split whose boxes are withheld (GOT-10k test, TrackingNet TEST) the evaluation
+        server's submission in ``<work_dir>/submission`` (+ ``.zip``)."""
+        out: dict[str, Any] = {}
+        if self.last_per_sequence:
+            print(per_sequence_table(self.last_per_sequence))
+            out["per_sequence"] = {k: {"frames": len(v["iou"]), "AO": float(v["iou"].mean()) if len(v["iou"]) else None}
+                                   for k, v in self.last_per_sequence.items()}  # fmt: skip
+        test = self.dataset("test")
+        if test is None or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return out  # (one process tracks the test split; under torchrun use tools/track.py --split test)
+        was_training = model.training
+        model.eval()
+        try:
+            t0 = time.perf_counter()
+            boxes = track(model, test.seqs, self.tracker_options, device)
+            wall = time.perf_counter() - t0
+        finally:
+            model.train(was_training)
+        if test.withheld:
+            from recipes.train.data.tracking_roots import write_submission
+
+            frames = sum(len(s) for s in test.seqs)
+            seconds = [wall * len(s) / frames for s in test.seqs]
+            where = Path(self.work_dir or ".") / "submission"
+            out["test_submission"] = str(write_submission(test.kind, test.seqs, boxes, seconds, where))
+            print(
+                f"[test] {len(test.seqs)} sequences tracked; submission for the evaluation server: {out['test_submission']}"
+            )
+            return out
+        per_seq = {
+            s.name: sequence_scores(b, s.truth, s.visible, s.size) for s, b in zip(test.seqs, boxes, strict=True)
+        }
+        out["test"] = summarise(per_seq)
+        print("[test] " + "  ".join(f"{k}={v:.4g}" for k, v in out["test"].items()))
+        return out
+
+
+def check_scorable(seqs: list[Sequence]) -> None:
+    """An error naming the file when a sequence's boxes after the first are withheld (nothing to score against)."""
+    for s in seqs:
+        if s.meta.get("withheld"):
+            raise BadInput(f"{s.gt_file}: only the first box is given (a test split whose boxes the evaluation server "
+                           "withholds): it cannot be scored; tools/track.py --eval --split test writes the submission")  # fmt: skip
 
 
 def track(model: nn.Module, seqs: list[Sequence], opts: TrackerOptions, device: torch.device) -> list[np.ndarray]:
