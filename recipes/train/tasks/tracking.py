@@ -31,12 +31,14 @@ from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
 from recipes.train.errors import BadInput
 from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
+from recipes.train.models.tracker import decode_boxes
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 from recipes.train.tasks.tracking_online import OnlineTracker, TrackerOptions
 
 GEOMETRY = ("template_size", "search_size", "template_context", "search_context")
 LOSSES = ("focal", "l1", "giou")
+BOX_LOSS_AT = ("target", "peak", "both")  # where L1 / GIoU read the box: the true centre cell, the predicted peak
 
 
 def focal_heatmap_loss(
@@ -81,7 +83,9 @@ class TrackingTask(Task):
     """Args: the crop geometry (see the module docstring), ``loss_weights`` (focal, l1, giou), and the
     online tracker's ``window_penalty`` (0..1, weight of a Hann window on the score map),
     ``template_update_interval`` (0 = never; else every N frames when the peak score >= ``template_update_score``),
-    ``size_lr`` (damping of the box size between frames; 1 = none).
+    ``size_lr`` (damping of the box size between frames; 1 = none), ``box_loss_at`` (``target``: L1 / GIoU on the
+    box regressed at the ground-truth centre cell; ``peak``: at the predicted score peak, the box the tracker
+    reads, as OSTrack; ``both``: the mean of the two).
     """
 
     primary_metric = "AO"
@@ -91,8 +95,11 @@ class TrackingTask(Task):
     def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
                  window_penalty: float = 0.49, template_update_interval: int = 0, template_update_score: float = 0.7,
-                 size_lr: float = 1.0) -> None:  # fmt: skip
+                 size_lr: float = 1.0, box_loss_at: str = "target") -> None:  # fmt: skip
         super().__init__(cfg)
+        if box_loss_at not in BOX_LOSS_AT:
+            raise BadInput(f"task.box_loss_at={box_loss_at!r}: expected one of {BOX_LOSS_AT}")
+        self.box_loss_at = box_loss_at
         weights = {"focal": 1.0, "l1": 5.0, "giou": 2.0, **dict(loss_weights or {})}
         unknown = set(weights) - set(LOSSES)
         if unknown:
@@ -137,12 +144,12 @@ class TrackingTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='tracking_pairs'))")
-        val = self.dataset("val")
+        train, val = self.dataset("train"), self.dataset("val")
         if val is not None and getattr(val, "withheld", False):
             raise BadInput(f"data.val: {val.seqs[0].gt_file} gives only the first box (withheld by the evaluation "
                            "server), so it cannot pick best.pt; validate on split='val'")  # fmt: skip
         self.dataset("test")  # checked at setup too; tracked once at the end of the run (final_report)
-        return self.dataset("train"), val
+        return train, val
 
     def collate(self, batch: list[Any]) -> Any:
         if isinstance(batch[0], Sequence):
@@ -155,10 +162,17 @@ class TrackingTask(Task):
         heat, iy, ix = gaussian_targets(box, grid)
         ar = torch.arange(box.shape[0], device=box.device)
         off, size = out["offset"][ar, :, iy, ix], out["size"][ar, :, iy, ix]
-        pred = torch.stack([(ix + off[:, 0]) / grid, (iy + off[:, 1]) / grid, size[:, 0], size[:, 1]], dim=1)
-        giou, iou = giou_loss(pred.float(), box.float())
-        return {"focal": focal_heatmap_loss(out["score"].float(), heat), "l1": F.l1_loss(pred.float(), box.float()),
-                "giou": giou.mean(), "iou": iou.mean().detach()}  # fmt: skip
+        at_target = torch.stack([(ix + off[:, 0]) / grid, (iy + off[:, 1]) / grid, size[:, 0], size[:, 1]], dim=1)
+        # "peak": the box the tracker will read (OSTrack's L1 / GIoU on the box at the predicted score peak)
+        preds = {"target": [at_target], "peak": [decode_boxes(out)], "both": [at_target, decode_boxes(out)]}
+        l1, giou, iou = [], [], []
+        for pred in preds[self.box_loss_at]:
+            g, i = giou_loss(pred.float(), box.float())
+            l1.append(F.l1_loss(pred.float(), box.float()))
+            giou.append(g.mean())
+            iou.append(i.mean())
+        return {"focal": focal_heatmap_loss(out["score"].float(), heat), "l1": torch.stack(l1).mean(),
+                "giou": torch.stack(giou).mean(), "iou": torch.stack(iou).mean().detach()}  # fmt: skip
 
     def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         template, search, box = (t.to(device) for t in batch)
