@@ -4,10 +4,12 @@
     python tools/track.py CONFIG CKPT --frames DIR --init x,y,w,h
     python tools/track.py CONFIG CKPT --eval [--cfg-options data_root=DIR]      # one-pass evaluation
     python tools/track.py CONFIG --tracker opencv_mil --eval                    # the same, OpenCV TrackerMIL
+    python tools/track.py CONFIG CKPT --eval --split test                       # data.test (withheld: submission)
 
 A video / frame folder gives ``boxes.txt`` (x,y,w,h per frame) and an annotated ``track.mp4`` (or
 ``track.gif`` with --gif). ``--eval`` gives ``metrics.json``, ``per_sequence.md``, the success and
-precision plots (PNG) and one ``<sequence>.txt`` per sequence. ``--out`` must be a new or empty folder:
+precision plots (PNG) and one ``<sequence>.txt`` per sequence; on a split whose boxes are withheld (GOT-10k
+test, TrackingNet TEST) the evaluation server's ``submission/`` folder and ``submission.zip`` instead. ``--out`` must be a new or empty folder:
 nothing already written is replaced. Exit status: 0 done, 2 bad input, 4 unexpected.
 
 The model is built as ``tools/train.py`` builds it (the task's ``build_model``, the trainable policy; every
