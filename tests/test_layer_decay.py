@@ -143,8 +143,8 @@ def test_every_trainable_param_in_exactly_one_group_and_tied_once():
     # auto now gives the generic `timm` adapter (timm's own rule: what its group_matcher leaves is head);
     # the ViT table is the strict one
     with pytest.warns(UserWarning, match="default LR"):
-        recipe = dict(type="layer_decay", lr=1.0, decay=0.5, on_unmatched="default")
-        groups = build_param_groups(model, recipe, adapter="timm_vit")
+        strategy = dict(type="layer_decay", lr=1.0, decay=0.5, on_unmatched="default")
+        groups = build_param_groups(model, strategy, adapter="timm_vit")
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters())
     # tied parameters (one tensor under two names) appear once
@@ -179,7 +179,7 @@ def test_lr_grid_report():
 
 
 @pytest.mark.parametrize(
-    "recipe,match",
+    "strategy,match",
     [
         (dict(type="layer_decay", lr=1.0, decay=1.5), r"decay must lie in \(0, 1\]"),
         (dict(type="layer_decay", lr=1.0, decay=0.0), r"decay must lie in \(0, 1\]"),
@@ -190,9 +190,9 @@ def test_lr_grid_report():
         (dict(type="flat", lr=1.0, on_unmatched="ignore"), r"on_unmatched must be"),
     ],
 )
-def test_bad_recipes(recipe, match):
+def test_bad_strategies(strategy, match):
     with pytest.raises((ValueError, KeyError, TypeError), match=match):
-        build_param_groups(tiny_vit(), recipe)
+        build_param_groups(tiny_vit(), strategy)
 
 
 def test_flat_keeps_the_no_decay_split():

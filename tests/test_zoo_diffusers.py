@@ -198,10 +198,10 @@ def test_lora_takes_the_wrapped_modules_place(preset):
     adp = resolve_adapter(model)
     base = adp.describe(model)
     _inject_lora(model, _block_linears(model, adp))
-    recipe = dict(
+    strategy = dict(
         type="component_depth", component_lr={"self_attn": 4.0, "cross_attn": 2.0, "ffn": 1.0}, loraplus_ratio=16
     )
-    groups = build_param_groups(model, dict(recipe, default_lr=1.0))
+    groups = build_param_groups(model, dict(strategy, default_lr=1.0))
     names = [n for g in groups for n in g["param_names"]]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(names) == sorted(trainable) and len(names) == len(set(names))  # frozen left out, each once

@@ -161,8 +161,8 @@ def test_hf_decay_rule_keeps_1d_tensors_and_strategy_patterns_act():
 def test_component_lrs_on_a_hierarchical_model():
     """component_scale reaches the conv / ffn / downsample parts of HF ConvNeXt."""
     model = tiny("ConvNextForImageClassification")
-    recipe = dict(type="layer_decay", lr=1.0, decay=1.0, component_scale={"conv": 0.5, "downsample": 0.25})
-    got = _per_param(build_param_groups(model, recipe))
+    strategy = dict(type="layer_decay", lr=1.0, decay=1.0, component_scale={"conv": 0.5, "downsample": 0.25})
+    got = _per_param(build_param_groups(model, strategy))
     assert got["convnext.encoder.stages.0.layers.0.dwconv.weight"][0] == 0.5
     assert got["convnext.encoder.stages.1.downsampling_layer.1.weight"][0] == 0.25
     assert got["convnext.encoder.stages.0.layers.0.pwconv1.weight"][0] == 1.0
@@ -188,8 +188,8 @@ def test_lora_tensors_take_the_wrapped_layer():
         inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj", "down_proj"]), model)
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
-    recipe = dict(type="layer_decay", lr=1.0, decay=0.5, loraplus_ratio=4.0)
-    got = _per_param(build_param_groups(model, recipe))
+    strategy = dict(type="layer_decay", lr=1.0, decay=0.5, loraplus_ratio=4.0)
+    got = _per_param(build_param_groups(model, strategy))
     assert len(got) == 8  # 2 blocks x 2 targets x (A, B)
     assert got["model.layers.0.self_attn.q_proj.lora_A.default.weight"] == (0.25, 0.0)
     assert got["model.layers.1.mlp.down_proj.lora_B.default.weight"] == (2.0, 0.0)
@@ -200,6 +200,6 @@ def test_decides_decay_switches_the_engine_rule_off():
     from zoo.hf_generic import HFGeneric
 
     engine_rule = type("EngineRuleHF", (HFGeneric,), {"decides_decay": False})()
-    model, recipe = tiny("CLIPVisionModel"), dict(type="flat", lr=1.0, weight_decay=0.1)
-    assert _per_param(build_param_groups(model, recipe, HFGeneric()))["embeddings.class_embedding"][1] == 0.1
-    assert _per_param(build_param_groups(model, recipe, engine_rule))["embeddings.class_embedding"][1] == 0.0
+    model, strategy = tiny("CLIPVisionModel"), dict(type="flat", lr=1.0, weight_decay=0.1)
+    assert _per_param(build_param_groups(model, strategy, HFGeneric()))["embeddings.class_embedding"][1] == 0.1
+    assert _per_param(build_param_groups(model, strategy, engine_rule))["embeddings.class_embedding"][1] == 0.0

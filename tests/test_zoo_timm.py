@@ -201,19 +201,19 @@ def test_layer_ids_components_and_stacks(model, name, layer_id, component, stack
 
 def test_weight_decay_as_timm_where_the_generic_names_differ():
     """timm decays vit_relpos's rel-pos MLP weights and Hiera's pos_embed_win (no_weight_decay() omits them)."""
-    recipe = dict(type="layer_decay", lr=1.0, decay=0.75, weight_decay=0.05)
+    strategy = dict(type="layer_decay", lr=1.0, decay=0.75, weight_decay=0.05)
     relpos = meta_model("vit_relpos_base_patch16_224")
-    assert _per_param(build_param_groups(relpos, recipe))["blocks.0.attn.rel_pos.mlp.fc1.weight"][1] == 0.05
+    assert _per_param(build_param_groups(relpos, strategy))["blocks.0.attn.rel_pos.mlp.fc1.weight"][1] == 0.05
     hiera = meta_model("hiera_small_abswin_256")
     assert resolve_adapter(hiera).name == "timm"  # blocks with a proj: not the ViT table's
-    assert _per_param(build_param_groups(hiera, recipe))["pos_embed_win"][1] == 0.05
+    assert _per_param(build_param_groups(hiera, strategy))["pos_embed_win"][1] == 0.05
     assert differences(relpos) == differences(hiera) == []
 
 
 def test_component_lrs_on_a_cnn():
     model = meta_model("resnet18")
-    recipe = dict(type="layer_decay", lr=1.0, decay=1.0, component_scale={"conv": 0.5, "norm": 0.1})
-    got = _per_param(build_param_groups(model, recipe))
+    strategy = dict(type="layer_decay", lr=1.0, decay=1.0, component_scale={"conv": 0.5, "norm": 0.1})
+    got = _per_param(build_param_groups(model, strategy))
     assert got["layer1.0.conv1.weight"][0] == 0.5 and got["layer1.0.bn1.weight"][0] == 0.1
     assert got["fc.weight"][0] == got["conv1.weight"][0] == 1.0
     depth = dict(type="component_depth", default_lr=1.0, component_lr={"conv": 1.0}, min_depth_factor=0.5)

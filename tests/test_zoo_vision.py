@@ -335,8 +335,8 @@ def test_tiny_vit_dora_and_loraplus_compose_with_layer_decay_and_component_scale
     model = hf("ViTForImageClassification", "ViTConfig", device="cpu", hidden_size=32, num_hidden_layers=2,
                num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=16, num_labels=3)  # fmt: skip
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "fc1"], use_dora=True))
-    recipe = dict(type="layer_decay", lr=1.0, decay=0.5, component_scale={"ffn": 0.5}, loraplus_ratio=8)
-    groups = build_param_groups(model, recipe)  # auto sees through the peft wrapper
+    strategy = dict(type="layer_decay", lr=1.0, decay=0.5, component_scale={"ffn": 0.5}, loraplus_ratio=8)
+    groups = build_param_groups(model, strategy)  # auto sees through the peft wrapper
     p = "base_model.model.vit.layers."
     # 2 blocks, head id 3: block 1 (layers.0) -> 0.25, block 2 (layers.1) -> 0.5; ffn x 0.5; B x 8
     assert _lr(groups, p + "0.attention.q_proj.lora_A.default.weight") == 0.25
