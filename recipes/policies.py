@@ -146,7 +146,8 @@ def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, drop
     inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), model)
 
 
-def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy section's own checks (type, keys), without a model: what ``apply_policy`` checks first."""
     if not isinstance(cfg, Mapping) or cfg.get("type") not in POLICIES:
         got = cfg.get("type") if isinstance(cfg, Mapping) else cfg
         raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
@@ -183,7 +184,7 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
     >>> sorted({n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad and n.startswith("blocks")})
     ['0', '1', '2']
     """
-    cfg = _check(policy)
+    cfg = check_policy(policy)
     kind = cfg["type"]
     if kind == "full":
         model.requires_grad_(True)

@@ -32,6 +32,8 @@ class Task:
     #: the metric that decides the best checkpoint, and whether higher is better
     primary_metric: str = "loss"
     higher_is_better: bool = False
+    #: the other metrics ``evaluate`` reports (``tools/tune.py`` checks a searched metric against these)
+    metrics: tuple[str, ...] = ()
     #: the ``data.<split>`` sections this task reads; any other split is an error
     data_splits: tuple[str, ...] = ("train", "val")
     #: the run's work dir, set by the engine before training (None in tools that only build the model):
