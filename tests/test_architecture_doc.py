@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _doc_rows() -> dict[str, set[str]]:
-    """``{registry: names}`` from the table under "## Registries" (backticked words without a slash)."""
+    """``{registry: names}`` from the table under "## Registries" (the last column's backticked words)."""
     text = (ROOT / "docs" / "architecture.md").read_text().split("## Registries", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = set(re.findall(r"`([A-Za-z0-9_]+)`", cells[2]))
+        if len(cells) >= 3 and cells[0].startswith("`"):  # the last column holds the entries
+            rows[cells[0].strip("`")] = set(re.findall(r"`([A-Za-z0-9_]+)`", cells[-1]))
     return rows
 
 

@@ -530,3 +530,10 @@ def test_run_files_keep_the_best_score_of_either_weights_and_the_newest_checkpoi
         "metrics": {"top1": 53.0},
     }
     assert {k: v for k, v in torch.load(path, weights_only=True).items() if k != "model"} == info
+
+
+def test_without_a_progress_bar_a_train_line_every_log_every_steps(tmp_path, capsys):
+    Trainer(tiny_cfg(max_steps=4, log_every=2), tmp_path).setup().train()  # tiny_cfg: progress=False
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[train] step")]
+    assert [ln.split(" epoch")[0] for ln in lines] == ["[train] step 2/4", "[train] step 4/4"]
+    assert all(" loss " in ln and " lr " in ln and " img/s " in ln for ln in lines)

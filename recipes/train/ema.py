@@ -32,13 +32,6 @@ class ModelEMA:
             p.requires_grad_(False)
         self.frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
 
-    @classmethod
-    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
-        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
-        if not option:
-            return None
-        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))
-
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
@@ -65,3 +58,10 @@ class ModelEMA:
                 f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
                 f"unexpected {unexpected[:5]})"
             )
+
+    @classmethod
+    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
+        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
+        if not option:
+            return None
+        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))

@@ -141,8 +141,10 @@ class RunLog:
         """A progress bar over the run's steps (``show``); without one, a ``[train]`` line every ``log_every`` steps."""
         from tqdm import tqdm
 
-        main = self.dir is not None
-        self.bar = tqdm(total=total_steps, initial=initial, disable=not (show and main), mininterval=1.0, desc="train")
+        hidden = not show or self.dir is None  # other ranks show nothing
+        self.bar = tqdm(
+            total=total_steps, initial=initial, disable=hidden, dynamic_ncols=True, mininterval=1.0, desc="train"
+        )
         self.total_steps, self.log_every = total_steps, 0 if show else log_every
 
     def close_progress(self) -> None:
