@@ -28,7 +28,8 @@ from recipes.adapter import (
     unwrap_model,
     walk_parameters,
 )
-from recipes.registry import ADAPTERS, STRATEGIES, accepted_options
+from recipes.options import accepted_options, check_keys
+from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy
 
 
@@ -42,16 +43,13 @@ def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
         raise TypeError(f"strategy: expected a dict with a 'type' key (e.g. 'layer_decay'), got {recipe!r}")
     kwargs = dict(recipe)
     cls = STRATEGIES.lookup(kwargs.pop("type"))
-    allowed = _accepted_keys(cls)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise KeyError(f"strategy {recipe['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
+    check_keys("strategy.", kwargs, _accepted_keys(cls))
     return cls(**kwargs)
 
 
 @functools.cache
 def _accepted_keys(cls: type) -> frozenset[str]:
-    return frozenset(accepted_options(cls, skip=("self", "common")))
+    return accepted_options(cls, skip=("self", "common")) or frozenset()
 
 
 class NoAdapterError(ValueError):

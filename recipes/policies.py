@@ -41,6 +41,7 @@ from typing import Any
 from torch import nn
 
 from recipes.adapter import canonical_name, norm_param_names
+from recipes.options import check_keys
 
 POLICIES = ("full", "linear_probe", "lora_only", "norm_only", "hybrid_layerwise")
 LAYOUTS = ("deep_lora", "shallow_lora")
@@ -146,7 +147,8 @@ def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, drop
     inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), model)
 
 
-def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``policy`` section checked (type, keys) without a model: the framework calls it before building anything."""
     if not isinstance(cfg, Mapping) or cfg.get("type") not in POLICIES:
         got = cfg.get("type") if isinstance(cfg, Mapping) else cfg
         raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
@@ -168,9 +170,7 @@ def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "adapter",
         *ENGINE_KEYS,
     }
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise KeyError(f"policy: unknown keys {unknown}; it accepts {sorted(allowed)}")
+    check_keys("policy.", cfg, allowed)
     return dict(cfg)
 
 
@@ -183,7 +183,7 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
     >>> sorted({n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad and n.startswith("blocks")})
     ['0', '1', '2']
     """
-    cfg = _check(policy)
+    cfg = check_policy(policy)
     kind = cfg["type"]
     if kind == "full":
         model.requires_grad_(True)

@@ -69,7 +69,7 @@ def test_disabled_block_means_one_flat_lr():
 
 
 def test_unknown_key_in_the_block_is_an_error():
-    with pytest.raises(KeyError, match=r"unknown keys \['depth_stratgy'\]"):
+    with pytest.raises(KeyError, match=r"`strategy.depth_stratgy` is not read by anything \(did you mean 'depth_strategy'\?\)"):
         build_param_groups(vit(2), dict(type="component_depth", depth_stratgy="linear", component_lr={}))
 
 

@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
     """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder."""
     from recipes.train.build import build_model
-    from recipes.train.config import check_config, train_options
+    from recipes.train.config import train_options
+    from recipes.train.config_check import check_config
     from recipes.train.diffusion.lora_io import save_lora
     from recipes.train.tasks.base import build_task
     from recipes.train.tasks.diffusion import DiffusionTask

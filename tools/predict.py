@@ -63,7 +63,8 @@ def trainable_only_detector(cfg: Any, state: dict[str, torch.Tensor], ckpt: dict
     against the fingerprint the run saved.
     """
     from recipes.train.build import build_model
-    from recipes.train.config import check_config, train_options
+    from recipes.train.config import train_options
+    from recipes.train.config_check import check_config
     from recipes.train.tasks.base import build_task
     from recipes.train.tasks.detection import DetectionTask
     from recipes.train.trainable_state import frozen_fingerprint, load_model

@@ -87,7 +87,8 @@ def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
     ``train.save_frozen='auto'``) needs the run's own ``model.init`` and is checked against it.
     """
     from recipes.train.build import build_model
-    from recipes.train.config import check_config, train_options
+    from recipes.train.config import train_options
+    from recipes.train.config_check import check_config
     from recipes.train.tasks.base import build_task
     from recipes.train.tasks.tracking import TrackingTask, track
     from recipes.train.tasks.tracking_online import track_opencv_mil

@@ -9,6 +9,7 @@ adds the device, AMP, EMA, DDP and checkpoints on top.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from recipes.adapter import canonical_name, unwrap_model
+from recipes.options import check_keys
 from recipes.param_groups import base_lr_of, build_param_groups
 from recipes.schedules import Schedule, build_schedule
-from recipes.train.config import check_config, check_keys, schedule_steps, train_options
+from recipes.train.config import schedule_steps, train_options
+from recipes.train.config_check import check_config
 from recipes.train.data.checks import check_datasets
 from recipes.train.optimizers import build_optimizer
 from recipes.train.sampling import dataset_steps_per_epoch
@@ -61,6 +64,24 @@ def build_model(cfg: Any, task: Task, opts: Mapping[str, Any]) -> nn.Module:
     if opts["grad_checkpointing"]:
         enable_grad_checkpointing(model)
     return model
+
+
+LORA_OPTIONS = ("loraplus_ratio", "lr_lora", "loraplus_lr_embedding")  # strategy options that act on LoRA only
+
+
+def warn_options_without_effect(cfg: Any, model: nn.Module) -> list[str]:
+    """Warn (as peft does) about each LoRA-only strategy option on a model without trainable LoRA tensors."""
+    strategy = cfg.get("strategy") or {}
+    given = [k for k in LORA_OPTIONS if strategy.get(k) is not None]
+    if not given:
+        return []
+    if any(p.requires_grad and canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters()):
+        return []
+    msgs = [f"strategy.{k}={strategy[k]!r} has no effect: the model has no trainable LoRA tensor (switch LoRA on "
+            f"with policy=dict(type='lora_only' or 'hybrid_layerwise', ...), or remove strategy.{k})" for k in given]  # fmt: skip
+    for msg in msgs:
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return msgs
 
 
 @dataclass
@@ -170,6 +191,7 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
             raise ValueError(f"train.steps_per_epoch={opts['steps_per_epoch']} but the training data gives {counted} "
                              "per epoch; remove it (it is for tools/show_lr.py without the data)")  # fmt: skip
     model = build_model(cfg, task, opts)
+    warn_options_without_effect(cfg, model)
     groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
     optimizer = build_optimizer(groups, cfg.get("optimizer"))
     freeze = build_freeze(cfg, opts, task, model)

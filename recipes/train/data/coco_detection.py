@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.options import forwards_kwargs
 from recipes.train.registry import DATASETS
 
 log = logging.getLogger("recipes.detection")
@@ -252,6 +253,7 @@ def _xywh(xyxy: np.ndarray) -> np.ndarray:
 
 
 @DATASETS.register_module("coco_detection")
+@forwards_kwargs(CocoDetection, filled=("ann_file", "img_dir", "train"))
 def build_coco_detection(
     root: str | Path | None = None,
     split: str = "train",

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recipes.options import check_keys
 from recipes.train.registry import MODELS
 
 log = logging.getLogger("recipes.detection")
@@ -148,3 +149,17 @@ def load_encoder_weights(model: nn.Module, encoder_weights: str | None) -> None:
     from recipes.train.models.pretrained import load_hf_dinov2_into_rfdetr
 
     log.info("%s", load_hf_dinov2_into_rfdetr(model, encoder_weights))
+
+
+def check_rfdetr_options(model: dict[str, Any]) -> None:
+    """``model.*`` checked before anything is built: this builder's keys, the rest against the size's rfdetr
+    ``ModelConfig`` fields (a pydantic class: nothing is built)."""
+    import inspect
+
+    own = set(inspect.signature(build_rfdetr).parameters) | set(inspect.signature(build_rfdetr_wrapper).parameters)
+    own -= {"kwargs"}
+    fields = set(rfdetr_class(model.get("size", "nano"))._model_config_class.model_fields)
+    check_keys("model.", model, own | fields)
+
+
+build_rfdetr.check_options = check_rfdetr_options  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from recipes.options import accepted_options, unknown_key_error
 from recipes.train.registry import MODELS
 
 
@@ -79,3 +80,45 @@ def build_timm_model(
                 "pass model.pretrained_file=/path/to/weights instead"
             ) from None
         raise
+
+
+def check_timm_options(model: dict[str, Any]) -> None:
+    """``model.*`` checked before anything is built: the builder's own keys, the rest by the timm model class
+    on the ``meta`` device (no memory, no weights: a keyword it does not take names ``model.<key>``)."""
+    import inspect
+
+    import timm
+
+    own = set(inspect.signature(build_timm_model).parameters) - {"kwargs"}
+    name = model.get("name")
+    if not isinstance(name, str):
+        raise KeyError(f"config: `model.name` is required (a timm model name), got {name!r}")
+    rest = {k: v for k, v in model.items() if k not in own}
+    if not timm.is_model(name) or rest:
+        try:
+            build_timm_model(name, device="meta", **rest)
+        except TypeError as e:
+            if "unexpected keyword argument" not in str(e):
+                raise
+            key = str(e).rsplit("argument", 1)[-1].strip(" '\"")
+            raise unknown_key_error("model.", key, own | _class_options(name, str(e)), f" ({e})") from None
+
+
+def _class_options(name: str, message: str) -> set[str]:
+    """Keywords of the timm class named in ``message`` (``VisionTransformer.__init__() got ...``), for the
+    did-you-mean; the class is looked up in the module that registered ``name``."""
+    import importlib
+    import re
+
+    from timm.models import get_pretrained_cfg  # noqa: F401 - timm.models is imported
+    from timm.models._registry import _model_to_module
+
+    m = re.match(r"(\w+)\.__init__\(\)", message)
+    module = _model_to_module.get(name)
+    if m is None or module is None:
+        return set()
+    cls = getattr(importlib.import_module(f"timm.models.{module}"), m.group(1), None)
+    return set(accepted_options(cls) or ()) if isinstance(cls, type) else set()
+
+
+build_timm_model.check_options = check_timm_options  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipes.options import check_keys
 from recipes.train.registry import MODELS
 
 log = logging.getLogger("recipes.tracking")
@@ -268,3 +269,16 @@ def build_videomae_tracker(template_size: int = 112, search_size: int = 224, ini
     tracker = VideoMAETracker(cfg, template_size, search_size, head_dim)
     tracker.init_report = initialise(tracker, init, strict_init)
     return tracker
+
+
+def check_tracker_options(model: dict[str, Any]) -> None:
+    """``model.*``: this builder's keys and ``VideoMAEConfig``'s (which would keep an unknown key silently)."""
+    import inspect
+
+    from transformers import VideoMAEConfig
+
+    own = set(inspect.signature(build_videomae_tracker).parameters) - {"config"}
+    check_keys("model.", model, own | set(VideoMAEConfig().to_dict()))
+
+
+build_videomae_tracker.check_options = check_tracker_options  # type: ignore[attr-defined]
