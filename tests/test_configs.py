@@ -80,6 +80,25 @@ def test_a_typo_in_any_section_fails_before_data_or_model(option, message, monke
 
 
 @pytest.mark.parametrize(
+    "config, option, new",
+    [
+        ("default.py", "model.pretrained_file=w.pth", "model.pretrained"),
+        ("detection/rfdetr_nano.py", "model.pretrain_weights=w.pth", "model.pretrained"),
+        ("tracking/videomae_dinov2_cpu.py", "model.init=/weights/dinov2_small", "model.pretrained"),
+        ("tracking/videomae_dinov2_cpu.py", "model.strict_init=False", "model.strict_pretrained"),
+        ("diffusion/flux_lora.py", "task.gradient_checkpointing=True", "train.grad_checkpointing"),
+    ],
+)
+def test_an_old_name_is_an_error_saying_the_new_one(config, option, new):
+    """One weights key (model.pretrained) and one gradient-checkpointing switch, in every task."""
+    from recipes.train.config_check import check_config
+
+    cfg = load_config(ROOT / "configs" / config, [option])
+    with pytest.raises(KeyError, match=rf"`{option.split('=')[0]}` is now `{new}`"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize(
     "option, message",
     [
         ("policy.type=full", None),  # a valid policy: no error

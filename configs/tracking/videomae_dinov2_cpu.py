@@ -4,13 +4,13 @@
 # 1,024 pairs; within 45 min on 2 free CPU cores, resumable (--resume). Split: the shared set's suggested one.
 #   tar xzf ../shared/data/tracking_sot.tar.gz -C /tmp && tar xf ../shared/data/dinov2_small.tar -C /tmp
 #   python tools/train.py configs/tracking/videomae_dinov2_cpu.py \
-#       --cfg-options data_root=/tmp/tracking_sot model.init=/tmp/dinov2_small
+#       --cfg-options data_root=/tmp/tracking_sot model.pretrained=/tmp/dinov2_small
 #   python tools/track.py configs/tracking/videomae_dinov2_cpu.py work_dirs/videomae_dinov2_cpu/best.pt --eval
 data_root = None  # required: the folder holding one sub-folder per sequence
 _eval_split = ["otb_David", "otb_Diving", "otb_Skiing", "vot2016_bag", "uav10_person11"]  # the shared set's eval split
 model = dict(
     type="videomae_tracker",
-    init=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
+    pretrained=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
     hidden_size=384, num_attention_heads=6, intermediate_size=1536, patch_size=14,  # ViT-S/14, as DINOv2-small
     layer_norm_eps=1e-6, hidden_act="gelu",
     num_hidden_layers=8,  # DINOv2's first 8 blocks: two thirds of the cost on a CPU

@@ -19,11 +19,18 @@ from recipes.train.config import SECTIONS, TRAIN_ALIASES, TRAIN_DEFAULTS, TRAIN_
 from recipes.train.errors import BadInput
 
 # Old spellings of the starting weights and of the LoRA / gradient-checkpointing switches, with the new one.
-RENAMED: dict[str, str] = {}
+RENAMED = {
+    "model.pretrained_file": ("model.pretrained", "a local weights file or folder"),
+    "model.pretrain_weights": ("model.pretrained", "a local RF-DETR checkpoint"),
+    "model.init": ("model.pretrained", "a DINOv2 / VideoMAE folder or a VideoMAEv2 .pth"),
+    "model.strict_init": ("model.strict_pretrained", "a tensor left random is an error"),
+    "task.gradient_checkpointing": ("train.grad_checkpointing", "the one switch of every task"),
+}
 
 
 def renamed_error(key: str) -> KeyError:
-    return KeyError(f"config: `{key}` is now `{RENAMED[key]}`; rename it")
+    new, what = RENAMED[key]
+    return KeyError(f"config: `{key}` is now `{new}` ({what}); rename it")
 
 
 def _section(cfg: Any, name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""timm models by name, random weights by default, a local ``pretrained_file`` when given."""
+"""timm models by name, random weights by default, local starting weights (``pretrained``) when given."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from recipes.train.registry import MODELS
 def build_timm_model(
     name: str,
     num_classes: int | None = None,
-    pretrained_file: str | None = None,
+    pretrained: str | None = None,
     device: str | None = None,
-    pretrained: bool = False,
     pretrained_format: str = "timm",
+    hub_cache: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, ...)`` without any download.
 
-    ``pretrained_file``: a local checkpoint (timm's ``pretrained_cfg_overlay=dict(file=...)``); the
+    ``pretrained``: local starting weights (timm's ``pretrained_cfg_overlay=dict(file=...)``); the
     classifier is re-initialised when ``num_classes`` differs from the checkpoint's.
-    ``pretrained=True`` (without a file): the weights from the local Hugging Face hub cache, offline
-    (``HF_HUB_OFFLINE=1``); a clear error when they are not cached.
-    ``pretrained_format``: how ``pretrained_file`` is laid out: ``"timm"`` (timm's own names), ``"hf_dinov2"``
+    ``pretrained_format``: how ``pretrained`` is laid out: ``"timm"`` (timm's own names), ``"hf_dinov2"``
     (a transformers ``Dinov2Model`` folder, for ``vit_*_patch14_dinov2``) or ``"efficientnet_lite"`` (the
     lukemelas-style ``.pth``, for ``tf_efficientnet_liteN``); see ``recipes/train/models/pretrained.py``.
+    ``hub_cache=True`` (without ``pretrained``): the weights from the local Hugging Face hub cache, offline
+    (``HF_HUB_OFFLINE=1``); a clear error when they are not cached.
     ``device="meta"`` builds without memory (for ``tools/show_lr.py`` on full-size models).
     """
     import os
@@ -37,6 +37,13 @@ def build_timm_model(
     import timm
     import torch
 
+    if pretrained is not None and not isinstance(pretrained, (str, Path)):
+        raise TypeError(
+            f"model.pretrained must be the path of local weights (a file or folder), got {pretrained!r}; "
+            "for timm's local Hugging Face hub cache set model.hub_cache=True"
+        )
+    if pretrained is not None and hub_cache:
+        raise ValueError("model: give pretrained=PATH or hub_cache=True, not both")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if pretrained_format != "timm":
@@ -44,21 +51,19 @@ def build_timm_model(
 
         if pretrained_format not in FORMATS:
             load_pretrained(nn.Identity(), "", pretrained_format)  # raises, naming the known formats
-        if pretrained_file is None:
-            raise ValueError(f"model.pretrained_format={pretrained_format!r} needs model.pretrained_file")
-        if pretrained:
-            raise ValueError("model: give pretrained=True (hub cache) or pretrained_file, not both")
+        if pretrained is None:
+            raise ValueError(f"model.pretrained_format={pretrained_format!r} needs model.pretrained (the weights)")
         model = build_timm_model(name, device=device, **kwargs)
-        print(load_pretrained(model, pretrained_file, pretrained_format))
+        print(load_pretrained(model, pretrained, pretrained_format))
         return model
-    if pretrained_file is not None:
-        path = Path(pretrained_file).expanduser()
+    if pretrained is not None:
+        path = Path(pretrained).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"model.pretrained_file: {str(path)!r} does not exist; give a local .pth/.safetensors file"
+                f"model.pretrained: {str(path)!r} does not exist; give a local .pth/.safetensors file"
             )
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-    elif pretrained:
+    elif hub_cache:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the local hub cache only, never a download
         kwargs["pretrained"] = True
     try:
@@ -74,10 +79,10 @@ def build_timm_model(
             raise KeyError(f"model.name: unknown timm model {name!r}; did you mean {near}?") from None
         raise
     except OSError as e:  # huggingface_hub's offline / missing-file errors
-        if pretrained and pretrained_file is None:
+        if hub_cache:
             raise FileNotFoundError(
-                f"model.pretrained=True: no local copy of {name!r}'s weights in the hub cache ({e.__class__.__name__}); "
-                "pass model.pretrained_file=/path/to/weights instead"
+                f"model.hub_cache=True: no local copy of {name!r}'s weights in the hub cache ({e.__class__.__name__}); "
+                "pass model.pretrained=/path/to/weights instead"
             ) from None
         raise
 
