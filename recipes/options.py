@@ -36,6 +36,9 @@ def check_keys(where: str, given: Iterable[Any], known: Iterable[str]) -> None:
             raise unknown_key_error(where, str(key), known)
 
 
+_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
 def accepted_options(obj: Any, skip: Iterable[str] = ("self",)) -> frozenset[str] | None:
     """The keyword names ``obj`` (a function, ``functools.partial`` or class) takes, minus ``skip``.
 
@@ -48,10 +51,12 @@ def accepted_options(obj: Any, skip: Iterable[str] = ("self",)) -> frozenset[str
     skip = set(skip)
     names: set[str] = set()
     target = getattr(obj, "kwargs_to", None)
-    if target is not None:
+    if target is not None:  # a function marked by forwards_kwargs: its own keywords and its target's
         inner = accepted_options(target[0], skip)
-        own = accepted_options(_without_forward(obj), skip) if inner is not None else None
-        return None if inner is None or own is None else own | (inner - target[1])
+        if inner is None:
+            return None
+        own = {p.name for p in inspect.signature(obj).parameters.values() if p.kind in _KEYWORD}
+        return frozenset(own - skip) | (inner - target[1])
     if isinstance(obj, type):
         chain = [k.__init__ for k in obj.__mro__ if k is not object and "__init__" in vars(k)]
     else:
@@ -62,7 +67,7 @@ def accepted_options(obj: Any, skip: Iterable[str] = ("self",)) -> frozenset[str
             params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):
             return None
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        names |= {p.name for p in params if p.kind in _KEYWORD}
         open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
         if not open_ended:
             break  # this signature does not pass options on
@@ -70,7 +75,7 @@ def accepted_options(obj: Any, skip: Iterable[str] = ("self",)) -> frozenset[str
 
 
 def forwards_kwargs(target: Any, filled: Iterable[str] = ()) -> Any:
-    """Mark a function whose ``**kwargs`` go to ``target`` (minus the ``filled`` keywords it sets itself), so that
+    """Mark a function (or class) whose ``**kwargs`` go to ``target`` (minus the ``filled`` keywords it sets itself), so that
     :func:`accepted_options` can list them before it is called.
 
     >>> def make(a, b=1, c=2): ...
@@ -85,21 +90,3 @@ def forwards_kwargs(target: Any, filled: Iterable[str] = ()) -> Any:
         return fn
 
     return mark
-
-
-def _without_forward(fn: Any) -> Any:
-    """``fn``'s own signature without its ``**kwargs`` (for :func:`accepted_options` of a marked function)."""
-    sig = inspect.signature(fn)
-    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-
-    def own() -> None: ...
-
-    own.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    return own
-
-
-def check_options(where: str, obj: Any, given: Iterable[Any], skip: Iterable[str] = ("self",)) -> None:
-    """:func:`check_keys` against :func:`accepted_options` (nothing to check when ``obj`` takes ``**kwargs``)."""
-    known = accepted_options(obj, skip)
-    if known is not None:
-        check_keys(where, given, known)

@@ -171,3 +171,33 @@ def test_old_recipe_section_is_a_clear_error(tmp_path):
     cfg.write_text('model = dict(type="timm")\nrecipe = dict(type="flat", lr=1e-3)\nschedule = dict(type="constant")\n')
     with pytest.raises(KeyError, match="now called `strategy`"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "config, option, message",
+    [
+        (
+            "detection/rfdetr_nano.py",
+            "data.train.scale_jiter=False",
+            rf"`data.train.scale_jiter` {NOT_READ} \(did you mean 'scale_jitter'\?\)",
+        ),
+        (
+            "detection/rfdetr_nano.py",
+            "model.resolutoin=320",
+            rf"`model.resolutoin` {NOT_READ} \(did you mean 'resolution'\?\)",
+        ),
+        (
+            "tracking/videomae_dinov2_cpu.py",
+            "model.hiden_size=32",
+            rf"`model.hiden_size` {NOT_READ} \(did you mean 'hidden_size'\?\)",
+        ),
+        ("diffusion/sd15_lora.py", "model.dtpye=float32", rf"`model.dtpye` {NOT_READ} \(did you mean 'dtype'\?\)"),
+    ],
+)
+def test_other_tasks_typos_fail_in_the_config_check(config, option, message):
+    """Keys that go through ``**kwargs`` to upstream classes (rfdetr's ModelConfig, VideoMAEConfig, the COCO
+    dataset's augmentations) are checked too, without building anything."""
+    from recipes.train.config_check import check_config
+
+    with pytest.raises(KeyError, match=message):
+        check_config(load_config(ROOT / "configs" / config, [option]))

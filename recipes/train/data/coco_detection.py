@@ -111,6 +111,7 @@ def build_transform(
     return A.Compose([*ops, A.Normalize(IMAGENET_MEAN, IMAGENET_STD)], bbox_params=bbox)
 
 
+@forwards_kwargs(build_transform, filled=("train", "size"))
 class CocoDetection(Dataset):
     """A COCO split: ``ann_file`` plus the folder the ``file_name`` entries are relative to.
 
