@@ -79,7 +79,7 @@ def warn_options_without_effect(cfg: Any, model: nn.Module) -> list[str]:
     if any(p.requires_grad and canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters()):
         return []
     msgs = [f"strategy.{k}={strategy[k]!r} has no effect: the model has no trainable LoRA tensor (switch LoRA on "
-            f"with policy=dict(type='lora_only' or 'hybrid_layerwise', ...), or remove strategy.{k})" for k in given]  # fmt: skip
+            f"with a LoRA policy, or the task's `lora` option where it has one, or remove strategy.{k})" for k in given]  # fmt: skip
     for msg in msgs:
         warnings.warn(msg, UserWarning, stacklevel=2)
     return msgs
