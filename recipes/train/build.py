@@ -202,7 +202,8 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
     return RunPlan(task, train_set, val_set, model, groups, optimizer, freeze, total, spe, schedule, opts)
 
 
-# Starting-weights keys of `model`: a checkpoint holding every weight needs none of them.
+# Starting-weights keys of `model` (rfdetr's `encoder_weights`: a DINOv2 folder for its encoder only): a
+# checkpoint holding every weight needs none of them; a trainable-only one needs them for its frozen rest.
 STARTING_WEIGHTS = ("pretrained", "pretrained_format", "encoder_weights")
 
 
@@ -226,7 +227,7 @@ def rebuild_model(cfg: Any, ckpt: Mapping[str, Any], task_type: type[Task] | Non
     path = ckpt.get("path", "checkpoint")
     model_cfg = dict(cfg.get("model") or {})
     if ckpt.get("frozen_omitted") or needs_pretrained:
-        if model_cfg.get("pretrained") is None:
+        if all(model_cfg.get(k) is None for k in STARTING_WEIGHTS if k != "pretrained_format"):
             what = "holds only the trainable tensors (frozen_omitted) of its run" if ckpt.get("frozen_omitted") else (
                 "needs the weights its run started from")  # fmt: skip
             raise BadInput(f"checkpoint {str(path)!r} {what}; set model.pretrained to the weights the run started "
