@@ -1,5 +1,7 @@
-"""Datasets and evaluation helpers shared by tasks (registered into DATASETS); every module here is imported
-on the first lookup, so each registered name is found from a fresh interpreter."""
+"""Datasets (registered into DATASETS) and the checks tasks share; every module here is imported on the first lookup.
+
+Each module imports only numpy / torch at import time, so importing this package stays cheap.
+"""
 
 import importlib
 import pkgutil
