@@ -9,7 +9,8 @@ import pytest
 from recipes.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.py") if not p.name.startswith("_"))
+SPACES = ROOT / "configs" / "tune"  # search spaces for tools/tune.py, loaded by tests/test_tune.py
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.py") if not p.name.startswith("_") and SPACES not in p.parents)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
