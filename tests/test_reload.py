@@ -46,7 +46,7 @@ def test_read_checkpoint_layouts(tmp_path):
     assert read_checkpoint(tmp_path / "ema", ema=True)["model"]["weight"].sum() == 0
     with pytest.raises(BadInput, match="--ema given but it holds no EMA weights"):
         read_checkpoint(tmp_path / "run", ema=True)
-    torch.save({"model": {}, "frozen_omitted": True}, tmp_path / "empty")
+    torch.save({"step": 3, "note": "no weights"}, tmp_path / "empty")
     with pytest.raises(BadInput, match="holds no weights"):
         read_checkpoint(tmp_path / "empty")
 

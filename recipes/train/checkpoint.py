@@ -226,7 +226,7 @@ def read_checkpoint(path: str | Path, ema: bool = False, what: str = "checkpoint
     if not isinstance(ckpt, dict):
         raise BadInput(f"{what} {str(path)!r}: expected a dict of tensors, got {type(ckpt).__name__}")
     keys = ("ema", "ema_model") if ema else ("model", "state_dict")
-    state = next((ckpt[k] for k in keys if isinstance(ckpt.get(k), dict) and ckpt[k]), None)
+    state = next((ckpt[k] for k in keys if isinstance(ckpt.get(k), dict) and (ckpt[k] or not ema)), None)
     if state is None and ema:
         raise BadInput(f"{what} {str(path)!r}: --ema given but it holds no EMA weights ('ema' / 'ema_model')")
     if state is None:
