@@ -21,7 +21,8 @@ from torch import nn
 from recipes.adapter import Adapter, ModelMap, ParamInfo
 from recipes.names import canonical_name, unwrap_model
 from recipes.norms import generic_no_decay, norm_param_names, walk_parameters
-from recipes.registry import ADAPTERS, STRATEGIES, accepted_options
+from recipes.options import accepted_options, check_keys
+from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy
 
 
@@ -35,16 +36,13 @@ def build_strategy(spec: Mapping[str, Any] | Strategy) -> Strategy:
         raise TypeError(f"strategy: expected a dict with a 'type' key (e.g. 'layer_decay'), got {spec!r}")
     kwargs = dict(spec)
     cls = STRATEGIES.lookup(kwargs.pop("type"))
-    allowed = _accepted_keys(cls)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise KeyError(f"strategy {spec['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
+    check_keys("strategy.", kwargs, _accepted_keys(cls))
     return cls(**kwargs)
 
 
 @functools.cache
 def _accepted_keys(cls: type) -> frozenset[str]:
-    return frozenset(accepted_options(cls, skip=("self", "common")))
+    return accepted_options(cls, skip=("self", "common")) or frozenset()
 
 
 class NoAdapterError(ValueError):

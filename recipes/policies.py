@@ -41,6 +41,7 @@ from typing import Any
 from torch import nn
 
 from recipes.adapter import canonical_name, norm_param_names
+from recipes.options import check_keys
 
 POLICIES = ("full", "linear_probe", "lora_only", "norm_only", "hybrid_layerwise")
 LAYOUTS = ("deep_lora", "shallow_lora")
@@ -147,7 +148,7 @@ def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, drop
 
 
 def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The policy section's own checks (type, keys), without a model: what ``apply_policy`` checks first."""
+    """The ``policy`` section checked (type, keys) without a model: the framework calls it before building anything."""
     if not isinstance(cfg, Mapping) or cfg.get("type") not in POLICIES:
         got = cfg.get("type") if isinstance(cfg, Mapping) else cfg
         raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
@@ -169,9 +170,7 @@ def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "adapter",
         *ENGINE_KEYS,
     }
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise KeyError(f"policy: unknown keys {unknown}; it accepts {sorted(allowed)}")
+    check_keys("policy.", cfg, allowed)
     return dict(cfg)
 
 

@@ -14,7 +14,6 @@ config through mmengine's ``custom_imports``::
 from __future__ import annotations
 
 import difflib
-import inspect
 from typing import Any
 
 from mmengine.registry import Registry as _MMRegistry
@@ -53,30 +52,16 @@ class Registry(_MMRegistry):
         return sorted(self.module_dict)
 
     def options(self, name: str) -> list[str]:
-        """The keyword options the entry ``name`` accepts in a config (see :func:`accepted_options`)."""
-        return accepted_options(self.lookup(name))
+        """The keyword options the entry ``name`` accepts in a config (:func:`recipes.options.accepted_options`;
+        empty when it takes ``**kwargs`` it passes elsewhere)."""
+        from recipes.options import accepted_options
+
+        return sorted(accepted_options(self.lookup(name), skip=("self", "cfg", "total_steps")) or ())
 
     def entries(self) -> list[tuple[str, Any]]:
         """(name, object) of every registered entry, sorted by name, after the lazy imports."""
         self.import_from_location()
         return sorted(self.module_dict.items())
-
-
-def accepted_options(obj: Any, skip: tuple[str, ...] = ("self", "cfg", "total_steps")) -> list[str]:
-    """Sorted names of the keyword options a registered class or function takes.
-
-    A class's ``__init__`` is followed up its bases while it passes ``**kwargs`` on (``super().__init__(
-    **kw)``), stopping before ``object``; ``*args`` / ``**kwargs`` themselves are not options, nor are the
-    arguments the framework fills in (``skip``).
-    """
-    names: set[str] = set()
-    chain = [k for k in obj.__mro__ if k is not object and "__init__" in vars(k)] if isinstance(obj, type) else [obj]
-    for fn in chain:
-        params = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break  # this __init__ does not pass options on to its base
-    return sorted(names)
 
 
 # Architecture adapters: parameter name -> layer id, component, weight decay (zoo/).

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from recipes.options import accepted_options, check_keys
 from recipes.registry import SCHEDULES
 
 # `*_epochs` keys and the step keys they convert to with `steps_per_epoch`.
@@ -334,6 +335,17 @@ class Noam(Schedule):
         return self.factor * self.d_model**-0.5 * min(n**-0.5, n * self.noam_warmup**-1.5) * lr_scale
 
 
+def check_schedule(cfg: Mapping[str, Any]) -> type[Schedule]:
+    """The class of a ``schedule`` section whose keys it reads (``*_epochs`` included); checked without building."""
+    if not isinstance(cfg, Mapping) or "type" not in cfg:
+        raise TypeError(f"schedule: expected a dict with a 'type' key (e.g. 'cosine'), got {cfg!r}")
+    cls = SCHEDULES.lookup(cfg["type"])
+    known = accepted_options(cls, skip=("self", "total_steps"))
+    if known is not None:
+        check_keys("schedule.", [k for k in cfg if k != "type"], known | set(EPOCH_KEYS))
+    return cls
+
+
 def build_schedule(
     cfg: Mapping[str, Any],
     total_steps: int,
@@ -354,7 +366,8 @@ def build_schedule(
     if not isinstance(cfg, Mapping) or "type" not in cfg:
         raise TypeError(f"schedule: expected a dict with a 'type' key (e.g. 'cosine'), got {cfg!r}")
     kwargs = dict(cfg)
-    cls = SCHEDULES.lookup(kwargs.pop("type"))
+    cls = check_schedule(kwargs)
+    kwargs.pop("type")
     for ek, sk in EPOCH_KEYS.items():
         if ek not in kwargs:
             continue
@@ -376,9 +389,4 @@ def build_schedule(
             f"cut to {total_steps} steps, so the LR never reaches its peak"
         )
         warnings.warn(msg, stacklevel=2)
-    try:
-        return cls(total_steps=total_steps, **kwargs)
-    except TypeError as e:
-        if "unexpected keyword" in str(e):
-            raise TypeError(f"schedule {cfg['type']!r}: {e}; see recipes/schedules.py for its options") from None
-        raise
+    return cls(total_steps=total_steps, **kwargs)

@@ -347,8 +347,8 @@ def test_class_count_must_match_the_dataset(coco_root: Path):
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
     from recipes.train.models.rfdetr import build_rfdetr
 
-    with pytest.raises(FileNotFoundError, match="pretrain_weights: .*nope.pth' does not exist"):
-        build_rfdetr("nano", num_classes=1, pretrain_weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match="pretrained: .*nope.pth' does not exist"):
+        build_rfdetr("nano", num_classes=1, pretrained=str(tmp_path / "nope.pth"))
     with pytest.raises(KeyError, match="unknown RF-DETR size 'tiny'"):
         build_rfdetr("tiny")
 
@@ -364,15 +364,15 @@ def test_checkpoint_of_another_size_is_a_clear_error(tmp_path: Path):
         match=r"nano.pth' does not fit RF-DETR 'small' .*another size.*"
         r"22 model parameter\(s\) not in checkpoint \(left at random init\)",
     ):
-        build_rfdetr("small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
+        build_rfdetr("small", num_classes=2, pretrained=str(tmp_path / "nano.pth"), resolution=128)
     small = build_rfdetr(
-        "small", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128, allow_partial_load=True
+        "small", num_classes=2, pretrained=str(tmp_path / "nano.pth"), resolution=128, allow_partial_load=True
     )  # on purpose: loads what fits
     assert torch.equal(small.state_dict()["class_embed.bias"], nano.state_dict()["class_embed.bias"])
-    same = build_rfdetr("nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128)
+    same = build_rfdetr("nano", num_classes=2, pretrained=str(tmp_path / "nano.pth"), resolution=128)
     assert all(torch.equal(v, nano.state_dict()[k]) for k, v in same.state_dict().items())
     lora = build_rfdetr(
-        "nano", num_classes=2, pretrain_weights=str(tmp_path / "nano.pth"), resolution=128, backbone_lora=True
+        "nano", num_classes=2, pretrained=str(tmp_path / "nano.pth"), resolution=128, backbone_lora=True
     )  # encoder LoRA on published weights: adapters are new, not "missing"
     assert any("lora_" in n for n, _ in lora.named_parameters())
 
@@ -391,15 +391,15 @@ def test_every_size_config_builds_offline(size: str):
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
-def test_predict_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
-    from tools import predict
+def test_detect_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
+    from tools import detect
 
     model = _task(_cfg(coco_root)).build_model()
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"model": model.state_dict(), "class_names": ["raccoon"]}, ckpt)
     image = next((coco_root / "valid").glob("*.jpg"))
     args = [str(ROOT / "configs" / "rfdetr_ft.py"), str(ckpt), str(image), "--out-dir", str(tmp_path / "out")]
-    assert predict.main([*args, "--threshold", "0", "--cfg-options", "model.resolution=128"]) == 0
+    assert detect.main([*args, "--threshold", "0", "--cfg-options", "model.resolution=128"]) == 0
     png = tmp_path / "out" / f"{image.stem}.png"
     assert Image.open(png).size == Image.open(image).size
     assert "300 boxes >= 0.0" in capsys.readouterr().out  # rfdetr keeps num_select=300 detections
@@ -407,7 +407,7 @@ def test_predict_draws_boxes(coco_root: Path, tmp_path: Path, capsys):
 
 @pytest.mark.slow  # ~50 s on 2 busy cores; the fast tests above cover the task's steps, the engine tests resume
 def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path: Path, capsys, caplog):
-    from tools import predict, train
+    from tools import detect, train
 
     config = str(ROOT / "configs" / "rfdetr_ft.py")
     opts = [f"data_root={coco_root}", "model.resolution=128", "task.multi_scale=False", "train.max_steps=4",
@@ -440,24 +440,27 @@ def test_train_py_trains_evaluates_and_resumes_exactly(coco_root: Path, tmp_path
     )
     from recipes.train.models.rfdetr import build_rfdetr_wrapper
 
-    again = build_rfdetr_wrapper("nano", num_classes=1, pretrain_weights=str(a / "best.pt"), resolution=128)
+    again = build_rfdetr_wrapper("nano", num_classes=1, pretrained=str(a / "best.pt"), resolution=128)
     reloaded = again.model.model.state_dict()  # rfdetr's own loader reads best.pt: fine-tune from it
     assert all(torch.equal(reloaded[k], v) for k, v in best["model"].items())
 
     image = next((coco_root / "valid").glob("*.jpg"))
     for ckpt, extra in ((a / "checkpoints" / "step_0000004.pt", ["--ema"]), (a / "best.pt", [])):
         args = [config, str(ckpt), str(image), *extra, "--out-dir", str(tmp_path / ckpt.stem)]
-        assert predict.main([*args, "--cfg-options", "model.resolution=128"]) == 0  # class names from the file
+        assert detect.main([*args, "--cfg-options", "model.resolution=128"]) == 0  # class names from the file
         assert (tmp_path / ckpt.stem / f"{image.stem}.png").is_file()
 
 
 @pytest.mark.slow  # two short RF-DETR trainings on CPU
-def test_lora_best_pt_is_trainable_only_and_predict_completes_it(coco_root: Path, tmp_path: Path, capsys):
-    """An encoder-LoRA run's best.pt holds the trainable tensors only (save_frozen='auto'); predict rebuilds
-    the frozen rest from model.pretrain_weights, checked against the run's fingerprint, or says what is missing."""
+def test_lora_best_pt_is_trainable_only_and_detect_completes_it(coco_root: Path, tmp_path: Path, capsys):
+    """An encoder-LoRA run's best.pt holds the trainable tensors only (save_frozen='auto'); detect rebuilds
+    the frozen rest from model.pretrained, checked against the run's fingerprint, or says what is missing."""
+    from recipes.train.build import rebuild_model
+    from recipes.train.checkpoint import read_checkpoint
     from recipes.train.config import load_config
     from recipes.train.models.rfdetr import build_rfdetr_wrapper
-    from tools import predict, train
+    from recipes.train.tasks.detection import DetectionTask
+    from tools import detect, train
 
     start, other = tmp_path / "start.pth", tmp_path / "other.pth"
     for path, seed in ((start, 0), (other, 1)):  # the weights the run starts from, and another set
@@ -466,7 +469,7 @@ def test_lora_best_pt_is_trainable_only_and_predict_completes_it(coco_root: Path
             {"model": build_rfdetr_wrapper("nano", num_classes=1, resolution=128).model.model.state_dict()}, path
         )
     config = str(ROOT / "configs" / "rfdetr_ft.py")
-    lora = ["model.resolution=128", "task.lora=True", f"model.pretrain_weights={start}"]
+    lora = ["model.resolution=128", "task.lora=True", f"model.pretrained={start}"]
     opts = [f"data_root={coco_root}", "task.multi_scale=False", "train.max_steps=2", "train.batch_size=4",
             "train.grad_accum=1", "train.progress=False", *lora]  # fmt: skip
     assert train.main([config, "--work-dir", str(tmp_path / "run"), "--cfg-options", *opts]) == 0
@@ -480,17 +483,15 @@ def test_lora_best_pt_is_trainable_only_and_predict_completes_it(coco_root: Path
 
     image = next((coco_root / "valid").glob("*.jpg"))
     args = [config, str(best_path), str(image), "--out-dir", str(tmp_path / "out"), "--cfg-options"]
-    assert predict.main([*args, *lora]) == 0
+    assert detect.main([*args, *lora]) == 0
     assert (tmp_path / "out" / f"{image.stem}.png").is_file()
-    cfg = load_config(config, lora)
-    state, ckpt = predict.read_state_dict(best_path)
-    model, _, _ = predict.trainable_only_detector(cfg, state, ckpt, 1, str(best_path))
+    _, model = rebuild_model(load_config(config, lora), read_checkpoint(best_path), DetectionTask)
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in best["model"].items())  # the trained tensors, not the start's
     capsys.readouterr()
-    assert predict.main([*args, *lora, "model.pretrain_weights=None"]) == 2
+    assert detect.main([*args, *lora, "model.pretrained=None"]) == 2
     assert "holds only the trainable tensors" in capsys.readouterr().err
-    assert predict.main([*args, *lora[:2], f"model.pretrain_weights={other}"]) == 2
+    assert detect.main([*args, *lora[:2], f"model.pretrained={other}"]) == 2
     assert "different frozen weights" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"holds only the trainable tensors of a LoRA"):
-        build_rfdetr_wrapper("nano", num_classes=1, pretrain_weights=str(best_path), resolution=128)
+        build_rfdetr_wrapper("nano", num_classes=1, pretrained=str(best_path), resolution=128)

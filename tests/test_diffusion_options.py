@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recipes.train.build import build_model
+from recipes.train.config import train_options
 from recipes.train.tasks.base import build_task
 from tests.test_diffusion_task import config
 
@@ -15,7 +17,7 @@ def task_loss(family: str, **opts):
     cfg = config(family, **opts)
     task = build_task(cfg)
     train, _ = task.build_datasets()
-    model = task.build_model()
+    model = build_model(cfg, task, train_options(cfg))  # as tools/train.py builds it (train.grad_checkpointing)
     batch = task.collate([train[0], train[1]])
     with torch.no_grad():
         loss, _ = task.loss(model, batch, torch.device("cpu"), torch.Generator().manual_seed(0))
@@ -50,7 +52,7 @@ def test_lora_options_shape_the_adapter():
 
 def test_gradient_checkpointing_same_loss_and_grads():
     a, _, ma = task_loss("flux", **{"task.lora.dropout": 0.0})
-    b, _, mb = task_loss("flux", **{"task.gradient_checkpointing": True})
+    b, _, mb = task_loss("flux", **{"task.lora.dropout": 0.0, "train.grad_checkpointing": True})
     assert mb.is_gradient_checkpointing and not ma.is_gradient_checkpointing
     assert a == pytest.approx(b, rel=1e-6)
 

@@ -306,7 +306,9 @@ def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, c
     assert "already holds files" in capsys.readouterr().err
     none = ["--cfg-options", "model.pretrained=None"]
     assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "x"), *none]) == 2
-    assert "holds only the LoRA tensors (frozen_omitted); set model.pretrained" in capsys.readouterr().err
+    assert (
+        "holds only the trainable tensors (frozen_omitted) of its run; set model.pretrained" in capsys.readouterr().err
+    )
     other = save_test_pipeline("sd15", tmp_path / "other_sd15", seed=1)
     wrong = ["--cfg-options", f"model.pretrained={other}"]
     assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "y"), *wrong]) == 2

@@ -185,7 +185,10 @@ def test_lr_grid_report():
         (dict(type="layer_decay", lr=1.0, decay=0.0), r"decay must lie in \(0, 1\]"),
         (dict(type="layer_decay", lr=-1.0, decay=0.5), r"must be >= 0"),
         (dict(type="layer_decay", lr=1.0), r"exactly one of `decay`"),
-        (dict(type="layer_decay", lr=1.0, decay=0.5, decya=1), r"unknown keys \['decya'\]"),
+        (
+            dict(type="layer_decay", lr=1.0, decay=0.5, decya=1),
+            r"`strategy.decya` is not read by anything \(did you mean 'decay'\?\)",
+        ),
         (dict(type="layer_dacay", lr=1.0), r"Did you mean 'layer_decay'"),
         (dict(type="flat", lr=1.0, on_unmatched="ignore"), r"on_unmatched must be"),
     ],

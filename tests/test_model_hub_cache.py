@@ -1,4 +1,4 @@
-"""``model.pretrained=True`` reads timm's weights from the local hub cache, and never through a changed environment."""
+"""``model.hub_cache=True`` reads timm's weights from the local hub cache, and never through a changed environment."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def test_pretrained_true_loads_the_hub_cache_copy_and_leaves_the_environment_alo
     from recipes.train.models.timm import build_timm_model, hub_cache_file
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"no local copy of 'vit_tiny_patch16_224'.*pass model.pretrained_file"):
-        build_timm_model("vit_tiny_patch16_224", pretrained=True, **TINY)
+    with pytest.raises(FileNotFoundError, match=r"no local copy of 'vit_tiny_patch16_224'.*pass model.pretrained="):
+        build_timm_model("vit_tiny_patch16_224", hub_cache=True, **TINY)
     source = timm.create_model("vit_tiny_patch16_224", **TINY)
     snapshot = tmp_path / REPO / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
@@ -29,9 +29,11 @@ def test_pretrained_true_loads_the_hub_cache_copy_and_leaves_the_environment_alo
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(snapshot / "model.safetensors"))
     assert hub_cache_file("vit_tiny_patch16_224") == snapshot / "model.safetensors"
     env = dict(os.environ)
-    model = build_timm_model("vit_tiny_patch16_224", pretrained=True, **TINY)
+    model = build_timm_model("vit_tiny_patch16_224", hub_cache=True, **TINY)
     assert dict(os.environ) == env  # no HF_HUB_OFFLINE (or anything else) set for the rest of the process
     same = [torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items() if k.startswith("blocks.")]
     assert same and all(same)
     fresh = timm.create_model("vit_tiny_patch16_224", **TINY)  # random weights differ: the file was read
     assert not torch.equal(fresh.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+    with pytest.raises(TypeError, match=r"model.pretrained must be the path of local weights.*model.hub_cache=True"):
+        build_timm_model("vit_tiny_patch16_224", pretrained=True, **TINY)  # the old spelling of the hub cache

@@ -130,7 +130,7 @@ def test_shipped_lora_config_puts_lora_on_every_component_it_names(path):
         model_cfg = dict(cfg.model)
         if model_cfg.get("type") != "diffusers":
             model_cfg["device"] = "meta"
-        if model_cfg.get("pretrained_format") and not model_cfg.get("pretrained_file"):
+        if model_cfg.get("pretrained_format") and not model_cfg.get("pretrained"):
             model_cfg.pop("pretrained_format")  # the weights file is the user's to give; the layout is the same
         model = MODELS.build(model_cfg)
         mmap = resolve_adapter(model, cfg.get("adapter", "auto")).describe(model)

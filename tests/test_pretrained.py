@@ -36,7 +36,7 @@ def test_dinov2_in_timm_equals_transformers(dinov2_dir, capsys):
     from transformers import Dinov2Model
 
     model = build_timm_model("vit_small_patch14_dinov2", num_classes=10, img_size=112,
-                             pretrained_file=str(dinov2_dir), pretrained_format="hf_dinov2").eval()  # fmt: skip
+                             pretrained=str(dinov2_dir), pretrained_format="hf_dinov2").eval()  # fmt: skip
     out = capsys.readouterr().out
     assert "174 tensors" in out and "pos_embed 37x37->8x8" in out and "left random (new head) head.weight" in out
     ref = Dinov2Model.from_pretrained(str(dinov2_dir), dtype=torch.float32).eval()
@@ -50,7 +50,7 @@ def test_dinov2_in_timm_equals_transformers(dinov2_dir, capsys):
 
 def test_dinov2_of_another_size_or_family_is_an_error(dinov2_dir):
     with pytest.raises(ValueError, match="width 384, 12 blocks, but VisionTransformer has width 768"):
-        build_timm_model("vit_base_patch14_dinov2", device="meta", pretrained_file=str(dinov2_dir),
+        build_timm_model("vit_base_patch14_dinov2", device="meta", pretrained=str(dinov2_dir),
                          pretrained_format="hf_dinov2")  # fmt: skip
     plain = build_timm_model("vit_small_patch16_224", img_size=64)  # no LayerScale: ls1/ls2 have no place
     with pytest.raises(ValueError, match="have no place in VisionTransformer.*another architecture"):
@@ -77,7 +77,7 @@ def test_truncated_or_foreign_dinov2_folder_is_an_error(dinov2_dir, tmp_path):
 def test_efficientnet_lite_equals_its_own_implementation(lite0_file, capsys):
     ref_pkg = pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch")
     ref = ref_pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=lite0_file).eval()
-    model = build_timm_model("tf_efficientnet_lite0", pretrained_file=lite0_file,
+    model = build_timm_model("tf_efficientnet_lite0", pretrained=lite0_file,
                              pretrained_format="efficientnet_lite").eval()  # fmt: skip
     assert "296 tensors" in capsys.readouterr().out  # ImageNet head included: nothing left random
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
@@ -98,14 +98,14 @@ def test_efficientnet_lite_bad_inputs(lite0_file, dinov2_dir, tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         read_tensors(cut)
     with pytest.raises(KeyError, match="unknown 'hf_vit'; known: 'timm', 'hf_dinov2', 'efficientnet_lite'"):
-        build_timm_model("tf_efficientnet_lite0", pretrained_file=lite0_file, pretrained_format="hf_vit")
+        build_timm_model("tf_efficientnet_lite0", pretrained=lite0_file, pretrained_format="hf_vit")
 
 
 def test_rfdetr_encoder_weights_and_checkpoint_together_is_an_error(tmp_path):
     from recipes.train.models.rfdetr import build_rfdetr
 
-    with pytest.raises(ValueError, match="pretrain_weights .* or encoder_weights .*not both"):
-        build_rfdetr(size="nano", pretrain_weights=str(tmp_path / "a.pth"), encoder_weights=str(tmp_path))
+    with pytest.raises(ValueError, match="pretrained .* or encoder_weights .*not both"):
+        build_rfdetr(size="nano", pretrained=str(tmp_path / "a.pth"), encoder_weights=str(tmp_path))
 
 
 @pytest.mark.slow

@@ -211,7 +211,7 @@ def test_reference_method_is_scored_without_training(tmp_path, monkeypatch):
 
 def test_method_spec_keys_are_checked():
     exp = B.load_experiment("videomae_tracking")
-    exp["methods"]["typo"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", optins={"model.init": None})
+    exp["methods"]["typo"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", optins={"model.pretrained": None})
     with pytest.raises(ValueError, match=r"got keys \['config', 'optins'\]"):
         B.cell_config(exp, "typo", "cpu", 0)
     exp["methods"]["bad_run"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", run="recipes.nowhere:f")

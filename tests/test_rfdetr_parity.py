@@ -146,7 +146,7 @@ def test_fixed_preset():
 
 
 def test_preset_errors_are_clear():
-    with pytest.raises(KeyError, match="unknown keys"):
+    with pytest.raises(KeyError, match=r"`strategy.lr_decay` is not read by anything"):
         build_param_groups(build("RFDETRNano")[0], dict(type="rfdetr", lr_decay=0.5))
     with pytest.raises(ValueError, match="out_feature_indexes"):
         build_param_groups(torch.nn.Linear(2, 2), dict(type="rfdetr"), adapter="rfdetr")

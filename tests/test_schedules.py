@@ -135,7 +135,10 @@ def test_epoch_settings_convert_with_steps_per_epoch():
         (dict(type="cosine", lr=-1.0), ">= 0"),
         (dict(type="cosin", lr=1.0), "Did you mean 'cosine'"),
         (dict(type="cosine", lr=1.0, floor_mode="abs"), "floor_mode"),
-        (dict(type="cosine", lr=1.0, warmup_stpes=3), "unexpected keyword"),
+        (
+            dict(type="cosine", lr=1.0, warmup_stpes=3),
+            r"`schedule.warmup_stpes` is not read by anything \(did you mean 'warmup_steps'\?\)",
+        ),
         (dict(type="noam", lr=1.0), "factor"),
         (dict(type="cosine", lr=1.0, weight_decay=0.1), "weight_decay_end"),
     ],

@@ -192,5 +192,7 @@ def test_still_images_as_extra_pairs(tmp_path):
     assert len(every.stills.objects) == 3
     with pytest.raises(ValueError, match=r"still_images.share must lie in \[0, 1\], got 1.5"):
         TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), share=1.5), **kw)
-    with pytest.raises(ValueError, match=r"still_images: unknown keys \['shar'\]"):
+    with pytest.raises(
+        KeyError, match=r"`data.train.still_images.shar` is not read by anything \(did you mean 'share'\?\)"
+    ):
         TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), shar=0.5), **kw)

@@ -30,7 +30,7 @@ def dino_dir(tmp_path_factory):
 
 def test_dinov2_inflation_is_exact(dino_dir):
     path, dino = dino_dir
-    model = build_videomae_tracker(template_size=16, search_size=32, init=str(path), num_frames=2).eval()
+    model = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(path), num_frames=2).eval()
     assert model.init_report["random"] == [] and "embeddings.cls_token" in model.init_report["unused"]
     assert model.videomae.config.hidden_size == 32 and model.videomae.config.intermediate_size == 64
     img = torch.randn(2, 3, 16, 16)
@@ -52,7 +52,7 @@ def test_dinov2_inflation_is_exact(dino_dir):
 
 def test_inflation_resamples_patch_and_keeps_first_blocks(dino_dir):
     path, _ = dino_dir
-    model = build_videomae_tracker(template_size=16, search_size=32, init=str(path), patch_size=8,
+    model = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(path), patch_size=8,
                                    num_hidden_layers=1)  # fmt: skip
     assert model.videomae.embeddings.patch_embeddings.projection.weight.shape[-2:] == (8, 8)
     assert model.grid == (2, 4) and "encoder.layer.1.*" in model.init_report["unused"]
@@ -63,7 +63,7 @@ def test_videomae_folder_and_v2_pth(tmp_path):
     cfg = VideoMAEConfig(image_size=32, num_frames=2, tubelet_size=2, use_mean_pooling=False, **TINY)
     src = VideoMAEModel(cfg)
     src.save_pretrained(tmp_path / "vm")
-    model = build_videomae_tracker(template_size=16, search_size=32, init=str(tmp_path / "vm"), **TINY)
+    model = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path / "vm"), **TINY)
     for n, p in src.state_dict().items():
         torch.testing.assert_close(model.videomae.state_dict()[n], p)
     # the same weights in VideoMAEv2's own naming (blocks.i.attn.qkv + q_bias / v_bias, patch_embed, norm)
@@ -81,7 +81,7 @@ def test_videomae_folder_and_v2_pth(tmp_path):
             for k in ("weight", "bias"):
                 v2[f"blocks.{i}.{theirs}.{k}"] = sd[f"{p}{mine}.{k}"]
     torch.save({"module": v2}, tmp_path / "v2.pth")
-    model2 = build_videomae_tracker(template_size=16, search_size=32, init=str(tmp_path / "v2.pth"), **TINY)
+    model2 = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path / "v2.pth"), **TINY)
     for n, p in sd.items():
         torch.testing.assert_close(model2.videomae.state_dict()[n], p)
     assert model2.init_report["random"] == [] and model2.init_report["unused"] == []
@@ -90,14 +90,14 @@ def test_videomae_folder_and_v2_pth(tmp_path):
     torch.testing.assert_close(model.videomae.embeddings.search_position_embeddings, table, atol=1e-5, rtol=0)
 
 
-def test_strict_init_reports_tensors_left_random(tmp_path):
+def test_strict_pretrained_reports_tensors_left_random(tmp_path):
     other = dict(TINY, hidden_size=48, num_attention_heads=2)
     VideoMAEModel(VideoMAEConfig(image_size=32, num_frames=2, use_mean_pooling=False, **other)).save_pretrained(
         tmp_path
     )
     with pytest.raises(ValueError, match=r"backbone tensors left random, e.g. \['videomae.embeddings"):
-        build_videomae_tracker(template_size=16, search_size=32, init=str(tmp_path), **TINY)
-    loose = build_videomae_tracker(template_size=16, search_size=32, init=str(tmp_path), strict_init=False, **TINY)
+        build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path), **TINY)
+    loose = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path), strict_pretrained=False, **TINY)
     assert len(loose.init_report["random"]) > 10
     with pytest.raises(ValueError, match="must be multiples of the patch size 4"):
         build_videomae_tracker(template_size=18, search_size=32, **TINY)
@@ -186,11 +186,11 @@ def test_window_penalty_and_template_update_change_the_track():
 def test_dinov2_init_and_config_must_agree(dino_dir):
     path, _ = dino_dir
     with pytest.raises(ValueError, match=r"model.hidden_size=48 but the DINOv2 in .* has hidden_size=32"):
-        build_videomae_tracker(template_size=16, search_size=32, init=str(path), hidden_size=48)
+        build_videomae_tracker(template_size=16, search_size=32, pretrained=str(path), hidden_size=48)
 
 
 def test_shipped_cpu_config_rebuilds_without_init():
-    """tools/track.py rebuilds a trained model from the config with init=None: the architecture must not change."""
+    """tools/track.py rebuilds a trained model from the config with pretrained=None: the architecture must not change."""
     from pathlib import Path
 
     from recipes.train.config import load_config

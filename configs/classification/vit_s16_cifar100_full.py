@@ -3,10 +3,10 @@
 # Its trainable-policy variants inherit from it: vit_s16_cifar100_{lora_only,norm_only,deep_lora}.py.
 # Needs CIFAR-100 in torchvision's layout (<data_root>/cifar-100-python) and local ImageNet weights:
 #   python tools/train.py configs/classification/vit_s16_cifar100_full.py \
-#       --cfg-options data_root=/data model.pretrained_file=/weights/vit_small_patch16_224.safetensors
+#       --cfg-options data_root=/data model.pretrained=/weights/vit_small_patch16_224.safetensors
 #   torchrun --nproc_per_node=8 tools/train.py configs/classification/vit_s16_cifar100_full.py --cfg-options ...  # same recipe, DDP
 data_root = None  # required: the folder holding cifar-100-python/
-model = dict(type="timm", name="vit_small_patch16_224", pretrained_file=None)  # None: random init (says so in the grid)
+model = dict(type="timm", name="vit_small_patch16_224", pretrained=None)  # None: random init (says so in the grid)
 task = dict(type="classification")
 _norm = dict(type="Normalize", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # timm's augreg ViT-S/16 preprocessing
 _train = [dict(type="Resize", height=224, width=224), dict(type="HorizontalFlip", p=0.5), _norm]

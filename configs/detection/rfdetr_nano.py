@@ -3,10 +3,10 @@
 # The class count follows the dataset. LRs and decays are rfdetr's defaults (the `rfdetr` preset), with a
 # step-level warm-up + cosine schedule.
 #   python tools/train.py configs/rfdetr_ft.py --cfg-options data_root=/path/to/dataset
-# Start from the published weights with model.pretrain_weights=/path/to/rf-detr-nano.pth; without it the
+# Start from the published weights with model.pretrained=/path/to/rf-detr-nano.pth; without it the
 # run starts from random weights (and says so). Other sizes: configs/detection/rfdetr_{nano,small,medium,large,base}.py.
 data_root = None  # required: set it on the command line
-model = dict(type="rfdetr", size="nano", pretrain_weights=None)  # resolution: the size's default (384)
+model = dict(type="rfdetr", size="nano", pretrained=None)  # resolution: the size's default (384)
 task = dict(
     type="detection",
     multi_scale=True,  # rfdetr's per-batch multi-scale (MultiScale.PER_BATCH) ...

@@ -5,13 +5,13 @@
 # CPU-sized: the first 8 of DINOv2's 12 blocks, 70 px template / 140 px search (25 + 100 tokens), 6 epochs of
 # 1,024 pairs; resumable (--resume). The shared set (a plain folder): videomae_dinov2_cpu_shared.py.
 #   python tools/train.py configs/tracking/videomae_dinov2_cpu.py \
-#       --cfg-options data_root=/data/GOT-10k model.init=/tmp/dinov2_small
+#       --cfg-options data_root=/data/GOT-10k model.pretrained=/tmp/dinov2_small
 #   python tools/track.py configs/tracking/videomae_dinov2_cpu.py work_dirs/videomae_dinov2_cpu/best.pt --eval \
 #       --split test --cfg-options data_root=/data/GOT-10k          # best.pt's submission (val: --split val)
 data_root = None  # required: a GOT-10k root (train/ val/ test/, each with list.txt)
 model = dict(
     type="videomae_tracker",
-    init=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
+    pretrained=None,  # a DINOv2 folder (inflated), a VideoMAE folder or a VideoMAEv2 .pth; None = random
     hidden_size=384, num_attention_heads=6, intermediate_size=1536, patch_size=14,  # ViT-S/14, as DINOv2-small
     layer_norm_eps=1e-6, hidden_act="gelu",
     num_hidden_layers=8,  # DINOv2's first 8 blocks: two thirds of the cost on a CPU

@@ -3,7 +3,7 @@
 # split (test), which neither training nor the choice of best.pt sees.
 #   tar xzf ../shared/data/tracking_sot.tar.gz -C /tmp && tar xf ../shared/data/dinov2_small.tar -C /tmp
 #   python tools/train.py configs/tracking/videomae_dinov2_cpu_shared.py \
-#       --cfg-options data_root=/tmp/tracking_sot model.init=/tmp/dinov2_small
+#       --cfg-options data_root=/tmp/tracking_sot model.pretrained=/tmp/dinov2_small
 #   python tools/track.py configs/tracking/videomae_dinov2_cpu_shared.py RUN/best.pt --eval --split test \
 #       --cfg-options data_root=/tmp/tracking_sot
 _base_ = "./videomae_dinov2_cpu.py"

@@ -2,7 +2,7 @@
 # backbone, 112 px template / 224 px search (64 + 256 tokens, OSTrack-256-like geometry at patch 14), 20 epochs of
 # 8,000 pairs, bf16 autocast, EMA. Same data (a GOT-10k root: train/, val/, test/) as the CPU config.
 #   python tools/train.py configs/tracking/videomae_dinov2_gpu.py \
-#       --cfg-options data_root=/data/GOT-10k model.init=/tmp/dinov2_small
+#       --cfg-options data_root=/data/GOT-10k model.pretrained=/tmp/dinov2_small
 #   torchrun --nproc_per_node=N tools/train.py configs/tracking/videomae_dinov2_gpu.py ...   # data-parallel
 _base_ = "./videomae_dinov2_cpu.py"
 model = dict(num_hidden_layers=12)

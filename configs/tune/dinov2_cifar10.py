@@ -2,7 +2,7 @@
 # LR, layer decay, the new head's multiplier, the trainable policy (full / LoRA at two ranks / norm-only / deep-LoRA
 # hybrid) and the warm-up. The CPU-size command (the sizes of experiments/dinov2_cifar10, 24 trials, 3 seeds):
 #   python tools/tune.py configs/classification/dinov2_s14_cifar10_layer_decay.py --space configs/tune/dinov2_cifar10.py \
-#       --trials 24 --seeds 3 --cfg-options data_root=DATA/cifar10 model.pretrained_file=DATA/dinov2_small ...
+#       --trials 24 --seeds 3 --cfg-options data_root=DATA/cifar10 model.pretrained=DATA/dinov2_small ...
 metric = "top1"
 sampler = dict(type="tpe", seed=0, n_startup_trials=8)
 pruner = dict(type="median", n_startup_trials=6, n_warmup_steps=1)

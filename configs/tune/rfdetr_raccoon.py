@@ -1,7 +1,7 @@
 # Search space for RF-DETR Nano on the raccoon set (configs/detection/rfdetr_nano_raccoon_dinov2.py): the decoder's
 # and the DINOv2 encoder's LRs, rfdetr's ViT layer decay and component decay, the warm-up.
 #   python tools/tune.py configs/detection/rfdetr_nano_raccoon_dinov2.py --space configs/tune/rfdetr_raccoon.py \
-#       --trials 16 --cfg-options data_root=DATA/raccoon_coco model.pretrain_weights=WEIGHTS
+#       --trials 16 --cfg-options data_root=DATA/raccoon_coco model.pretrained=WEIGHTS
 metric = "mAP"
 sampler = dict(type="tpe", seed=0, n_startup_trials=6)
 pruner = dict(type="median", n_startup_trials=4, n_warmup_steps=1)

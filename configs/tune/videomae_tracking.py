@@ -1,7 +1,7 @@
 # Search space for the tracker (configs/tracking/videomae_dinov2_cpu.py): the backbone's LR, its depth decay, the
 # head's multiplier over the backbone (OSTrack's is 10) and the warm-up.
 #   python tools/tune.py configs/tracking/videomae_dinov2_cpu.py --space configs/tune/videomae_tracking.py \
-#       --trials 12 --cfg-options data_root=DATA/tracking_sot model.init=DATA/dinov2_small
+#       --trials 12 --cfg-options data_root=DATA/tracking_sot model.pretrained=DATA/dinov2_small
 metric = "AO"
 sampler = dict(type="tpe", seed=0, n_startup_trials=4)
 pruner = dict(type="median", n_startup_trials=3, n_warmup_steps=2)

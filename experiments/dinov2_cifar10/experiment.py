@@ -22,7 +22,7 @@ methods = dict(
     deep_lora="configs/classification/dinov2_s14_cifar10_deep_lora.py",
 )
 seeds = [0, 1, 2]
-_paths = {"data_root": "{cifar10}", "model.pretrained_file": "{dinov2}"}
+_paths = {"data_root": "{cifar10}", "model.pretrained": "{dinov2}"}
 _norm = dict(type="Normalize", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 _px = 112  # 8x8 patches of 14 px: CIFAR's 32 px images upsampled; ~18 training images/s for full FT on 2 cores
 sizes = dict(

@@ -19,7 +19,7 @@ methods = dict(
     norm_only="configs/classification/effnet_lite0_cifar10_norm_only.py",
 )
 seeds = [0, 1, 2]
-_paths = {"data_root": "{cifar10}", "model.pretrained_file": "{efficientnet_lite0}"}
+_paths = {"data_root": "{cifar10}", "model.pretrained": "{efficientnet_lite0}"}
 _norm = dict(type="Normalize", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 _px = 112
 sizes = dict(

@@ -17,8 +17,8 @@ eval split, which neither training nor the choice of best.pt saw.
 data = dict(tracking=dict(archive="tracking_sot.tar.gz", path="tracking_sot"),
             dinov2=dict(archive="dinov2_small.tar", path="dinov2_small"))  # fmt: skip
 methods = dict(
-    dinov2_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.init": "{dinov2}"}),
-    random_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.init": None}),
+    dinov2_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.pretrained": "{dinov2}"}),
+    random_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.pretrained": None}),
     opencv_mil=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py",
                     run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"),
 )  # fmt: skip

@@ -9,6 +9,7 @@ adds the device, AMP, EMA, DDP and checkpoints on top.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from recipes.adapter import canonical_name, unwrap_model
+from recipes.options import check_keys
 from recipes.param_groups import base_lr_of, build_param_groups
 from recipes.schedules import Schedule, build_schedule
-from recipes.train.config import check_config, check_keys, schedule_steps, train_options
+from recipes.train.config import schedule_steps, train_options
+from recipes.train.config_check import check_config
 from recipes.train.data.checks import check_datasets
+from recipes.train.errors import BadInput
 from recipes.train.optimizers import build_optimizer
 from recipes.train.sampling import dataset_steps_per_epoch
 from recipes.train.tasks.base import Task, build_task
@@ -61,6 +65,24 @@ def build_model(cfg: Any, task: Task, opts: Mapping[str, Any]) -> nn.Module:
     if opts["grad_checkpointing"]:
         enable_grad_checkpointing(model)
     return model
+
+
+LORA_OPTIONS = ("loraplus_ratio", "lr_lora", "loraplus_lr_embedding")  # strategy options that act on LoRA only
+
+
+def warn_options_without_effect(cfg: Any, model: nn.Module) -> list[str]:
+    """Warn (as peft does) about each LoRA-only strategy option on a model without trainable LoRA tensors."""
+    strategy = cfg.get("strategy") or {}
+    given = [k for k in LORA_OPTIONS if strategy.get(k) is not None]
+    if not given:
+        return []
+    if any(p.requires_grad and canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters()):
+        return []
+    msgs = [f"strategy.{k}={strategy[k]!r} has no effect: the model has no trainable LoRA tensor (switch LoRA on "
+            f"with a LoRA policy, or the task's `lora` option where it has one, or remove strategy.{k})" for k in given]  # fmt: skip
+    for msg in msgs:
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return msgs
 
 
 @dataclass
@@ -170,6 +192,7 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
             raise ValueError(f"train.steps_per_epoch={opts['steps_per_epoch']} but the training data gives {counted} "
                              "per epoch; remove it (it is for tools/show_lr.py without the data)")  # fmt: skip
     model = build_model(cfg, task, opts)
+    warn_options_without_effect(cfg, model)
     groups = build_param_groups(model, cfg.strategy, adapter=cfg.get("adapter", "auto"))
     optimizer = build_optimizer(groups, cfg.get("optimizer"))
     freeze = build_freeze(cfg, opts, task, model)
@@ -177,3 +200,50 @@ def prepare_run(cfg: Any, world: int = 1, steps_per_epoch: int | None = None, da
     schedule = build_schedule(cfg.schedule, total_steps=total, lr=base_lr_of(groups), steps_per_epoch=spe,
                               fit_warmup=bool(opts["max_steps"]))  # fmt: skip
     return RunPlan(task, train_set, val_set, model, groups, optimizer, freeze, total, spe, schedule, opts)
+
+
+# Starting-weights keys of `model` (rfdetr's `encoder_weights`: a DINOv2 folder for its encoder only): a
+# checkpoint holding every weight needs none of them; a trainable-only one needs them for its frozen rest.
+STARTING_WEIGHTS = ("pretrained", "pretrained_format", "encoder_weights")
+
+
+def rebuild_model(cfg: Any, ckpt: Mapping[str, Any], task_type: type[Task] | None = None,
+                  needs_pretrained: bool = False) -> tuple[Task, nn.Module]:  # fmt: skip
+    """The one way a tool rebuilds a trained model: ``(task, model)`` in eval mode, weights from ``ckpt``.
+
+    ``ckpt`` comes from :func:`recipes.train.checkpoint.read_checkpoint`. The whole config is checked
+    first; the model is built as ``tools/train.py`` builds it (the task's ``build_model``, the policy,
+    gradient checkpointing) without reading any data (the class count comes from the checkpoint's
+    ``class_names``). A checkpoint with every weight needs no starting weights, so ``model.pretrained``
+    is dropped (``needs_pretrained``: the tool needs them anyway, e.g. a diffusion pipeline's other
+    parts); a trainable-only one (``frozen_omitted``) is completed from ``model.pretrained`` and checked
+    against the fingerprint of the frozen weights the run saved.
+    """
+    from mmengine.config import Config
+
+    from recipes.train.trainable_state import frozen_fingerprint, load_model
+
+    check_config(cfg)
+    path = ckpt.get("path", "checkpoint")
+    model_cfg = dict(cfg.get("model") or {})
+    if ckpt.get("frozen_omitted") or needs_pretrained:
+        if all(model_cfg.get(k) is None for k in STARTING_WEIGHTS if k != "pretrained_format"):
+            what = "holds only the trainable tensors (frozen_omitted) of its run" if ckpt.get("frozen_omitted") else (
+                "needs the weights its run started from")  # fmt: skip
+            raise BadInput(f"checkpoint {str(path)!r} {what}; set model.pretrained to the weights the run started "
+                           "from (--cfg-options model.pretrained=PATH)")  # fmt: skip
+    else:
+        model_cfg = {k: v for k, v in model_cfg.items() if k not in STARTING_WEIGHTS}
+    names = list(ckpt.get("class_names") or [])
+    if names:
+        model_cfg["num_classes"] = len(names)
+    cfg = Config({**{k: v for k, v in cfg.to_dict().items() if k != "data"}, "model": model_cfg})
+    task = build_task(cfg)
+    if task_type is not None and not isinstance(task, task_type):
+        raise BadInput(
+            f"task.type={(cfg.get('task') or {}).get('type')!r}: this tool runs a {task_type.__name__} config"
+        )
+    task.class_names = names
+    model = build_model(cfg, task, train_options(cfg))
+    load_model(model, {**ckpt, "path": str(path)}, frozen_fingerprint(model))
+    return task, model.eval()

@@ -5,7 +5,8 @@ Everything saved is a plain dict of tensors, numbers and strings (RNG states as 
 goes to ``<name>.tmp``, is fsynced, renamed over ``<name>`` and the folder is fsynced: a crash or
 a full disk leaves the old file or the new one, never half of one. :func:`safe_load` is the only
 way the project reads a torch file: ``weights_only=True``, plus an explicit allow-list for the
-upstream formats that need one (:data:`SAFE_GLOBALS`).
+upstream formats that need one (:data:`SAFE_GLOBALS`); :func:`read_checkpoint` is the only reader of
+weights files (resume and every tool that rebuilds a trained model).
 """
 
 from __future__ import annotations
@@ -213,8 +214,33 @@ def latest_checkpoint(ckpt_dir: Path, say: bool = False) -> Path | None:
     return found
 
 
+def read_checkpoint(path: str | Path, ema: bool = False, what: str = "checkpoint") -> dict[str, Any]:
+    """The one reader of a weights file: a checkpoint ``tools/train.py`` wrote (``best.pt``, ``step_N.pt``) or
+    another trainer's (a bare state dict, or one under ``model`` / ``state_dict``), by :func:`safe_load`.
+
+    Returns the file's dict with ``model`` (the state dict, without DDP / ``torch.compile`` prefixes) and
+    ``path``. ``ema``: the EMA weights (``ema`` / ``ema_model``) instead; a run's ``best.pt`` already holds
+    whichever of the two scored best.
+    """
+    ckpt = safe_load(path, what)
+    if not isinstance(ckpt, dict):
+        raise BadInput(f"{what} {str(path)!r}: expected a dict of tensors, got {type(ckpt).__name__}")
+    keys = ("ema", "ema_model") if ema else ("model", "state_dict")
+    state = next((ckpt[k] for k in keys if isinstance(ckpt.get(k), dict) and (ckpt[k] or not ema)), None)
+    if state is None and ema:
+        raise BadInput(f"{what} {str(path)!r}: --ema given but it holds no EMA weights ('ema' / 'ema_model')")
+    if state is None:
+        if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            raise BadInput(f"{what} {str(path)!r} holds no weights ('model' / 'state_dict', or only tensors)")
+        state, ckpt = ckpt, {}
+    if isinstance(state.get("module"), dict):  # an EMA wrapper's own state dict
+        state = state["module"]
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    return {**ckpt, "model": state, "path": str(path)}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``tools/train.py`` (a file, or a work dir: its newest good checkpoint)."""
+    """A checkpoint written by ``tools/train.py`` (a file, or a work dir: its newest good checkpoint), to resume."""
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path / "checkpoints", say=True) or latest_checkpoint(path, say=True)
@@ -223,10 +249,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = found
     elif not path.exists():
         raise BadInput(f"--resume: checkpoint {str(path)!r} does not exist")
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "step" not in ckpt:
+    ckpt = read_checkpoint(path)
+    if "step" not in ckpt:
         raise BadInput(f"checkpoint {str(path)!r} was not written by tools/train.py (no 'model'/'step' entries)")
-    ckpt["path"] = str(path)
     return ckpt
 
 

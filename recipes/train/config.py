@@ -1,18 +1,23 @@
-"""Loading configs (mmengine ``Config``), checking every key is read, and the run's length in steps."""
+"""Loading configs (mmengine ``Config``), the ``train`` options, and the run's length in steps.
+
+The whole config is checked by :func:`recipes.train.config_check.check_config` before anything is built.
+"""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config, DictAction
 
+from recipes.options import accepted_options, check_keys, unknown_key_error
 from recipes.train.errors import BadInput
+
+__all__ = ["accepted_options", "build_with_keys", "check_keys", "load_config", "train_options", "unknown_key_error"]
 
 
 def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
@@ -95,36 +100,6 @@ SECTIONS = ("model", "task", "data", "data_root", "policy", "strategy", "adapter
             "custom_imports", "default_scope", "work_dir")  # fmt: skip
 
 
-def unknown_key_error(where: str, key: str, known: Iterable[str], why: str = "") -> KeyError:
-    """``KeyError`` naming ``<where><key>``, the nearest known key and the known ones."""
-    known = sorted(known)
-    near = difflib.get_close_matches(key, known, n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    shown = ", ".join(known) if len(known) <= 30 else ", ".join(known[:30]) + ", ..."
-    listed = f"; known: {shown}" if known else ""
-    return KeyError(f"config: `{where}{key}` is not read by anything{hint}{why}{listed}")
-
-
-def check_keys(where: str, given: Iterable[str], known: Iterable[str]) -> None:
-    """Raise :func:`unknown_key_error` for the first key of ``given`` outside ``known`` (``_private`` keys pass)."""
-    known = set(known)
-    for key in given:
-        if not str(key).startswith("_") and key not in known:
-            raise unknown_key_error(where, str(key), known)
-
-
-def accepted_kwargs(fn: Callable[..., Any], skip: Sequence[str] = ("self",)) -> set[str] | None:
-    """Keyword names ``fn`` accepts, or None when it takes ``**kwargs`` (anything goes)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in params if p.kind in kinds and p.name not in skip}
-
-
 def required_kwargs(fn: Callable[..., Any]) -> list[str]:
     """Keyword-passable parameters of ``fn`` without a default."""
     try:
@@ -137,7 +112,7 @@ def required_kwargs(fn: Callable[..., Any]) -> list[str]:
 
 def build_with_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> Any:
     """``fn(**kwargs)``; a keyword ``fn`` (or what it forwards to) does not take names ``<where><key>``."""
-    known = accepted_kwargs(fn)
+    known = accepted_options(fn)
     if known is not None:
         check_keys(where, kwargs, known)
     for name in required_kwargs(fn):
@@ -151,12 +126,13 @@ def build_with_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: st
         if "unexpected keyword argument" not in msg:
             raise
         key = msg.rsplit("argument", 1)[-1].strip(" '\"")
-        names = (accepted_kwargs(fn) or set()) | _callee_kwargs(e, msg)
+        names = (accepted_options(fn) or set()) | callee_options(e)
         raise unknown_key_error(where, key, names, f" ({msg})") from None
 
 
-def _callee_kwargs(e: TypeError, msg: str) -> set[str]:
+def callee_options(e: TypeError) -> set[str]:
     """Keywords of the callable a ``**kwargs`` forwarder passed an unknown key to (for the did-you-mean)."""
+    msg = str(e)
     m = re.match(r"(\w+)(?:\.__init__)?\(\)", msg)
     tb = e.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -167,25 +143,7 @@ def _callee_kwargs(e: TypeError, msg: str) -> set[str]:
     target = frame.f_locals.get(m.group(1), frame.f_globals.get(m.group(1)))
     if target is None:
         return set()
-    return accepted_kwargs(target.__init__ if isinstance(target, type) else target) or set()
-
-
-def check_config(cfg: Config) -> None:
-    """Top-level sections and ``train.*`` keys nothing reads are errors (the other sections are checked
-    where they are built: task options, data splits and dataset arguments, model, optimizer, strategy,
-    schedule, policy)."""
-    check_keys("", cfg.keys(), SECTIONS)
-    for key in cfg.get("train", {}):
-        if key in TRAIN_REMOVED:
-            raise KeyError(f"config: `train.{key}`: {TRAIN_REMOVED[key]}")
-    check_keys("train.", cfg.get("train", {}), [*TRAIN_DEFAULTS, *TRAIN_ALIASES])
-    opt = cfg.get("optimizer") or {}
-    for key in ("lr", "weight_decay"):
-        if key in opt:
-            raise KeyError(
-                f"config: `optimizer.{key}` would be ignored: every param group carries its own {key} from the "
-                f"strategy section; set strategy.{key}=... instead"
-            )
+    return accepted_options(target) or set()
 
 
 def train_options(cfg: Config) -> dict[str, Any]:

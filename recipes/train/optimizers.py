@@ -7,7 +7,7 @@
 
 Each entry is ``f(param_groups, **kwargs) -> torch.optim.Optimizer``. The groups carry ``lr`` and
 ``weight_decay`` (the strategy's), so a config's ``optimizer.lr`` / ``optimizer.weight_decay`` is an
-error (:func:`recipes.train.config.check_config`); other keys are checked against the optimizer's signature.
+error (:func:`recipes.train.config_check.check_config`); other keys are checked against the optimizer's signature.
 """
 
 from __future__ import annotations
@@ -52,7 +52,21 @@ def _register_timm() -> None:
     except ImportError:  # timm is in the [train] extra; without it only torch's optimizers exist
         return
     for name in list_optimizers():
-        OPTIMIZERS.register_module(name, module=functools.partial(_timm_optimizer, name))
+        factory = functools.partial(_timm_optimizer, name)
+        factory.options = functools.partial(_timm_options, name)  # type: ignore[attr-defined]
+        OPTIMIZERS.register_module(name, module=factory)
+
+
+def _timm_options(name: str) -> frozenset[str] | None:
+    """The keywords of the class behind a timm optimizer name (None when it cannot be imported here)."""
+    from timm.optim import get_optimizer_class
+
+    from recipes.options import accepted_options
+
+    try:
+        return accepted_options(get_optimizer_class(name, bind_defaults=False), skip=("self", "params"))
+    except (ImportError, AssertionError):
+        return None
 
 
 _register_timm()

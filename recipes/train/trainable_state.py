@@ -73,6 +73,6 @@ def load_model(model: nn.Module, ckpt: Mapping[str, Any], fingerprint: torch.Ten
     if not torch.allclose(saved, fingerprint, rtol=1e-9, atol=0.0):
         raise ValueError(
             f"checkpoint {ckpt['path']!r} holds only the trainable tensors, and this config rebuilds different "
-            "frozen weights than the run started with (another model.pretrained_file, weights or seed?); resume "
+            "frozen weights than the run started with (another model.pretrained, weights or seed?); resume "
             "with the same config and weights"
         )

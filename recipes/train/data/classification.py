@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.options import forwards_kwargs
 from recipes.train.data.safe_pickle import load_plain_pickle
 from recipes.train.errors import BadInput
 from recipes.train.registry import DATASETS
@@ -119,7 +120,11 @@ def to_tensor(img: Any) -> torch.Tensor:
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
+FILLED = ("images", "labels", "classes")  # what each builder below gives ArrayDataset itself
+
+
 @DATASETS.register_module("digits")
+@forwards_kwargs(ArrayDataset, filled=FILLED)
 def digits(split: str = "train", val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
            **kw: Any) -> ArrayDataset:  # fmt: skip
     """scikit-learn's 1,797 8x8 digits (grey, 0..16 scaled to uint8), split train / val / test, stratified."""
@@ -168,12 +173,14 @@ def _cifar_field(entry: Any, key: str, path: Path) -> Any:
 
 
 @DATASETS.register_module("cifar10")
+@forwards_kwargs(ArrayDataset, filled=FILLED)
 def cifar10(root: str | Path, split: str = "train", **kw: Any) -> ArrayDataset:
     """CIFAR-10 from torchvision's ``cifar-10-batches-py`` folder (give it or its parent)."""
     return _cifar(root, split, 10, **kw)
 
 
 @DATASETS.register_module("cifar100")
+@forwards_kwargs(ArrayDataset, filled=FILLED)
 def cifar100(root: str | Path, split: str = "train", **kw: Any) -> ArrayDataset:
     """CIFAR-100 (fine labels) from torchvision's ``cifar-100-python`` folder (give it or its parent)."""
     return _cifar(root, split, 100, **kw)
@@ -192,6 +199,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @DATASETS.register_module("idx")
+@forwards_kwargs(ArrayDataset, filled=FILLED)
 def idx(root: str | Path, split: str = "train", classes: Sequence[str] | None = None, **kw: Any) -> ArrayDataset:
     """MNIST / Fashion-MNIST idx files: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in ``root``."""
     root = _require(Path(root).expanduser(), "idx root")
@@ -222,6 +230,7 @@ class _FolderImages:
 
 
 @DATASETS.register_module("image_folder")
+@forwards_kwargs(ArrayDataset, filled=FILLED)
 def image_folder(root: str | Path, split: str | None = "train", per_class: int | None = None, per_class_start: int = 0,
                  subset_seed: int = 0, **kw: Any) -> ArrayDataset:  # fmt: skip
     """``root/<split>/<class name>/<image>``; classes are the sorted sub-folder names.

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.options import forwards_kwargs
 from recipes.train.registry import DATASETS
 
 log = logging.getLogger("recipes.detection")
@@ -110,6 +111,7 @@ def build_transform(
     return A.Compose([*ops, A.Normalize(IMAGENET_MEAN, IMAGENET_STD)], bbox_params=bbox)
 
 
+@forwards_kwargs(build_transform, filled=("train", "size"))
 class CocoDetection(Dataset):
     """A COCO split: ``ann_file`` plus the folder the ``file_name`` entries are relative to.
 
@@ -252,6 +254,7 @@ def _xywh(xyxy: np.ndarray) -> np.ndarray:
 
 
 @DATASETS.register_module("coco_detection")
+@forwards_kwargs(CocoDetection, filled=("ann_file", "img_dir", "train"))
 def build_coco_detection(
     root: str | Path | None = None,
     split: str = "train",

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.options import check_keys
 from recipes.train.data.tracking import Sequence, load_sequences
 from recipes.train.data.tracking_roots import root_kind
 from recipes.train.errors import BadInput
@@ -159,10 +160,8 @@ class StillImages:
 
         if not 0.0 <= share <= 1.0:
             raise BadInput(f"data.train.still_images.share must lie in [0, 1], got {share}")
-        unknown = set(coco) - {"ann_file", "img_dir", "split"}
-        if unknown:
-            raise BadInput(f"data.train.still_images: unknown keys {sorted(unknown)}; known: share, min_size, root, "
-                           "ann_file, img_dir, split")  # fmt: skip
+        known = {"share", "min_size", "root", "ann_file", "img_dir", "split"}
+        check_keys("data.train.still_images.", coco, known)
         self.coco = build_coco_detection(root if root is not None else tracking_root, train=False, **coco)
         self.share = float(share)
         self.objects = [(i, box) for i, im in enumerate(self.coco.images) for box in self.coco.anns[im["id"]][:, :4]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recipes.options import check_keys
 from recipes.train.registry import MODELS
 
 log = logging.getLogger("recipes.detection")
@@ -45,54 +46,54 @@ def _trainable_only(path: Path) -> bool:
 def build_rfdetr_wrapper(
     size: str = "nano",
     num_classes: int = 90,
-    pretrain_weights: str | None = None,
+    pretrained: str | None = None,
     allow_partial_load: bool = False,
     **kwargs: Any,
 ) -> Any:
     """The ``rfdetr`` wrapper (``.model.model`` is the ``LWDETR``, ``.model_config`` its config), never a download.
 
-    ``pretrain_weights``: a local checkpoint file (the ``rf-detr-<size>.pth`` rfdetr publishes, a
+    ``pretrained``: a local checkpoint file (the ``rf-detr-<size>.pth`` rfdetr publishes, a
     run's ``best.pt``); its head is re-sized to ``num_classes``. rfdetr loads it with
     ``strict=False``: a checkpoint of another size (Nano's 2 decoder layers into Small's 3) would
     leave tensors at random init with only a log line. That is an error here unless
     ``allow_partial_load=True`` says it is meant.
     """
     cls = rfdetr_class(size)
-    if pretrain_weights is None:
-        log.warning("RF-DETR %s: no pretrain_weights given, starting from random weights", size)
+    if pretrained is None:
+        log.warning("RF-DETR %s: no model.pretrained given, starting from random weights", size)
         if size == "base":
             kwargs.setdefault("positional_encoding_size", 40)  # 37 would fetch DINOv2 weights from the hub
     else:
-        path = Path(pretrain_weights).expanduser()
+        path = Path(pretrained).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"model.pretrain_weights: {str(path)!r} does not exist; give a local checkpoint file "
+                f"model.pretrained: {str(path)!r} does not exist; give a local checkpoint file "
                 f"(e.g. rf-detr-{size}.pth) or None to start from random weights"
             )
-        pretrain_weights = str(path.resolve())
+        pretrained = str(path.resolve())
         if _trainable_only(path):
             raise ValueError(
-                f"model.pretrain_weights: {pretrain_weights!r} holds only the trainable tensors of a LoRA / mostly "
+                f"model.pretrained: {pretrained!r} holds only the trainable tensors of a LoRA / mostly "
                 "frozen run (frozen_omitted, train.save_frozen='auto'), not a whole model; start from the weights "
                 "that run started from, or save whole models in that run with train.save_frozen=True"
             )
-        log.info("RF-DETR %s: loading pretrained weights from %s", size, pretrain_weights)
+        log.info("RF-DETR %s: loading pretrained weights from %s", size, pretrained)
     hint = "was it saved from another size? pick the matching model.size"
     partial = _PartialLoadRecords()
     logging.getLogger("rf-detr").addHandler(partial)
     try:
-        wrapper = cls(pretrain_weights=pretrain_weights, num_classes=num_classes, **kwargs)
+        wrapper = cls(pretrain_weights=pretrained, num_classes=num_classes, **kwargs)
     except (RuntimeError, ValueError) as e:
-        if pretrain_weights and ("size mismatch" in str(e) or "incompatible" in str(e)):
+        if pretrained and ("size mismatch" in str(e) or "incompatible" in str(e)):
             raise ValueError(
-                f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}): {str(e)[:300]}"
+                f"model.pretrained: {pretrained!r} does not fit RF-DETR {size!r} ({hint}): {str(e)[:300]}"
             ) from None
         raise
     finally:
         logging.getLogger("rf-detr").removeHandler(partial)
     if partial.messages and not allow_partial_load:
         raise ValueError(
-            f"model.pretrain_weights: {pretrain_weights!r} does not fit RF-DETR {size!r} ({hint}, or set "
+            f"model.pretrained: {pretrained!r} does not fit RF-DETR {size!r} ({hint}, or set "
             f"model.allow_partial_load=True to fine-tune from it on purpose). rfdetr: {partial.messages[0][:400]}"
         )
     return wrapper
@@ -116,7 +117,7 @@ class _PartialLoadRecords(logging.Handler):
 def build_rfdetr(
     size: str = "nano",
     num_classes: int = 90,
-    pretrain_weights: str | None = None,
+    pretrained: str | None = None,
     encoder_weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -124,19 +125,19 @@ def build_rfdetr(
 
     ``encoder_weights``: a transformers ``Dinov2Model`` folder (DINOv2 ViT-S/14) for the encoder only, the rest
     random: the patch kernel is resampled 14 -> 16 px for Nano..Large and the position grid to the size's own
-    (``recipes/train/models/pretrained.py``). It cannot be combined with ``pretrain_weights`` (a whole model).
+    (``recipes/train/models/pretrained.py``). It cannot be combined with ``pretrained`` (a whole model).
     """
-    check_encoder_weights(pretrain_weights, encoder_weights)
-    model = build_rfdetr_wrapper(size, num_classes, pretrain_weights, **kwargs).model.model
+    check_encoder_weights(pretrained, encoder_weights)
+    model = build_rfdetr_wrapper(size, num_classes, pretrained, **kwargs).model.model
     load_encoder_weights(model, encoder_weights)
     return model
 
 
-def check_encoder_weights(pretrain_weights: str | None, encoder_weights: str | None) -> None:
-    """``encoder_weights`` (a DINOv2 folder for the encoder) and ``pretrain_weights`` (a whole model) exclude each other."""
-    if encoder_weights is not None and pretrain_weights is not None:
+def check_encoder_weights(pretrained: str | None, encoder_weights: str | None) -> None:
+    """``encoder_weights`` (a DINOv2 folder for the encoder) and ``pretrained`` (a whole model) exclude each other."""
+    if encoder_weights is not None and pretrained is not None:
         raise ValueError(
-            "model: give pretrain_weights (a whole RF-DETR checkpoint) or encoder_weights (a DINOv2 folder for the "
+            "model: give pretrained (a whole RF-DETR checkpoint) or encoder_weights (a DINOv2 folder for the "
             "encoder), not both: the encoder weights would overwrite the checkpoint's encoder"
         )
 
@@ -148,3 +149,17 @@ def load_encoder_weights(model: nn.Module, encoder_weights: str | None) -> None:
     from recipes.train.models.pretrained import load_hf_dinov2_into_rfdetr
 
     log.info("%s", load_hf_dinov2_into_rfdetr(model, encoder_weights))
+
+
+def check_rfdetr_options(model: dict[str, Any]) -> None:
+    """``model.*`` checked before anything is built: this builder's keys, the rest against the size's rfdetr
+    ``ModelConfig`` fields (a pydantic class: nothing is built)."""
+    import inspect
+
+    own = set(inspect.signature(build_rfdetr).parameters) | set(inspect.signature(build_rfdetr_wrapper).parameters)
+    own -= {"kwargs"}
+    fields = set(rfdetr_class(model.get("size", "nano"))._model_config_class.model_fields) - {"pretrain_weights"}
+    check_keys("model.", model, own | fields)
+
+
+build_rfdetr.check_options = check_rfdetr_options  # type: ignore[attr-defined]

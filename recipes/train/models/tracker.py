@@ -8,10 +8,10 @@ which is what runs. Template and search tokens get their own learned position gr
 fixed-size clips), are concatenated and go through the encoder together (OSTrack's one-stream
 design); the search tokens' map feeds a centre/size head (``box_head``: score map, size map, offset).
 
-Initialisation (``init``): ``None`` (random); a VideoMAE folder (``from_pretrained``); a VideoMAEv2
+Starting weights (``pretrained``): ``None`` (random); a VideoMAE folder (``from_pretrained``); a VideoMAEv2
 ``.pth`` (``weights_only=True``); or a DINOv2 folder, inflated (see :func:`inflate_dinov2`).
 :func:`load_report` lists every backbone tensor left random and every checkpoint tensor not used;
-``strict_init=True`` makes a tensor left random an error.
+``strict_pretrained=True`` makes a tensor left random an error.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipes.options import check_keys
 from recipes.train.registry import MODELS
 
 log = logging.getLogger("recipes.tracking")
@@ -203,10 +204,10 @@ def load_report(tracker: VideoMAETracker, loaded: list[str]) -> list[str]:
     return [n for n, _ in tracker.named_parameters() if n.startswith("videomae.") and n not in done]
 
 
-def initialise(tracker: VideoMAETracker, init: str | None, strict: bool) -> dict[str, list[str]]:
-    if init is None:
+def initialise(tracker: VideoMAETracker, pretrained: str | None, strict: bool) -> dict[str, list[str]]:
+    if pretrained is None:
         return {"loaded": [], "unused": [], "random": load_report(tracker, [])}
-    path = Path(init).expanduser()
+    path = Path(pretrained).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         import json
 
@@ -222,43 +223,47 @@ def initialise(tracker: VideoMAETracker, init: str | None, strict: bool) -> dict
             side = src.config.image_size // src.config.patch_size
             result = load_backbone_state(tracker, src.state_dict(), side)
         else:
-            raise ValueError(f"model.init: {path}/config.json has model_type {kind!r}; expected 'dinov2' or 'videomae'")
+            raise ValueError(
+                f"model.pretrained: {path}/config.json has model_type {kind!r}; expected 'dinov2' or 'videomae'"
+            )
     elif path.is_file():
         from recipes.train.checkpoint import safe_load
 
-        sd = safe_load(path, "model.init")  # tensors only: a crafted file is refused before anything runs
+        sd = safe_load(path, "model.pretrained")  # tensors only: a crafted file is refused before anything runs
         side = 224 // tracker.videomae.config.patch_size  # VideoMAEv2 pretrains at 224 px
         result = load_backbone_state(tracker, videomaev2_to_transformers(sd.get("model", sd)), side)
     else:
-        raise FileNotFoundError(f"model.init: {path} is neither a model folder with config.json nor a .pth file")
+        raise FileNotFoundError(f"model.pretrained: {path} is neither a model folder with config.json nor a .pth file")
     result["random"] = load_report(tracker, result["loaded"])
     if result["random"]:
-        msg = f"model.init {path}: {len(result['random'])} backbone tensors left random, e.g. {result['random'][:3]}"
+        msg = f"model.pretrained {path}: {len(result['random'])} backbone tensors left random, e.g. {result['random'][:3]}"
         if strict:
-            raise ValueError(msg + "; check the checkpoint matches model.* (sizes, patch size), or strict_init=False")
+            raise ValueError(
+                msg + "; check the checkpoint matches model.* (sizes, patch size), or strict_pretrained=False"
+            )
         log.warning(msg)
     return result
 
 
 @MODELS.register_module("videomae_tracker")
-def build_videomae_tracker(template_size: int = 112, search_size: int = 224, init: str | None = None,
-                           strict_init: bool = True, head_dim: int = 128, **config: Any) -> VideoMAETracker:  # fmt: skip
+def build_videomae_tracker(template_size: int = 112, search_size: int = 224, pretrained: str | None = None,
+                           strict_pretrained: bool = True, head_dim: int = 128, **config: Any) -> VideoMAETracker:  # fmt: skip
     """A :class:`VideoMAETracker`; ``config`` goes to ``VideoMAEConfig`` (hidden_size, num_hidden_layers...).
 
-    With a DINOv2 ``init``, the width, heads, MLP size and epsilon follow its config.json (a different value
-    given is an error); give them too, so that the same config rebuilds the model without ``init``.
+    With a DINOv2 ``pretrained``, the width, heads, MLP size and epsilon follow its config.json (a different value
+    given is an error); give them too, so that the same config rebuilds the model without ``pretrained``.
     """
     from transformers import VideoMAEConfig
 
-    if init is not None and (Path(init) / "config.json").is_file():
+    if pretrained is not None and (Path(pretrained) / "config.json").is_file():
         import json
 
-        src = json.loads((Path(init) / "config.json").read_text())
+        src = json.loads((Path(pretrained) / "config.json").read_text())
         if src.get("model_type") == "dinov2":
             src["intermediate_size"] = int(src["hidden_size"] * src["mlp_ratio"])
             for k in ("hidden_size", "num_attention_heads", "layer_norm_eps", "hidden_act", "intermediate_size"):
                 if config.setdefault(k, src[k]) != src[k]:
-                    raise ValueError(f"model.{k}={config[k]} but the DINOv2 in {init} has {k}={src[k]}; "
+                    raise ValueError(f"model.{k}={config[k]} but the DINOv2 in {pretrained} has {k}={src[k]}; "
                                      f"remove model.{k} or match it")  # fmt: skip
             config.setdefault("num_hidden_layers", src["num_hidden_layers"])  # fewer: the first blocks
             config.setdefault("patch_size", src["patch_size"])  # another size: the kernel is resampled
@@ -266,5 +271,18 @@ def build_videomae_tracker(template_size: int = 112, search_size: int = 224, ini
     config.setdefault("image_size", search_size)
     cfg = VideoMAEConfig(**config)
     tracker = VideoMAETracker(cfg, template_size, search_size, head_dim)
-    tracker.init_report = initialise(tracker, init, strict_init)
+    tracker.init_report = initialise(tracker, pretrained, strict_pretrained)
     return tracker
+
+
+def check_tracker_options(model: dict[str, Any]) -> None:
+    """``model.*``: this builder's keys and ``VideoMAEConfig``'s (which would keep an unknown key silently)."""
+    import inspect
+
+    from transformers import VideoMAEConfig
+
+    own = set(inspect.signature(build_videomae_tracker).parameters) - {"config"}
+    check_keys("model.", model, own | set(VideoMAEConfig().to_dict()))
+
+
+build_videomae_tracker.check_options = check_tracker_options  # type: ignore[attr-defined]

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from recipes.train.config import accepted_kwargs, build_with_keys, check_keys, fill_data_root, unknown_key_error
+from recipes.options import accepted_options, check_keys, unknown_key_error
+from recipes.train.config import build_with_keys, fill_data_root
 from recipes.train.registry import DATASETS, TASKS
 
 
@@ -151,7 +152,7 @@ class Task:
 
 def task_options(cls: type[Task]) -> set[str]:
     """The ``task.*`` options a task class declares (keywords of its ``__init__`` after ``cfg``)."""
-    known = accepted_kwargs(cls.__init__, skip=("self", "cfg"))
+    known = accepted_options(cls, skip=("self", "cfg"))
     if known is None:
         raise TypeError(f"{cls.__name__}.__init__ takes **kwargs: declare each task option as a keyword argument")
     return known

@@ -2,7 +2,7 @@
 
 Config sketch::
 
-    model = dict(type="timm", name="vit_small_patch16_224", pretrained_file="/path/vit_s16.safetensors")
+    model = dict(type="timm", name="vit_small_patch16_224", pretrained="/path/vit_s16.safetensors")
     task = dict(type="classification", label_smoothing=0.0)
     data = dict(train=dict(type="cifar100", split="train", pipeline=[...]),
                 val=dict(type="cifar100", split="test", pipeline=[...]),

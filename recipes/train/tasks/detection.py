@@ -3,7 +3,7 @@
 Written against ``rfdetr`` 1.11 (base install; ``rfdetr.training`` is never imported, it pulls
 Lightning). The class count follows the training set's ``categories``. Config sketch::
 
-    model = dict(type="rfdetr", size="nano", pretrain_weights=None)   # or a local rf-detr-nano.pth
+    model = dict(type="rfdetr", size="nano", pretrained=None)   # or a local rf-detr-nano.pth
     task = dict(type="detection", multi_scale=True, freeze_encoder=0, lora=False)
     data = dict(train=dict(type="coco_detection", split="train"), val=dict(type="coco_detection", split="valid"))
 
@@ -105,7 +105,7 @@ class DetectionTask(Task):
 
         kw = self._model_kwargs()
         encoder_weights = kw.pop("encoder_weights", None)
-        check_encoder_weights(kw.get("pretrain_weights"), encoder_weights)
+        check_encoder_weights(kw.get("pretrained"), encoder_weights)
         wrapper = build_rfdetr_wrapper(**kw)
         self.model_config = wrapper.model_config
         root = (self.data_cfg.get("train") or {}).get("root")
@@ -129,7 +129,7 @@ class DetectionTask(Task):
 
     def _resolved_config(self) -> Any:
         if self.model_config is None:  # datasets built before the model: the config alone is cheap
-            skip = ("size", "pretrain_weights", "allow_partial_load", "encoder_weights")
+            skip = ("size", "pretrained", "allow_partial_load", "encoder_weights")
             kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
             self.model_config = rfdetr_class(self.model_cfg.get("size", "nano"))._model_config_class(**kw)
         return self.model_config

@@ -72,7 +72,6 @@ class DiffusionTask(Task):
         cache_dir: str | None = None,
         samples: Mapping[str, Any] | None = None,
         save_format: str = "diffusers",
-        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(cfg)
         self.lora = None if lora is None else dict(lora)
@@ -93,7 +92,6 @@ class DiffusionTask(Task):
                                       timestep_sampling=timestep_sampling, logit_mean=logit_mean,
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
-        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.caption_dropout, self.step = p, 0
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
@@ -177,8 +175,6 @@ class DiffusionTask(Task):
             self.pipeline()
             family = self.family
             model = getattr(self.pipe, family.denoiser)
-        if self.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
         if self.lora is None:
             return model.requires_grad_(True)
         from peft import LoraConfig

@@ -2,7 +2,7 @@
 
 Config sketch (``configs/tracking/videomae_dinov2_cpu.py`` is a complete one)::
 
-    model = dict(type="videomae_tracker", init="/path/dinov2_small", num_hidden_layers=6)
+    model = dict(type="videomae_tracker", pretrained="/path/dinov2_small", num_hidden_layers=6)
     task = dict(type="tracking", template_size=70, search_size=140, loss_weights=dict(focal=1, l1=5, giou=2))
     data = dict(train=dict(type="tracking_pairs", exclude=[...]), val=dict(type="tracking_sequences", sequences=[...]))
 

@@ -9,10 +9,12 @@ from typing import Any
 
 from mmengine import Config
 
+from recipes.options import accepted_options
 from recipes.param_groups import build_strategy
-from recipes.registry import SCHEDULES, STRATEGIES, accepted_options
+from recipes.registry import SCHEDULES, STRATEGIES
 from recipes.schedules import build_schedule
-from recipes.train.config import SECTIONS, check_config, train_options
+from recipes.train.config import SECTIONS, train_options
+from recipes.train.config_check import check_config
 from recipes.train.tune.space import MAPPING_OPTIONS, Space, SpaceError, nearest, nested
 
 #: sections whose options a class declares: a key the config does not set yet may still be searched
@@ -25,7 +27,7 @@ def _options_of(cfg: Config, section: str) -> set[str]:
     if registry is None or not isinstance(spec, Mapping) or "type" not in spec:
         return set()
     cls = registry.get(spec["type"])
-    names = set(accepted_options(cls)) if cls is not None else set()
+    names = set(accepted_options(cls, skip=("self", "cfg", "total_steps")) or ()) if cls is not None else set()
     return names | {n[: -len("_steps")] + "_epochs" for n in names if n.endswith("_steps")}  # schedules take both
 
 
