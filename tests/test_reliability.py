@@ -29,6 +29,7 @@ from mmengine.config import Config
 from recipes.train.checkpoint import latest_checkpoint, safe_load, save_atomic
 from recipes.train.engine import NonFiniteLoss, Trainer
 from recipes.train.errors import BadInput
+from recipes.train.workdir import RUN_MARKER
 from tools import predict, show_lr, voc2coco
 from tools import train as train_tool
 
@@ -568,6 +569,7 @@ def test_second_run_into_a_busy_work_dir_is_refused_and_a_stale_lock_taken_over(
     try:
         assert held.wait(30)
         (tmp_path / "wd" / "train_log.csv").write_text("the first run's log\n")
+        (tmp_path / "wd" / RUN_MARKER).write_text("")  # the first run's folder, as it marks it
         assert train_cli(tmp_path / "wd", "train.max_steps=1") == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"pid {holder.pid}" in line and "in use by a running training" in line
@@ -648,3 +650,38 @@ def test_first_signal_is_deferred_to_the_step_boundary_a_second_ctrl_c_stops_at_
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+
+
+# ============================================================================ nothing of the user's is touched
+@pytest.mark.parametrize("what", ["documents", "symlink"])
+def test_work_dir_holding_the_users_files_is_refused_and_nothing_moves(tmp_path, capsys, what):
+    """Only a folder a run marked is set aside; a user's folder (or a link to it, or the data) is refused."""
+    docs = tmp_path / "docs"
+    photos(docs, n=2)
+    (docs / "thesis.txt").write_text("the user's own")
+    before = sorted(p.name for p in docs.iterdir())
+    work_dir = {"documents": docs, "symlink": tmp_path / "link"}[what]
+    if what == "symlink":
+        work_dir.symlink_to(docs, target_is_directory=True)
+    assert train_cli(work_dir, "train.max_steps=1") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert (
+        "holds files no training run wrote (photo_0.jpg, photo_1.jpg, thesis.txt)" in line
+        and "nothing was moved" in line
+    )
+    assert sorted(p.name for p in docs.iterdir()) == before and (docs / "thesis.txt").read_text() == "the user's own"
+
+
+def test_a_marked_run_is_set_aside_and_show_lr_plots_stay(tmp_path, capsys):
+    """show_lr then train on the same work dir: the plots stay; a second run moves only the first run's files."""
+    work_dir = tmp_path / "wd"
+    assert show_lr.main([DEFAULT, "--out-dir", str(work_dir / "show_lr"), "--cfg-options", *TINY]) == 0
+    plots = sorted(p.name for p in (work_dir / "show_lr").iterdir())
+    assert "lr_schedule.png" in plots
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    assert sorted(p.name for p in (work_dir / "show_lr").iterdir()) == plots and not (work_dir / "previous").exists()
+    assert (work_dir / RUN_MARKER).is_file()
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    (earlier,) = (work_dir / "previous").iterdir()
+    assert (earlier / "summary.json").is_file() and not (earlier / "show_lr").exists()
+    assert sorted(p.name for p in (work_dir / "show_lr").iterdir()) == plots

@@ -56,7 +56,7 @@ from recipes.train.errors import BadInput, Interrupted, NonFiniteLoss
 from recipes.train.run_log import RunLog, setup_logging
 from recipes.train.sampling import make_loader
 from recipes.train.trainable_state import frozen_fingerprint, load_model, model_state, saves_frozen
-from recipes.train.workdir import StopOnSignal, WorkDirLock
+from recipes.train.workdir import StopOnSignal, WorkDirLock, check_work_dir, set_aside_earlier_run
 
 __all__ = ["NonFiniteLoss", "Trainer", "count_params", "seed_everything"]
 
@@ -98,8 +98,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
-        if self.work_dir.exists() and not self.work_dir.is_dir():
-            raise BadInput(f"work dir {str(self.work_dir)!r} is a file, not a folder; choose another --work-dir")
+        check_work_dir(self.work_dir)  # before anything is built: a folder no run wrote is refused
         if self.opts["num_threads"]:
             torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
         self._setup_distributed()
@@ -222,12 +221,8 @@ class Trainer:
         for tmp in remove_stale_tmp(self.work_dir, (BEST, BEST_INFO, "eval_log.jsonl", "train_log.csv",
                                                     "diagnostics.csv", "summary.json")):  # fmt: skip
             log.info(f"[work_dir] removed {tmp}, left by an interrupted write")
-        old = [p for p in self.work_dir.iterdir() if p.name not in ("previous", ".lock")]
-        if old and not resuming:
-            dest = self.work_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-            dest.mkdir(parents=True, exist_ok=True)
-            for p in old:
-                shutil.move(str(p), str(dest / p.name))
+        dest = set_aside_earlier_run(self.work_dir, resuming)
+        if dest is not None:
             log.info(f"[work_dir] an earlier run's files were moved to {dest}")
         if resuming:
             self._set_aside_later_best()
