@@ -672,6 +672,7 @@ def test_work_dir_holding_the_users_files_is_refused_and_nothing_moves(tmp_path,
     assert sorted(p.name for p in docs.iterdir()) == before and (docs / "thesis.txt").read_text() == "the user's own"
 
 
+@pytest.mark.slow  # two tiny runs and show_lr: about 15 s
 def test_a_marked_run_is_set_aside_and_show_lr_plots_stay(tmp_path, capsys):
     """show_lr then train on the same work dir: the plots stay; a second run moves only the first run's files."""
     work_dir = tmp_path / "wd"
@@ -685,3 +686,87 @@ def test_a_marked_run_is_set_aside_and_show_lr_plots_stay(tmp_path, capsys):
     (earlier,) = (work_dir / "previous").iterdir()
     assert (earlier / "summary.json").is_file() and not (earlier / "show_lr").exists()
     assert sorted(p.name for p in (work_dir / "show_lr").iterdir()) == plots
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
+def test_lora_safetensors_follow_the_umask(tmp_path, fmt):
+    """safetensors writes 0600; a saved LoRA gets the mode of any new file (readable by the team at umask 022)."""
+    pytest.importorskip("peft")
+    import diffusers
+    from peft import LoraConfig
+
+    from recipes.train.diffusion.lora_io import save_lora
+    from recipes.train.diffusion.tiny import _unet
+
+    unet = _unet(cross=16)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
+    old = os.umask(0o022)
+    try:
+        path = save_lora(diffusers.StableDiffusionPipeline, unet, tmp_path / "lora", "unet_lora_layers", fmt)
+    finally:
+        os.umask(old)
+    assert path.is_file() and path.stat().st_mode & 0o777 == 0o644
+
+
+def test_predict_never_overwrites_an_input_or_an_existing_file(tmp_path, capsys):
+    """--out-dir the inputs' own folder, a user's file of the same name, two inputs of one name: all kept."""
+    from PIL import Image
+
+    out = tmp_path / "photos"
+    (a,) = photos(out, n=1, ext=".png")  # an input inside --out-dir, named as its drawing would be
+    (b,) = photos(tmp_path / "other", n=1, ext=".png")  # same file name, another folder
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    drawing = Image.new("RGB", (8, 8), "red")
+    first = predict.save_new(drawing, out, a.stem)
+    second = predict.save_new(drawing, out, b.stem)
+    assert (first.name, second.name) == ("photo_0-1.png", "photo_0-2.png")
+    assert a.read_bytes() == a_bytes and b.read_bytes() == b_bytes
+    (out / "photo_0-3.png").symlink_to(tmp_path / "nowhere.png")  # a dangling link is a name in use too
+    assert predict.save_new(drawing, out, a.stem).name == "photo_0-4.png" and not (tmp_path / "nowhere.png").exists()
+
+
+def test_predict_out_dir_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    (img,) = photos(tmp_path, n=1)
+    (tmp_path / "out").write_text("the user's")
+    argv = [
+        str(ROOT / "configs" / "rfdetr_ft.py"),
+        str(tmp_path / "none.pt"),
+        str(img),
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
+    assert predict.main(argv) == 2
+    assert "--out-dir" in one_error_line(capsys.readouterr().err) and (tmp_path / "out").read_text() == "the user's"
+
+
+@pytest.mark.slow
+def test_predict_real_run_keeps_every_input_and_names_outputs_apart(tmp_path, capsys):
+    """A real RF-DETR Nano: inputs in --out-dir and two inputs of one name each get a new drawing."""
+    from recipes.train.tasks.detection import build_rfdetr_wrapper
+
+    wrapper = build_rfdetr_wrapper(num_classes=2, pretrain_weights=None, size="nano")
+    ckpt = tmp_path / "best.pt"
+    save_atomic({"model": wrapper.model.model.state_dict(), "class_names": ["cat", "cup"]}, ckpt)
+    (a,) = photos(tmp_path / "out", n=1, ext=".png")
+    (b,) = photos(tmp_path / "other", n=1, ext=".png")
+    before = {p: p.read_bytes() for p in (a, b)}
+    cfg = str(ROOT / "configs" / "rfdetr_ft.py")
+    rc = predict.main(
+        [cfg, str(ckpt), str(a), str(b), "--out-dir", str(tmp_path / "out"), "--cfg-options", "model.size=nano"]
+    )
+    assert rc == 0 and all(p.read_bytes() == data for p, data in before.items())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo_0-1.png", "photo_0-2.png", "photo_0.png"]
+
+
+def test_show_lr_never_replaces_a_png(tmp_path, capsys):
+    """A second run into the same folder writes lr_schedule-1.png etc.; the first run's files and a user's stay."""
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "lr_heatmap.png").write_bytes(b"the user's own picture")
+    argv = [DEFAULT, "--out-dir", str(out), "--csv", "--cfg-options", *TINY]
+    assert show_lr.main(argv) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == ["lr_heatmap-1.png", "lr_heatmap.png", "lr_schedule-1.csv", "lr_schedule-1.png"]
+    assert show_lr.main(argv) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in first} == first
+    assert {"lr_schedule-2.png", "lr_heatmap-2.png", "lr_schedule-2.csv"} < {p.name for p in out.iterdir()}

@@ -9,6 +9,10 @@ set when ``data_root`` is set, else ``class 0``, ``class 1``... The checkpoint m
 dict or a dict holding it under ``model`` / ``state_dict`` (``ema`` / ``ema_model`` with ``--ema``).
 A run's ``best.pt`` already holds the weights (plain or EMA) that scored best: no ``--ema`` needed.
 
+Nothing is overwritten: each drawing is ``<image name>.png`` in ``--out-dir``, or ``<name>-1.png``,
+``<name>-2.png``... where that name is taken (a file already there, an input image itself, or another
+input of the same name in this run).
+
 A checkpoint of a mostly frozen run (encoder LoRA; ``frozen_omitted``: the trainable tensors only,
 as ``train.save_frozen='auto'`` writes them) is completed from the config's ``model.pretrain_weights``,
 the model built the way ``tools/train.py`` builds it, and checked against the run's fingerprint of
@@ -103,6 +107,32 @@ def class_names(cfg: Any, ckpt: dict[str, Any], n: int) -> list[str]:
     return names
 
 
+def free_path(out_dir: Path, stem: str) -> Path:
+    """``out_dir/<stem>.png``, or the first ``<stem>-<k>.png`` that does not exist yet."""
+    path, k = out_dir / f"{stem}.png", 0
+    while path.exists() or path.is_symlink():
+        k += 1
+        path = out_dir / f"{stem}-{k}.png"
+    return path
+
+
+def save_new(image: Any, out_dir: Path, stem: str) -> Path:
+    """Save ``image`` as PNG under a name no file holds (opened with O_EXCL: never replaces one)."""
+    while True:
+        path = free_path(out_dir, stem)
+        try:
+            f = open(path, "xb")  # noqa: SIM115 - closed below, removed if the write fails
+        except FileExistsError:  # another process took the name between the check and the open
+            continue
+        try:
+            with f:
+                image.save(f, format="PNG")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+
 def draw(image: Any, result: dict[str, torch.Tensor], names: list[str], threshold: float) -> Any:
     from PIL import ImageDraw
 
@@ -136,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out-dir {args.out_dir!r} is a file, not a folder; give a folder for the drawings")
 
     from PIL import Image
 
@@ -158,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     names = class_names(cfg, ckpt, n)
     transform = build_transform(False, resolution)
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
 
@@ -176,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             result = post(model(x), torch.tensor([[image.height, image.width]]))[0]
         keep = int((result["scores"] >= args.threshold).sum())
-        dst = out_dir / f"{Path(path).stem}.png"
-        draw(image, result, names, args.threshold).save(dst)
+        dst = save_new(draw(image, result, names, args.threshold), out_dir, Path(path).stem)
         print(f"{path}: {keep} boxes >= {args.threshold} -> {dst}")
     if failed:
         raise BadInput(

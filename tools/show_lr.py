@@ -13,6 +13,8 @@ Beside it ``lr_heatmap.png`` (peak LR per component and block), and with ``--per
 per parameter (name, group, layer id, layer, component, lr, lr_scale, weight decay) as
 ``params.csv`` or ``params.json``. ``--timm`` / ``--hf`` take a model by name instead of a config:
 built on the meta device (no weights, no download), grouped by ``--strategy`` over ``--steps``.
+No file is replaced: where a name is taken, the run's files all get the next free ``-<k>`` suffix
+(``lr_schedule-1.png``, ``lr_heatmap-1.png``, ...).
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ from recipes.train.errors import BadInput, cli  # noqa: E402
 
 DEFAULT_STRATEGY = '{"type": "layer_decay", "lr": 1e-3, "decay": 0.75, "weight_decay": 0.05}'
 DEFAULT_SCHEDULE = '{"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.01}'
+
+
+def output_paths(out: Path, names: list[str]) -> dict[str, Path]:
+    """``{name: out/name}``, or with the first suffix ``-<k>`` under which none of the names exists yet."""
+    out.mkdir(parents=True, exist_ok=True)
+    k = 0
+    while True:
+        paths = {n: out / (n if k == 0 else f"{Path(n).stem}-{k}{Path(n).suffix}") for n in names}
+        if not any(p.exists() or p.is_symlink() for p in paths.values()):
+            return paths
+        k += 1
+
+
+def report_names(csv: bool, per_param: str | None) -> list[str]:
+    return ["lr_schedule.png", "lr_heatmap.png"] + ["lr_schedule.csv"] * csv + [f"params.{per_param}"] * bool(per_param)
 
 
 def add_model_name_args(ap: argparse.ArgumentParser) -> None:
@@ -104,25 +121,26 @@ def show_model(args: argparse.Namespace) -> int:
     total = args.steps or 1000
     sched = build_schedule(_json_option("--schedule", args.schedule or DEFAULT_SCHEDULE), total_steps=total,
                            lr=base_lr_of(groups))  # fmt: skip
-    out = Path(args.out_dir or Path("work_dirs") / "show_lr" / name)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_lr(lr_table(groups, sched, every=max(1, total // 400)), str(out / "lr_schedule.png"), title=name)
-    print(f"wrote {out / 'lr_schedule.png'}")
+    out = output_paths(
+        Path(args.out_dir or Path("work_dirs") / "show_lr" / name), report_names(args.csv, args.per_param)
+    )
+    plot_lr(lr_table(groups, sched, every=max(1, total // 400)), str(out["lr_schedule.png"]), title=name)
+    print(f"wrote {out['lr_schedule.png']}")
     if args.csv:
-        write_csv(lr_table(groups, sched), str(out / "lr_schedule.csv"))
-        print(f"wrote {out / 'lr_schedule.csv'}")
+        write_csv(lr_table(groups, sched), str(out["lr_schedule.csv"]))
+        print(f"wrote {out['lr_schedule.csv']}")
     write_model_reports(groups, model, mmap, out, args.per_param, name)
     return 0
 
 
 def write_model_reports(
-    groups: list[dict], model: nn.Module, mmap: ModelMap, out: Path, per_param: str | None, title: str
+    groups: list[dict], model: nn.Module, mmap: ModelMap, out: dict[str, Path], per_param: str | None, title: str
 ) -> None:
-    """``lr_heatmap.png`` beside the LR plot, and ``params.<fmt>`` with ``--per-param``."""
-    plot_lr_heatmap(groups, mmap, str(out / "lr_heatmap.png"), title=f"{title}: peak LR per component and block")
-    print(f"wrote {out / 'lr_heatmap.png'}")
+    """``lr_heatmap.png`` beside the LR plot, and ``params.<fmt>`` with ``--per-param`` (paths from ``out``)."""
+    plot_lr_heatmap(groups, mmap, str(out["lr_heatmap.png"]), title=f"{title}: peak LR per component and block")
+    print(f"wrote {out['lr_heatmap.png']}")
     if per_param:
-        path = out / f"params.{per_param}"
+        path = out[f"params.{per_param}"]
         rows = param_table(groups, model, mmap)
         write_table(rows, str(path))
         print(f"wrote {path} ({len(rows)} parameters)")
@@ -163,17 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     print(format_lr_grid(groups, model, title=Path(args.config).stem, mmap=mmap))
     for line in plan.freeze.describe():
         print(f"[freeze] {line}")
-    out = Path(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_paths(Path(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr"),
+                       report_names(args.csv, args.per_param))  # fmt: skip
     rows = lr_table(groups, plan.schedule, every=max(1, total // 400))
-    plot_lr(rows, str(out / "lr_schedule.png"), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")
+    plot_lr(rows, str(out["lr_schedule.png"]), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")
     per_epoch = f" ({spe} per epoch)" if spe else ""  # train.max_steps without data: no epochs to speak of
     print(f"schedule {cfg.schedule['type']}: {total} steps{per_epoch}; "
           f"base lr peak {max(r['base_lr'] for r in rows):.4g}")  # fmt: skip
-    print(f"wrote {out / 'lr_schedule.png'}")
+    print(f"wrote {out['lr_schedule.png']}")
     if args.csv:
-        write_csv(lr_table(groups, plan.schedule), str(out / "lr_schedule.csv"))
-        print(f"wrote {out / 'lr_schedule.csv'}")
+        write_csv(lr_table(groups, plan.schedule), str(out["lr_schedule.csv"]))
+        print(f"wrote {out['lr_schedule.csv']}")
     write_model_reports(groups, model, mmap, out, args.per_param, Path(args.config).stem)
     return 0
 
