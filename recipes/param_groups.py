@@ -155,8 +155,19 @@ def _describe(
             raise ValueError(_depth_help(f"{prefix!r} ({type(sub).__qualname__})", strategy)) from None
         adp = None
     sub_map = describe_any(sub, inner) if adp is None else adp.describe(sub, inner)
-    head_id = sub_map.max_layer_id
-    infos = {prefix + n: dataclasses.replace(i, name=prefix + n) for n, i in sub_map.params.items()}
+    # a headless backbone (nothing after its last block but a final norm): the rest of the model is its head,
+    # one past the last block, and the final norm goes with it, as in mmpretrain's
+    # LearningRateDecayOptimWrapperConstructor (the last block gets decay ** 1); a backbone with its own head
+    # keeps its adapter's map, exactly as when grouped alone
+    last_block = max((i.layer_id for i in sub_map.params.values() if i.stack is not None), default=-1)
+    headless = 1 <= last_block and sub_map.max_layer_id <= last_block
+    head_id = last_block + 1 if headless else sub_map.max_layer_id
+    infos = {
+        prefix + n: dataclasses.replace(
+            i, name=prefix + n, layer_id=head_id if headless and _after_blocks(i, last_block) else i.layer_id
+        )
+        for n, i in sub_map.params.items()
+    }
     norms = norm_param_names(base)
     for n in names:  # the rest of the model: the head's treatment
         if not n.startswith(prefix):
@@ -166,6 +177,11 @@ def _describe(
     mmap = ModelMap(sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels),
                     sub_map.has_depth)  # fmt: skip
     return adp, mmap
+
+
+def _after_blocks(info: ParamInfo, last_block: int) -> bool:
+    """A backbone's tensor after its last block (a final norm): the head's layer under ``prefix``, as in mmpretrain."""
+    return info.stack is None and info.layer_id >= last_block
 
 
 def _peft_roles(model: nn.Module, names: list[str]) -> tuple[set[str], set[str]]:
