@@ -696,7 +696,7 @@ def test_lora_safetensors_follow_the_umask(tmp_path, fmt):
     from peft import LoraConfig
 
     from recipes.train.diffusion.lora_io import save_lora
-    from recipes.train.diffusion.tiny import _unet
+    from recipes.train.diffusion.testing import _unet
 
     unet = _unet(cross=16)
     unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))

@@ -6,6 +6,7 @@ import difflib
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,37 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 
 def _read_config_file(path: Path) -> Config:
     """``Config.fromfile`` with a one-line error for a config that does not run (syntax, unknown name)."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # custom_imports of modules beside the config, without PYTHONPATH=.
+        sys.path.append(folder)
     try:
         return Config.fromfile(str(path))
+    except ImportError as e:
+        if "custom modules" not in str(e):
+            raise BadInput(f"config {_failing_line(e) or path}: ImportError: {e}") from None
+        cause: BaseException = e
+        while (cause.__cause__ or cause.__context__) is not None:  # the import error at the bottom of the chain
+            cause = cause.__cause__ or cause.__context__
+        raise BadInput(
+            f"config {str(path)!r}: custom_imports: {type(cause).__name__}: {cause}; modules are looked up beside "
+            f"the config ({folder}), on PYTHONPATH and among the installed packages"
+        ) from None
     except SyntaxError as e:
         where = f"{e.filename}:{e.lineno}" if e.lineno else str(path)
         raise BadInput(f"config {where}: syntax error: {e.msg}") from None
-    except (NameError, ImportError, AttributeError) as e:
-        tb = e.__traceback__
-        line = None
-        while tb is not None:  # the line of the config file (or its _base_) that failed
-            if tb.tb_frame.f_code.co_filename.endswith(".py") and "mmengine" not in tb.tb_frame.f_code.co_filename:
-                line = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-            tb = tb.tb_next
-        raise BadInput(f"config {line or path}: {type(e).__name__}: {e}") from None
+    except (NameError, AttributeError) as e:
+        raise BadInput(f"config {_failing_line(e) or path}: {type(e).__name__}: {e}") from None
+
+
+def _failing_line(e: BaseException) -> str | None:
+    """The line of the config file (or its _base_) that failed: the last frame outside mmengine and this file."""
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".py") and "mmengine" not in name and name != __file__:
+            line = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
 
 
 def _count(key: str, value: Any, low: int = 1) -> int:
