@@ -175,3 +175,25 @@ def test_runner_run_keeps_the_ratios_under_mmengine_schedulers(cfg, tmp_path):
             s.step()
     assert current_base_lr(groups) > 0
     assert isinstance(RecipesOptimWrapperConstructor, type)
+
+
+def _runner(cfg, work_dir, iters: int, resume: bool) -> Runner:
+    data = [dict(inputs=torch.randn(3, 16, 16), labels=i % 10) for i in range(12)]
+    return Runner(model=Classifier(), work_dir=str(work_dir), resume=resume,
+                  train_dataloader=dict(dataset=data, sampler=dict(type="DefaultSampler", shuffle=False), batch_size=2,
+                                        collate_fn=dict(type="default_collate"), num_workers=0),
+                  train_cfg=dict(by_epoch=False, max_iters=iters), optim_wrapper=cfg.optim_wrapper,
+                  default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=2, by_epoch=False)),
+                  default_scope="mmengine")  # fmt: skip
+
+
+def test_runner_resume_with_the_documented_workaround(cfg, tmp_path, monkeypatch):
+    """docs/integrations.md: mmengine 0.10.7's resume on torch >= 2.6 with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1."""
+    torch.manual_seed(0)
+    _runner(cfg, tmp_path, 2, False).train()
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    runner = _runner(cfg, tmp_path, 4, True)
+    runner.train()
+    assert runner.iter == 4 and (tmp_path / "iter_4.pth").is_file()
+    groups = runner.optim_wrapper.optimizer.param_groups
+    assert current_base_lr(groups) == pytest.approx(LR)  # the ratios survive the resume

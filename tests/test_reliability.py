@@ -770,3 +770,26 @@ def test_show_lr_never_replaces_a_png(tmp_path, capsys):
     assert show_lr.main(argv) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in first} == first
     assert {"lr_schedule-2.png", "lr_heatmap-2.png", "lr_schedule-2.csv"} < {p.name for p in out.iterdir()}
+
+
+def test_custom_imports_beside_the_config_and_errors_naming_the_config(tmp_path, capsys, monkeypatch):
+    """A user's module beside the config is imported without PYTHONPATH; a missing one names the config."""
+    monkeypatch.chdir(tmp_path)
+    pkg = tmp_path / "proj" / "zr_user_models"
+    pkg.mkdir(parents=True)
+    (pkg / "fixed_head.py").write_text(
+        "from torch import nn\nfrom recipes.train.registry import MODELS\n\n\n"
+        "@MODELS.register_module('zr_fixed_head_net')\ndef build(width: int = 8):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Linear(width, 10))\n"
+    )
+    cfg = tmp_path / "proj" / "cfg.py"
+    cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.fixed_head"])\n'
+                   'model = dict(_delete_=True, type="zr_fixed_head_net")\n'
+                   'strategy = dict(type="flat", lr=1e-3)\n')  # fmt: skip
+    assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "model.type='zr_fixed_head_net': its builder takes no `num_classes`" in line  # imported: it got this far
+    cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.missing"])\n')
+    assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"config {str(cfg)!r}: custom_imports: ModuleNotFoundError" in line and "recipes/train" not in line
