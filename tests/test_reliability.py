@@ -793,3 +793,57 @@ def test_custom_imports_beside_the_config_and_errors_naming_the_config(tmp_path,
     assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"config {str(cfg)!r}: custom_imports: ModuleNotFoundError" in line and "recipes/train" not in line
+
+
+# ============================================================================ issue 23: exit 4 and vague messages
+def test_cfg_options_dict_is_one_error_line(tmp_path, capsys):
+    assert train_cli(tmp_path / "wd", 'model={"type": "timm"}') == 2
+    assert "a dict cannot be given whole; set its keys one by one, e.g. model.type=" in one_error_line(
+        capsys.readouterr().err
+    )
+
+
+def test_disk_full_during_a_save_says_so_and_keeps_the_earlier_checkpoint(tmp_path):
+    """A real ENOSPC: the temporary file is a link to /dev/full."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    earlier = tmp_path / "step_0000001.pt"
+    save_atomic({"w": torch.ones(3)}, earlier)
+    path = tmp_path / "step_0000002.pt"
+    path.with_name(path.name + ".tmp").symlink_to("/dev/full")
+    with pytest.raises(BadInput, match=r"the disk is full .*the earlier checkpoints are intact"):
+        save_atomic({"w": torch.randn(256, 256)}, path)
+    assert not path.exists() and not path.with_name(path.name + ".tmp").is_symlink()
+    assert torch.equal(safe_load(earlier)["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("case", ["negative_init", "dangling_out"])
+def test_track_arguments_are_one_error_line(tmp_path, capsys, case):
+    from tools import track
+
+    argv = [str(ROOT / "configs" / "tracking" / "videomae_dinov2_cpu.py"), "--tracker", "opencv_mil"]
+    if case == "negative_init":  # a box starting left of the frame: argparse took -10 for an option
+        argv += ["--video", str(tmp_path / "none.mp4"), "--init", "-10,20,30,40"]
+        expected = "none.mp4"
+    else:
+        (tmp_path / "out").symlink_to(tmp_path / "gone")
+        argv += ["--video", str(tmp_path / "none.mp4"), "--init", "10,20,30,40", "--out", str(tmp_path / "out")]
+        expected = "which does not exist; give a new folder"
+    assert track.main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert expected in line and "expected one argument" not in line
+
+
+def test_reproduce_on_a_damaged_results_json_names_the_cell(tmp_path, capsys, monkeypatch):
+    from recipes.train import baselines
+    from tools import reproduce
+
+    monkeypatch.setattr(baselines, "results_path", lambda name: tmp_path / name / "results.json")
+    (tmp_path / "dinov2_cifar10").mkdir()
+    cell = {"method": "linear_probe", "seed": 0, "commit": "abc"}  # config_hash lost in a hand edit
+    data = {"baseline": "dinov2_cifar10", "schema": baselines.SCHEMA, "cells": {"linear_probe/cpu/0": cell}}
+    (tmp_path / "dinov2_cifar10" / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BadInput, match=r"cell 'linear_probe/cpu/0' has no config_hash; the file is damaged"):
+        baselines.read_results("dinov2_cifar10")
+    assert reproduce.main(["dinov2_cifar10", "--dry-run"]) == 2
+    assert "has no config_hash" in one_error_line(capsys.readouterr().err)

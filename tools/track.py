@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,7 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="a new or empty folder (default: work_dirs/track/<name>)")
     ap.add_argument("--gif", action="store_true", help="write track.gif instead of track.mp4")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    return ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `--init -10,20,30,40`: a box left of the frame, not an option
+        if argv[i] == "--init" and re.match(r"-\d|-\.\d", argv[i + 1]):
+            argv[i : i + 2] = [f"--init={argv[i + 1]}", ""]
+    return ap.parse_args([a for a in argv if a != ""])
 
 
 def parse_init(text: str | None) -> tuple[float, float, float, float]:
@@ -58,10 +64,14 @@ def parse_init(text: str | None) -> tuple[float, float, float, float]:
         raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h") from None
     if len(vals) != 4:
         raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h, got {len(vals)}")
+    if not all(v == v and abs(v) != float("inf") for v in vals) or vals[2] <= 0 or vals[3] <= 0:
+        raise ValueError(f"--init {text!r}: the width and height must be > 0 and every number finite")
     return vals  # type: ignore[return-value]
 
 
 def fresh_dir(path: Path) -> Path:
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"--out {path} is a link to {os.readlink(path)!r}, which does not exist; give a new folder")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ValueError(f"--out {path} already holds files; give a new or empty folder (nothing is replaced)")
     path.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,10 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 
         merged: dict[str, Any] = {}
         for option in options:  # one at a time, so an error names the option
+            key, _, value = option.partition("=")
+            if value.strip().startswith("{"):
+                raise BadInput(f"--cfg-options {option!r}: a dict cannot be given whole; set its keys one by one, "
+                               f"e.g. {key}.type=...")  # fmt: skip
             holder = _NS()
             try:
                 parser_action(None, holder, [option])
