@@ -847,3 +847,27 @@ def test_reproduce_on_a_damaged_results_json_names_the_cell(tmp_path, capsys, mo
         baselines.read_results("dinov2_cifar10")
     assert reproduce.main(["dinov2_cifar10", "--dry-run"]) == 2
     assert "has no config_hash" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow  # the full Flux.1 tree on meta: 20-50 s
+def test_show_lr_draws_flux_lora_as_typed_on_the_meta_device(capsys):
+    """configs/diffusion/flux_lora.py with no option: the 12B denoiser on meta (it was built in real memory)."""
+    from recipes.train.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "diffusion" / "flux_lora.py")
+    show_lr.on_meta_without_weights(cfg)
+    plan = show_lr.plan_for(cfg, None)
+    assert {p.device.type for p in plan.model.parameters()} == {"meta"}
+    assert sum(p.numel() for p in plan.model.parameters()) > 11e9
+    assert "model.device='meta'" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # builds a ViT-S/14: about 15 s
+def test_show_lr_needs_no_data_nor_weights(tmp_path, capsys):
+    """A config whose data_root and weight file are not on this machine still draws, each left-out said."""
+    cfg = ROOT / "configs" / "classification" / "dinov2_s14_cifar10.py"
+    argv = [str(cfg), "--out-dir", str(tmp_path), "--cfg-options", "model.pretrained_file=/nowhere/dinov2_small"]
+    assert show_lr.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "model.pretrained_file='/nowhere/dinov2_small' is not on this machine" in out
+    assert "assuming 100 steps per epoch" in out and (tmp_path / "lr_schedule.png").is_file()

@@ -5,10 +5,12 @@
     python tools/show_lr.py --hf ViTForImageClassification   (a transformers class, or a local config.json / folder)
 
 Builds exactly the model ``tools/train.py`` trains, by the same path (``recipes.train.build.prepare_run``:
-the task's model with the class count from the training data, the trainable policy, freezing),
-with its initial weights (``model.device='meta'`` works for full-size models); prints the grid and
-writes ``lr_schedule.png`` (and ``lr_schedule.csv`` with ``--csv``) to ``--out-dir``. Without the
-data at hand, ``--steps-per-epoch N`` (or ``train.max_steps``) lets it use the config's class count.
+the task's model with the class count from the training data, the trainable policy, freezing), on
+the meta device where the model builder takes ``device`` (no memory: a 12B denoiser draws on a laptop);
+prints the grid and writes ``lr_schedule.png`` (and ``lr_schedule.csv`` with ``--csv``) to ``--out-dir``.
+No data or weights are needed: weight files not on this machine are left out (the groups depend on the
+architecture only), and without the data the config's class count is used, with ``--steps-per-epoch N``
+(default 100, said) or ``train.max_steps`` for the schedule's length.
 Beside it ``lr_heatmap.png`` (peak LR per component and block), and with ``--per-param`` one row
 per parameter (name, group, layer id, layer, component, lr, lr_scale, weight decay) as
 ``params.csv`` or ``params.json``. ``--timm`` / ``--hf`` take a model by name instead of a config:
@@ -146,15 +148,46 @@ def write_model_reports(
         print(f"wrote {path} ({len(rows)} parameters)")
 
 
+WEIGHT_KEYS = ("pretrained_file", "pretrain_weights", "encoder_weights", "init", "pretrained")
+ASSUMED_STEPS_PER_EPOCH = 100  # without the data and without --steps-per-epoch: the grid does not depend on it
+
+
+def on_meta_without_weights(cfg) -> None:  # noqa: ANN001 - an mmengine Config
+    """No memory, no weights: ``model.device='meta'`` where the builder takes it and none is set, and weight
+    files that are not on this machine left out (the groups depend on the architecture only), each said."""
+    from recipes.train.config import accepted_kwargs
+    from recipes.train.registry import MODELS
+
+    model = cfg.get("model") or {}
+    try:
+        known = accepted_kwargs(MODELS.lookup(model.get("type")))
+    except (KeyError, TypeError, ValueError):
+        return
+    if "device" not in model and known is not None and "device" in known:
+        model["device"] = "meta"
+        print("note: model.device='meta': the full-size model without memory (set model.device to override)")
+    for key in WEIGHT_KEYS:
+        value = model.get(key)
+        if isinstance(value, str) and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
+            model[key] = None
+            print(f"note: model.{key}={value!r} is not on this machine; the groups do not need it: left out")
+    if model.get("pretrained_format") and not model.get("pretrained_file"):  # the format of a file not given
+        model.pop("pretrained_format")
+
+
 def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an mmengine Config
     """The run as tools/train.py builds it; without the data, the config's own class count (said so)."""
     if not cfg.get("data"):  # a config for the library alone (e.g. a diffusion LoRA's groups): no data to read
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
     try:
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch)
-    except (FileNotFoundError, KeyError) as e:
-        if "data" not in str(e) or not (steps_per_epoch or cfg.get("train", {}).get("max_steps")):
+    except (FileNotFoundError, KeyError, ValueError) as e:  # BadInput is a ValueError
+        msg = str(e).strip("'\"")
+        if not ("data_root" in msg or "data." in msg or msg.startswith("data")):
             raise
+        if not steps_per_epoch:  # train.max_steps sets the length; *_epochs keys still need a conversion
+            steps_per_epoch = ASSUMED_STEPS_PER_EPOCH
+            print(f"note: assuming {steps_per_epoch} steps per epoch (give --steps-per-epoch N for the real length)")
         print(f"note: the data cannot be read ({e}); using the config's own class count")
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
 
@@ -175,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give a config, --timm NAME or --hf CLASS_OR_CONFIG")
 
     cfg = load_config(args.config, args.cfg_options)
+    on_meta_without_weights(cfg)
     plan = plan_for(cfg, args.steps_per_epoch)
     groups, total, spe, model = plan.groups, plan.total_steps, plan.steps_per_epoch, plan.model
     mmap = describe_for_report(model, cfg.get("adapter", "auto"), cfg.strategy)
