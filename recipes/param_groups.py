@@ -329,6 +329,17 @@ def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
     return mmap.layer_label(info.layer_id)
 
 
+def _runs(ids: list[int], label: Any) -> str:
+    """Sorted ids as runs: ``00-04`` only for all of 0..4; ``00+04`` for 0 and 4, ``00-02+05`` for 0, 1, 2, 5."""
+    runs: list[list[int]] = []
+    for k in ids:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return "+".join(label(r[0]) if len(r) == 1 else f"{label(r[0])}-{label(r[-1])}" for r in runs)
+
+
 def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> str:
     """``<location>.<component>.<lora role>.<decay|no_decay>``, each part kept only when shared.
 
@@ -340,10 +351,10 @@ def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> st
         parts.append(locs[0])
     elif mmap.labels and all(i is not None and i.layer_id in mmap.labels for i in infos):
         ids = sorted({i.layer_id for i in infos})
-        parts.append(f"{mmap.labels[ids[0]]}-{mmap.labels[ids[-1]]}")
+        parts.append(_runs(ids, lambda k: mmap.labels[k]))
     elif all(i is not None and i.stack is not None and i.stack == infos[0].stack for i in infos):
         idx = sorted({i.stack_index for i in infos})
-        parts.append(f"{infos[0].stack}.{idx[0]:02d}-{idx[-1]:02d}")
+        parts.append(f"{infos[0].stack}.{_runs(idx, lambda k: f'{k:02d}')}")
     comps = {i.component for i in infos if i is not None}
     if len(comps) == 1 and all(i is not None for i in infos) and (comp := comps.pop()) not in parts:
         parts.append(comp)

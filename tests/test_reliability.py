@@ -871,3 +871,39 @@ def test_show_lr_needs_no_data_nor_weights(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "model.pretrained_file='/nowhere/dinov2_small' is not on this machine" in out
     assert "assuming 100 steps per epoch" in out and (tmp_path / "lr_schedule.png").is_file()
+
+
+def test_lr_plot_labels_stay_inside_the_figure_and_none_is_pale_yellow(tmp_path, monkeypatch):
+    """Long merged-group labels (a real timm ViT-B on meta, component LRs) end inside the saved figure."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import timm
+
+    from recipes import build_param_groups, build_schedule
+    from recipes.report import lr_table, plot_lr
+
+    with torch.device("meta"):
+        vit = timm.create_model("vit_base_patch16_224")
+    strategy = dict(type="layer_decay", lr=1e-3, decay=0.75, component_scale={"norm": 0.5, "self_attn": 0.8})
+    groups = build_param_groups(vit, strategy)
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    plot_lr(lr_table(groups, build_schedule(dict(type="cosine"), 100, lr=1e-3)), str(tmp_path / "lr.png"))
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    texts = fig.axes[0].texts
+    assert len(texts) >= 14
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, t.get_text()
+        r, g, b, _ = matplotlib.colors.to_rgba(t.get_color())
+        assert not (r > 0.8 and g > 0.8 and b < 0.4), (t.get_text(), t.get_color())  # viridis' pale yellow end
+
+
+def test_merged_group_names_cannot_be_read_as_ranges():
+    from recipes.param_groups import _runs
+
+    label = lambda k: f"{k:02d}"  # noqa: E731
+    assert _runs([0, 4], label) == "00+04"  # was "00-04": blocks 0 and 4 read as 0 to 4
+    assert _runs([0, 1, 2, 3, 4], label) == "00-04"
+    assert _runs([0, 1, 2, 5, 7, 8], label) == "00-02+05+07-08"
