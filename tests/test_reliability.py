@@ -907,3 +907,17 @@ def test_merged_group_names_cannot_be_read_as_ranges():
     assert _runs([0, 4], label) == "00+04"  # was "00-04": blocks 0 and 4 read as 0 to 4
     assert _runs([0, 1, 2, 3, 4], label) == "00-04"
     assert _runs([0, 1, 2, 5, 7, 8], label) == "00-02+05+07-08"
+
+
+def test_rates_keep_decimals_below_one_and_evaluation_shows_a_bar(capsys):
+    from recipes.train.run_log import WithProgress, per_second
+
+    assert [per_second(r) for r in (0.4321, 3.14159, 123.4)] == ["0.43", "3.1", "123"]
+    data = torch.utils.data.TensorDataset(torch.randn(12, 2))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    shown = WithProgress(loader, "eval", enabled=True)
+    assert shown.dataset is data and len(shown) == 3  # a task may read loader.dataset
+    assert sum(len(b[0]) for b in shown) == 12
+    assert "eval" in capsys.readouterr().err
+    assert sum(len(b[0]) for b in WithProgress(loader, "eval", enabled=False)) == 12
+    assert capsys.readouterr().err == ""

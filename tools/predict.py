@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 from recipes.train.checkpoint import safe_load  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from recipes.train.run_log import per_second  # noqa: E402
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
@@ -194,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
 
-    failed = []
-    for path in args.images:
+    failed, t0 = [], time.perf_counter()
+    for k, path in enumerate(args.images, 1):
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             result = post(model(x), torch.tensor([[image.height, image.width]]))[0]
         keep = int((result["scores"] >= args.threshold).sum())
         dst = save_new(draw(image, result, names, args.threshold), out_dir, Path(path).stem)
-        print(f"{path}: {keep} boxes >= {args.threshold} -> {dst}")
+        rate = per_second(k / max(time.perf_counter() - t0, 1e-9))
+        print(f"[{k}/{len(args.images)}, {rate} img/s] {path}: {keep} boxes >= {args.threshold} -> {dst}", flush=True)
     if failed:
         raise BadInput(
             f"{len(failed)} of {len(args.images)} images could not be read (the others were drawn): {failed[:5]}"

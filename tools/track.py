@@ -69,6 +69,31 @@ def parse_init(text: str | None) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+class FramesWithProgress:
+    """A sequence whose frame reads advance a progress bar (frames/s); everything else is the sequence's."""
+
+    def __init__(self, seq: Any) -> None:
+        from tqdm import tqdm
+
+        self.seq, self.done = seq, -1
+        self.bar = tqdm(total=len(seq), desc="track", unit="frame", dynamic_ncols=True, mininterval=1.0)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.seq, name)
+
+    def read(self, i: int) -> Any:
+        frame = self.seq.read(i)
+        if i > self.done:
+            self.bar.update(i - self.done)
+            self.done = i
+            if i == len(self.seq) - 1:
+                self.bar.close()
+        return frame
+
+
 def fresh_dir(path: Path) -> Path:
     if path.is_symlink() and not path.exists():
         raise ValueError(f"--out {path} is a link to {os.readlink(path)!r}, which does not exist; give a new folder")
@@ -186,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         init = parse_init(args.init)
         seq = load_video(args.video, init) if args.video else load_frames(args.frames, init)
         t0 = time.perf_counter()
-        boxes = run([seq])[0]
+        boxes = run([FramesWithProgress(seq)])[0]
         fps = (len(seq) - 1) / max(time.perf_counter() - t0, 1e-9)
         write_boxes(out / "boxes.txt", boxes)
         path = write_video(seq, boxes, out, args.gif, float(seq.meta.get("fps") or 25.0))

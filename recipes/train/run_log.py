@@ -203,3 +203,29 @@ class RunLog:
             f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def per_second(rate: float) -> str:
+    """A rate for the logs: whole numbers from 10 up, decimals below (0.43 img/s, not 0)."""
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+
+
+class WithProgress:
+    """Iterates ``loader`` with a progress bar (``desc``, on when ``enabled``); other attributes are the loader's
+    (a task may read ``loader.dataset``)."""
+
+    def __init__(self, loader: Any, desc: str, enabled: bool) -> None:
+        self.loader, self.desc, self.enabled = loader, desc, enabled
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Any:
+        from tqdm import tqdm
+
+        total = len(self.loader) if hasattr(self.loader, "__len__") else None
+        yield from tqdm(self.loader, desc=self.desc, total=total, disable=not self.enabled, leave=False,
+                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
