@@ -835,8 +835,8 @@ def test_track_arguments_are_one_error_line(tmp_path, capsys, case):
 
 
 def test_reproduce_on_a_damaged_results_json_names_the_cell(tmp_path, capsys, monkeypatch):
-    from recipes.train import baselines
     from tools import reproduce
+    from tools.baselines import experiments as baselines
 
     monkeypatch.setattr(baselines, "results_path", lambda name: tmp_path / name / "results.json")
     (tmp_path / "dinov2_cifar10").mkdir()

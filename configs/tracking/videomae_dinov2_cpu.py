@@ -35,7 +35,7 @@ adapter = "videomae"
 # split at 0.23 (docs/tracking.md).
 strategy = dict(type="layer_decay", lr=4e-5, decay=0.9, weight_decay=0.05, component_scale=dict(head=10.0))
 optimizer = dict(type="AdamW", betas=(0.9, 0.999))
-# design note 000: per-step LR (x each group's lr_scale) and a cosine weight-decay schedule on decayed groups only
+# the BEiT / VideoMAEv2 hand-off: per-step LR (x each group's lr_scale) and a cosine weight-decay schedule on decayed groups only
 schedule = dict(type="cosine", warmup_steps=32, min_lr_ratio=0.05, weight_decay=0.05, weight_decay_end=0.1)
 train = dict(
     epochs=6, batch_size=16, eval_batch_size=8,  # 64 steps per epoch; the 5 eval sequences tracked as one batch

@@ -12,19 +12,28 @@ OpenCV's TrackerMIL through the same readers and metrics (no training; its seeds
 figures (AO on the eval split picks best.pt, so they are optimistic); "last AO" is the final epoch, which
 nothing selected.
 """
-data = dict(tracking=dict(archive="tracking_sot.tar.gz", path="tracking_sot"),
-            dinov2=dict(archive="dinov2_small.tar", path="dinov2_small"))  # fmt: skip
+data = dict(
+    tracking=dict(archive="tracking_sot.tar.gz", path="tracking_sot"),
+    dinov2=dict(archive="dinov2_small.tar", path="dinov2_small"),
+)
 methods = dict(
     dinov2_init=dict(config="configs/tracking/videomae_dinov2_cpu.py", options={"model.init": "{dinov2}"}),
     random_init=dict(config="configs/tracking/videomae_dinov2_cpu.py", options={"model.init": None}),
-    opencv_mil=dict(config="configs/tracking/videomae_dinov2_cpu.py",
-                    run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"),
-)  # fmt: skip
+    opencv_mil=dict(
+        config="configs/tracking/videomae_dinov2_cpu.py", run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"
+    ),
+)
 seeds = [0, 1]
 sizes = dict(cpu={"data_root": "{tracking}"})
 default_size = "cpu"
-columns = [("best AO", "best.AO"), ("last AO", "val.AO"), ("best SR0.50", "best.SR0.50"), ("best SR0.75", "best.SR0.75"),
-           ("P@20", "best.precision@20"), ("wall s", "wall_s")]  # fmt: skip
+columns = [
+    ("best AO", "best.AO"),
+    ("last AO", "val.AO"),
+    ("best SR0.50", "best.SR0.50"),
+    ("best SR0.75", "best.SR0.75"),
+    ("P@20", "best.precision@20"),
+    ("wall s", "wall_s"),
+]
 curve_metric = "AO"
 metric = dict(label="best AO", path="best.AO", method="dinov2_init", size="cpu", seed=0, expected=0.300, tolerance=0.05)
 hardware = "2 AMD EPYC cores, no GPU; a trained cell takes ~20 min on free cores (seed 0's dinov2_init 37 min beside an RF-DETR run)"

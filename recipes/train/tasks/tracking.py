@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
 from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
 from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
@@ -85,6 +84,7 @@ class TrackingTask(Task):
 
     primary_metric = "AO"
     higher_is_better = True
+    metrics = ("AO", "SR0.50", "SR0.75", "success_auc", "precision@20", "norm_precision", "fps")
 
     def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
