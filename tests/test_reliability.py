@@ -921,3 +921,38 @@ def test_rates_keep_decimals_below_one_and_evaluation_shows_a_bar(capsys):
     assert "eval" in capsys.readouterr().err
     assert sum(len(b[0]) for b in WithProgress(loader, "eval", enabled=False)) == 12
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("resolution", [0, -64, (0, 64), True, 2.5])
+def test_data_resolution_zero_or_negative_is_a_clear_error(resolution):
+    from recipes.train.data.captioned import _size
+
+    with pytest.raises(ValueError, match=r"data.resolution must be a whole number > 0"):
+        _size(resolution)
+    assert _size(64) == (64, 64) and _size((32, 48)) == (32, 48)
+
+
+def test_tracking_exclude_none_names_the_key(tmp_path):
+    from recipes.train.data.tracking import load_sequences
+
+    with pytest.raises(ValueError, match=r"data.exclude: expected a list of sequence names \(or \[\]\), got None"):
+        load_sequences(tmp_path, exclude=None)
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((200, 20, 10, 250), "inverted box"),
+        (("nan", 20, 200, 250), "must be finite"),
+        ((10, 20, 500, 250), "leaves the 451x300 image"),
+    ],
+)
+def test_voc2coco_refuses_inverted_nan_and_outside_boxes(tmp_path, capsys, box, expected):
+    images, labels = _raccoon_like(tmp_path)
+    rows = labels.read_text().splitlines()
+    name = rows[1].split(",")[0]
+    rows[1] = ",".join([name, "451", "300", "cat", *map(str, box)])
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "coco"
+    assert voc2coco.main(["csv", str(labels), "--images", str(images), "--out", str(out)]) == 2
+    assert expected in one_error_line(capsys.readouterr().err) and not out.exists()

@@ -242,6 +242,8 @@ def load_sequences(root: str | Path, sequences: list[str] | str | None = None, e
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set data_root=...)")
+    if exclude is None or isinstance(exclude, str):
+        raise ValueError(f"data.exclude: expected a list of sequence names (or []), got {exclude!r}")
     names = [n for n in sequence_names(root, sequences) if n not in set(exclude)]
     unknown = [n for n in exclude if not (root / n).is_dir()]
     if unknown:
