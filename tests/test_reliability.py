@@ -865,12 +865,13 @@ def test_show_lr_draws_flux_lora_as_typed_on_the_meta_device(capsys):
 @pytest.mark.slow  # builds a ViT-S/14: about 15 s
 def test_show_lr_needs_no_data_nor_weights(tmp_path, capsys):
     """A config whose data_root and weight file are not on this machine still draws, each left-out said."""
-    cfg = ROOT / "configs" / "classification" / "dinov2_s14_cifar10.py"
+    cfg = ROOT / "configs" / "classification" / "dinov2_s14_cifar10_linear_probe.py"  # only the head trains
     argv = [str(cfg), "--out-dir", str(tmp_path), "--cfg-options", "model.pretrained_file=/nowhere/dinov2_small"]
     assert show_lr.main(argv) == 0
     out = capsys.readouterr().out
     assert "model.pretrained_file='/nowhere/dinov2_small' is not on this machine" in out
     assert "assuming 100 steps per epoch" in out and (tmp_path / "lr_schedule.png").is_file()
+    assert "10 classes assumed" in out and "model.device='meta'" in out
 
 
 def test_lr_plot_labels_stay_inside_the_figure_and_none_is_pale_yellow(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ No file is replaced: where a name is taken, the run's files all get the next fre
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -149,20 +150,28 @@ def write_model_reports(
 
 
 WEIGHT_KEYS = ("pretrained_file", "pretrain_weights", "encoder_weights", "init", "pretrained")
-ASSUMED_STEPS_PER_EPOCH = 100  # without the data and without --steps-per-epoch: the grid does not depend on it
+ASSUMED_STEPS_PER_EPOCH = 100
+ASSUMED_CLASSES = 10  # without the data: the head's size changes no group  # without the data and without --steps-per-epoch: the grid does not depend on it
+
+
+def _builder_keys(model: dict) -> set[str] | None:
+    """The keywords the config's ``MODELS`` builder takes (None: unknown, or it takes ``**kwargs``)."""
+    from recipes.train.config import accepted_kwargs
+    from recipes.train.registry import MODELS
+
+    try:
+        builder = MODELS.lookup(model.get("type"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    named = set(inspect.signature(builder).parameters)  # its own keywords, also where it takes **kwargs
+    return named | (accepted_kwargs(builder) or set())
 
 
 def on_meta_without_weights(cfg) -> None:  # noqa: ANN001 - an mmengine Config
     """No memory, no weights: ``model.device='meta'`` where the builder takes it and none is set, and weight
     files that are not on this machine left out (the groups depend on the architecture only), each said."""
-    from recipes.train.config import accepted_kwargs
-    from recipes.train.registry import MODELS
-
     model = cfg.get("model") or {}
-    try:
-        known = accepted_kwargs(MODELS.lookup(model.get("type")))
-    except (KeyError, TypeError, ValueError):
-        return
+    known = _builder_keys(model)
     if "device" not in model and known is not None and "device" in known:
         model["device"] = "meta"
         print("note: model.device='meta': the full-size model without memory (set model.device to override)")
@@ -189,6 +198,12 @@ def plan_for(cfg, steps_per_epoch: int | None) -> RunPlan:  # noqa: ANN001 - an 
             steps_per_epoch = ASSUMED_STEPS_PER_EPOCH
             print(f"note: assuming {steps_per_epoch} steps per epoch (give --steps-per-epoch N for the real length)")
         print(f"note: the data cannot be read ({e}); using the config's own class count")
+        model = cfg.get("model") or {}
+        if "num_classes" not in model and "num_classes" in (_builder_keys(model) or ()):  # else it may be headless
+            model["num_classes"] = ASSUMED_CLASSES
+            print(
+                f"note: model.num_classes not set: {ASSUMED_CLASSES} classes assumed (the groups do not depend on it)"
+            )
         return prepare_run(cfg, world=world_size(), steps_per_epoch=steps_per_epoch, data=False)
 
 
