@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import re
@@ -57,26 +60,41 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 
 def _read_config_file(path: Path) -> Config:
     """``Config.fromfile`` with a one-line error for a config that does not run (syntax, unknown name)."""
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:  # custom_imports of modules beside the config, without PYTHONPATH=.
-        sys.path.append(folder)
     try:
-        return Config.fromfile(str(path))
-    except ImportError as e:
-        if "custom modules" not in str(e):
-            raise BadInput(f"config {_failing_line(e) or path}: ImportError: {e}") from None
-        cause: BaseException = e
-        while (cause.__cause__ or cause.__context__) is not None:  # the import error at the bottom of the chain
-            cause = cause.__cause__ or cause.__context__
-        raise BadInput(
-            f"config {str(path)!r}: custom_imports: {type(cause).__name__}: {cause}; modules are looked up beside "
-            f"the config ({folder}), on PYTHONPATH and among the installed packages"
-        ) from None
+        cfg = Config.fromfile(str(path), import_custom_modules=False)
     except SyntaxError as e:
         where = f"{e.filename}:{e.lineno}" if e.lineno else str(path)
         raise BadInput(f"config {where}: syntax error: {e.msg}") from None
-    except (NameError, AttributeError) as e:
+    except (NameError, ImportError, AttributeError) as e:
         raise BadInput(f"config {_failing_line(e) or path}: {type(e).__name__}: {e}") from None
+    custom = cfg.get("custom_imports") or {}
+    for name in custom.get("imports", []):
+        try:
+            _import_beside(name, path.resolve().parent)
+        except ImportError as e:
+            if custom.get("allow_failed_imports"):
+                continue
+            raise BadInput(
+                f"config {str(path)!r}: custom_imports: {type(e).__name__}: {e}; modules are looked up beside the "
+                f"config ({path.resolve().parent}), on PYTHONPATH and among the installed packages"
+            ) from None
+    return cfg
+
+
+def _import_beside(name: str, folder: Path) -> Any:
+    """``import name``; a top-level package not on ``sys.path`` is looked up in ``folder`` (the config's)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        top = name.split(".")[0]
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)]) if e.name == top else None
+        if spec is None:
+            raise
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module  # the package beside the config; its submodules import through it
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader.exec_module(module)  # a namespace package (no __init__.py) has nothing to run
+        return importlib.import_module(name)
 
 
 def _failing_line(e: BaseException) -> str | None:
