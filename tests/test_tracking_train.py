@@ -172,7 +172,7 @@ def test_amp_accumulation_and_ema(run, tmp_path):
 
 
 def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_path):
-    """configs/tracking/videomae_dinov2_cpu.py on the real sequences from the real DINOv2 init, cut down to
+    """configs/tracking/videomae_dinov2_cpu_shared.py on the real sequences from the real DINOv2 init, cut down to
     2 blocks and 2 x 4 steps: resuming from the step-4 checkpoint (a new process's view: a fresh Trainer)
     ends bit-exact with the uninterrupted run, and the eval on a real sequence is scored."""
     from pathlib import Path
@@ -183,9 +183,10 @@ def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_pat
     paths = prepare_data(load_experiment("videomae_tracking"), shared_data, tmp_path / "data")
     from recipes.train.config import load_config
 
-    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu.py"
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu_shared.py"
     options = {"data_root": paths["tracking"], "model.init": paths["dinov2"], "model.num_hidden_layers": 2,
-               "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"], "train.epochs": 2,
+               "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"],
+               "data.test.sequences": ["otb_Skiing"], "train.epochs": 2,
                "train.batch_size": 4, "train.ckpt_every": 4, "train.progress": False, "train.tensorboard": False,
                "schedule.warmup_steps": 2}  # fmt: skip
 
@@ -197,6 +198,7 @@ def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_pat
     full = trainer(tmp_path / "full")
     summary = full.train()
     assert full.step == 8 and 0.0 < summary["val"]["AO"] <= 1.0
+    assert summary["test"]["AO"] == pytest.approx(summary["val"]["AO"])  # the same sequence, the final model
     ckpt = tmp_path / "full" / "checkpoints" / "step_0000004.pt"
     resumed = trainer(tmp_path / "resumed", resume=ckpt)
     assert resumed.step == 4
