@@ -160,8 +160,19 @@ def describe_model(
         adp = None
     inner_norms = {n[len(prefix) :] for n in norms if n.startswith(prefix)}
     sub_map = describe_any(sub, inner) if adp is None else adp.describe(sub, inner, inner_norms)
-    head_id = sub_map.max_layer_id
-    infos = {prefix + n: dataclasses.replace(i, name=prefix + n) for n, i in sub_map.params.items()}
+    # a headless backbone (nothing after its last block but a final norm): the rest of the model is its head,
+    # one past the last block, and the final norm goes with it, as in mmpretrain's
+    # LearningRateDecayOptimWrapperConstructor (the last block gets decay ** 1); a backbone with its own head
+    # keeps its adapter's map, exactly as when grouped alone
+    last_block = max((i.layer_id for i in sub_map.params.values() if i.stack is not None), default=-1)
+    headless = 1 <= last_block and sub_map.max_layer_id <= last_block
+    head_id = last_block + 1 if headless else sub_map.max_layer_id
+    infos = {
+        prefix + n: dataclasses.replace(
+            i, name=prefix + n, layer_id=head_id if headless and _after_blocks(i, last_block) else i.layer_id
+        )
+        for n, i in sub_map.params.items()
+    }
     for n in names:  # the rest of the model: the head's treatment
         if not n.startswith(prefix):
             norm = n in norms
@@ -171,6 +182,11 @@ def describe_model(
         sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels), sub_map.has_depth
     )
     return adp, mmap
+
+
+def _after_blocks(info: ParamInfo, last_block: int) -> bool:
+    """A backbone's tensor after its last block (a final norm): the head's layer under ``prefix``, as in mmpretrain."""
+    return info.stack is None and info.layer_id >= last_block
 
 
 def _peft_roles(model: nn.Module, names: list[str]) -> tuple[set[str], set[str]]:
@@ -334,6 +350,17 @@ def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
     return mmap.param_label(info)
 
 
+def _runs(ids: list[int], label: Any) -> str:
+    """Sorted ids as runs: ``00-04`` only for all of 0..4; ``00+04`` for 0 and 4, ``00-02+05`` for 0, 1, 2, 5."""
+    runs: list[list[int]] = []
+    for k in ids:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return "+".join(label(r[0]) if len(r) == 1 else f"{label(r[0])}-{label(r[-1])}" for r in runs)
+
+
 def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> str:
     """``<location>.<component>.<lora role>.<decay|no_decay>``, each part kept only when shared.
 
@@ -345,10 +372,10 @@ def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> st
         parts.append(locs[0])
     elif mmap.labels and all(i is not None and i.layer_id in mmap.labels for i in infos):
         ids = sorted({i.layer_id for i in infos})
-        parts.append(f"{mmap.labels[ids[0]]}-{mmap.labels[ids[-1]]}")
+        parts.append(_runs(ids, lambda k: mmap.labels[k]))
     elif all(i is not None and i.stack is not None and i.stack == infos[0].stack for i in infos):
         idx = sorted({i.stack_index for i in infos})
-        parts.append(f"{infos[0].stack}.{idx[0]:02d}-{idx[-1]:02d}")
+        parts.append(f"{infos[0].stack}.{_runs(idx, lambda k: f'{k:02d}')}")
     comps = {i.component for i in infos if i is not None}
     if len(comps) == 1 and all(i is not None for i in infos) and (comp := comps.pop()) not in parts:
         parts.append(comp)

@@ -188,7 +188,7 @@ def plot_lr(rows: list[dict[str, float]], path: str, title: str = "", max_labels
     every = max(1, math.ceil(len(order) / max_labels))
     labelled = []
     for i, curve in enumerate(order):
-        color = cmap(i / max(1, len(order) - 1))
+        color = cmap(0.85 * i / max(1, len(order) - 1))  # viridis up to green: its pale yellow end fades on white
         ax.plot(steps, curve, color=color, lw=1.0, alpha=0.9)
         if i % every == 0 or i == len(order) - 1:
             labelled.append((curve[-1] if curve[-1] > 0 else max(curve), _curve_label(curves[curve]), color))
@@ -200,17 +200,20 @@ def plot_lr(rows: list[dict[str, float]], path: str, title: str = "", max_labels
         ax.set_yscale("log")
     lo, hi = ax.get_ylim()
     for y, (end, text, color) in zip(_spread([e for e, _, _ in labelled], lo, hi, log), labelled, strict=True):
-        ax.annotate(text, (steps[-1], end), xytext=(steps[-1] * 1.04 + 1, y), textcoords="data", fontsize=7,
+        ax.annotate(text, (steps[-1], end), xytext=(1.02, y), textcoords=("axes fraction", "data"), fontsize=7,
                     color=color, va="center", arrowprops=dict(arrowstyle="-", color=color, lw=0.5))  # fmt: skip
     ax.set_ylim(lo, hi)
-    ax.set_xlim(steps[0], steps[-1] * 1.3 if steps[-1] else 1)  # room for the labels
+    ax.set_xlim(steps[0], steps[-1] if steps[-1] > steps[0] else steps[0] + 1)
     ax.set_xlabel("global step")
     ax.set_ylabel("learning rate")
     shown = f"{len(order)} distinct curves" + (f", every {every}th labelled" if every > 1 else "")
     ax.set_title(f"{title} ({shown})" if title else f"LR per group ({len(names)} groups, {shown})")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    # a right margin as wide as the longest label (7 pt text, about 0.6 em a character), so none leaves the figure
+    longest = max((len(text) for _, text, _ in labelled), default=0)
+    margin = (longest * 7 * 0.62 + 24) / 72 / fig.get_figwidth()
+    fig.tight_layout(rect=(0, 0, max(0.4, 1 - margin), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [text for _, text, _ in labelled]

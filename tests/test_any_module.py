@@ -65,22 +65,26 @@ def test_depth_without_an_adapter_says_how_to_give_one(strategy):
 
 
 @pytest.mark.parametrize("prefix", ["backbone.", "backbone"])
-def test_a_timm_vit_under_backbone_gets_exactly_its_own_groups(prefix):
+def test_a_headless_backbone_under_a_prefix_follows_mmpretrains_rule(prefix):
+    """Alone, a headless timm ViT follows timm's rule (its last block and final norm at lr x 1.0). Under a
+    prefix it sits one level deeper, as mmpretrain's LearningRateDecayOptimWrapperConstructor has it: the
+    last block at lr x decay, the final norm with the rest of the model (neck, head) at lr."""
     torch.manual_seed(0)
     det = Detector()
     recipe = dict(type="layer_decay", lr=1e-3, decay=0.65, weight_decay=0.05)
     alone = _by_name(build_param_groups(det.backbone, recipe))
     inside = _by_name(build_param_groups(det, dict(recipe, prefix=prefix)))
-    backbone = {n: v for n, v in inside.items() if n.startswith("backbone.")}
-    assert {n: v[:2] for n, v in backbone.items()} == {f"backbone.{n}": v[:2] for n, v in alone.items()}
-    head = max(v[0] for v in alone.values())  # the backbone's last layer id: lr x 1.0
-    for n, v in alone.items():  # group names too, except where the head's group absorbs the last layer
-        if v[0] != head:
-            assert backbone[f"backbone.{n}"][2] == v[2], n
-    assert inside["bbox_head.weight"][:2] == (head, 0.05) and inside["bbox_head.bias"][:2] == (head, 0.0)
-    assert inside["neck.1.weight"][:2] == (head, 0.0)  # the neck's LayerNorm: no decay, head LR
+    assert set(inside) == {n for n, _ in det.named_parameters()}
+    for n, (lr, wd, _) in alone.items():
+        want = 1e-3 if n.startswith("norm.") else lr * 0.65
+        assert inside[f"backbone.{n}"][:2] == pytest.approx((want, wd), rel=1e-12), n
+    assert alone["blocks.2.attn.qkv.weight"][0] == 1e-3  # timm's headless rule
+    assert inside["backbone.blocks.2.attn.qkv.weight"][0] == pytest.approx(1e-3 * 0.65)
+    assert inside["backbone.blocks.2.attn.qkv.weight"][2] == "blocks.02.decay"  # its own group, named
+    assert inside["bbox_head.weight"][:2] == (1e-3, 0.05) and inside["bbox_head.bias"][:2] == (1e-3, 0.0)
+    assert inside["neck.1.weight"][:2] == (1e-3, 0.0)  # the neck's LayerNorm: no decay, head LR
     other = _by_name(build_param_groups(det, dict(recipe, prefix=prefix, decay=0.5)))
-    assert other["backbone.blocks.0.attn.qkv.weight"][0] == 1e-3 * 0.5**2  # the option acts
+    assert other["backbone.blocks.0.attn.qkv.weight"][0] == 1e-3 * 0.5**3  # the option acts
 
 
 def test_prefix_inside_a_wrapper_and_with_peft():
@@ -89,13 +93,13 @@ def test_prefix_inside_a_wrapper_and_with_peft():
     recipe = dict(type="layer_decay", lr=1.0, decay=0.5)
     alone = _by_name(build_param_groups(_vit(), recipe))
     got = _by_name(build_param_groups(outer, dict(recipe, prefix="model.backbone.")))
-    assert got["model.backbone.blocks.0.attn.qkv.weight"] == alone["blocks.0.attn.qkv.weight"]
+    assert got["model.backbone.blocks.0.attn.qkv.weight"][0] == alone["blocks.0.attn.qkv.weight"][0] * 0.5
     assert got["model.bbox_head.weight"][0] == 1.0
     peft_model = get_peft_model(Detector(), LoraConfig(r=2, target_modules=["qkv", "bbox_head"]))
     got = _by_name(build_param_groups(peft_model, dict(recipe, prefix="backbone.", loraplus_ratio=4)))
     assert (
-        got["base_model.model.backbone.blocks.0.attn.qkv.lora_B.default.weight"][0] == 0.5**2 * 4
-    )  # 3 blocks, the last at the head's id
+        got["base_model.model.backbone.blocks.0.attn.qkv.lora_B.default.weight"][0] == 0.5**3 * 4
+    )  # 3 blocks, the head one past the last
     assert got["base_model.model.bbox_head.lora_B.default.weight"][0] == 4.0
 
 

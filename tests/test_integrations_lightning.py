@@ -73,3 +73,37 @@ def test_configure_optimizers_options():
         configure_optimizers(net, STRATEGY, SCHEDULE)
     with pytest.raises(TypeError, match="from the strategy"):
         configure_optimizers(net, STRATEGY, lr=1e-2)
+
+
+class NetAsAttribute(L.LightningModule):
+    """The usual layout: the network held as ``self.net`` and configure_optimizers(self, ...) without model=."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=32, num_heads=2,
+                                     depth=3, num_classes=3)  # fmt: skip
+        self.temperature = torch.nn.Parameter(torch.ones(()))  # a parameter of the module itself
+
+
+def test_net_as_an_attribute_is_grouped_by_its_adapter_without_model():
+    module = NetAsAttribute()
+    with_model = configure_optimizers(module, STRATEGY, model=module.net)["optimizer"].param_groups
+    without = configure_optimizers(module, STRATEGY)["optimizer"].param_groups
+    lr_of = lambda groups: {n: g["lr"] for g in groups for n in g["param_names"]}  # noqa: E731
+    assert {"net." + n: lr for n, lr in lr_of(with_model).items()} == {
+        n: lr for n, lr in lr_of(without).items() if n != "temperature"
+    }
+    assert lr_of(without)["temperature"] == STRATEGY["lr"]  # the rest of the module: the head's LR
+    two = NetAsAttribute()
+    two.other = timm.create_model("resnet10t", num_classes=2)
+    with pytest.raises(ValueError, match=r"the known networks are \['net', 'other'\].*model=self.<attribute>"):
+        configure_optimizers(two, STRATEGY)
+
+
+def test_weight_decay_not_given_follows_the_optimizers_default():
+    net = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=32, num_heads=2, depth=3)
+    strategy = dict(type="layer_decay", lr=1e-3, decay=0.6)
+    groups = configure_optimizers(net, strategy)["optimizer"].param_groups
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01}  # torch AdamW's default on the decayed groups
+    groups = configure_optimizers(net, strategy, optimizer=torch.optim.SGD)["optimizer"].param_groups
+    assert {g["weight_decay"] for g in groups} == {0.0}

@@ -11,7 +11,6 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
-from timm.optim import param_groups_layer_decay
 
 from recipes.integrations import current_base_lr
 from recipes.integrations.mmengine import RecipesOptimWrapperConstructor
@@ -69,19 +68,42 @@ def cfg(tmp_path):
     return Config.fromfile(str(path))
 
 
-def test_constructor_from_a_config_file_matches_timm_on_the_backbone(cfg):
+def mmpretrain_layer_id(name: str, num_blocks: int) -> int:
+    """mmpretrain 1.2's ``get_layer_id_for_vit`` (LearningRateDecayOptimWrapperConstructor), for timm's names."""
+    if name.startswith("backbone.") and any(k in name for k in ("patch_embed", "pos_embed", ".cls_token")):
+        return 0
+    if name.startswith("backbone.blocks."):
+        return int(name.split(".")[2]) + 1
+    return num_blocks + 1  # everything else (the backbone's final norm, the head): scale 1
+
+
+@pytest.mark.parametrize("final_norm", [True, False])
+def test_constructor_from_a_config_file_follows_mmpretrains_layer_decay_rule(cfg, final_norm):
+    """prefix='backbone.': the last block gets ``decay`` and the head 1.0, with or without a final norm
+    (timm's rule on the headless backbone alone gives its last layer 1.0: docs/integrations.md)."""
     torch.manual_seed(0)
     model = Classifier()
+    if not final_norm:
+        model.backbone.norm = torch.nn.Identity()
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     ours = {n: (g["lr"], g["weight_decay"]) for g in wrapper.optimizer.param_groups for n in g["param_names"]}
-    names = {id(p): n for n, p in model.backbone.named_parameters()}
-    theirs = param_groups_layer_decay(model.backbone, WD, model.backbone.no_weight_decay(), layer_decay=DECAY)
-    for g in theirs:
-        for p in g["params"]:
-            assert ours["backbone." + names[id(p)]] == pytest.approx((LR * g["lr_scale"], g["weight_decay"]))
-    assert ours["head.weight"] == (LR, WD) and ours["head.bias"] == (LR, 0.0)
+    no_decay = {"backbone.cls_token", "backbone.pos_embed"}
+    for name, p in model.named_parameters():
+        scale = DECAY ** (3 + 1 - mmpretrain_layer_id(name, 3))
+        wd = 0.0 if p.ndim <= 1 or name.endswith(".bias") or name in no_decay else WD
+        assert ours[name] == pytest.approx((LR * scale, wd), rel=1e-12), name
+    assert ours["backbone.blocks.2.attn.qkv.weight"] == pytest.approx((LR * DECAY, WD))
     assert len(ours) == len(list(model.parameters()))
     assert wrapper.optimizer.defaults["lr"] == LR
+
+
+def test_no_weight_decay_given_follows_the_optimizers_default(cfg):
+    """Neither the optimizer nor the strategy sets weight_decay: AdamW's own 0.01, as mmengine's constructor."""
+    optim = {**cfg.optim_wrapper, "optimizer": dict(type="AdamW", lr=LR)}
+    groups = build_optim_wrapper(Classifier(), optim).optimizer.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01}
+    optim["optimizer"] = dict(type="SGD", lr=LR)  # SGD's default is 0
+    assert {g["weight_decay"] for g in build_optim_wrapper(Classifier(), optim).optimizer.param_groups} == {0.0}
 
 
 def test_paramwise_cfg_errors(cfg):
@@ -153,3 +175,25 @@ def test_runner_run_keeps_the_ratios_under_mmengine_schedulers(cfg, tmp_path):
             s.step()
     assert current_base_lr(groups) > 0
     assert isinstance(RecipesOptimWrapperConstructor, type)
+
+
+def _runner(cfg, work_dir, iters: int, resume: bool) -> Runner:
+    data = [dict(inputs=torch.randn(3, 16, 16), labels=i % 10) for i in range(12)]
+    return Runner(model=Classifier(), work_dir=str(work_dir), resume=resume,
+                  train_dataloader=dict(dataset=data, sampler=dict(type="DefaultSampler", shuffle=False), batch_size=2,
+                                        collate_fn=dict(type="default_collate"), num_workers=0),
+                  train_cfg=dict(by_epoch=False, max_iters=iters), optim_wrapper=cfg.optim_wrapper,
+                  default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=2, by_epoch=False)),
+                  default_scope="mmengine")  # fmt: skip
+
+
+def test_runner_resume_with_the_documented_workaround(cfg, tmp_path, monkeypatch):
+    """docs/integrations.md: mmengine 0.10.7's resume on torch >= 2.6 with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1."""
+    torch.manual_seed(0)
+    _runner(cfg, tmp_path, 2, False).train()
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    runner = _runner(cfg, tmp_path, 4, True)
+    runner.train()
+    assert runner.iter == 4 and (tmp_path / "iter_4.pth").is_file()
+    groups = runner.optim_wrapper.optimizer.param_groups
+    assert current_base_lr(groups) == pytest.approx(LR)  # the ratios survive the resume

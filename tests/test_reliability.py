@@ -29,6 +29,7 @@ from mmengine.config import Config
 from recipes.train.checkpoint import latest_checkpoint, safe_load, save_atomic
 from recipes.train.engine import NonFiniteLoss, Trainer
 from recipes.train.errors import BadInput
+from recipes.train.workdir import RUN_MARKER
 from tools import detect, show_lr, voc2coco
 from tools import train as train_tool
 
@@ -568,6 +569,7 @@ def test_second_run_into_a_busy_work_dir_is_refused_and_a_stale_lock_taken_over(
     try:
         assert held.wait(30)
         (tmp_path / "wd" / "train_log.csv").write_text("the first run's log\n")
+        (tmp_path / "wd" / RUN_MARKER).write_text("")  # the first run's folder, as it marks it
         assert train_cli(tmp_path / "wd", "train.max_steps=1") == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"pid {holder.pid}" in line and "in use by a running training" in line
@@ -648,3 +650,310 @@ def test_first_signal_is_deferred_to_the_step_boundary_a_second_ctrl_c_stops_at_
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+
+
+# ============================================================================ nothing of the user's is touched
+@pytest.mark.parametrize("what", ["documents", "symlink"])
+def test_work_dir_holding_the_users_files_is_refused_and_nothing_moves(tmp_path, capsys, what):
+    """Only a folder a run marked is set aside; a user's folder (or a link to it, or the data) is refused."""
+    docs = tmp_path / "docs"
+    photos(docs, n=2)
+    (docs / "thesis.txt").write_text("the user's own")
+    before = sorted(p.name for p in docs.iterdir())
+    work_dir = {"documents": docs, "symlink": tmp_path / "link"}[what]
+    if what == "symlink":
+        work_dir.symlink_to(docs, target_is_directory=True)
+    assert train_cli(work_dir, "train.max_steps=1") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert (
+        "holds files no training run wrote (photo_0.jpg, photo_1.jpg, thesis.txt)" in line
+        and "nothing was moved" in line
+    )
+    assert sorted(p.name for p in docs.iterdir()) == before and (docs / "thesis.txt").read_text() == "the user's own"
+
+
+@pytest.mark.slow  # two tiny runs and show_lr: about 15 s
+def test_a_marked_run_is_set_aside_and_show_lr_plots_stay(tmp_path, capsys):
+    """show_lr then train on the same work dir: the plots stay; a second run moves only the first run's files."""
+    work_dir = tmp_path / "wd"
+    assert show_lr.main([DEFAULT, "--out-dir", str(work_dir / "show_lr"), "--cfg-options", *TINY]) == 0
+    plots = sorted(p.name for p in (work_dir / "show_lr").iterdir())
+    assert "lr_schedule.png" in plots
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    assert sorted(p.name for p in (work_dir / "show_lr").iterdir()) == plots and not (work_dir / "previous").exists()
+    assert (work_dir / RUN_MARKER).is_file()
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    (earlier,) = (work_dir / "previous").iterdir()
+    assert (earlier / "summary.json").is_file() and not (earlier / "show_lr").exists()
+    assert sorted(p.name for p in (work_dir / "show_lr").iterdir()) == plots
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
+def test_lora_safetensors_follow_the_umask(tmp_path, fmt):
+    """safetensors writes 0600; a saved LoRA gets the mode of any new file (readable by the team at umask 022)."""
+    pytest.importorskip("peft")
+    import diffusers
+    from peft import LoraConfig
+
+    from recipes.train.diffusion.lora_io import save_lora
+    from recipes.train.diffusion.testing import _unet
+
+    unet = _unet(cross=16)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
+    old = os.umask(0o022)
+    try:
+        path = save_lora(diffusers.StableDiffusionPipeline, unet, tmp_path / "lora", "unet_lora_layers", fmt)
+    finally:
+        os.umask(old)
+    assert path.is_file() and path.stat().st_mode & 0o777 == 0o644
+
+
+def test_predict_never_overwrites_an_input_or_an_existing_file(tmp_path, capsys):
+    """--out-dir the inputs' own folder, a user's file of the same name, two inputs of one name: all kept."""
+    from PIL import Image
+
+    out = tmp_path / "photos"
+    (a,) = photos(out, n=1, ext=".png")  # an input inside --out-dir, named as its drawing would be
+    (b,) = photos(tmp_path / "other", n=1, ext=".png")  # same file name, another folder
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    drawing = Image.new("RGB", (8, 8), "red")
+    first = detect.save_new(drawing, out, a.stem)
+    second = detect.save_new(drawing, out, b.stem)
+    assert (first.name, second.name) == ("photo_0-1.png", "photo_0-2.png")
+    assert a.read_bytes() == a_bytes and b.read_bytes() == b_bytes
+    (out / "photo_0-3.png").symlink_to(tmp_path / "nowhere.png")  # a dangling link is a name in use too
+    assert detect.save_new(drawing, out, a.stem).name == "photo_0-4.png" and not (tmp_path / "nowhere.png").exists()
+
+
+def test_predict_out_dir_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    (img,) = photos(tmp_path, n=1)
+    (tmp_path / "out").write_text("the user's")
+    argv = [
+        str(ROOT / "configs" / "rfdetr_ft.py"),
+        str(tmp_path / "none.pt"),
+        str(img),
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
+    assert detect.main(argv) == 2
+    assert "--out-dir" in one_error_line(capsys.readouterr().err) and (tmp_path / "out").read_text() == "the user's"
+
+
+@pytest.mark.slow
+def test_predict_real_run_keeps_every_input_and_names_outputs_apart(tmp_path, capsys):
+    """A real RF-DETR Nano: inputs in --out-dir and two inputs of one name each get a new drawing."""
+    from recipes.train.tasks.detection import build_rfdetr_wrapper
+
+    wrapper = build_rfdetr_wrapper(num_classes=2, pretrain_weights=None, size="nano")
+    ckpt = tmp_path / "best.pt"
+    save_atomic({"model": wrapper.model.model.state_dict(), "class_names": ["cat", "cup"]}, ckpt)
+    (a,) = photos(tmp_path / "out", n=1, ext=".png")
+    (b,) = photos(tmp_path / "other", n=1, ext=".png")
+    before = {p: p.read_bytes() for p in (a, b)}
+    cfg = str(ROOT / "configs" / "rfdetr_ft.py")
+    rc = detect.main(
+        [cfg, str(ckpt), str(a), str(b), "--out-dir", str(tmp_path / "out"), "--cfg-options", "model.size=nano"]
+    )
+    assert rc == 0 and all(p.read_bytes() == data for p, data in before.items())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo_0-1.png", "photo_0-2.png", "photo_0.png"]
+
+
+def test_show_lr_never_replaces_a_png(tmp_path, capsys):
+    """A second run into the same folder writes lr_schedule-1.png etc.; the first run's files and a user's stay."""
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "lr_heatmap.png").write_bytes(b"the user's own picture")
+    argv = [DEFAULT, "--out-dir", str(out), "--csv", "--cfg-options", *TINY]
+    assert show_lr.main(argv) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == ["lr_heatmap-1.png", "lr_heatmap.png", "lr_schedule-1.csv", "lr_schedule-1.png"]
+    assert show_lr.main(argv) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in first} == first
+    assert {"lr_schedule-2.png", "lr_heatmap-2.png", "lr_schedule-2.csv"} < {p.name for p in out.iterdir()}
+
+
+def test_custom_imports_beside_the_config_and_errors_naming_the_config(tmp_path, capsys, monkeypatch):
+    """A user's module beside the config is imported without PYTHONPATH; a missing one names the config."""
+    monkeypatch.chdir(tmp_path)
+    pkg = tmp_path / "proj" / "zr_user_models"
+    pkg.mkdir(parents=True)
+    (pkg / "fixed_head.py").write_text(
+        "from torch import nn\nfrom recipes.train.registry import MODELS\n\n\n"
+        "@MODELS.register_module('zr_fixed_head_net')\ndef build(width: int = 8):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Linear(width, 10))\n"
+    )
+    cfg = tmp_path / "proj" / "cfg.py"
+    cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.fixed_head"])\n'
+                   'model = dict(_delete_=True, type="zr_fixed_head_net")\n'
+                   'strategy = dict(type="flat", lr=1e-3)\n')  # fmt: skip
+    assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "model.type='zr_fixed_head_net': its builder takes no `num_classes`" in line  # imported: it got this far
+    cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.missing"])\n')
+    assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"config {str(cfg)!r}: custom_imports: ModuleNotFoundError" in line and "recipes/train" not in line
+
+
+# ============================================================================ issue 23: exit 4 and vague messages
+def test_cfg_options_dict_is_one_error_line(tmp_path, capsys):
+    assert train_cli(tmp_path / "wd", 'model={"type": "timm"}') == 2
+    assert "a dict cannot be given whole; set its keys one by one, e.g. model.type=" in one_error_line(
+        capsys.readouterr().err
+    )
+
+
+def test_disk_full_during_a_save_says_so_and_keeps_the_earlier_checkpoint(tmp_path):
+    """A real ENOSPC: the temporary file is a link to /dev/full."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    earlier = tmp_path / "step_0000001.pt"
+    save_atomic({"w": torch.ones(3)}, earlier)
+    path = tmp_path / "step_0000002.pt"
+    path.with_name(path.name + ".tmp").symlink_to("/dev/full")
+    with pytest.raises(BadInput, match=r"the disk is full .*the earlier checkpoints are intact"):
+        save_atomic({"w": torch.randn(256, 256)}, path)
+    assert not path.exists() and not path.with_name(path.name + ".tmp").is_symlink()
+    assert torch.equal(safe_load(earlier)["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("case", ["negative_init", "dangling_out"])
+def test_track_arguments_are_one_error_line(tmp_path, capsys, case):
+    from tools import track
+
+    argv = [str(ROOT / "configs" / "tracking" / "videomae_dinov2_cpu.py"), "--tracker", "opencv_mil"]
+    if case == "negative_init":  # a box starting left of the frame: argparse took -10 for an option
+        argv += ["--video", str(tmp_path / "none.mp4"), "--init", "-10,20,30,40"]
+        expected = "none.mp4"
+    else:
+        (tmp_path / "out").symlink_to(tmp_path / "gone")
+        argv += ["--video", str(tmp_path / "none.mp4"), "--init", "10,20,30,40", "--out", str(tmp_path / "out")]
+        expected = "which does not exist; give a new folder"
+    assert track.main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert expected in line and "expected one argument" not in line
+
+
+def test_reproduce_on_a_damaged_results_json_names_the_cell(tmp_path, capsys, monkeypatch):
+    from tools import reproduce
+    from tools.baselines import experiments as baselines
+
+    monkeypatch.setattr(baselines, "results_path", lambda name: tmp_path / name / "results.json")
+    (tmp_path / "dinov2_cifar10").mkdir()
+    cell = {"method": "linear_probe", "seed": 0, "commit": "abc"}  # config_hash lost in a hand edit
+    data = {"baseline": "dinov2_cifar10", "schema": baselines.SCHEMA, "cells": {"linear_probe/cpu/0": cell}}
+    (tmp_path / "dinov2_cifar10" / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BadInput, match=r"cell 'linear_probe/cpu/0' has no config_hash; the file is damaged"):
+        baselines.read_results("dinov2_cifar10")
+    assert reproduce.main(["dinov2_cifar10", "--dry-run"]) == 2
+    assert "has no config_hash" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow  # the full Flux.1 tree on meta: 20-50 s
+def test_show_lr_draws_flux_lora_as_typed_on_the_meta_device(capsys):
+    """configs/diffusion/flux_lora.py with no option: the 12B denoiser on meta (it was built in real memory)."""
+    from recipes.train.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "diffusion" / "flux_lora.py")
+    show_lr.on_meta_without_weights(cfg)
+    plan = show_lr.plan_for(cfg, None)
+    assert {p.device.type for p in plan.model.parameters()} == {"meta"}
+    assert sum(p.numel() for p in plan.model.parameters()) > 11e9
+    assert "model.device='meta'" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # builds a ViT-S/14: about 15 s
+def test_show_lr_needs_no_data_nor_weights(tmp_path, capsys):
+    """A config whose data_root and weight file are not on this machine still draws, each left-out said."""
+    cfg = ROOT / "configs" / "classification" / "dinov2_s14_cifar10_linear_probe.py"  # only the head trains
+    argv = [str(cfg), "--out-dir", str(tmp_path), "--cfg-options", "model.pretrained_file=/nowhere/dinov2_small"]
+    assert show_lr.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "model.pretrained_file='/nowhere/dinov2_small' is not on this machine" in out
+    assert "assuming 100 steps per epoch" in out and (tmp_path / "lr_schedule.png").is_file()
+    assert "10 classes assumed" in out and "model.device='meta'" in out
+
+
+def test_lr_plot_labels_stay_inside_the_figure_and_none_is_pale_yellow(tmp_path, monkeypatch):
+    """Long merged-group labels (a real timm ViT-B on meta, component LRs) end inside the saved figure."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import timm
+
+    from recipes import build_param_groups, build_schedule
+    from recipes.report import lr_table, plot_lr
+
+    with torch.device("meta"):
+        vit = timm.create_model("vit_base_patch16_224")
+    strategy = dict(type="layer_decay", lr=1e-3, decay=0.75, component_scale={"norm": 0.5, "self_attn": 0.8})
+    groups = build_param_groups(vit, strategy)
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    plot_lr(lr_table(groups, build_schedule(dict(type="cosine"), 100, lr=1e-3)), str(tmp_path / "lr.png"))
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    texts = fig.axes[0].texts
+    assert len(texts) >= 14
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, t.get_text()
+        r, g, b, _ = matplotlib.colors.to_rgba(t.get_color())
+        assert not (r > 0.8 and g > 0.8 and b < 0.4), (t.get_text(), t.get_color())  # viridis' pale yellow end
+
+
+def test_merged_group_names_cannot_be_read_as_ranges():
+    from recipes.param_groups import _runs
+
+    label = lambda k: f"{k:02d}"  # noqa: E731
+    assert _runs([0, 4], label) == "00+04"  # was "00-04": blocks 0 and 4 read as 0 to 4
+    assert _runs([0, 1, 2, 3, 4], label) == "00-04"
+    assert _runs([0, 1, 2, 5, 7, 8], label) == "00-02+05+07-08"
+
+
+def test_rates_keep_decimals_below_one_and_evaluation_shows_a_bar(capsys):
+    from recipes.train.run_log import WithProgress, per_second
+
+    assert [per_second(r) for r in (0.4321, 3.14159, 123.4)] == ["0.43", "3.1", "123"]
+    data = torch.utils.data.TensorDataset(torch.randn(12, 2))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    shown = WithProgress(loader, "eval", enabled=True)
+    assert shown.dataset is data and len(shown) == 3  # a task may read loader.dataset
+    assert sum(len(b[0]) for b in shown) == 12
+    assert "eval" in capsys.readouterr().err
+    assert sum(len(b[0]) for b in WithProgress(loader, "eval", enabled=False)) == 12
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("resolution", [0, -64, (0, 64), True, 2.5])
+def test_data_resolution_zero_or_negative_is_a_clear_error(resolution):
+    from recipes.train.data.captioned import _size
+
+    with pytest.raises(ValueError, match=r"data.resolution must be a whole number > 0"):
+        _size(resolution)
+    assert _size(64) == (64, 64) and _size((32, 48)) == (32, 48)
+
+
+def test_tracking_exclude_none_names_the_key(tmp_path):
+    from recipes.train.data.tracking import load_sequences
+
+    with pytest.raises(ValueError, match=r"data.exclude: expected a list of sequence names \(or \[\]\), got None"):
+        load_sequences(tmp_path, exclude=None)
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((200, 20, 10, 250), "inverted box"),
+        (("nan", 20, 200, 250), "must be finite"),
+        ((10, 20, 500, 250), "leaves the 451x300 image"),
+    ],
+)
+def test_voc2coco_refuses_inverted_nan_and_outside_boxes(tmp_path, capsys, box, expected):
+    images, labels = _raccoon_like(tmp_path)
+    rows = labels.read_text().splitlines()
+    name = rows[1].split(",")[0]
+    rows[1] = ",".join([name, "451", "300", "cat", *map(str, box)])
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "coco"
+    assert voc2coco.main(["csv", str(labels), "--images", str(images), "--out", str(out)]) == 2
+    assert expected in one_error_line(capsys.readouterr().err) and not out.exists()

@@ -97,7 +97,9 @@ def test_strict_pretrained_reports_tensors_left_random(tmp_path):
     )
     with pytest.raises(ValueError, match=r"backbone tensors left random, e.g. \['videomae.embeddings"):
         build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path), **TINY)
-    loose = build_videomae_tracker(template_size=16, search_size=32, pretrained=str(tmp_path), strict_pretrained=False, **TINY)
+    loose = build_videomae_tracker(
+        template_size=16, search_size=32, pretrained=str(tmp_path), strict_pretrained=False, **TINY
+    )
     assert len(loose.init_report["random"]) > 10
     with pytest.raises(ValueError, match="must be multiples of the patch size 4"):
         build_videomae_tracker(template_size=18, search_size=32, **TINY)

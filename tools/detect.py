@@ -11,6 +11,10 @@ its classification head; the names from the checkpoint, or the config's training
 ``checkpoints/step_*.pt``) or a plain state dict (``--ema``: its EMA weights). A run's ``best.pt``
 already holds the weights (plain or EMA) that scored best: no ``--ema`` needed.
 
+Nothing is overwritten: each drawing is ``<image name>.png`` in ``--out-dir``, or ``<name>-1.png``,
+``<name>-2.png``... where that name is taken (a file already there, an input image itself, or another
+input of the same name in this run).
+
 A checkpoint of a mostly frozen run (encoder LoRA; ``frozen_omitted``: the trainable tensors only,
 as ``train.save_frozen='auto'`` writes them) is completed from the config's ``model.pretrained`` and
 checked against the run's fingerprint of the frozen weights; without ``model.pretrained`` it is an
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ import torch  # noqa: E402
 from recipes.train.checkpoint import read_checkpoint  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from recipes.train.run_log import per_second  # noqa: E402
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
@@ -48,6 +54,32 @@ def class_names(cfg: Any, ckpt: dict[str, Any], n: int) -> list[str]:
     if len(names) != n:
         names = [f"class {k}" for k in range(n)]
     return names
+
+
+def free_path(out_dir: Path, stem: str) -> Path:
+    """``out_dir/<stem>.png``, or the first ``<stem>-<k>.png`` that does not exist yet."""
+    path, k = out_dir / f"{stem}.png", 0
+    while path.exists() or path.is_symlink():
+        k += 1
+        path = out_dir / f"{stem}-{k}.png"
+    return path
+
+
+def save_new(image: Any, out_dir: Path, stem: str) -> Path:
+    """Save ``image`` as PNG under a name no file holds (opened with O_EXCL: never replaces one)."""
+    while True:
+        path = free_path(out_dir, stem)
+        try:
+            f = open(path, "xb")  # noqa: SIM115 - closed below, removed if the write fails
+        except FileExistsError:  # another process took the name between the check and the open
+            continue
+        try:
+            with f:
+                image.save(f, format="PNG")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
 
 
 def draw(image: Any, result: dict[str, torch.Tensor], names: list[str], threshold: float) -> Any:
@@ -83,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out-dir {args.out_dir!r} is a file, not a folder; give a folder for the drawings")
 
     from PIL import Image
 
@@ -102,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     post, resolution = task.postprocess, task.model_config.resolution
     names = class_names(cfg, ckpt, n)
     transform = build_transform(False, resolution)
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from rfdetr.utilities.tensors import nested_tensor_from_tensor_list
 
-    failed = []
-    for path in args.images:
+    failed, t0 = [], time.perf_counter()
+    for k, path in enumerate(args.images, 1):
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")
@@ -120,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             result = post(model(x), torch.tensor([[image.height, image.width]]))[0]
         keep = int((result["scores"] >= args.threshold).sum())
-        dst = out_dir / f"{Path(path).stem}.png"
-        draw(image, result, names, args.threshold).save(dst)
-        print(f"{path}: {keep} boxes >= {args.threshold} -> {dst}")
+        dst = save_new(draw(image, result, names, args.threshold), out_dir, Path(path).stem)
+        rate = per_second(k / max(time.perf_counter() - t0, 1e-9))
+        print(f"[{k}/{len(args.images)}, {rate} img/s] {path}: {keep} boxes >= {args.threshold} -> {dst}", flush=True)
     if failed:
         raise BadInput(
             f"{len(failed)} of {len(args.images)} images could not be read (the others were drawn): {failed[:5]}"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="a new or empty folder (default: work_dirs/track/<name>)")
     ap.add_argument("--gif", action="store_true", help="write track.gif instead of track.mp4")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    return ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `--init -10,20,30,40`: a box left of the frame, not an option
+        if argv[i] == "--init" and re.match(r"-\d|-\.\d", argv[i + 1]):
+            argv[i : i + 2] = [f"--init={argv[i + 1]}", ""]
+    return ap.parse_args([a for a in argv if a != ""])
 
 
 def parse_init(text: str | None) -> tuple[float, float, float, float]:
@@ -68,10 +74,39 @@ def parse_init(text: str | None) -> tuple[float, float, float, float]:
         raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h") from None
     if len(vals) != 4:
         raise ValueError(f"--init {text!r}: expected four numbers x,y,w,h, got {len(vals)}")
+    if not all(v == v and abs(v) != float("inf") for v in vals) or vals[2] <= 0 or vals[3] <= 0:
+        raise ValueError(f"--init {text!r}: the width and height must be > 0 and every number finite")
     return vals  # type: ignore[return-value]
 
 
+class FramesWithProgress:
+    """A sequence whose frame reads advance a progress bar (frames/s); everything else is the sequence's."""
+
+    def __init__(self, seq: Any) -> None:
+        from tqdm import tqdm
+
+        self.seq, self.done = seq, -1
+        self.bar = tqdm(total=len(seq), desc="track", unit="frame", dynamic_ncols=True, mininterval=1.0)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.seq, name)
+
+    def read(self, i: int) -> Any:
+        frame = self.seq.read(i)
+        if i > self.done:
+            self.bar.update(i - self.done)
+            self.done = i
+            if i == len(self.seq) - 1:
+                self.bar.close()
+        return frame
+
+
 def fresh_dir(path: Path) -> Path:
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"--out {path} is a link to {os.readlink(path)!r}, which does not exist; give a new folder")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ValueError(f"--out {path} already holds files; give a new or empty folder (nothing is replaced)")
     path.mkdir(parents=True, exist_ok=True)
@@ -174,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         init = parse_init(args.init)
         seq = load_video(args.video, init) if args.video else load_frames(args.frames, init)
         t0 = time.perf_counter()
-        boxes = run([seq])[0]
+        boxes = run([FramesWithProgress(seq)])[0]
         fps = (len(seq) - 1) / max(time.perf_counter() - t0, 1e-9)
         write_boxes(out / "boxes.txt", boxes)
         path = write_video(seq, boxes, out, args.gif, float(seq.meta.get("fps") or 25.0))

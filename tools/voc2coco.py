@@ -27,6 +27,7 @@ import argparse
 import csv
 import filecmp
 import json
+import math
 import os
 import shutil
 import sys
@@ -49,6 +50,10 @@ def _box(where: str, xmin: Any, ymin: Any, xmax: Any, ymax: Any) -> list[float]:
         x0, y0, x1, y1 = (float(v) for v in (xmin, ymin, xmax, ymax))
     except (TypeError, ValueError):
         raise ValueError(f"{where}: box coordinates must be numbers, got {(xmin, ymin, xmax, ymax)!r}") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ValueError(f"{where}: box coordinates must be finite, got {(xmin, ymin, xmax, ymax)!r}")
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"{where}: inverted box (xmax < xmin or ymax < ymin): {(xmin, ymin, xmax, ymax)!r}")
     return [x0 - 1.0, y0 - 1.0, x1 - x0 + 1.0, y1 - y0 + 1.0]
 
 
@@ -119,6 +124,10 @@ def to_coco(
         for name, (x, y, w, h) in boxes:
             if name not in cat_id:
                 raise ValueError(f"{image['file_name']}: class {name!r} is not in --classes {names}")
+            width, height = image.get("width"), image.get("height")
+            if width and height and (x < 0 or y < 0 or x + w > float(width) or y + h > float(height)):
+                raise ValueError(f"{image['file_name']}: box of {name!r} (VOC {x + 1:g},{y + 1:g},{x + w:g},"
+                                 f"{y + h:g}) leaves the {width}x{height} image")  # fmt: skip
             annotations.append(
                 {
                     "id": len(annotations) + 1,

@@ -15,8 +15,26 @@ Each bridge imports its upstream package only when imported itself.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+log = logging.getLogger("recipes")
+
+
+def with_optimizer_weight_decay(strategy: Any, optimizer_cls: Any, where: str) -> Any:
+    """A strategy dict without ``weight_decay`` takes the optimizer class's default (AdamW: 0.01), and says so.
+
+    Without this every group would train at the strategy's default 0 where the optimizer alone (and
+    mmengine's own constructor) decays at its default. A built ``Strategy`` is taken as it is.
+    """
+    if not isinstance(strategy, Mapping) or "weight_decay" in strategy:
+        return strategy
+    param = inspect.signature(optimizer_cls).parameters.get("weight_decay")
+    default = param.default if param is not None and isinstance(param.default, (int, float)) else 0.0
+    log.info(f"{where}: strategy.weight_decay not given; using {optimizer_cls.__name__}'s default {default:g}")
+    return {**strategy, "weight_decay": float(default)}
 
 
 def implied_base_lrs(param_groups: Iterable[Mapping[str, Any]]) -> list[float | None]:

@@ -14,6 +14,7 @@ over ``trainer.estimated_stepping_batches`` unless ``total_steps`` is given. Lig
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +27,8 @@ except ImportError as e:  # the optional extra
 from torch import nn
 
 from recipes.adapter import Adapter
-from recipes.integrations import current_base_lr
-from recipes.param_groups import build_param_groups, build_strategy
+from recipes.integrations import current_base_lr, log, with_optimizer_weight_decay
+from recipes.param_groups import NoAdapterError, build_param_groups, build_strategy, resolve_adapter
 from recipes.schedules import Schedule, build_schedule
 from recipes.strategies import Strategy
 
@@ -46,11 +47,16 @@ def configure_optimizers(
     """What ``LightningModule.configure_optimizers`` returns: the optimizer and a per-step scheduler.
 
     ``model``: the network to group when it is an attribute of ``module`` (``self.backbone``...);
-    by default ``module`` itself. ``schedule=None``: no scheduler (constant LRs per group).
+    by default ``module`` itself, where a strategy that needs depth (``layer_decay``) finds the one
+    attribute a registered adapter knows (``self.net``) and gives everything else the head's LR.
+    A strategy dict without ``weight_decay`` takes the optimizer's default (AdamW: 0.01).
+    ``schedule=None``: no scheduler (constant LRs per group).
     """
-    strat = build_strategy(strategy)
     if "lr" in optimizer_kwargs or "weight_decay" in optimizer_kwargs:
         raise TypeError("configure_optimizers: lr and weight_decay come from the strategy; set them there")
+    strat = build_strategy(with_optimizer_weight_decay(strategy, optimizer, "configure_optimizers"))
+    if model is None:
+        strat = _around_the_known_network(module, strat, adapter)
     opt = optimizer(build_param_groups(module if model is None else model, strat, adapter=adapter),
                     lr=strat.base_lr, **optimizer_kwargs)  # fmt: skip
     if schedule is None:
@@ -69,6 +75,39 @@ def configure_optimizers(
     elif total_steps is not None:
         raise ValueError("configure_optimizers: a built Schedule has its own length; drop total_steps")
     return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule.lambda_lr(opt), "interval": "step"}}
+
+
+def _around_the_known_network(module: nn.Module, strat: Strategy, adapter: Any) -> Strategy:
+    """``strat`` with ``prefix`` set to the one child of ``module`` an adapter knows, where ``module`` needs it.
+
+    A LightningModule holding its network as ``self.net`` is not itself a known architecture; the
+    strategy's own ``prefix`` option then groups ``net`` by its adapter and the rest as the head.
+    """
+    if not strat.needs_depth or strat.prefix is not None:
+        return strat
+    try:
+        resolve_adapter(module, adapter)
+        return strat
+    except NoAdapterError:
+        pass
+    known = []
+    for name, child in module.named_children():
+        try:
+            resolve_adapter(child, adapter)
+            known.append(name)
+        except NoAdapterError:
+            continue
+    if len(known) != 1:
+        found = f"the known networks are {known}" if known else "no attribute is a known network"
+        raise ValueError(
+            f"configure_optimizers: {type(strat).__name__} needs the network's depth and "
+            f"{type(module).__name__} is no architecture an adapter knows ({found}); pass the network: "
+            "configure_optimizers(self, strategy, model=self.<attribute>)"
+        )
+    log.info(f"configure_optimizers: grouping self.{known[0]} by its adapter; the rest of the module as the head")
+    inner = copy.copy(strat)
+    inner.prefix = known[0] + "."
+    return inner
 
 
 class BaseLRLogger(Callback):

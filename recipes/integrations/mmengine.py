@@ -11,9 +11,11 @@ Importing this module registers ``RecipesOptimWrapperConstructor`` in mmengine's
     )
 
 The strategy's ``lr`` and ``weight_decay`` default to the optimizer's (giving both, different, is an
-error). ``prefix``: groups are built for the submodule under it (the backbone of an mmpretrain /
-mmdet model); every other parameter gets the base LR (``lr_scale`` 1.0, the head's treatment) and
-the usual no-decay rules (1-D tensors, biases, norms). Groups carry ``lr = base x lr_scale``, so
+error; neither gives weight decay: the optimizer class's default, AdamW's 0.01, as mmengine's own
+constructor would). ``prefix``: the strategy's own ``prefix`` option: groups for the submodule under it
+(the backbone of an mmpretrain / mmdet model), every other parameter at the head's layer, one past the
+backbone's last block, as mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` does (the last
+block gets ``decay``, even where the backbone has no final norm), with the usual no-decay rules. Groups carry ``lr = base x lr_scale``, so
 mmengine's param schedulers keep the ratios (use ``eta_min_ratio``, not an absolute ``eta_min``), and
 mmengine logs the scheduled base LR as ``base_lr`` (the optimizer's default ``lr``), ``lr`` being the
 first group's.
@@ -23,13 +25,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
 
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
-from recipes.adapter import canonical_name, generic_no_decay
+from recipes.integrations import with_optimizer_weight_decay
 from recipes.param_groups import build_param_groups, build_strategy
 
 PARAMWISE_KEYS = ("strategy", "adapter", "prefix")
@@ -52,7 +53,9 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f"custom_keys / *_decay_mult belong to DefaultOptimWrapperConstructor); it accepts {list(PARAMWISE_KEYS)}"
             )
         super().__init__(optim_wrapper_cfg, None)
-        self.strategy_cfg = self._merge_strategy(dict(paramwise_cfg["strategy"]), self.optimizer_cfg)
+        strategy = self._merge_strategy(dict(paramwise_cfg["strategy"]), self.optimizer_cfg)
+        where = "RecipesOptimWrapperConstructor"  # no weight_decay anywhere: the optimizer's default, as mmengine's
+        self.strategy_cfg = with_optimizer_weight_decay(strategy, _optimizer_class(self.optimizer_cfg), where)
         self.adapter = paramwise_cfg.get("adapter", "auto")
         prefix = paramwise_cfg.get("prefix")
         if prefix is not None and (not isinstance(prefix, str) or not prefix.endswith(".")):
@@ -92,16 +95,10 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f"{strategy.base_lr}; mmengine logs and schedules the optimizer's lr as the base LR"
             )
         optimizer_cfg["lr"] = strategy.base_lr
-        if self.prefix is not None and _strategies_take_prefix(self.strategy_cfg):
+        if self.prefix is not None:  # the library's own prefix option: the backbone's groups, the rest as the head
             strategy = build_strategy({**self.strategy_cfg, "prefix": self.prefix})
-            groups = build_param_groups(model, strategy, adapter=self.adapter)
-        else:
-            groups = param_groups_under(model, strategy, self.adapter, self.prefix)
-        optimizer_cls = optimizer_cfg["type"]
-        if isinstance(optimizer_cls, str):
-            with OPTIMIZERS.switch_scope_and_registry(None) as registry:
-                optimizer_cls = registry.get(optimizer_cfg["type"])
-        first_arg = next(iter(inspect.signature(optimizer_cls).parameters))
+        groups = build_param_groups(model, strategy, adapter=self.adapter)
+        first_arg = next(iter(inspect.signature(_optimizer_class(optimizer_cfg)).parameters))
         optimizer_cfg[first_arg] = groups
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         wrapper_cfg = self.optim_wrapper_cfg.copy()
@@ -109,43 +106,13 @@ class RecipesOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
 
 
-def _strategies_take_prefix(strategy_cfg: Mapping[str, Any]) -> bool:
-    """True where the library's strategies have their own ``prefix`` option (then it does the work)."""
-    from recipes.param_groups import _accepted_keys
-    from recipes.registry import STRATEGIES
-
-    return "prefix" in _accepted_keys(STRATEGIES.lookup(strategy_cfg["type"]))
-
-
-def param_groups_under(model: nn.Module, strategy: Any, adapter: Any = "auto", prefix: str | None = None) -> list[dict]:
-    """The strategy's groups for ``model``, or for its submodule at ``prefix`` plus base-LR groups for the rest.
-
-    Used where the strategies have no ``prefix`` option of their own.
-    """
-    if prefix is None:
-        return build_param_groups(model, strategy, adapter=adapter)
-    path = prefix[:-1]
-    try:
-        sub = model.get_submodule(path)
-    except AttributeError:
-        top = sorted({n.split(".")[0] for n, _ in model.named_children()})
-        raise ValueError(
-            f"paramwise_cfg.prefix={prefix!r}: the model has no submodule {path!r} (it has {top})"
-        ) from None
-    groups = build_param_groups(sub, strategy, adapter=adapter)
-    for g in groups:
-        g["param_names"] = [prefix + n for n in g["param_names"]]
-    inside = {id(p) for p in sub.parameters()}
-    rest: dict[bool, dict[str, Any]] = {}
-    for name, p in model.named_parameters():
-        if id(p) in inside or not p.requires_grad:
-            continue
-        canon = canonical_name(name)[0]
-        no_decay = p.dim() <= 1 or canon.endswith(".bias") or generic_no_decay(canon)
-        g = rest.setdefault(no_decay, {
-            "name": f"rest.{'no_decay' if no_decay else 'decay'}", "params": [], "param_names": [],
-            "lr": strategy.base_lr, "lr_scale": 1.0, "weight_decay": 0.0 if no_decay else strategy.weight_decay,
-        })  # fmt: skip
-        g["params"].append(p)
-        g["param_names"].append(name)
-    return groups + [rest[k] for k in sorted(rest)]
+def _optimizer_class(optimizer_cfg: Mapping) -> type:
+    """The optimizer class an mmengine ``optimizer=dict(type=...)`` names (a class is taken as it is)."""
+    cls = optimizer_cfg["type"]
+    if isinstance(cls, str):
+        with OPTIMIZERS.switch_scope_and_registry(None) as registry:
+            found = registry.get(cls)
+        if found is None:
+            raise KeyError(f"RecipesOptimWrapperConstructor: optimizer.type={cls!r} is not a registered optimizer")
+        cls = found
+    return cls

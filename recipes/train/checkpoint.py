@@ -12,10 +12,12 @@ weights files (resume and every tool that rebuilds a trained model).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import random
 import re
+import shutil
 import types
 import zipfile
 from pathlib import Path
@@ -103,10 +105,21 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+        if _disk_full(e):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise BadInput(f"cannot write {path}: the disk is full ({free:.0f} MB free); nothing was replaced and the "
+                           "earlier checkpoints are intact: free some space, then run again with --resume") from None  # fmt: skip
         raise
     _replace_durably(tmp, path)
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, or how torch's zip writer reports it (``unexpected pos`` / ``file write failed``)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e))
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -5,9 +5,13 @@ The whole config is checked by :func:`recipes.train.config_check.check_config` b
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,10 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 
         merged: dict[str, Any] = {}
         for option in options:  # one at a time, so an error names the option
+            key, _, value = option.partition("=")
+            if value.strip().startswith("{"):
+                raise BadInput(f"--cfg-options {option!r}: a dict cannot be given whole; set its keys one by one, "
+                               f"e.g. {key}.type=...")  # fmt: skip
             holder = _NS()
             try:
                 parser_action(None, holder, [option])
@@ -58,18 +66,51 @@ def load_config(path: str | Path, options: Sequence[str] = ()) -> Config:
 def _read_config_file(path: Path) -> Config:
     """``Config.fromfile`` with a one-line error for a config that does not run (syntax, unknown name)."""
     try:
-        return Config.fromfile(str(path))
+        cfg = Config.fromfile(str(path), import_custom_modules=False)
     except SyntaxError as e:
         where = f"{e.filename}:{e.lineno}" if e.lineno else str(path)
         raise BadInput(f"config {where}: syntax error: {e.msg}") from None
     except (NameError, ImportError, AttributeError) as e:
-        tb = e.__traceback__
-        line = None
-        while tb is not None:  # the line of the config file (or its _base_) that failed
-            if tb.tb_frame.f_code.co_filename.endswith(".py") and "mmengine" not in tb.tb_frame.f_code.co_filename:
-                line = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-            tb = tb.tb_next
-        raise BadInput(f"config {line or path}: {type(e).__name__}: {e}") from None
+        raise BadInput(f"config {_failing_line(e) or path}: {type(e).__name__}: {e}") from None
+    custom = cfg.get("custom_imports") or {}
+    for name in custom.get("imports", []):
+        try:
+            _import_beside(name, path.resolve().parent)
+        except ImportError as e:
+            if custom.get("allow_failed_imports"):
+                continue
+            raise BadInput(
+                f"config {str(path)!r}: custom_imports: {type(e).__name__}: {e}; modules are looked up beside the "
+                f"config ({path.resolve().parent}), on PYTHONPATH and among the installed packages"
+            ) from None
+    return cfg
+
+
+def _import_beside(name: str, folder: Path) -> Any:
+    """``import name``; a top-level package not on ``sys.path`` is looked up in ``folder`` (the config's)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        top = name.split(".")[0]
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)]) if e.name == top else None
+        if spec is None:
+            raise
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module  # the package beside the config; its submodules import through it
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader.exec_module(module)  # a namespace package (no __init__.py) has nothing to run
+        return importlib.import_module(name)
+
+
+def _failing_line(e: BaseException) -> str | None:
+    """The line of the config file (or its _base_) that failed: the last frame outside mmengine and this file."""
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".py") and "mmengine" not in name and name != __file__:
+            line = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
 
 
 def _count(key: str, value: Any, low: int = 1) -> int:

@@ -34,10 +34,10 @@ from recipes.train.distributed import any_rank, gather_objects, init_device, mea
 from recipes.train.ema import ModelEMA
 from recipes.train.errors import BadInput, Interrupted, NonFiniteLoss
 from recipes.train.run_files import RunFiles
-from recipes.train.run_log import RunLog, log_setup, setup_logging
+from recipes.train.run_log import RunLog, WithProgress, log_setup, setup_logging
 from recipes.train.sampling import make_loader
 from recipes.train.trainable_state import count_params, frozen_fingerprint, load_model, model_state, saves_frozen
-from recipes.train.workdir import StopOnSignal
+from recipes.train.workdir import StopOnSignal, check_work_dir
 
 __all__ = ["NonFiniteLoss", "Trainer"]
 
@@ -56,8 +56,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- setup
     def setup(self) -> Trainer:
-        if self.work_dir.exists() and not self.work_dir.is_dir():
-            raise BadInput(f"work dir {str(self.work_dir)!r} is a file, not a folder; choose another --work-dir")
+        check_work_dir(self.work_dir)  # before anything is built: a folder no run wrote is refused
         if self.opts["num_threads"]:
             torch.set_num_threads(int(self.opts["num_threads"]))  # CPU: fewer threads than cores when shared
         self.world = world_size()
@@ -304,7 +303,8 @@ class Trainer:
         return self._metrics(self.ema.module if weights == "ema" else self.bare_model(), data)
 
     def _metrics(self, module: nn.Module, dataset: Any) -> dict[str, float]:
-        return self.task.evaluate(module, self.eval_loader(dataset), self.device)
+        loader = WithProgress(self.eval_loader(dataset), "eval", self.is_main and bool(self.opts["progress"]))
+        return self.task.evaluate(module, loader, self.device)  # a bar while it runs (70 s on RF-DETR's val set)
 
     def _end_of_epoch(self, epoch: int) -> None:
         if self.val_set is None:

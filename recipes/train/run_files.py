@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from recipes.train.checkpoint import (
     write_text_atomic,
 )
 from recipes.train.errors import BadInput
-from recipes.train.workdir import WorkDirLock
+from recipes.train.workdir import WorkDirLock, set_aside_earlier_run
 
 log = logging.getLogger("recipes.train")
 
@@ -70,12 +69,8 @@ class RunFiles:
         self.lock = WorkDirLock(self.work_dir).acquire()  # before anything in it is moved or written
         for tmp in remove_stale_tmp(self.work_dir, (BEST, BEST_INFO, SUMMARY, *LOGS)):
             log.info(f"[work_dir] removed {tmp}, left by an interrupted write")
-        old = [p for p in self.work_dir.iterdir() if p.name not in ("previous", ".lock")]
-        if old and not resuming:
-            dest = self.work_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-            dest.mkdir(parents=True, exist_ok=True)
-            for p in old:
-                shutil.move(str(p), str(dest / p.name))
+        dest = set_aside_earlier_run(self.work_dir, resuming)  # only a folder a run marked: a user's is refused
+        if dest is not None:
             log.info(f"[work_dir] an earlier run's files were moved to {dest}")
         if resuming:
             self._set_aside_later_best(step)

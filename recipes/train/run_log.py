@@ -155,12 +155,12 @@ class RunLog:
     def _show(self, row: dict[str, Any]) -> None:
         step, loss, lr, rate = row["step"] + 1, row["loss"], row["base_lr"], row["img_per_s"]
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=per_second(rate), refresh=False)
             self.bar.update(1)
         if self.log_every and step % self.log_every == 0:
             logging.getLogger("recipes.train").info(
                 f"[train] step {step}/{self.total_steps} epoch {row['epoch'] + 1} loss {loss:.4f} lr {lr:.4g} "
-                f"img/s {rate:.0f}"
+                f"img/s {per_second(rate)}"
             )
 
     def step(self, row: dict[str, Any], extra: dict[str, float]) -> None:
@@ -233,6 +233,32 @@ class RunLog:
             f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def per_second(rate: float) -> str:
+    """A rate for the logs: whole numbers from 10 up, decimals below (0.43 img/s, not 0)."""
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+
+
+class WithProgress:
+    """Iterates ``loader`` with a progress bar (``desc``, on when ``enabled``); other attributes are the loader's
+    (a task may read ``loader.dataset``)."""
+
+    def __init__(self, loader: Any, desc: str, enabled: bool) -> None:
+        self.loader, self.desc, self.enabled = loader, desc, enabled
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Any:
+        from tqdm import tqdm
+
+        total = len(self.loader) if hasattr(self.loader, "__len__") else None
+        yield from tqdm(self.loader, desc=self.desc, total=total, disable=not self.enabled, leave=False,
+                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
 
 
 def log_setup(groups: list[dict[str, Any]], model: Any, freeze_lines: list[str], by_role: bool) -> None:

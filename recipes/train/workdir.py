@@ -8,6 +8,11 @@ over (and says so). Within one process a new run on the same folder supersedes t
 ``StopOnSignal``: while training, Ctrl-C (SIGINT) and SIGTERM (how clusters preempt jobs) only set a
 flag; the engine saves a checkpoint at the next step boundary and stops with exit code 3. A second
 Ctrl-C stops at once (no checkpoint).
+
+``check_work_dir`` / ``set_aside_earlier_run``: a run writes ``.zoo_recipes_run`` (``RUN_MARKER``) first
+thing into its work dir. A fresh run may move an earlier run's files into ``previous/<time>/`` only where
+that marker is: a non-empty folder without it (a user's documents, the dataset, a symlink to either) is
+refused and nothing in it is touched. ``tools/show_lr.py``'s own ``show_lr/`` folder stays where it is.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import atexit
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +33,9 @@ from typing import Any
 from recipes.train.errors import BadInput
 
 LOCK_NAME = ".lock"
+RUN_MARKER = ".zoo_recipes_run"  # written by tools/train.py into every work dir it uses
+SHOW_LR_DIR = "show_lr"  # tools/show_lr.py's default output folder inside a config's work dir
+KEPT = {LOCK_NAME, RUN_MARKER, "previous", SHOW_LR_DIR}  # never moved aside by a fresh run
 _HELD: dict[Path, Any] = {}  # this process's open lock files, by resolved work dir
 
 
@@ -121,3 +131,44 @@ class StopOnSignal:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
+
+
+def _foreign_entries(work_dir: Path) -> list[str]:
+    """What is in ``work_dir`` besides this tool's own lock, marker, ``previous/`` and ``show_lr/``."""
+    return sorted(p.name for p in work_dir.iterdir() if p.name not in KEPT)
+
+
+def check_work_dir(work_dir: str | Path) -> None:
+    """Refuse a work dir that is a file, or a non-empty folder no run of tools/train.py wrote (no marker)."""
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise BadInput(f"work dir {str(work_dir)!r} is a file, not a folder; choose another --work-dir")
+    if not work_dir.is_dir() or (work_dir / RUN_MARKER).is_file():
+        return
+    foreign = _foreign_entries(work_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise BadInput(
+            f"work dir {str(work_dir)!r} holds files no training run wrote ({shown}); nothing was moved. Choose a "
+            f"new or empty --work-dir (if it is a run of an older version, create an empty {RUN_MARKER} in it)"
+        )
+
+
+def set_aside_earlier_run(work_dir: str | Path, resuming: bool) -> Path | None:
+    """Mark ``work_dir`` as a run's; a fresh run moves an earlier run's files to ``previous/<time>/`` (returned).
+
+    Call with the lock held. ``check_work_dir`` first: only a marked folder has anything to move.
+    """
+    work_dir = Path(work_dir)
+    check_work_dir(work_dir)
+    marker = work_dir / RUN_MARKER
+    if not marker.exists():
+        marker.write_text("written by tools/train.py: a later run may move this folder's files into previous/\n")
+    old = _foreign_entries(work_dir)
+    if not old or resuming:
+        return None
+    dest = work_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in old:
+        shutil.move(str(work_dir / name), str(dest / name))
+    return dest

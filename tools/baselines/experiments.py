@@ -121,6 +121,15 @@ def read_results(name: str) -> dict[str, Any]:
         raise BadInput(f"{path}: not the results of baseline {name!r} (it says {data.get('baseline')!r})")
     if data.get("schema") != SCHEMA:
         raise BadInput(f"{path}: results schema {data.get('schema')!r}, this tool writes {SCHEMA}")
+    for key, cell in data["cells"].items():  # a hand edit or a bad merge: name the cell and the key
+        missing = [
+            k for k in ("config_hash", "commit", "method", "seed") if not isinstance(cell, dict) or k not in cell
+        ]
+        if missing:
+            raise BadInput(
+                f"{path}: cell {key!r} has no {', '.join(missing)}; the file is damaged: restore it with "
+                f"`git checkout {path}`, or delete that cell to run it again"
+            )
     return data
 
 

@@ -49,11 +49,14 @@ def aspect_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> l
 
 
 def _size(resolution: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(resolution, int):
-        return resolution, resolution
-    if isinstance(resolution, (tuple, list)) and len(resolution) == 2:
-        return int(resolution[0]), int(resolution[1])
-    raise ValueError(f"data.resolution must be an int or (height, width), got {resolution!r}")
+    size = None
+    if isinstance(resolution, int) and not isinstance(resolution, bool):
+        size = resolution, resolution
+    elif isinstance(resolution, (tuple, list)) and len(resolution) == 2 and all(isinstance(v, int) for v in resolution):
+        size = int(resolution[0]), int(resolution[1])
+    if size is None or min(size) <= 0:
+        raise ValueError(f"data.resolution must be a whole number > 0 or (height, width) of them, got {resolution!r}")
+    return size
 
 
 class _CaptionedFolder(Dataset):

@@ -323,6 +323,8 @@ def load_sequences(root: str | Path, sequences: list[str] | str | None = None, e
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set data_root=...)")
+    if exclude is None or isinstance(exclude, str):
+        raise ValueError(f"data.exclude: expected a list of sequence names (or []), got {exclude!r}")
     withheld, kind = False, root_kind(root)
     if split is None and kind != "folder":
         raise BadInput(f"data: {root} is a {kind} root; set split='train', 'val' or 'test' in data.train / data.val "

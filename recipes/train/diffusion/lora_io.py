@@ -9,6 +9,7 @@ the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         meta_key = save_key.replace("_layers", "_adapter_metadata")
         pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: config.to_dict()},
                                        safe_serialization=True)  # fmt: skip
-        return out_dir / WEIGHT_NAME
+        return readable_as_umask_says(out_dir / WEIGHT_NAME)
     if fmt != "kohya":
         raise ValueError(f"task.save_format must be one of {FORMATS}, got {fmt!r}")
     if save_key != "unet_lora_layers":
@@ -53,4 +54,12 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         out[f"{stem}.alpha"] = torch.tensor(float(config.lora_alpha))
     path = out_dir / WEIGHT_NAME
     save_file(out, str(path), metadata={"ss_network_dim": str(config.r), "ss_network_alpha": str(config.lora_alpha)})
+    return readable_as_umask_says(path)
+
+
+def readable_as_umask_says(path: Path) -> Path:
+    """safetensors (0.4+) writes files with mode 0600; give them the mode any new file gets (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return path

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from recipes.train.config import build_with_keys
+from recipes.train.config import accepted_kwargs, build_with_keys
 from recipes.train.distributed import gather_objects
+from recipes.train.errors import BadInput
 from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -68,8 +69,16 @@ class ClassificationTask(Task):
 
     # --- model --------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        kw = self.follow_dataset_classes(dict(self.model_cfg), getattr(self.dataset("train"), "classes", None))
-        return build_with_keys(MODELS.lookup(kw.pop("type")), kw, "model.")
+        given = dict(self.model_cfg)
+        kw = self.follow_dataset_classes(dict(given), getattr(self.dataset("train"), "classes", None))
+        builder = MODELS.lookup(kw.pop("type"))
+        known = accepted_kwargs(builder)
+        if "num_classes" in kw and "num_classes" not in given and known is not None and "num_classes" not in known:
+            raise BadInput(
+                f"model.type={given['type']!r}: its builder takes no `num_classes`, and the classification task "
+                f"passes the training set's class count ({kw['num_classes']}); add a num_classes argument to it"
+            )
+        return build_with_keys(builder, kw, "model.")
 
     # --- steps --------------------------------------------------------------------------------
     def _to(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
