@@ -744,7 +744,7 @@ def test_predict_real_run_keeps_every_input_and_names_outputs_apart(tmp_path, ca
     """A real RF-DETR Nano: inputs in --out-dir and two inputs of one name each get a new drawing."""
     from recipes.train.tasks.detection import build_rfdetr_wrapper
 
-    wrapper = build_rfdetr_wrapper(num_classes=2, pretrain_weights=None, size="nano")
+    wrapper = build_rfdetr_wrapper(num_classes=2, pretrained=None, size="nano")
     ckpt = tmp_path / "best.pt"
     save_atomic({"model": wrapper.model.model.state_dict(), "class_names": ["cat", "cup"]}, ckpt)
     (a,) = photos(tmp_path / "out", n=1, ext=".png")
@@ -772,9 +772,12 @@ def test_show_lr_never_replaces_a_png(tmp_path, capsys):
     assert {"lr_schedule-2.png", "lr_heatmap-2.png", "lr_schedule-2.csv"} < {p.name for p in out.iterdir()}
 
 
-def test_custom_imports_beside_the_config_and_errors_naming_the_config(tmp_path, capsys, monkeypatch):
+def test_custom_imports_beside_the_config_and_errors_naming_the_config(
+    tmp_path, capsys, monkeypatch, registries, request
+):
     """A user's module beside the config is imported without PYTHONPATH; a missing one names the config."""
     monkeypatch.chdir(tmp_path)
+    request.addfinalizer(lambda: [sys.modules.pop(m) for m in list(sys.modules) if m.startswith("zr_user_models")])
     pkg = tmp_path / "proj" / "zr_user_models"
     pkg.mkdir(parents=True)
     (pkg / "fixed_head.py").write_text(
@@ -785,8 +788,10 @@ def test_custom_imports_beside_the_config_and_errors_naming_the_config(tmp_path,
     cfg = tmp_path / "proj" / "cfg.py"
     cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.fixed_head"])\n'
                    'model = dict(_delete_=True, type="zr_fixed_head_net")\n'
-                   'strategy = dict(type="flat", lr=1e-3)\n')  # fmt: skip
-    assert train_cli(tmp_path / "wd", "train.max_steps=1", config=str(cfg)) == 2
+                   'strategy = dict(_delete_=True, type="flat", lr=1e-3)\n')  # fmt: skip
+    not_model = [o for o in TINY if not o.startswith("model.")]  # the user's builder takes width only
+    argv = [str(cfg), "--work-dir", str(tmp_path / "wd"), "--cfg-options", *not_model, "train.max_steps=1"]
+    assert train_tool.main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "model.type='zr_fixed_head_net': its builder takes no `num_classes`" in line  # imported: it got this far
     cfg.write_text(f'_base_ = "{DEFAULT}"\ncustom_imports = dict(imports=["zr_user_models.missing"])\n')
@@ -866,10 +871,10 @@ def test_show_lr_draws_flux_lora_as_typed_on_the_meta_device(capsys):
 def test_show_lr_needs_no_data_nor_weights(tmp_path, capsys):
     """A config whose data_root and weight file are not on this machine still draws, each left-out said."""
     cfg = ROOT / "configs" / "classification" / "dinov2_s14_cifar10_linear_probe.py"  # only the head trains
-    argv = [str(cfg), "--out-dir", str(tmp_path), "--cfg-options", "model.pretrained_file=/nowhere/dinov2_small"]
+    argv = [str(cfg), "--out-dir", str(tmp_path), "--cfg-options", "model.pretrained=/nowhere/dinov2_small"]
     assert show_lr.main(argv) == 0
     out = capsys.readouterr().out
-    assert "model.pretrained_file='/nowhere/dinov2_small' is not on this machine" in out
+    assert "model.pretrained='/nowhere/dinov2_small' is not on this machine" in out
     assert "assuming 100 steps per epoch" in out and (tmp_path / "lr_schedule.png").is_file()
     assert "10 classes assumed" in out and "model.device='meta'" in out
 

@@ -149,14 +149,14 @@ def write_model_reports(
         print(f"wrote {path} ({len(rows)} parameters)")
 
 
-WEIGHT_KEYS = ("pretrained_file", "pretrain_weights", "encoder_weights", "init", "pretrained")
+WEIGHT_KEYS = ("pretrained", "encoder_weights")
 ASSUMED_STEPS_PER_EPOCH = 100
-ASSUMED_CLASSES = 10  # without the data: the head's size changes no group  # without the data and without --steps-per-epoch: the grid does not depend on it
+ASSUMED_CLASSES = 10  # without the data: the head's size changes no group
 
 
 def _builder_keys(model: dict) -> set[str] | None:
     """The keywords the config's ``MODELS`` builder takes (None: unknown, or it takes ``**kwargs``)."""
-    from recipes.train.config import accepted_kwargs
+    from recipes.options import accepted_options
     from recipes.train.registry import MODELS
 
     try:
@@ -164,7 +164,7 @@ def _builder_keys(model: dict) -> set[str] | None:
     except (KeyError, TypeError, ValueError):
         return None
     named = set(inspect.signature(builder).parameters)  # its own keywords, also where it takes **kwargs
-    return named | (accepted_kwargs(builder) or set())
+    return named | (accepted_options(builder) or set())
 
 
 def on_meta_without_weights(cfg) -> None:  # noqa: ANN001 - an mmengine Config
@@ -180,7 +180,7 @@ def on_meta_without_weights(cfg) -> None:  # noqa: ANN001 - an mmengine Config
         if isinstance(value, str) and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
             model[key] = None
             print(f"note: model.{key}={value!r} is not on this machine; the groups do not need it: left out")
-    if model.get("pretrained_format") and not model.get("pretrained_file"):  # the format of a file not given
+    if model.get("pretrained_format") and not model.get("pretrained"):  # the format of a file not given
         model.pop("pretrained_format")
 
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from recipes.train.config import accepted_kwargs, build_with_keys
+from recipes.options import accepted_options
+from recipes.train.config import build_with_keys
 from recipes.train.distributed import gather_objects
 from recipes.train.errors import BadInput
 from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature
@@ -72,7 +73,7 @@ class ClassificationTask(Task):
         given = dict(self.model_cfg)
         kw = self.follow_dataset_classes(dict(given), getattr(self.dataset("train"), "classes", None))
         builder = MODELS.lookup(kw.pop("type"))
-        known = accepted_kwargs(builder)
+        known = accepted_options(builder)
         if "num_classes" in kw and "num_classes" not in given and known is not None and "num_classes" not in known:
             raise BadInput(
                 f"model.type={given['type']!r}: its builder takes no `num_classes`, and the classification task "
