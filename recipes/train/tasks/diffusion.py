@@ -31,6 +31,8 @@ from torch import nn
 
 import recipes.train.data.captioned  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys, check_keys
+from recipes.train.diffusion import draws
+from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
@@ -258,9 +260,7 @@ class DiffusionTask(Task):
         vae = self.pipe.vae
         return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
 
-    def latents(
-        self, batch: dict[str, Any], device: torch.device, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def latents(self, batch: dict[str, Any], device: torch.device, generator: Draw = None) -> torch.Tensor:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         self._encoders_to(device)
@@ -297,20 +297,20 @@ class DiffusionTask(Task):
         return int(getattr(self, "num_frames", 1))
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
-        """The training loss of a batch; noise, timesteps and dropout from ``generator`` (else the global RNG)."""
+             generator: Draw = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        """The loss of a batch; noise, timesteps and dropout from ``generator`` (one, or one per sample: draws.py)."""
         x0 = self.latents(batch, device, generator)
         n = x0.shape[0]
-        drop = torch.rand(n, generator=generator, device=device) < self.caption_dropout
+        drop = draws.rand(n, generator, device) < self.caption_dropout
         cond = self.conditions(batch, device, drop)
-        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+        noise = draws.randn(x0.shape, generator, device, x0.dtype)
         if isinstance(self.objective, DDPMObjective):
-            t = torch.randint(0, self.objective.num_train_timesteps, (n,), generator=generator, device=device)
+            t = draws.randint(self.objective.num_train_timesteps, n, generator, device)
             nb = self.objective.noise(x0, noise, t)
         else:
             seq = self.family.image_seq_len(x0, model)
-            u = torch.randn(n, generator=generator, device=device) if self.objective.sampling == "logit_normal" else \
-                torch.rand(n, generator=generator, device=device)  # fmt: skip
+            u = draws.randn((n,), generator, device, torch.float32) if self.objective.sampling == "logit_normal" else \
+                draws.rand(n, generator, device)  # fmt: skip
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
         dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
@@ -329,7 +329,7 @@ class DiffusionTask(Task):
         self.step = step
 
     def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, _ = self.loss(model, batch, device)
+        loss, _ = self.loss(model, batch, device, draws.sample_generators(self.seed, self.step, batch["index"], device))
         return loss, {}
 
     @torch.no_grad()
