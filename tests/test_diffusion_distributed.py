@@ -51,12 +51,18 @@ def one_process(family: str, work_dir: Path, opts: list[str], kind: str = "lora"
     return trainer
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def torchrun_cmd(config: str, work_dir: Path, opts: list[str], resume: bool = False) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+            "tools/train.py", config, "--work-dir", str(work_dir), "--cfg-options", *opts,
+            *(["--resume"] if resume else [])]  # fmt: skip
+
+
 def torchrun(config: str, work_dir: Path, opts: list[str], resume: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "tools/train.py", config, "--work-dir", str(work_dir), "--cfg-options", *opts,
-           *(["--resume"] if resume else [])]  # fmt: skip
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    cmd = torchrun_cmd(config, work_dir, opts, resume)
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
 
 
 def logged_losses(work_dir: Path) -> list[float]:
@@ -75,3 +81,132 @@ def test_ddp_two_processes_give_the_one_process_losses(family, tmp_path):
     want = [loss for _, loss in ref.history]
     assert len(want) == steps and len(set(want)) == steps  # the losses change from step to step
     assert logged_losses(tmp_path / "two") == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- FSDP
+def group_table(optimizer_state: dict) -> dict[str, tuple]:
+    """``{parameter name: (group name, lr, lr_scale, weight_decay)}`` of a saved optimizer state (plain: the
+    ``param_names`` torch saves; FSDP: the state is keyed by name)."""
+    out = {}
+    for g in optimizer_state["param_groups"]:
+        for name in g.get("param_names") or g["params"]:
+            out[name] = (g["name"], g["lr"], g["lr_scale"], g["weight_decay"])
+    return out
+
+
+def saved(work_dir: Path, name: str) -> dict:
+    return torch.load(work_dir / name, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow  # 1 + 2 processes training a tiny Flux for 3 steps: ~60-120 s on a shared CPU
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_fsdp_two_processes_equal_the_one_process_run(kind, tmp_path):
+    """Flux.1 under FSDP2 x 2 (batch 1, 2 accumulation steps, EMA, clipping) == one process with batch 2: the
+    losses step for step, every parameter's group / lr / lr_scale / weight decay, the checkpointed weights,
+    EMA and best.pt, and the exported transformer (full) or LoRA."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import load_file
+
+    extra = {"train.amp": None, "train.grad_accum": 2, "train.ema": 0.9, "train.ckpt_every": 1, "train.clip_grad": 0.01}
+    one = one_process("flux", tmp_path / "one", options("flux", 3, 2, **extra, **{"train.fsdp": False}), kind)
+    done = torchrun(config_path("flux", kind), tmp_path / "two", options("flux", 3, 1, **extra, **{"train.fsdp": True}))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[fsdp] FSDPFluxTransformer2DModel: 11 blocks + the root sharded over 2 processes" in done.stdout
+    want = [loss for _, loss in one.history]
+    assert len(set(want)) == 3 and logged_losses(tmp_path / "two") == pytest.approx(want, rel=1e-5, abs=1e-7)
+    a, b = (saved(tmp_path / w / "checkpoints", "step_0000003.pt") for w in ("one", "two"))
+    assert b["fsdp"] and b["frozen_omitted"] == (kind == "lora") and set(b["model"]) == set(a["model"])
+    table = group_table(a["optimizer"])
+    assert len(table) == sum(p.requires_grad for p in one._bare_model().parameters())
+    assert group_table(b["optimizer"]) == pytest.approx(table)
+    start = FluxTransformer2DModel.from_pretrained(pipeline_dir("flux"), subfolder="transformer").state_dict()
+    for key in ("model", "ema"):
+        moved = max(float((a[key][n] - start[n]).abs().max()) for n in a[key] if n in start) if kind == "full" else \
+            max(float(v.abs().max()) for n, v in a[key].items() if "lora_B" in n)  # fmt: skip
+        assert moved > 0
+        for n, v in a[key].items():
+            torch.testing.assert_close(b[key][n], v, rtol=0, atol=1e-3 * moved)
+    best_a, best_b = saved(tmp_path / "one", "best.pt"), saved(tmp_path / "two", "best.pt")
+    assert (best_b["step"], best_b["weights"], set(best_b["model"])) == (
+        best_a["step"],
+        best_a["weights"],
+        set(best_a["model"]),
+    )
+    if kind == "full":
+        exported = [
+            FluxTransformer2DModel.from_pretrained(tmp_path / w / "transformer").state_dict() for w in ("one", "two")
+        ]
+    else:
+        exported = [load_file(tmp_path / w / "lora" / "pytorch_lora_weights.safetensors") for w in ("one", "two")]
+    assert exported[0] and set(exported[0]) == set(exported[1])
+    for n, v in exported[0].items():
+        torch.testing.assert_close(exported[1][n], v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow  # 3 torchrun launches of a tiny Flux LoRA: ~2-3 min on a shared CPU
+def test_fsdp_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    """SIGKILL to a 2-process FSDP run once a checkpoint exists; ``--resume`` continues it: every logged loss and
+    the saved LoRA equal those of the run that was never interrupted."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    opts = options(
+        "flux", 6, 1, **{"train.fsdp": True, "train.ckpt_every": 1, "train.keep_ckpts": 10, "train.ema": 0.9}
+    )
+    straight = torchrun(config_path("flux"), tmp_path / "a", opts)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    ckpts = tmp_path / "b" / "checkpoints"
+    proc = subprocess.Popen(torchrun_cmd(config_path("flux"), tmp_path / "b", opts), cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        while proc.poll() is None and not (ckpts / "step_0000002.pt").exists():
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, mid-run
+    finally:
+        proc.wait(timeout=60)
+    assert not (ckpts / "step_0000006.pt").exists()
+    resumed = torchrun(config_path("flux"), tmp_path / "b", opts, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[resume]" in resumed.stdout
+    assert logged_losses(tmp_path / "b") == pytest.approx(logged_losses(tmp_path / "a"), rel=1e-6, abs=1e-8)
+    a, b = (load_file(tmp_path / w / "lora" / "pytorch_lora_weights.safetensors") for w in ("a", "b"))
+    assert a and all(torch.allclose(b[n], v, rtol=1e-6, atol=1e-9) for n, v in a.items())
+
+
+def test_fsdp_without_torchrun_is_one_error(tmp_path, capsys):
+    from tools.train import main
+
+    argv = [config_path("flux", "full"), "--work-dir", str(tmp_path / "wd"), "--cfg-options", "model.pretrained=x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: train.fsdp=True shards the model over processes: launch with torchrun")
+    assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"compile": True}, r"train.compile with train.fsdp=True is not supported"),
+        ({"log_grad_norms": True}, r"train.log_grad_norms with train.fsdp=True is not supported"),
+        ({"amp": "fp16"}, r"train.amp='fp16' with train.fsdp=True is not supported"),
+        ({"fsdp": False, "compile": True}, None),
+        ({}, None),
+    ],
+)
+def test_fsdp_option_checks(option, message, monkeypatch):
+    from recipes.train.config import TRAIN_DEFAULTS
+    from recipes.train.errors import BadInput
+    from recipes.train.fsdp import check_options
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    opts = {**TRAIN_DEFAULTS, "fsdp": True, **option}
+    if message is None:
+        check_options(opts, 2, {})
+    else:
+        with pytest.raises(BadInput, match=message):
+            check_options(opts, 2, {})
+    with pytest.raises(BadInput, match="strategy.log_grad_norms with train.fsdp=True"):
+        check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True})

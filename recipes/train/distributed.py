@@ -33,3 +33,10 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     t = torch.tensor([value], device=device, dtype=torch.float64 if device.type != "mps" else torch.float32)
     dist.all_reduce(t)
     return float(t) / dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process): the one that writes files every rank would otherwise write."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

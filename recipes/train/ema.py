@@ -25,11 +25,15 @@ class ModelEMA:
         frozen = {id(p): p for p in model.parameters() if not p.requires_grad}
         self.module = copy.deepcopy(model, memo=dict(frozen)).eval()
         self.averaged = [n for n, p in model.named_parameters() if p.requires_grad]
-        own = dict(self.module.named_parameters())
-        self._ema = [own[n] for n in self.averaged]
+        self.repoint()
         for p in self._ema:
             p.requires_grad_(False)
         self.frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
+
+    def repoint(self) -> None:
+        """Find the averaged tensors in ``self.module`` again by name (after FSDP replaced its parameters)."""
+        own = dict(self.module.named_parameters())
+        self._ema = [own[n] for n in self.averaged]
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from recipes.adapter import unwrap_model
 from recipes.report import format_lr_grid
-from recipes.train.build import prepare_run
+from recipes.train import fsdp
+from recipes.train.build import FreezePlan, prepare_run
 from recipes.train.checkpoint import (
     BEST,
     BEST_INFO,
@@ -53,9 +54,10 @@ from recipes.train.diagnostics import UpdateTracker
 from recipes.train.distributed import gather_objects, mean_over_ranks
 from recipes.train.ema import ModelEMA
 from recipes.train.errors import BadInput, Interrupted, NonFiniteLoss
+from recipes.train.optimizers import build_optimizer
 from recipes.train.run_log import RunLog, setup_logging
 from recipes.train.sampling import make_loader
-from recipes.train.trainable_state import frozen_fingerprint, load_model, model_state, saves_frozen
+from recipes.train.trainable_state import frozen_fingerprint, frozen_names, load_model, saves_frozen
 from recipes.train.workdir import StopOnSignal, WorkDirLock
 
 __all__ = ["NonFiniteLoss", "Trainer", "count_params", "seed_everything"]
@@ -109,14 +111,14 @@ class Trainer:
         plan = prepare_run(self.cfg, world=self.world, work_dir=self.work_dir)  # task.work_dir: the task's outputs
         self.task, self.train_set, self.val_set = plan.task, plan.train_set, plan.val_set
         self.steps_per_epoch, self.total_steps, self.schedule = plan.steps_per_epoch, plan.total_steps, plan.schedule
-        self.freeze = plan.freeze
+        self.freeze, self.groups = plan.freeze, plan.groups
         self.model = self._setup_model(plan.model, ckpt)
         self.optimizer = self._report_setup(plan.groups, plan.optimizer)
         self._check_schedule(ckpt)
         self._setup_amp_ema()
         if ckpt is not None:
             self._load_training_state(ckpt)
-        self.model = self._wrap_model(self.model)
+        self.model = self._wrap_model(self.model, ckpt)
         self._prepare_work_dir(resuming=ckpt is not None)
         self.log = RunLog(self.work_dir if self.is_main else None, [g["name"] for g in self.optimizer.param_groups],
                           self.step, self.opts["tensorboard"])  # fmt: skip
@@ -138,6 +140,7 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.is_main = self.rank == 0
+        fsdp.check_options(self.opts, self.world, self.cfg.get("strategy") or {})
 
     def _read_resume(self) -> dict[str, Any] | None:
         if not self.resume:
@@ -151,7 +154,8 @@ class Trainer:
         self.fingerprint = frozen_fingerprint(model)
         if ckpt is not None:
             load_model(model, ckpt, self.fingerprint)
-        model.to(self.device)
+        if not self.opts["fsdp"]:  # fully_shard moves each rank's shards to the device
+            model.to(self.device)
         if self.opts["channels_last"]:
             model.to(memory_format=torch.channels_last)
         return model
@@ -194,7 +198,11 @@ class Trainer:
 
     def _load_training_state(self, ckpt: dict[str, Any]) -> None:
         self.step = int(ckpt["step"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if bool(ckpt.get("fsdp")) != self.opts["fsdp"]:
+            raise BadInput(f"checkpoint {ckpt['path']!r} was written with train.fsdp={bool(ckpt.get('fsdp'))}; resume "
+                           "it with the same setting")  # fmt: skip
+        if not self.opts["fsdp"]:  # FSDP: loaded into the sharded optimizer by _shard
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.task.load_state_dict(ckpt.get("task") or {})
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -206,12 +214,29 @@ class Trainer:
         set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
         log.info(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
 
-    def _wrap_model(self, model: nn.Module) -> nn.Module:
+    def _wrap_model(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:
+        if self.opts["fsdp"]:
+            return self._shard(model, ckpt)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if self.opts["compile"]:
             model = torch.compile(model)
+        return model
+
+    def _shard(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:
+        """FSDP2: shard the model (and the EMA the same way), then build the optimizer on the shards."""
+        names = {id(p): n for n, p in model.named_parameters()}
+        model = fsdp.shard(model, self.device)
+        if self.ema is not None:
+            self.ema.module = fsdp.shard(self.ema.module, self.device)
+            self.ema.repoint()
+        self.optimizer = build_optimizer(fsdp.repoint_groups(self.groups, names, model), self.cfg.get("optimizer"))
+        self.freeze = FreezePlan(self.freeze.rules, model)
+        if ckpt is not None:
+            fsdp.load_optimizer_state(model, self.optimizer, ckpt["optimizer"])
+        units = len(fsdp.shard_units(model))
+        log.info(f"[fsdp] {type(model).__name__}: {units} blocks + the root sharded over {self.world} processes")
         return model
 
     def _prepare_work_dir(self, resuming: bool) -> None:
@@ -333,9 +358,10 @@ class Trainer:
 
     def _loader(self, epoch: int, start_batch: int = 0, dataset: Any = None, train: bool = True) -> Any:
         o = self.opts
+        rank, world = (0, 1) if self.opts["fsdp"] and not train else (self.rank, self.world)
         return make_loader(dataset if dataset is not None else self.train_set,
                            batch_size=o["batch_size"] if train else o["eval_batch_size"] or o["batch_size"],
-                           seed=o["seed"], epoch=epoch, collate=self.task.collate, rank=self.rank, world=self.world,
+                           seed=o["seed"], epoch=epoch, collate=self.task.collate, rank=rank, world=world,
                            train=train, start_batch=start_batch, num_workers=o["num_workers"],
                            pin_memory=self.device.type == "cuda")  # fmt: skip
 
@@ -423,16 +449,18 @@ class Trainer:
         if not grads:
             return
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if not math.isfinite(float(norm)):
+        if not math.isfinite(fsdp.as_float(norm)):
             bad = next(g["name"] for g in self.optimizer.param_groups
                        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"]))  # fmt: skip
-            raise NonFiniteLoss(f"gradient is {float(norm)} at step {self.step} (first in group {bad!r}); "
+            raise NonFiniteLoss(f"gradient is {fsdp.as_float(norm)} at step {self.step} (first in group {bad!r}); "
                                 "the update was not applied")  # fmt: skip
 
     def _measure_now(self) -> bool:
         """Every step with log_grad_norms; else the last two steps of each epoch (one cosine each)."""
         if self.opts["log_grad_norms"] or self.cfg.strategy.get("log_grad_norms", False):  # strategy: see strategies.py
             return True
+        if self.opts["fsdp"]:  # the diagnostics read whole tensors
+            return False
         pos = self.step % self.steps_per_epoch
         return pos >= self.steps_per_epoch - 2 or self.step >= self.total_steps - 2
 
@@ -453,6 +481,8 @@ class Trainer:
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module, self.val_set).items()})
             media.update({f"ema_{k}": v for k, v in self.task.evaluation_media().items()})
+        if self.opts["fsdp"]:  # rank 0's metrics decide best.pt on every rank (its gather is collective)
+            metrics = gather_objects(metrics)[0]
         key, improved = self.task.primary_metric, None
         for source, name in (("model", key), ("ema", f"ema_{key}")):
             value = metrics.get(name)
@@ -479,11 +509,12 @@ class Trainer:
         trainable tensors and buffers (``frozen_omitted``) with the fingerprint of the frozen rest, which a
         reader rebuilds from the config's pretrained weights and checks (``trainable_state.load_model``).
         """
-        if not self.is_main or self.best is None:
+        if self.best is None:
             return
         value, epoch, source = self.best
-        weights = self.ema.state_dict(full=self.save_full) if source == "ema" else \
-            model_state(self._bare_model(), self.save_full)  # fmt: skip
+        weights = self._weights(self.ema.module if source == "ema" else self._bare_model())  # every rank: FSDP gathers
+        if not self.is_main:
+            return
         info = {"metric": self.task.primary_metric, "value": value, "epoch": epoch, "step": self.step,
                 "weights": source, "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
         state = {"model": weights, **info, "frozen_omitted": not self.save_full,
@@ -497,19 +528,23 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
         rngs = gather_objects(rng_state())
-        bad = all_finite({"model": self._bare_model().state_dict(),
-                          "ema": self.ema.state_dict() if self.ema is not None else {}})  # fmt: skip
+        model, fsdp_on = self._bare_model(), self.opts["fsdp"]
+        whole = {"model": fsdp.full_state(model), "ema": fsdp.full_state(self.ema.module) if self.ema else {}}
+        optimizer = fsdp.full_optimizer_state(model, self.optimizer) if fsdp_on else self.optimizer.state_dict()
+        bad = all_finite(whole)
+        if fsdp_on:  # only rank 0 holds the gathered weights: its verdict stops every rank
+            bad = gather_objects(bad)[0]
         if bad is not None:  # never write weights that cannot be resumed from (same on every rank)
             raise NonFiniteLoss(f"the weights hold NaN/inf at step {self.step} ({bad}); not saved")
         if not self.is_main:
             return None
         state = {
-            "model": model_state(self._bare_model(), self.save_full),
+            "model": self._trainable_only(whole["model"]),
             "frozen_omitted": not self.save_full, "frozen_fingerprint": self.fingerprint,
             "task": self.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer, "fsdp": fsdp_on,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict(full=self.save_full) if self.ema is not None else None,
+            "ema": self._trainable_only(whole["ema"]) if self.ema is not None else None,
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world, "rng": rngs, "best": list(self.best) if self.best else None,
             "config": self.cfg.pretty_text, "model_cfg": str(dict(self.cfg.model)),
@@ -522,6 +557,17 @@ class Trainer:
         for old in sorted(ckpt_dir.glob("step_*.pt"))[: -self.opts["keep_ckpts"]]:
             old.unlink()
         return path
+
+    def _weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """What a checkpoint saves of ``module`` (the model or its EMA); under FSDP gathered to rank 0 (collective)."""
+        return self._trainable_only(fsdp.full_state(module))
+
+    def _trainable_only(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` without the frozen parameters, unless ``train.save_frozen`` keeps them."""
+        if self.save_full:
+            return state
+        skip = frozen_names(self._bare_model())
+        return {k: v for k, v in state.items() if k not in skip}
 
     def _summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0

@@ -34,7 +34,7 @@ from recipes.train.config import build_with_keys, check_keys
 from recipes.train.diffusion import draws
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS
+from recipes.train.diffusion.lora_io import FORMATS, save_denoiser
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -359,13 +359,20 @@ class DiffusionTask(Task):
         return Path(self.work_dir)
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
-        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser."""
+        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser; rank 0 writes
+        (under FSDP every rank first takes part in gathering the shards)."""
+        from recipes.train.distributed import is_main_process
+        from recipes.train.fsdp import full_state, is_sharded
+
+        state = full_state(model) if is_sharded(model) else None
+        if not is_main_process():
+            return {}
         out = self.output_dir()
         if self.lora is None:
             path = out / self.family.denoiser
             if path.exists():
                 raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
-            model.save_pretrained(str(path))
+            save_denoiser(model, path, state)
             return {"saved": str(path)}
         from recipes.train.diffusion.lora_io import save_lora
 
@@ -373,7 +380,7 @@ class DiffusionTask(Task):
         where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
         if where.exists():  # a resumed run that had finished before: keep the earlier file
             where = where.with_name(f"{where.name}_step_{self.step + 1}")
-        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt)
+        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt, state)
         (path.parent / "training.json").write_text(json.dumps({"step": self.step + 1, "family": self.family.name,
                                                                "lora": dict(self.lora)}, default=str))  # fmt: skip
         return {"saved": str(path)}
