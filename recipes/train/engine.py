@@ -154,7 +154,9 @@ class Trainer:
         self.fingerprint = frozen_fingerprint(model)
         if ckpt is not None:
             load_model(model, ckpt, self.fingerprint)
-        if not self.opts["fsdp"]:  # fully_shard moves each rank's shards to the device
+        if self.opts["fsdp"]:  # fully_shard moves each rank's shards to the device
+            fsdp.broadcast_from_rank0(model, self.device)  # before the EMA copies it
+        else:
             model.to(self.device)
         if self.opts["channels_last"]:
             model.to(memory_format=torch.channels_last)

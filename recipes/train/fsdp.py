@@ -1,10 +1,11 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for ``train.fsdp=True`` under ``torchrun``.
 
-Each transformer block is one FSDP unit (the classes the model lists in ``_no_split_modules``, as
-diffusers and transformers models do; else every entry of the model's ``nn.ModuleList``s), then the
-root holds the rest. Sharding replaces each parameter by a ``DTensor`` parameter of the same name,
-so the engine re-points its parameter groups by name (:func:`repoint_groups`: every group keeps its
-``lr``, ``lr_scale``, ``weight_decay`` and name) and builds the optimizer on the shards.
+Every rank first takes rank 0's weights (:func:`broadcast_from_rank0`, as DDP does). Each transformer
+block is one FSDP unit (the classes the model lists in ``_no_split_modules``, as diffusers and
+transformers models do; else every entry of the model's ``nn.ModuleList``s), then the root holds the
+rest. Sharding replaces each parameter by a ``DTensor`` parameter of the same name, so the engine
+re-points its parameter groups by name (:func:`repoint_groups`: every group keeps its ``lr``,
+``lr_scale``, ``weight_decay`` and name) and builds the optimizer on the shards.
 
 Checkpoints stay one ``weights_only`` file written atomically by rank 0: the weights, the EMA and the
 optimizer state are gathered to full, unsharded tensors on rank 0's CPU (``torch.distributed.checkpoint
@@ -56,6 +57,20 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
         raise BadInput(f"train.fsdp=True: {type(model).__name__} lists no block classes (_no_split_modules) and "
                        "has no nn.ModuleList of blocks to shard; train it with DDP (train.fsdp=False)")  # fmt: skip
     return units
+
+
+@torch.no_grad()
+def broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
+    """Every rank takes rank 0's weights and buffers, as DDP does when it wraps: a random init (LoRA's A
+    matrices) differs per rank, and each rank keeps its own shard of what it holds. One tensor at a time
+    through ``device`` (NCCL reads device memory only), so the whole model is never on the accelerator."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.device.type == "meta":
+            continue
+        staged = t.data if t.device == device or device.type == "cpu" else t.data.to(device)
+        torch.distributed.broadcast(staged, src=0)
+        if staged is not t.data:
+            t.data.copy_(staged)
 
 
 def shard(model: nn.Module, device: torch.device) -> nn.Module:
