@@ -119,7 +119,7 @@ def test_fsdp_two_processes_equal_the_one_process_run(kind, tmp_path):
     one = one_process("flux", tmp_path / "one", options("flux", 3, 2, **extra, **{"train.fsdp": False}), kind)
     done = torchrun(config_path("flux", kind), tmp_path / "two", options("flux", 3, 1, **extra, **{"train.fsdp": True}))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[fsdp] FSDPFluxTransformer2DModel: 11 blocks + the root sharded over 2 processes" in done.stdout
+    assert "[fsdp] FSDPFluxTransformer2DModel: 3 blocks + the root sharded over 2 processes" in done.stdout
     want = [loss for _, loss in one.history]
     assert len(set(want)) == 3 and logged_losses(tmp_path / "two") == pytest.approx(want, rel=1e-5, abs=1e-7)
     a, b = (saved(tmp_path / w / "checkpoints", "step_0000003.pt") for w in ("one", "two"))
@@ -230,3 +230,44 @@ def test_fsdp_option_checks(option, message, monkeypatch):
             check_options(opts, 2, {})
     with pytest.raises(BadInput, match="strategy.log_grad_norms with train.fsdp=True"):
         check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True})
+
+
+def test_sharded_groups_keep_every_parameters_name_and_settings(tmp_path):
+    """fully_shard on a one-process gloo group: every group, re-pointed at the DTensor parameters, holds the
+    parameters of the same names with the same lr / lr_scale / weight decay, and the optimizer steps them."""
+    import torch.distributed as dist
+    from diffusers import FluxTransformer2DModel
+    from peft import LoraConfig
+    from torch.distributed.tensor import DTensor
+
+    from recipes.param_groups import build_param_groups
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.fsdp import repoint_groups, shard, shard_units
+    from recipes.train.optimizers import build_optimizer
+
+    model = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                                   num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16,
+                                   guidance_embeds=True, axes_dims_rope=(2, 2, 4)).requires_grad_(False)  # fmt: skip
+    model.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=FAMILIES["flux"].lora_targets))
+    groups = build_param_groups(model, load_config(config_path("flux")).strategy)
+    before = {n: p for n, p in model.named_parameters()}
+    ids = {id(p): n for n, p in before.items()}
+    table = [(g["name"], g["lr"], g["lr_scale"], g["weight_decay"], [ids[id(p)] for p in g["params"]]) for g in groups]
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        assert len(shard_units(model)) == 3  # 1 double-stream + 2 single-stream blocks
+        shard(model, torch.device("cpu"))
+        moved = repoint_groups(groups, ids, model)
+        after = dict(model.named_parameters())
+        assert set(after) == set(before) and all(isinstance(p, DTensor) for p in after.values())
+        now = {id(p): n for n, p in after.items()}
+        assert [(g["name"], g["lr"], g["lr_scale"], g["weight_decay"], [now[id(p)] for p in g["params"]]) for g in moved] \
+            == table  # fmt: skip
+        optimizer = build_optimizer(moved, None)
+        lora = next(p for n, p in after.items() if "lora_A" in n)
+        lora.grad = torch.ones_like(lora)
+        old = lora.detach().full_tensor().clone()
+        optimizer.step()
+        assert not torch.equal(lora.detach().full_tensor(), old)
+    finally:
+        dist.destroy_process_group()

@@ -228,7 +228,7 @@ class Trainer:
 
     def _shard(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:
         """FSDP2: shard the model (and the EMA the same way), then build the optimizer on the shards."""
-        names = {id(p): n for n, p in model.named_parameters()}
+        names, units = {id(p): n for n, p in model.named_parameters()}, len(fsdp.shard_units(model))
         model = fsdp.shard(model, self.device)
         if self.ema is not None:
             self.ema.module = fsdp.shard(self.ema.module, self.device)
@@ -237,7 +237,6 @@ class Trainer:
         self.freeze = FreezePlan(self.freeze.rules, model)
         if ckpt is not None:
             fsdp.load_optimizer_state(model, self.optimizer, ckpt["optimizer"])
-        units = len(fsdp.shard_units(model))
         log.info(f"[fsdp] {type(model).__name__}: {units} blocks + the root sharded over {self.world} processes")
         return model
 

@@ -51,8 +51,12 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules that become one FSDP unit each, in order: the model's blocks."""
     names = set(getattr(model, "_no_split_modules", None) or ())
     units = [m for m in model.modules() if m is not model and type(m).__name__ in names]
-    if not units:
-        units = [m for lst in model.modules() if isinstance(lst, nn.ModuleList) for m in lst]
+    if not units:  # the entries of the outermost ModuleLists (a block's own lists stay inside its unit)
+        lists: list[str] = []
+        for name, lst in model.named_modules():  # pre-order: an outer list comes before the lists inside it
+            if isinstance(lst, nn.ModuleList) and not any(name.startswith(f"{outer}.") for outer in lists):
+                lists.append(name)
+                units += list(lst)
     if not units:
         raise BadInput(f"train.fsdp=True: {type(model).__name__} lists no block classes (_no_split_modules) and "
                        "has no nn.ModuleList of blocks to shard; train it with DDP (train.fsdp=False)")  # fmt: skip
