@@ -15,6 +15,7 @@ and every rank reads them back on resume. Rank 0 therefore needs host memory for
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from recipes.train.checkpoint import all_finite
+from recipes.train.distributed import gather_objects
 from recipes.train.errors import BadInput
+from recipes.train.trainable_state import frozen_names
+
+log = logging.getLogger("recipes.train")
 
 
 def check_options(opts: Mapping[str, Any], world: int, strategy: Mapping[str, Any]) -> None:
@@ -129,6 +135,54 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
-def as_float(value: torch.Tensor) -> float:
-    """A scalar tensor (a replicated ``DTensor`` too, e.g. a gradient norm over shards) as a float."""
-    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+# ------------------------------------------------------------------------------------- the engine's FSDP steps
+def place(model: nn.Module, device: torch.device, sharded: bool) -> None:
+    """Without FSDP: the model to ``device``. With: every rank takes rank 0's weights; ``fully_shard`` moves them."""
+    if sharded:
+        broadcast_from_rank0(model, device)
+    else:
+        model.to(device)
+
+
+def load_plain_optimizer(optimizer: torch.optim.Optimizer, ckpt: dict[str, Any], sharded: bool) -> None:
+    """Resume: the optimizer state of a run without FSDP; a checkpoint of the other kind is an error."""
+    if bool(ckpt.get("fsdp")) != sharded:
+        raise BadInput(f"checkpoint {ckpt['path']!r} was written with train.fsdp={bool(ckpt.get('fsdp'))}; resume it "
+                       "with the same setting")  # fmt: skip
+    if not sharded:
+        optimizer.load_state_dict(ckpt["optimizer"])
+
+
+def shard_run(model: nn.Module, trainer: Any, ckpt: dict[str, Any] | None) -> nn.Module:
+    """Shard the model and the trainer's EMA; set ``trainer.optimizer`` (built on the shards, groups re-pointed by
+    name, a resumed state loaded) and ``trainer.freeze`` (on the new parameters); return the sharded model."""
+    from recipes.train.build import FreezePlan
+    from recipes.train.optimizers import build_optimizer
+
+    names, units = {id(p): n for n, p in model.named_parameters()}, len(shard_units(model))
+    model = shard(model, trainer.device)
+    if trainer.ema is not None:
+        trainer.ema.module = shard(trainer.ema.module, trainer.device)
+        trainer.ema.repoint()
+    trainer.optimizer = build_optimizer(repoint_groups(trainer.groups, names, model), trainer.cfg.get("optimizer"))
+    if ckpt is not None:
+        load_optimizer_state(model, trainer.optimizer, ckpt["optimizer"])
+    trainer.freeze = FreezePlan(trainer.freeze.rules, model)
+    log.info(f"[fsdp] {type(model).__name__}: {units} blocks + the root sharded over {trainer.world} processes")
+    return model
+
+
+def run_state(model: nn.Module, ema: Any, optimizer: torch.optim.Optimizer) -> tuple[dict, dict, str | None]:
+    """What a checkpoint saves: the whole weights and EMA, the optimizer state, and the first non-finite tensor's
+    name (or None). Sharded: gathered to rank 0 (collective) and rank 0's verdict on every rank."""
+    whole = {"model": full_state(model), "ema": full_state(ema.module) if ema is not None else {}}
+    sharded = is_sharded(model)
+    state = full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    bad = all_finite(whole)
+    return whole, state, gather_objects(bad)[0] if sharded else bad
+
+
+def trainable_only(state: dict[str, torch.Tensor], model: nn.Module, full: bool) -> dict[str, torch.Tensor]:
+    """``state`` without ``model``'s frozen parameters, unless ``full`` (``train.save_frozen``)."""
+    skip = set() if full else frozen_names(model)
+    return {k: v for k, v in state.items() if k not in skip}
