@@ -163,7 +163,7 @@ def denoiser_weights(folder: Path, kind: str) -> dict[str, torch.Tensor]:
     return load_file(folder / "pytorch_lora_weights.safetensors")
 
 
-@pytest.mark.slow  # 3 torchrun launches of a tiny Flux LoRA: ~2-3 min on a shared CPU
+@pytest.mark.slow  # 3 torchrun launches of a tiny Flux LoRA: 4-8 min on a busy shared CPU
 def test_fsdp_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
     """SIGKILL to a 2-process FSDP run once a checkpoint exists; ``--resume`` continues it: every logged loss and
     the saved LoRA equal those of the run that was never interrupted."""
