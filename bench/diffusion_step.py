@@ -7,13 +7,19 @@ logging) against a loop written the way diffusers' training examples are (same p
 LoRA model and optimizer groups, same dataset object and batch, uncached). Rounds alternate
 engine / hand loop to share the machine's noise; the figure is the ratio of median per-step times.
 
+Under ``torchrun`` both sides train the same wrapped model: DDP, or FSDP2 with ``--fsdp`` (the
+hand loop then calls the DDP / FSDP module and steps the engine's sharded optimizer; the engine
+adds its loss all-reduce, its loader and its logging). Rank 0 prints.
+
     python bench/diffusion_step.py [--families sd15 flux] [--steps 10] [--rounds 5] [--resolution 64]
+    torchrun --nproc_per_node=2 bench/diffusion_step.py [--fsdp] [--families flux]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -76,7 +82,7 @@ def hand_step_flux(pipe, tr, batch, sched) -> torch.Tensor:
 def hand_round(t: Trainer, steps: int, family: str) -> float:
     from diffusers import DDPMScheduler
 
-    pipe, model, opt = t.task.pipe, t.bare_model(), t.optimizer
+    pipe, model, opt = t.task.pipe, t.model, t.optimizer  # the DDP / FSDP module under torchrun
     sched = DDPMScheduler.from_config(pipe.scheduler.config) if family == "sd15" else None
     loader = torch.utils.data.DataLoader(t.train_set, batch_size=t.opts["batch_size"], shuffle=True, drop_last=True,
                                          collate_fn=t.task.collate)  # fmt: skip
@@ -92,16 +98,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)  # more than the free cores makes torch spin
+    ap.add_argument("--fsdp", action="store_true", help="under torchrun: FSDP2 instead of DDP")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="diffusion_bench_"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"diffusion_bench_{os.environ.get('RANK', '0')}_"))
     data = photos(tmp / "photos")
     for family in args.families:
         cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "diffusion" / f"{family}_lora.py", [
             f"model.pretrained={save_test_pipeline(family, tmp / family)}", f"data_root={data}", "model.dtype=float32",
             f"data.train.resolution={args.resolution}", "train.batch_size=2", "train.grad_accum=1",
             "train.max_steps=100000", "train.progress=False", "train.tensorboard=False", "train.log_every=0",
-            "task.cache_dir=None", "task.caption_dropout=0.0", "task.samples.prompts=[]",
+            "task.cache_dir=None", "task.caption_dropout=0.0", "task.samples.prompts=[]", f"train.fsdp={args.fsdp}",
         ])  # fmt: skip
         t = Trainer(cfg, tmp / f"wd_{family}").setup()
         engine_round(t, 2), hand_round(t, 2, family)  # warm-up
@@ -110,7 +117,10 @@ def main() -> None:
             eng.append(engine_round(t, args.steps))
             hand.append(hand_round(t, args.steps, family))
         e, h = statistics.median(eng), statistics.median(hand)
-        print(f"[{family}] engine {e * 1000:.1f} ms/step, hand loop {h * 1000:.1f} ms/step, ratio {e / h:.3f} "
+        if not t.is_main:
+            continue
+        mode = f", {t.world} processes {'FSDP2' if args.fsdp else 'DDP'}" if t.world > 1 else ""
+        print(f"[{family}{mode}] engine {e * 1000:.1f} ms/step, hand loop {h * 1000:.1f} ms/step, ratio {e / h:.3f} "
               f"(median of {args.rounds} rounds x {args.steps} steps, batch 2, {args.resolution}px, "
               f"{args.threads} threads)")  # fmt: skip
 

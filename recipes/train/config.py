@@ -126,7 +126,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
     "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
-    "freeze": None, "grad_checkpointing": False, "save_frozen": "auto", "bad_images": "error",
+    "freeze": None, "grad_checkpointing": False, "save_frozen": "auto", "bad_images": "error", "fsdp": False,
 }  # fmt: skip
 BAD_IMAGES = ("error", "skip")  # train.bad_images: what the setup-time data check does with an unreadable image
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option

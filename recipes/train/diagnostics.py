@@ -80,6 +80,7 @@ def check_gradients(optimizer: torch.optim.Optimizer, step: int) -> None:
     if not grads:
         return
     norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a replicated DTensor
     if not math.isfinite(float(norm)):
         bad = next(
             g["name"]

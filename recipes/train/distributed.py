@@ -16,6 +16,35 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def gather_objects(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` on one process): evaluation shards, RNG states."""
+    if not is_distributed():
+        return [obj]
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def mean_over_ranks(value: float, device: torch.device) -> float:
+    """The mean of a float over every rank (the float itself on one process)."""
+    if not is_distributed():
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], device=device, dtype=torch.float64 if device.type != "mps" else torch.float32)
+    dist.all_reduce(t)
+    return float(t) / dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process): the one that writes files every rank would otherwise write."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def init_device(requested: str | None, world: int) -> tuple[int, torch.device]:
     """(rank, device) of this process; under torchrun (``world`` > 1) the process group is joined here.
 
@@ -42,25 +71,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     torch.distributed.all_reduce(t)
     return bool(t.item())
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` on one process): evaluation shards, RNG states."""
-    if not is_distributed():
-        return [obj]
-    import torch.distributed as dist
-
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, obj)
-    return parts
-
-
-def mean_over_ranks(value: float, device: torch.device) -> float:
-    """The mean of a float over every rank (the float itself on one process)."""
-    if not is_distributed():
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], device=device, dtype=torch.float64 if device.type != "mps" else torch.float32)
-    dist.all_reduce(t)
-    return float(t) / dist.get_world_size()

@@ -26,11 +26,22 @@ class ModelEMA:
         frozen = {id(p): p for p in model.parameters() if not p.requires_grad}
         self.module = copy.deepcopy(model, memo=dict(frozen)).eval()
         self.averaged = [n for n, p in model.named_parameters() if p.requires_grad]
-        own = dict(self.module.named_parameters())
-        self._ema = [own[n] for n in self.averaged]
+        self.repoint()
         for p in self._ema:
             p.requires_grad_(False)
         self.frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
+
+    def repoint(self) -> None:
+        """Find the averaged tensors in ``self.module`` again by name (after FSDP replaced its parameters)."""
+        own = dict(self.module.named_parameters())
+        self._ema = [own[n] for n in self.averaged]
+
+    @classmethod
+    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
+        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
+        if not option:
+            return None
+        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
@@ -58,10 +69,3 @@ class ModelEMA:
                 f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
                 f"unexpected {unexpected[:5]})"
             )
-
-    @classmethod
-    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
-        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
-        if not option:
-            return None
-        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from recipes.adapter import unwrap_model
+from recipes.train import fsdp
 from recipes.train.build import prepare_run
-from recipes.train.checkpoint import all_finite, rng_state, seed_everything, set_rng_state
+from recipes.train.checkpoint import rng_state, seed_everything, set_rng_state
 from recipes.train.config import train_options, world_size
 from recipes.train.diagnostics import UpdateTracker, check_gradients
 from recipes.train.distributed import any_rank, gather_objects, init_device, mean_over_ranks
@@ -36,7 +37,7 @@ from recipes.train.errors import BadInput, Interrupted, NonFiniteLoss
 from recipes.train.run_files import RunFiles
 from recipes.train.run_log import RunLog, WithProgress, log_setup, setup_logging
 from recipes.train.sampling import make_loader
-from recipes.train.trainable_state import count_params, frozen_fingerprint, load_model, model_state, saves_frozen
+from recipes.train.trainable_state import count_params, frozen_fingerprint, load_model, saves_frozen
 from recipes.train.workdir import StopOnSignal, check_work_dir
 
 __all__ = ["NonFiniteLoss", "Trainer"]
@@ -62,6 +63,7 @@ class Trainer:
         self.world = world_size()
         self.rank, self.device = init_device(self.opts["device"], self.world)
         self.is_main = self.rank == 0
+        fsdp.check_options(self.opts, self.world, self.cfg.get("strategy") or {})
         self.files = RunFiles(self.work_dir, self.is_main, self.opts["keep_ckpts"])
         setup_logging(self.is_main)
         seed_everything(self.opts["seed"] + self.rank)
@@ -69,7 +71,7 @@ class Trainer:
         plan = prepare_run(self.cfg, world=self.world, work_dir=self.work_dir)  # task.work_dir: the task's outputs
         self.task, self.train_set, self.val_set = plan.task, plan.train_set, plan.val_set
         self.steps_per_epoch, self.total_steps, self.schedule = plan.steps_per_epoch, plan.total_steps, plan.schedule
-        self.freeze = plan.freeze
+        self.freeze, self.groups = plan.freeze, plan.groups
         self.model = self._setup_model(plan.model, ckpt)
         self.optimizer = plan.optimizer
         self.weight_decays = [g.get("weight_decay", 0.0) for g in self.optimizer.param_groups]  # as built
@@ -78,7 +80,7 @@ class Trainer:
         self._setup_amp_ema()
         if ckpt is not None:
             self._load_training_state(ckpt)
-        self.model = self._wrap_model(self.model)
+        self.model = self._wrap_model(self.model, ckpt)
         self.files.prepare(self.cfg, resuming=ckpt is not None, step=self.step)
         names = [g["name"] for g in self.optimizer.param_groups]
         self.log = RunLog(self.work_dir if self.is_main else None, names, self.step, self.opts["tensorboard"])
@@ -91,7 +93,7 @@ class Trainer:
         self.fingerprint = frozen_fingerprint(model)
         if ckpt is not None:
             load_model(model, ckpt, self.fingerprint)
-        model.to(self.device)
+        fsdp.place(model, self.device, self.opts["fsdp"])  # FSDP: rank 0's weights everywhere, moved when sharded
         if self.opts["channels_last"]:
             model.to(memory_format=torch.channels_last)
         return model
@@ -106,7 +108,7 @@ class Trainer:
 
     def _load_training_state(self, ckpt: dict[str, Any]) -> None:
         self.step = int(ckpt["step"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        fsdp.load_plain_optimizer(self.optimizer, ckpt, self.opts["fsdp"])  # FSDP: into the shards, by _wrap_model
         self.task.load_state_dict(ckpt.get("task") or {})
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -117,7 +119,9 @@ class Trainer:
         set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
         log.info(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
 
-    def _wrap_model(self, model: nn.Module) -> nn.Module:
+    def _wrap_model(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:
+        if self.opts["fsdp"]:  # FSDP2: shard_run also rebuilds self.optimizer and self.freeze on the shards
+            return fsdp.shard_run(model, self, ckpt)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -197,8 +201,8 @@ class Trainer:
             seed=o["seed"],
             epoch=epoch,
             collate=self.task.collate,
-            rank=self.rank,
-            world=self.world,
+            rank=0 if o["fsdp"] and not train else self.rank,  # FSDP: every rank evaluates all (collective forwards)
+            world=1 if o["fsdp"] and not train else self.world,
             train=train,
             start_batch=start_batch,
             num_workers=o["num_workers"],
@@ -257,7 +261,9 @@ class Trainer:
         if self.scaler is None:  # fp16's scaler skips a step with inf gradients by itself
             check_gradients(self.optimizer, self.step)
         every_step = self.opts["log_grad_norms"] or self.cfg.strategy.get("log_grad_norms", False)
-        measure = self.tracker.due(self.step, self.steps_per_epoch, self.total_steps, every_step)
+        measure = not self.opts["fsdp"] and self.tracker.due(
+            self.step, self.steps_per_epoch, self.total_steps, every_step
+        )
         if measure:
             self.tracker.before(self.optimizer)
         clip = self.opts["clip_grad"]
@@ -314,6 +320,7 @@ class Trainer:
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self._metrics(self.ema.module, self.val_set).items()})
             media.update({f"ema_{k}": v for k, v in self.task.evaluation_media().items()})
+        metrics = gather_objects(metrics)[0] if self.opts["fsdp"] else metrics  # rank 0's decide best.pt
         improved = self.files.consider(metrics, epoch + 1, self.task.primary_metric, self.task.higher_is_better)
         self.last_metrics = metrics
         self.log.evaluation(self.step, epoch + 1, metrics)
@@ -338,29 +345,28 @@ class Trainer:
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         """``best.pt``: the weights (plain or EMA) that scored best, for inference and fine-tuning, not resume."""
-        if not self.is_main or self.files.best is None:
-            return
-        ema = self.files.best[2] == "ema"
-        weights = self.ema.state_dict(full=self.save_full) if ema else model_state(self.bare_model(), self.save_full)
-        self.files.save_best(self._weights_state(weights), self.task.primary_metric, self.step, metrics)
+        if self.files.best is not None:  # every rank: FSDP gathers the weights to rank 0
+            module = self.ema.module if self.files.best[2] == "ema" else self.bare_model()
+            weights = fsdp.trainable_only(fsdp.full_state(module), self.bare_model(), self.save_full)
+            if self.is_main:
+                self.files.save_best(self._weights_state(weights), self.task.primary_metric, self.step, metrics)
 
     def save_checkpoint(self) -> Path | None:
         """``checkpoints/step_XXXXXXX.pt`` (atomic) and the ``checkpoints/last`` pointer; keeps ``keep_ckpts``."""
         rngs = gather_objects(rng_state())
-        bad = all_finite(
-            {"model": self.bare_model().state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {}}
-        )
+        whole, optimizer, bad = fsdp.run_state(self.bare_model(), self.ema, self.optimizer)  # rank 0's under FSDP
         if bad is not None:  # never write weights that cannot be resumed from (same on every rank)
             raise NonFiniteLoss(f"the weights hold NaN/inf at step {self.step} ({bad}); not saved")
         if not self.is_main:
             return None
         best = self.files.best
         state = {
-            **self._weights_state(model_state(self.bare_model(), self.save_full)),
+            **self._weights_state(fsdp.trainable_only(whole["model"], self.bare_model(), self.save_full)),
             "task": self.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
+            "fsdp": self.opts["fsdp"],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict(full=self.save_full) if self.ema is not None else None,
+            "ema": fsdp.trainable_only(whole["ema"], self.bare_model(), self.save_full) if self.ema else None,
             "step": self.step,
             "total_steps": self.total_steps,
             "steps_per_epoch": self.steps_per_epoch,

@@ -14,9 +14,17 @@ from typing import Any
 
 import torch
 
+from recipes.adapter import unwrap_model
+
 # peft target_modules (one full-match regex) for LoRA on the attention and MLP projections of the blocks
 _MMDIT = r"(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|ff(?:_context)?\.net\.(?:0\.proj|2))"
 _TEXT = dict(max_sequence_length=None)
+
+
+def denoiser_config(model: Any) -> Any:
+    """The denoiser's diffusers ``config`` through any DDP / ``torch.compile`` wrapper: the one place a family
+    reads the model's settings (the wrapped model is what the forward pass calls)."""
+    return unwrap_model(model).config
 
 
 class Family:
@@ -43,7 +51,7 @@ class Family:
         raise NotImplementedError
 
     def image_seq_len(self, latents: torch.Tensor, model: Any) -> int:
-        p = getattr(model.config, "patch_size", 1) or 1
+        p = getattr(denoiser_config(model), "patch_size", 1) or 1
         p = p if isinstance(p, int) else p[-1]
         return (latents.shape[-1] // p) * (latents.shape[-2] // p)
 
@@ -149,7 +157,7 @@ class Flux(Family):
         txt = cond["prompt_embeds"]
         packed, img_ids, txt_ids = self.pack_tokens(noisy, txt)
         guidance = None
-        if model.config.guidance_embeds:  # Flux-dev: the distilled guidance scale is an input
+        if denoiser_config(model).guidance_embeds:  # Flux-dev: the distilled guidance scale is an input
             guidance = torch.full((noisy.shape[0],), float(extra["guidance_scale"]), device=noisy.device,
                                   dtype=torch.float32)  # fmt: skip
         out = model(hidden_states=packed, timestep=timesteps / 1000, guidance=guidance,
@@ -231,7 +239,7 @@ class Flux2(Family):
         img_ids = Flux2Pipeline._prepare_latent_ids(noisy).to(noisy.device)
         txt_ids = Flux2Pipeline._prepare_text_ids(txt).to(noisy.device)
         guidance = None
-        if model.config.guidance_embeds:  # [dev]: the guidance scale is an input of the distilled model
+        if denoiser_config(model).guidance_embeds:  # [dev]: the guidance scale is an input of the distilled model
             guidance = torch.full((noisy.shape[0],), float(extra["guidance_scale"]), device=noisy.device,
                                   dtype=torch.float32)  # fmt: skip
         out = model(hidden_states=Flux2Pipeline._pack_latents(noisy), timestep=timesteps / 1000, guidance=guidance,

@@ -19,17 +19,29 @@ FORMATS = ("diffusers", "kohya")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def lora_state_dict(model: Any) -> dict[str, torch.Tensor]:
+def lora_state_dict(model: Any, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of ``model``; ``full``: read it from this whole state dict (FSDP's gathered one)."""
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model, state_dict=full).items()}
 
 
-def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers") -> Path:
-    """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path."""
-    from peft.utils import get_peft_model_state_dict  # noqa: F401 - fail early when peft is missing
+def save_denoiser(model: Any, out_dir: Path, full: dict[str, torch.Tensor] | None = None) -> None:
+    """A fully fine-tuned denoiser as ``from_pretrained`` reads it; ``full``: its gathered state dict (FSDP), written
+    beside the model's ``config.json`` as the one ``diffusion_pytorch_model.safetensors``."""
+    if full is None:
+        model.save_pretrained(str(out_dir))
+        return
+    from safetensors.torch import save_file
 
-    state = lora_state_dict(model)
+    model.save_config(str(out_dir))
+    save_file({k: v.contiguous() for k, v in full.items()}, str(out_dir / "diffusion_pytorch_model.safetensors"))
+
+
+def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers",
+              full: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path (``full``: see lora_state_dict)."""
+    state = lora_state_dict(model, full)
     config = model.peft_config["default"]
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers":

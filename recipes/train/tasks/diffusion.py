@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from recipes.train.config import build_with_keys, check_keys
+from recipes.train.diffusion import draws
+from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS
+from recipes.train.diffusion.lora_io import FORMATS, save_denoiser
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -254,9 +256,7 @@ class DiffusionTask(Task):
         vae = self.pipe.vae
         return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
 
-    def latents(
-        self, batch: dict[str, Any], device: torch.device, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def latents(self, batch: dict[str, Any], device: torch.device, generator: Draw = None) -> torch.Tensor:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         self._encoders_to(device)
@@ -293,20 +293,20 @@ class DiffusionTask(Task):
         return int(getattr(self, "num_frames", 1))
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
-        """The training loss of a batch; noise, timesteps and dropout from ``generator`` (else the global RNG)."""
+             generator: Draw = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        """The loss of a batch; noise, timesteps and dropout from ``generator`` (one, or one per sample: draws.py)."""
         x0 = self.latents(batch, device, generator)
         n = x0.shape[0]
-        drop = torch.rand(n, generator=generator, device=device) < self.caption_dropout
+        drop = draws.rand(n, generator, device) < self.caption_dropout
         cond = self.conditions(batch, device, drop)
-        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+        noise = draws.randn(x0.shape, generator, device, x0.dtype)
         if isinstance(self.objective, DDPMObjective):
-            t = torch.randint(0, self.objective.num_train_timesteps, (n,), generator=generator, device=device)
+            t = draws.randint(self.objective.num_train_timesteps, n, generator, device)
             nb = self.objective.noise(x0, noise, t)
         else:
             seq = self.family.image_seq_len(x0, model)
-            u = torch.randn(n, generator=generator, device=device) if self.objective.sampling == "logit_normal" else \
-                torch.rand(n, generator=generator, device=device)  # fmt: skip
+            u = draws.randn((n,), generator, device, torch.float32) if self.objective.sampling == "logit_normal" else \
+                draws.rand(n, generator, device)  # fmt: skip
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
         dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
@@ -325,7 +325,7 @@ class DiffusionTask(Task):
         self.step = step
 
     def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, _ = self.loss(model, batch, device)
+        loss, _ = self.loss(model, batch, device, draws.sample_generators(self.seed, self.step, batch["index"], device))
         return loss, {}
 
     @torch.no_grad()
@@ -355,13 +355,20 @@ class DiffusionTask(Task):
         return Path(self.work_dir)
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
-        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser."""
+        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser; rank 0 writes
+        (under FSDP every rank first takes part in gathering the shards)."""
+        from recipes.train.distributed import is_main_process
+        from recipes.train.fsdp import full_state, is_sharded
+
+        state = full_state(model) if is_sharded(model) else None
+        if not is_main_process():
+            return {}
         out = self.output_dir()
         if self.lora is None:
             path = out / self.family.denoiser
             if path.exists():
                 raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
-            model.save_pretrained(str(path))
+            save_denoiser(model, path, state)
             return {"saved": str(path)}
         from recipes.train.diffusion.lora_io import save_lora
 
@@ -369,7 +376,7 @@ class DiffusionTask(Task):
         where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
         if where.exists():  # a resumed run that had finished before: keep the earlier file
             where = where.with_name(f"{where.name}_step_{self.step + 1}")
-        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt)
+        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt, state)
         (path.parent / "training.json").write_text(json.dumps({"step": self.step + 1, "family": self.family.name,
                                                                "lora": dict(self.lora)}, default=str))  # fmt: skip
         return {"saved": str(path)}
