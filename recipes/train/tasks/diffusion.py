@@ -206,6 +206,7 @@ class DiffusionTask(Task):
         self.pipeline()
         self._check_sizes(train)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
+        print(f"[objective] {self.describe_objective()}")
         val = self.build_dataset("val", seed=self.seed) or train
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
@@ -213,10 +214,26 @@ class DiffusionTask(Task):
             train, val = cache_datasets(self, train, val)
         return train, val
 
-    def _check_sizes(self, ds: Any) -> None:
-        multiple = self.vae_factor * self.family.pack
+    def describe_objective(self) -> str:
+        """The setup report's objective line: prediction, timesteps, shift (mu at the first training size), guidance."""
+        if isinstance(self.objective, DDPMObjective):
+            text = self.objective.describe()
+        elif self.objective.dynamic:  # the token count the first training size gives, as the loss computes it
+            h, w = self.train_targets[0]
+            z = torch.zeros(1, self.pipe.vae.config.latent_channels, h // self.vae_factor, w // self.vae_factor)
+            model = getattr(self.pipe, self.family.denoiser)
+            text = self.objective.describe(self.family.image_seq_len(self.family.normalize(self.pipe.vae, z), model))
+        else:
+            text = self.objective.describe()
+        guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
+        return f"{self.family.name}: {text}; guidance {guidance}; caption dropout {self.caption_dropout:g}"
+
+    def _patch(self) -> int:
         p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
-        multiple *= p if isinstance(p, int) else p[-1]
+        return p if isinstance(p, int) else p[-1]
+
+    def _check_sizes(self, ds: Any) -> None:
+        multiple = self.vae_factor * self.family.pack * self._patch()
         bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
         if bad:
             raise ValueError(f"data.resolution: sizes {bad} are not multiples of {multiple} (this {self.family.name} "
