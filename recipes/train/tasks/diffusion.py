@@ -75,6 +75,8 @@ class DiffusionTask(Task):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(cfg)
+        want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.on_cuda = torch.device(want).type == "cuda"  # low-precision bases and offloading depend on it
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
             check_keys("task.lora.", self.lora, LORA_KEYS)
@@ -103,16 +105,17 @@ class DiffusionTask(Task):
     # --- pipeline and model -------------------------------------------------------------------
     def pipeline(self) -> Any:
         if self.pipe is None:
-            from recipes.train.models.diffusers import load_pipeline
+            from recipes.train.models.diffusers import load_pipeline, pipeline_quantization
 
             m = dict(self.model_cfg)
             if m.get("type") != "diffusers" or not m.get("pretrained"):
                 raise ValueError("task diffusion: set model=dict(type='diffusers', pretrained=DIR) with DIR a diffusers "
                                  "pipeline folder (e.g. --cfg-options model.pretrained=/path/to/pipeline)")  # fmt: skip
-            extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset"})
+            extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset", "base_precision", "offload"})
             if extra:
                 raise ValueError(f"model: {extra} apply to random weights; the diffusion task loads model.pretrained")
-            self.pipe = load_pipeline(m["pretrained"], m.get("dtype"))
+            quantize = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.on_cuda)
+            self.pipe = load_pipeline(m["pretrained"], m.get("dtype"), quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
             self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
@@ -179,6 +182,9 @@ class DiffusionTask(Task):
             model = getattr(self.pipe, family.denoiser)
         if self.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+        from recipes.train.models.diffusers import group_offload
+
+        group_offload(model, self.model_cfg, self.on_cuda)
         if self.lora is None:
             return model.requires_grad_(True)
         from peft import LoraConfig
@@ -216,24 +222,18 @@ class DiffusionTask(Task):
 
     def describe_objective(self) -> str:
         """The setup report's objective line: prediction, timesteps, shift (mu at the first training size), guidance."""
-        if isinstance(self.objective, DDPMObjective):
-            text = self.objective.describe()
-        elif self.objective.dynamic:  # the token count the first training size gives, as the loss computes it
+        text = self.objective.describe()
+        if getattr(self.objective, "dynamic", False):  # mu at the first training size's token count, as the loss has it
             h, w = self.train_targets[0]
             z = torch.zeros(1, self.pipe.vae.config.latent_channels, h // self.vae_factor, w // self.vae_factor)
             model = getattr(self.pipe, self.family.denoiser)
             text = self.objective.describe(self.family.image_seq_len(self.family.normalize(self.pipe.vae, z), model))
-        else:
-            text = self.objective.describe()
         guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
         return f"{self.family.name}: {text}; guidance {guidance}; caption dropout {self.caption_dropout:g}"
 
-    def _patch(self) -> int:
-        p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
-        return p if isinstance(p, int) else p[-1]
-
     def _check_sizes(self, ds: Any) -> None:
-        multiple = self.vae_factor * self.family.pack * self._patch()
+        p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
+        multiple = self.vae_factor * self.family.pack * (p if isinstance(p, int) else p[-1])
         bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
         if bad:
             raise ValueError(f"data.resolution: sizes {bad} are not multiples of {multiple} (this {self.family.name} "
@@ -329,7 +329,7 @@ class DiffusionTask(Task):
             u = torch.randn(n, generator=generator, device=device) if self.objective.sampling == "logit_normal" else \
                 torch.rand(n, generator=generator, device=device)  # fmt: skip
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
-        dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
+        dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n and p.is_floating_point())
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
                  "crop_top_left": batch["crop_top_left"], "guidance_scale": self.guidance_scale}  # fmt: skip
         pred = self.family.predict(
