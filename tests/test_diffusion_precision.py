@@ -52,13 +52,13 @@ def test_quantization_config_maps_each_value_to_its_backend():
 
 def test_offload_on_the_cpu_or_not_a_bool_is_an_error():
     model = torch.nn.Linear(2, 2)
-    group_offload(model, {}, cuda=False)  # default: nothing happens
+    group_offload(model, {}, torch.device("cpu"))  # default: nothing happens
     with pytest.raises(ValueError, match="model.offload=True moves denoiser blocks.*remove model.offload"):
-        group_offload(model, {"offload": True}, cuda=False)
+        group_offload(model, {"offload": True}, torch.device("cpu"))
     with pytest.raises(ValueError, match="model.offload must be True or False, got 'block'"):
-        group_offload(model, {"offload": "block"}, cuda=False)
+        group_offload(model, {"offload": "block"}, torch.device("cpu"))
     with pytest.raises(ValueError, match="base_precision='nf4'"):
-        group_offload(model, {"offload": True, "base_precision": "nf4"}, cuda=True)
+        group_offload(model, {"offload": True, "base_precision": "nf4"}, torch.device("cuda"))
 
 
 # --- end to end: tools/train.py's Trainer on the tiny Flux.1 pipeline ------------------------------------------
@@ -99,3 +99,38 @@ def test_lora_on_a_low_precision_base_trains_close_to_bf16_and_loads_in_diffuser
         assert lora.keys() == ref_lora.keys() and all(v.dtype == ref_lora[k].dtype for k, v in lora.items())
         base, with_lora = _lora_output(pipeline_dir("flux"), summary["saved"].rsplit("/", 1)[0])
         assert not torch.allclose(base, with_lora)  # the trained LoRA acts in a plain diffusers pipeline
+
+
+def test_cache_batch_size_needs_the_cache_and_a_whole_number():
+    from recipes.train.diffusion.cache import cache_batch
+
+    assert cache_batch("work_dirs/cache", None) == 8 and cache_batch("work_dirs/cache", 2) == 2
+    for cache_dir, value in ((None, 4), ("c", 0), ("c", True)):
+        with pytest.raises(ValueError, match=f"task.cache_batch_size={value!r} needs task.cache_dir"):
+            cache_batch(cache_dir, value)
+
+
+@pytest.mark.slow  # fills two caches of the tiny Flux.1 pipeline (~20 s)
+def test_cache_batch_size_changes_the_batching_not_the_cached_values(tmp_path):
+    from recipes.train.tasks.base import build_task
+    from tests.test_diffusion_task import config
+
+    runs = {}
+    for size in (1, 3):
+        task = build_task(
+            config("flux", **{"task.cache_dir": str(tmp_path / f"c{size}"), "task.cache_batch_size": size})
+        )
+        calls, latent_params, encode_prompts = [], task.latent_params, task.encode_prompts
+        task.latent_params = lambda px, f=latent_params, c=calls: c.append(("vae", len(px), px.device)) or f(px)
+        task.encode_prompts = lambda p, d, f=encode_prompts, c=calls: c.append(("text", len(p), d)) or f(p, d)
+        train, _ = task.build_datasets()
+        runs[size] = calls, [train[i] for i in range(len(train))]
+        assert {device for _, _, device in calls} == {task.train_device}  # filled on the training device
+        assert task.pipe.text_encoder is None and task.pipe.vae.device.type == "cpu"  # encoders left afterwards
+    one, three = runs[1][0], runs[3][0]
+    assert {n for _, n, _ in one} == {1} and max(n for _, n, _ in three) == 3 and len(three) < len(one)
+    assert sum(n for kind, n, _ in one if kind == "vae") == sum(n for kind, n, _ in three if kind == "vae")
+    for a, b in zip(runs[1][1], runs[3][1], strict=True):  # batched entries equal the one-by-one ones
+        torch.testing.assert_close(a["latent"], b["latent"], atol=1e-5, rtol=1e-4)
+        for key in a["cond"]:
+            torch.testing.assert_close(a["cond"][key], b["cond"][key], atol=1e-5, rtol=1e-4)

@@ -184,11 +184,11 @@ def quantization_config(precision: str | None, components: Mapping[str, bool], d
     return diffusers.PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, cuda: bool) -> Any:
+def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device: Any) -> Any:
     """``model.base_precision`` of a pipeline folder: its denoiser (and its text encoders, unless the text
     embeddings are cached: then they run once and are dropped) quantized on load."""
     precision = m.get("base_precision")
-    check_base_precision(precision, m.get("dtype"), cuda)
+    check_base_precision(precision, m.get("dtype"), device.type == "cuda")
     if precision not in (None, "bf16") and not lora:
         raise ValueError(f"model.base_precision={precision!r} freezes a quantized base, but task.lora=None trains "
                          "every denoiser weight; set task.lora or drop model.base_precision")  # fmt: skip
@@ -199,7 +199,7 @@ def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, cuda: 
     return quantization_config(precision, parts, m.get("dtype"))
 
 
-def group_offload(model: nn.Module, m: Mapping[str, Any], cuda: bool) -> None:
+def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:
     """``model.offload=True``: diffusers' block-level group offloading (one block at a time on the GPU, the next
     copied on a CUDA stream while the current one runs); the engine's ``.to(device)`` then leaves it in place."""
     import torch
@@ -209,13 +209,14 @@ def group_offload(model: nn.Module, m: Mapping[str, Any], cuda: bool) -> None:
         raise ValueError(f"model.offload must be True or False, got {offload!r}")
     if not offload:
         return
-    if not cuda:
+    if device.type != "cuda":
         raise ValueError("model.offload=True moves denoiser blocks between the CPU and a CUDA device; this run is on "
                          "the CPU, where the whole denoiser already lives; remove model.offload")  # fmt: skip
     if m.get("base_precision") == "nf4":
         raise ValueError("model.offload=True with base_precision='nf4': bitsandbytes 4-bit weights are not moved by "
                          "group offloading; use 'int8' / 'fp8' or drop model.offload")  # fmt: skip
-    model.enable_group_offload(torch.device("cuda", torch.cuda.current_device()), torch.device("cpu"),
+    onload = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+    model.enable_group_offload(onload, torch.device("cpu"),
                                offload_type="block_level", num_blocks_per_group=1, use_stream=True)  # fmt: skip
 
 

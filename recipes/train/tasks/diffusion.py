@@ -31,6 +31,7 @@ from torch import nn
 
 import recipes.train.data.captioned  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys, check_keys
+from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
@@ -70,13 +71,15 @@ class DiffusionTask(Task):
         guidance_scale: float | None = None,
         caption_dropout: float = 0.0,
         cache_dir: str | None = None,
+        cache_batch_size: int | None = None,
         samples: Mapping[str, Any] | None = None,
         save_format: str = "diffusers",
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(cfg)
         want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.on_cuda = torch.device(want).type == "cuda"  # low-precision bases and offloading depend on it
+        self.train_device = torch.device(want)  # the cache fills here; quantized bases and offloading depend on it
+        self.cache_batch_size = cache_batch(cache_dir, cache_batch_size)
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
             check_keys("task.lora.", self.lora, LORA_KEYS)
@@ -95,8 +98,7 @@ class DiffusionTask(Task):
                                       timestep_sampling=timestep_sampling, logit_mean=logit_mean,
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
-        self.gradient_checkpointing = bool(gradient_checkpointing)
-        self.caption_dropout, self.step = p, 0
+        self.caption_dropout, self.step, self.gradient_checkpointing = p, 0, bool(gradient_checkpointing)
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._device: torch.device | None = None
@@ -114,7 +116,7 @@ class DiffusionTask(Task):
             extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset", "base_precision", "offload"})
             if extra:
                 raise ValueError(f"model: {extra} apply to random weights; the diffusion task loads model.pretrained")
-            quantize = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.on_cuda)
+            quantize = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.train_device)
             self.pipe = load_pipeline(m["pretrained"], m.get("dtype"), quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
@@ -184,7 +186,7 @@ class DiffusionTask(Task):
             model.enable_gradient_checkpointing()
         from recipes.train.models.diffusers import group_offload
 
-        group_offload(model, self.model_cfg, self.on_cuda)
+        group_offload(model, self.model_cfg, self.train_device)
         if self.lora is None:
             return model.requires_grad_(True)
         from peft import LoraConfig
@@ -280,7 +282,8 @@ class DiffusionTask(Task):
     ) -> torch.Tensor:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-        self._encoders_to(device)
+        if "latent" not in batch:  # cached latents: the VAE stays where the cache left it (the CPU)
+            self._encoders_to(device)
         params = batch["latent"].to(device) if "latent" in batch else self.latent_params(batch["pixels"].to(device))
         x0 = DiagonalGaussianDistribution(params).sample(generator)
         return self.family.normalize(self.pipe.vae, x0)
