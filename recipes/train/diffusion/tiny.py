@@ -28,7 +28,11 @@ _SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, b
 _FLUX_SHIFT = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
                    max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
 RELEASED_SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "sd15": ("PNDMScheduler", dict(_SD_BETAS, skip_prk_steps=True), "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "sd15": (
+        "PNDMScheduler",
+        dict(_SD_BETAS, skip_prk_steps=True, clip_sample=False),
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ),  # fmt: skip
     "sdxl": (
         "EulerDiscreteScheduler",
         dict(
@@ -82,7 +86,7 @@ def released_scheduler(family: str) -> Any:
     import diffusers
 
     name, values, _ = RELEASED_SCHEDULERS[family]
-    return getattr(diffusers, name)(**values)
+    return getattr(diffusers, name).from_config(values)  # as from_pretrained: keys the class lacks are ignored
 
 
 def _byte_alphabet() -> list[str]:
