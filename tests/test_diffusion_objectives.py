@@ -203,7 +203,7 @@ RELEASED_SHIFT = {"sd3": 3.0, "zimage": 3.0, "wan": 3.0}  # static shifts; flux,
 
 @pytest.mark.parametrize("family", ["sd3", "flux", "chroma", "flux2", "flux2_dev", "zimage", "wan"])
 def test_released_schedulers_give_their_shift(family):
-    from recipes.train.diffusion.tiny import RELEASED_SCHEDULERS, released_scheduler
+    from recipes.train.diffusion.testing import RELEASED_SCHEDULERS, released_scheduler
 
     sched = released_scheduler(family)
     assert type(sched).__name__ == RELEASED_SCHEDULERS[family][0]
@@ -220,7 +220,7 @@ def test_released_schedulers_give_their_shift(family):
 def test_wan_unipc_flow_shift_matches_the_schedulers_sigmas():
     """WAN 2.1's release scheduler (UniPC, flow_shift 3, use_flow_sigmas): the objective shifts t as the
     scheduler shifts its inference sigmas; before, ``shift`` was read and UniPC has none (no shift, silently)."""
-    from recipes.train.diffusion.tiny import released_scheduler
+    from recipes.train.diffusion.testing import released_scheduler
 
     sched = released_scheduler("wan")
     assert "shift" not in sched.config and sched.config.flow_shift == 3.0
