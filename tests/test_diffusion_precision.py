@@ -50,6 +50,28 @@ def test_quantization_config_maps_each_value_to_its_backend():
     assert isinstance(q, diffusers.BitsAndBytesConfig) and q.bnb_4bit_quant_type == "nf4" and q.load_in_4bit
 
 
+@pytest.mark.skipif(not HAS_TORCHAO, reason="torchao not installed")
+def test_pipeline_quantization_covers_the_denoiser_and_uncached_text_encoders(tmp_path):
+    import json
+
+    from recipes.train.models.diffusers import pipeline_quantization
+
+    parts = {"transformer": ["diffusers", "FluxTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "T5EncoderModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"]}  # fmt: skip
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", **parts}))
+    for name in parts:
+        (tmp_path / name).mkdir()
+    m, cpu = {"pretrained": str(tmp_path), "base_precision": "int8"}, torch.device("cpu")
+    q, dtype = pipeline_quantization(m, True, False, cpu)
+    assert set(q.quant_mapping) == {"transformer", "text_encoder", "text_encoder_2"} and dtype is None
+    assert set(pipeline_quantization(m, True, True, cpu)[0].quant_mapping) == {"transformer"}  # cached: not quantized
+    assert pipeline_quantization({**m, "base_precision": "bf16"}, True, False, cpu) == (None, "bfloat16")
+    assert pipeline_quantization({**m, "base_precision": None}, True, False, cpu) == (None, None)
+    with pytest.raises(ValueError, match="task.lora=None trains every denoiser weight"):
+        pipeline_quantization(m, False, False, cpu)
+
+
 def test_offload_on_the_cpu_or_not_a_bool_is_an_error():
     model = torch.nn.Linear(2, 2)
     group_offload(model, {}, torch.device("cpu"))  # default: nothing happens

@@ -184,9 +184,10 @@ def quantization_config(precision: str | None, components: Mapping[str, bool], d
     return diffusers.PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device: Any) -> Any:
-    """``model.base_precision`` of a pipeline folder: its denoiser (and its text encoders, unless the text
-    embeddings are cached: then they run once and are dropped) quantized on load."""
+def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device: Any) -> tuple[Any, str | None]:
+    """``model.base_precision`` of a pipeline folder: the quantization config of its denoiser (and of its text
+    encoders, unless the text embeddings are cached: then they run once and are dropped), and the dtype to load
+    in (``model.dtype``; bfloat16 for ``"bf16"``)."""
     precision = m.get("base_precision")
     check_base_precision(precision, m.get("dtype"), device.type == "cuda")
     if precision not in (None, "bf16") and not lora:
@@ -196,7 +197,8 @@ def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device
     parts = {n: False for n in DENOISERS if n in listed}
     if not cached:
         parts |= {n: True for n, lib in listed.items() if n.startswith("text_encoder") and lib == "transformers"}
-    return quantization_config(precision, parts, m.get("dtype"))
+    dtype = m.get("dtype") or ("bfloat16" if precision == "bf16" else None)
+    return quantization_config(precision, parts, dtype), dtype
 
 
 def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:

@@ -116,8 +116,8 @@ class DiffusionTask(Task):
             extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset", "base_precision", "offload"})
             if extra:
                 raise ValueError(f"model: {extra} apply to random weights; the diffusion task loads model.pretrained")
-            quantize = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.train_device)
-            self.pipe = load_pipeline(m["pretrained"], m.get("dtype"), quantize)
+            quantize, dtype = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.train_device)
+            self.pipe = load_pipeline(m["pretrained"], dtype, quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
             self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
