@@ -9,8 +9,9 @@
    checked against real quantized tensors in part 2 (the ``rule/real`` column).
 2. Measured on the CPU: a mid-size Flux.1 transformer (``MID``: 2 double + 4 single blocks, width 1024)
    saved to disk and loaded through the trainer's own ``quantization_config``; its weight bytes as stored,
-   and in a fresh process per precision the peak resident size (sampled every 2 ms) of loading it and
-   training a LoRA r16 (forward, backward, AdamW) at 64 image tokens, above the size after the imports.
+   and in a fresh process per precision the peak resident size (sampled every 2 ms, above the size after
+   the imports) while loading it, and from then on while training a LoRA r16 (forward, backward, AdamW)
+   at 64 image tokens.
 
     python bench/diffusion_memory.py [--json out.json] [--skip-measure] [--steps 2]
 """
@@ -150,10 +151,15 @@ class RssPeak:
             self.peak = max(self.peak, self._rss())
             time.sleep(0.002)
 
-    def stop(self) -> tuple[int, int]:
+    def phase(self) -> int:
+        """The peak above the start since the last phase (or the start); the next phase starts from now."""
+        peak, self.peak = max(self.peak, self._rss()), self._rss()
+        return peak - self.base
+
+    def stop(self) -> int:
         self.running = False
         self.thread.join()
-        return max(self.peak, self._rss()) - self.base, self.base
+        return self.phase()
 
 
 def measure_one(folder: str, precision: str, steps: int) -> dict:
@@ -167,6 +173,7 @@ def measure_one(folder: str, precision: str, steps: int) -> dict:
     q = quantization_config(precision, {"transformer": False}, "bfloat16")
     kw = {"quantization_config": q.quant_mapping["transformer"]} if q is not None else {}
     model = FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16, **kw)
+    load_peak = sampler.phase()
     weights = sum(stored_bytes(p) for p in model.parameters())
     rule = rule_bytes(FluxTransformer2DModel.from_config(model.config).to("meta"), precision)
     model.requires_grad_(False)
@@ -188,9 +195,8 @@ def measure_one(folder: str, precision: str, steps: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
-    above, base = sampler.stop()
-    return {"precision": precision, "weight_bytes": weights, "rule_bytes": rule, "peak_rss_above_imports": above,
-            "rss_after_imports": base, "step_s": min(times)}  # fmt: skip
+    return {"precision": precision, "weight_bytes": weights, "rule_bytes": rule, "load_peak_rss": load_peak,
+            "train_peak_rss": sampler.stop(), "rss_after_imports": sampler.base, "step_s": min(times)}  # fmt: skip
 
 
 def measure(precisions: list[str], steps: int) -> list[dict]:
@@ -233,14 +239,16 @@ def main() -> None:
     mid = [] if args.skip_measure else measure(args.precisions, args.steps)
     if mid:
         print("\nmid-size Flux.1 transformer (2 double + 4 single blocks, width 1024), LoRA r16 step on the CPU:")
-        print("| base_precision | weights MB (stored) | rule/real | peak RSS above imports MB | step s |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            "| base_precision | weights MB (stored) | rule/real | load: peak RSS MB | training: peak RSS MB | step s |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
         for r in mid:
             if "error" in r:
-                print(f"| {r['precision']} | - | - | - | {r['error'][:90]} |")
+                print(f"| {r['precision']} | - | - | - | - | {r['error'][:90]} |")
                 continue
             print(f"| {r['precision']} | {r['weight_bytes'] / 1e6:.0f} | {r['rule_bytes'] / r['weight_bytes']:.3f} | "
-                  f"{r['peak_rss_above_imports'] / 1e6:.0f} | {r['step_s']:.2f} |")  # fmt: skip
+                  f"{r['load_peak_rss'] / 1e6:.0f} | {r['train_peak_rss'] / 1e6:.0f} | {r['step_s']:.2f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"full_size": full, "mid_size_cpu": mid}, indent=1))
 

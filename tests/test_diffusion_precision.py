@@ -156,3 +156,27 @@ def test_cache_batch_size_changes_the_batching_not_the_cached_values(tmp_path):
         torch.testing.assert_close(a["latent"], b["latent"], atol=1e-5, rtol=1e-4)
         for key in a["cond"]:
             torch.testing.assert_close(a["cond"][key], b["cond"][key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow  # loads the tiny Flux.1 pipeline for each case (~10 s each)
+def test_tools_train_bad_precision_or_offload_is_one_error_line_exit_2(tmp_path, capsys):
+    import importlib.util as iu
+    from pathlib import Path
+
+    from tests.test_diffusion_task import ROOT, photos, pipeline_dir
+
+    spec = iu.spec_from_file_location("train_tool", ROOT / "tools" / "train.py")
+    tool = iu.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    base = [f"model.pretrained={pipeline_dir('flux')}", f"data_root={photos()}", "data.train.resolution=32",
+            "model.dtype=float32", "train.device=cpu", "task.cache_dir=None"]  # fmt: skip
+    cases = {"model.base_precision=int4": "model.base_precision: unknown value 'int4'",
+             "model.offload=True": "model.offload=True moves denoiser blocks between the CPU and a CUDA device",
+             "model.base_precision=nf4": "model.base_precision='nf4' (bitsandbytes through diffusers) runs on CUDA only"}  # fmt: skip
+    for i, (option, message) in enumerate(cases.items()):
+        argv = [str(ROOT / "configs" / "diffusion" / "flux_lora.py"), "--work-dir", str(tmp_path / str(i)),
+                "--cfg-options", *base, option]  # fmt: skip
+        assert tool.main(argv) == 2, option
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and message in err[0], (option, err)
+    assert not any(Path(tmp_path / str(i)).glob("checkpoints/*") for i in range(len(cases)))
