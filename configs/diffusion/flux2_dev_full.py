@@ -1,7 +1,7 @@
 # A full fine-tune of the Flux.2 [dev] transformer (no LoRA), per-component x depth LR (cosine).
-# Values from design note 001's example "Flux 2 Dev -- Full Finetune".
+# Values from the per-component x depth recipe's example "Flux 2 Dev -- Full Finetune".
 # Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/flux2_dev_full.py
-# From the note's JSON (model_type 'flux_2_dev'); `strategy` is its per_layer_lr block verbatim; the note's learning_rate (1e-05) is
+# From the example's JSON (model_type 'flux_2_dev'); `strategy` is its per_layer_lr block verbatim; the example's learning_rate (1e-05) is
 # not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
 model = dict(type="diffusers", preset="flux2-dev", device="meta")
 adapter = "auto"
@@ -13,5 +13,5 @@ strategy = dict(
     min_depth_factor=0.2,
     default_lr=1e-05,
 )
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the example gives no schedule: a common one
 train = dict(max_steps=2000)

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import recipes.train.data.captioned  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.families import Family, family_of
@@ -56,6 +55,7 @@ class DiffusionTask(Task):
 
     primary_metric = "loss"
     higher_is_better = False
+    metrics = ("loss",)
 
     def __init__(
         self,
