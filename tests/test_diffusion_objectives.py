@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -193,3 +195,70 @@ def test_zimage_conditions_shift_and_prediction_match_the_pipeline():
             pipe.scheduler.set_timesteps(sigmas=[t])
             out = pipe.scheduler.step(nb.target, pipe.scheduler.timesteps[0], nb.noisy).prev_sample
             torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+
+
+# --- each release's own scheduler: the shift is read from whichever key it has -----------------------------------
+RELEASED_SHIFT = {"sd3": 3.0, "zimage": 3.0, "wan": 3.0}  # static shifts; flux, chroma, flux2: resolution-dependent
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux", "chroma", "flux2", "flux2_dev", "zimage", "wan"])
+def test_released_schedulers_give_their_shift(family):
+    from recipes.train.diffusion.testing import RELEASED_SCHEDULERS, released_scheduler
+
+    sched = released_scheduler(family)
+    assert type(sched).__name__ == RELEASED_SCHEDULERS[family][0]
+    obj = FlowObjective(sched.config)
+    if family in RELEASED_SHIFT:
+        assert not obj.dynamic and obj.shift == RELEASED_SHIFT[family]
+        t = torch.tensor([0.25, 0.5, 0.75])
+        torch.testing.assert_close(obj.shift_sigmas(t, 64), 3 * t / (1 + 2 * t))
+    else:
+        assert obj.dynamic and obj.shift is None and "resolution-dependent" in obj.describe(4096)
+        assert obj.mu(4096) == pytest.approx(1.15) and obj.mu(256) == pytest.approx(0.5)  # base 0.5, max 1.15
+
+
+def test_wan_unipc_flow_shift_matches_the_schedulers_sigmas():
+    """WAN 2.1's release scheduler (UniPC, flow_shift 3, use_flow_sigmas): the objective shifts t as the
+    scheduler shifts its inference sigmas; before, ``shift`` was read and UniPC has none (no shift, silently)."""
+    from recipes.train.diffusion.testing import released_scheduler
+
+    sched = released_scheduler("wan")
+    assert "shift" not in sched.config and sched.config.flow_shift == 3.0
+    sched.set_timesteps(10)
+    t = torch.linspace(1, 1 / 1000, 11)[:-1].double()  # the unshifted flow sigmas UniPC starts from
+    torch.testing.assert_close(FlowObjective(sched.config).shift_sigmas(t, 0).float(), sched.sigmas[:-1].float())
+    assert (
+        "shift 3 (" in FlowObjective(sched.config).describe() and "flow_shift" in FlowObjective(sched.config).describe()
+    )
+
+
+def test_a_scheduler_without_a_flow_shift_is_an_error_under_auto():
+    from diffusers import EulerDiscreteScheduler, UniPCMultistepScheduler
+
+    for sched in (EulerDiscreteScheduler(), UniPCMultistepScheduler(flow_shift=3.0)):  # no use_flow_sigmas
+        with pytest.raises(ValueError, match="task.shift='auto'.*no flow shift"):
+            FlowObjective(sched.config)
+        assert FlowObjective(sched.config, shift=2.0).shift == 2.0  # a number given: used, says so
+        assert "2 (task.shift)" in FlowObjective(sched.config, shift=2.0).describe()
+
+
+def test_ddpm_describe_names_prediction_and_weighting():
+    from diffusers import DDPMScheduler
+
+    text = DDPMObjective(DDPMScheduler(prediction_type="v_prediction"), min_snr_gamma=5.0).describe()
+    assert "v_prediction" in text and "min-SNR gamma 5.0" in text and "[0, 1000)" in text
+
+
+@pytest.mark.slow  # trains the tiny WAN pipeline 2 steps (~20 s)
+def test_wan_release_folder_trains_with_shift_3_and_the_setup_report_says_so(tmp_path, capsys):
+    import json
+
+    from tests.test_diffusion_task import config, pipeline_dir, run
+
+    saved = json.loads((Path(pipeline_dir("wan")) / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == "UniPCMultistepScheduler" and saved["flow_shift"] == 3.0 and saved["use_flow_sigmas"]
+    trainer, _ = run(config("wan", steps=2), tmp_path / "w")
+    assert "shift 3 (UniPCMultistepScheduler flow_shift)" in capsys.readouterr().out
+    obj, t = trainer.task.objective, torch.tensor([0.2, 0.5, 0.9])
+    torch.testing.assert_close(obj.shift_sigmas(t, 0), 3 * t / (1 + 2 * t))
+    assert len(trainer.history) == 2 and all(torch.isfinite(torch.tensor(h[1])) for h in trainer.history)

@@ -94,3 +94,43 @@ def test_two_gpu_nccl_ddp(tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
     ck = torch.load(tmp_path / "wd" / "checkpoints" / "step_0000004.pt", weights_only=True)
     assert ck["world_size"] == 2 and len(ck["rng"]) == 2 and ck["steps_per_epoch"] == 7
+
+
+# --- diffusion on the GPU: low-precision bases, group offloading, the cache filled on the device ---------------
+def _flux_cuda(tmp_path: Path, name: str, **options):
+    from tests.test_diffusion_task import config, run
+
+    return run(config("flux", steps=2, **{"train.device": "cuda", **options}), tmp_path / name)
+
+
+@pytest.mark.parametrize("precision", ["fp8", "int8", "nf4"])
+def test_diffusion_lora_on_a_low_precision_base_trains_on_cuda(tmp_path, precision):
+    pytest.importorskip("bitsandbytes" if precision == "nf4" else "torchao")
+    from tests.test_diffusion_precision import _lora_output
+    from tests.test_diffusion_task import pipeline_dir
+
+    ref, _ = _flux_cuda(tmp_path, "ref")
+    low, summary = _flux_cuda(tmp_path, precision, **{"model.base_precision": precision})
+    losses, want = [v for _, v in low.history], [v for _, v in ref.history]
+    assert losses != want and losses == pytest.approx(want, rel=0.05)
+    base, with_lora = _lora_output(pipeline_dir("flux"), Path(summary["saved"]).parent)
+    assert not torch.allclose(base, with_lora)
+
+
+def test_diffusion_group_offload_trains_like_the_resident_denoiser(tmp_path):
+    ref, _ = _flux_cuda(tmp_path, "ref")
+    off, _ = _flux_cuda(tmp_path, "offload", **{"model.offload": True})
+    block = off.task.pipe.transformer.transformer_blocks[0]
+    assert next(block.parameters()).device.type == "cpu"  # a block lives on the CPU between its uses
+    assert [v for _, v in off.history] == pytest.approx([v for _, v in ref.history], rel=1e-4)
+
+
+def test_diffusion_cache_fills_on_the_gpu_and_moves_the_vae_off(tmp_path):
+    from recipes.train.tasks.base import build_task
+    from tests.test_diffusion_task import config
+
+    task = build_task(config("flux", **{"train.device": "cuda", "task.cache_dir": str(tmp_path / "cache")}))
+    seen, latent_params = [], task.latent_params
+    task.latent_params = lambda px: seen.append(px.device.type) or latent_params(px)
+    task.build_datasets()
+    assert seen and set(seen) == {"cuda"} and task.pipe.vae.device.type == "cpu" and task.pipe.text_encoder is None

@@ -38,7 +38,7 @@ def saves_frozen(model: nn.Module, option: Any) -> bool:
 @torch.no_grad()
 def frozen_fingerprint(model: nn.Module) -> torch.Tensor:
     """Per frozen tensor (sorted by name): float64 sum and sum of squares. Empty when nothing is frozen."""
-    params = dict(model.named_parameters())
+    params = {n: p.dequantize() for n, p in model.named_parameters()}  # quantized bases (torchao): their values
     rows = [
         torch.stack([params[n].double().sum(), params[n].double().square().sum()]).cpu()
         for n in sorted(frozen_names(model))

@@ -113,30 +113,47 @@ class CachedDataset(torch.utils.data.Dataset):
                 "index": i}  # fmt: skip
 
 
-def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str]) -> CachedDataset:
+def cache_batch(cache_dir: str | None, batch_size: int | None) -> int:
+    """``task.cache_batch_size``: images / captions encoded per call while filling the cache (default 8)."""
+    if batch_size is not None and (not cache_dir or isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise ValueError(f"task.cache_batch_size={batch_size!r} needs task.cache_dir and a whole number >= 1")
+    return int(batch_size or 8)
+
+
+def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str], batch_size: int) -> CachedDataset:
+    """Encode the missing entries on the training device, ``batch_size`` at a time (latents: per size and flip)."""
     cached = CachedDataset(ds, cache, spec)
-    device = task._device or torch.device("cpu")
+    device = task.train_device
     flips = (False, True) if ds.flip_p > 0 else (False,)
+    missing: dict[tuple[Any, ...], list[tuple[int, bool]]] = {}  # (size, flip) -> samples; a batch stacks
+    captions: list[str] = []
+    for i in range(len(ds)):
+        for flip in flips:
+            if cache.get("latent", cached.latent_parts(i, flip)) is None:
+                missing.setdefault((tuple(ds.targets[i]), flip), []).append((i, flip))
+        if ds.captions[i] not in captions and cache.get("text", {"caption": ds.captions[i]}) is None:
+            captions.append(ds.captions[i])
     saved_flip, ds.flip_p = ds.flip_p, 0.0
     try:
-        for i in range(len(ds)):
-            for flip in flips:
-                parts = cached.latent_parts(i, flip)
-                if cache.get("latent", parts) is None:
-                    pixels = ds[i]["pixels"]
-                    pixels = pixels.flip(-1) if flip else pixels
-                    params = task.latent_params(pixels.unsqueeze(0).to(device))[0]
-                    cache.put("latent", parts, {"params": params})
-            if cache.get("text", {"caption": ds.captions[i]}) is None:
-                cache.put("text", {"caption": ds.captions[i]}, {k: v[0] for k, v in
-                                                                task.encode_prompts([ds.captions[i]], device).items()})  # fmt: skip
+        for group in missing.values():
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                pixels = torch.stack([ds[i]["pixels"].flip(-1) if flip else ds[i]["pixels"] for i, flip in chunk])
+                for (i, flip), params in zip(chunk, task.latent_params(pixels.to(device)), strict=True):
+                    cache.put("latent", cached.latent_parts(i, flip), {"params": params})
     finally:
         ds.flip_p = saved_flip
+    for start in range(0, len(captions), batch_size):
+        chunk = captions[start : start + batch_size]
+        embeds = task.encode_prompts(chunk, device)
+        for j, caption in enumerate(chunk):
+            cache.put("text", {"caption": caption}, {k: v[j] for k, v in embeds.items()})
     return cached
 
 
 def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, CachedDataset]:
-    """Encode every sample not yet in ``task.cache_dir``; afterwards drop the text encoders from memory."""
+    """Encode every sample not yet in ``task.cache_dir`` on the training device; afterwards drop the text
+    encoders from memory and move the VAE to the CPU."""
     if train.crop == "random":
         raise ValueError("task.cache_dir with data.crop='random': a cached latent fixes the crop; use crop='center' "
                          "or train without the cache")  # fmt: skip
@@ -149,12 +166,15 @@ def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, Cach
     cache = EmbeddingCache(task.cache_dir, model_fingerprint(task.model_cfg["pretrained"], encoders))
     spec = {"crop": train.crop, "frames": str(getattr(train, "num_frames", 1)),
             "stride": str(getattr(train, "frame_stride", 1))}  # fmt: skip
-    out_train = _fill(task, train, cache, spec)
-    out_val = out_train if val is train else _fill(task, val, cache, spec)
+    task._encoders_to(task.train_device)
+    out_train = _fill(task, train, cache, spec, task.cache_batch_size)
+    out_val = out_train if val is train else _fill(task, val, cache, spec, task.cache_batch_size)
     for prompt in ["", *task.samples.get("prompts", [])]:
-        task.prompt_cond(prompt, task._device or torch.device("cpu"))
+        task.prompt_cond(prompt, task.train_device)
     for name in encoders:
         if name.startswith("text_encoder"):
             setattr(pipe, name, None)  # sampling runs on the embeddings kept in memory
-    print(f"[cache] {cache.dir}: {cache.hits} reused, {cache.misses} encoded; text encoders released")
+    task._encoders_to(torch.device("cpu"))  # the VAE leaves the accelerator until a sample grid decodes
+    print(f"[cache] {cache.dir}: {cache.hits} reused, {cache.misses} encoded on {task.train_device} in batches of "
+          f"{task.cache_batch_size}; text encoders released, VAE on the CPU")  # fmt: skip
     return out_train, out_val

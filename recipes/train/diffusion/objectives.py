@@ -15,6 +15,11 @@ scheduler does at inference:
   Flux.2 gives its own ``mu``, ``compute_empirical_mu``);
   ``x_t = (1 - sigma) x0 + sigma n`` (``scale_noise``) and the target is the velocity ``n - x0``
   (an Euler step of the scheduler from ``sigma`` to 0 with this prediction returns ``x0``).
+  The static shift is read from whichever key the pipeline's scheduler has: ``shift``
+  (``FlowMatchEulerDiscreteScheduler``) or ``flow_shift`` with ``use_flow_sigmas`` (``UniPCMultistepScheduler``,
+  ``DPMSolverMultistepScheduler``: WAN's release); a scheduler with neither is an error under ``shift='auto'``.
+
+``describe()`` gives the objective as the setup report prints it.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class DDPMObjective:
             weights = clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
         return NoisedBatch(noisy, target, timesteps, None, weights)
 
+    def describe(self) -> str:
+        c = self.scheduler.config
+        weighting = f"min-SNR gamma {self.min_snr_gamma}" if self.min_snr_gamma is not None else "none"
+        return (f"DDPM {self.prediction_type} prediction; timesteps uniform integers in [0, {self.num_train_timesteps}) "
+                f"({c.beta_schedule} betas {c.beta_start}..{c.beta_end}); loss weighting {weighting}")  # fmt: skip
+
 
 class FlowObjective:
     """Rectified-flow velocity target with the family's timestep sampling and shift."""
@@ -84,7 +95,9 @@ class FlowObjective:
                 f"task.shift must be 'auto' (the scheduler's), None (no shift) or a number > 0, got {shift!r}"
             )
         self.config = scheduler_config
-        self.sampling, self.logit_mean, self.logit_std, self.shift = timestep_sampling, logit_mean, logit_std, shift
+        self.sampling, self.logit_mean, self.logit_std = timestep_sampling, logit_mean, logit_std
+        self.dynamic = shift == "auto" and bool(scheduler_config.get("use_dynamic_shifting", False))
+        self.shift, self.shift_source = (None, "dynamic") if self.dynamic else _static_shift(scheduler_config, shift)
         self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
         self.mu_fn = mu
 
@@ -100,15 +113,30 @@ class FlowObjective:
         return image_seq_len * m + base - m * base_len
 
     def shift_sigmas(self, t: torch.Tensor, image_seq_len: int) -> torch.Tensor:
-        if self.shift is None:
-            return t
-        if self.shift == "auto" and self.config.get("use_dynamic_shifting", False):
+        if self.dynamic:
             if self.config.get("time_shift_type", "exponential") != "exponential":
                 raise ValueError("scheduler time_shift_type 'linear' is not supported; use shift=<number>")
             e = math.exp(self.mu(image_seq_len))
             return e / (e + (1 / t - 1))
-        s = float(self.config.get("shift", 1.0) if self.shift == "auto" else self.shift)
+        if self.shift is None:
+            return t
+        s = self.shift
         return s * t / (1 + (s - 1) * t)
+
+    def describe(self, image_seq_len: int | None = None) -> str:
+        """Prediction, timestep distribution, shift (number and source, or mu at ``image_seq_len``) and weighting."""
+        draw = (f"logit-normal(mean {self.logit_mean}, std {self.logit_std})" if self.sampling == "logit_normal"
+                else "uniform(0, 1)")  # fmt: skip
+        if self.dynamic:
+            how = "the family's mu" if self.mu_fn is not None else "linear in tokens (base_shift..max_shift)"
+            at = f", mu {self.mu(image_seq_len):.4g} at {image_seq_len} tokens" if image_seq_len else ""
+            shift = f"resolution-dependent (scheduler use_dynamic_shifting: {how}{at})"
+        elif self.shift is None:
+            shift = "none"
+        else:
+            shift = f"{self.shift:g} ({self.shift_source})"
+        return (f"flow matching, velocity target (noise - x0); timesteps {draw}; shift {shift}; "
+                "loss weighting none")  # fmt: skip
 
     def sample_sigmas(self, n: int, image_seq_len: int, device: torch.device) -> torch.Tensor:
         if self.sampling == "logit_normal":
@@ -125,6 +153,21 @@ class FlowObjective:
         noisy = (1 - s) * x0 + s * noise
         weights = torch.ones(x0.shape[0], device=x0.device)
         return NoisedBatch(noisy, noise - x0, sigmas * self.num_train_timesteps, sigmas, weights)
+
+
+def _static_shift(config: Any, shift: float | str | None) -> tuple[float | None, str]:
+    """The static shift and where it came from: task.shift, or the scheduler's ``shift`` / ``flow_shift``."""
+    if shift is None:
+        return None, "task.shift=None"
+    if shift != "auto":
+        return float(shift), "task.shift"
+    name = config.get("_class_name", "the scheduler")
+    if "shift" in config:
+        return float(config["shift"]), f"{name} shift"
+    if config.get("use_flow_sigmas", False) and "flow_shift" in config:
+        return float(config["flow_shift"]), f"{name} flow_shift"
+    raise ValueError(f"task.shift='auto': the pipeline's {name} has no flow shift (no `shift`, no `flow_shift` with "
+                     "use_flow_sigmas, no use_dynamic_shifting); set task.shift to a number (e.g. 3.0) or None")  # fmt: skip
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

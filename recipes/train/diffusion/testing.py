@@ -22,6 +22,73 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zima
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
+#: each family's released scheduler: (class, its scheduler_config.json values, the folder they come from);
+#: the sources and the VAE values are listed in docs/diffusion.md ("Each release's own settings")
+_SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                 steps_offset=1, set_alpha_to_one=False)  # fmt: skip
+_FLUX_SHIFT = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                   max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+RELEASED_SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "sd15": (
+        "PNDMScheduler",
+        dict(_SD_BETAS, skip_prk_steps=True, clip_sample=False),
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ),  # fmt: skip
+    "sdxl": (
+        "EulerDiscreteScheduler",
+        dict(
+            _SD_BETAS,
+            interpolation_type="linear",
+            prediction_type="epsilon",
+            timestep_spacing="leading",
+            use_karras_sigmas=False,
+        ),
+        "stabilityai/stable-diffusion-xl-base-1.0",
+    ),  # fmt: skip
+    "sd3": (
+        "FlowMatchEulerDiscreteScheduler",
+        dict(num_train_timesteps=1000, shift=3.0),
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+    ),  # fmt: skip
+    "flux": ("FlowMatchEulerDiscreteScheduler", _FLUX_SHIFT, "black-forest-labs/FLUX.1-dev"),
+    "chroma": ("FlowMatchEulerDiscreteScheduler", _FLUX_SHIFT, "lodestones/Chroma1-HD"),
+    "flux2": ("FlowMatchEulerDiscreteScheduler", _FLUX_SHIFT, "black-forest-labs/FLUX.2-klein-4B"),
+    "flux2_dev": ("FlowMatchEulerDiscreteScheduler", _FLUX_SHIFT, "black-forest-labs/FLUX.2-dev"),
+    "zimage": (
+        "FlowMatchEulerDiscreteScheduler",
+        dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False),
+        "Tongyi-MAI/Z-Image-Turbo",
+    ),  # fmt: skip
+    "wan": (
+        "UniPCMultistepScheduler",
+        dict(
+            num_train_timesteps=1000,
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=3.0,
+            solver_order=2,
+            solver_type="bh2",
+            predict_x0=True,
+            lower_order_final=True,
+            final_sigmas_type="zero",
+        ),
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    ),  # fmt: skip
+}
+#: the released VAEs' latent scaling (AutoencoderKL); WAN's per-channel latents_mean / latents_std are
+#: AutoencoderKLWan's defaults, Flux.2's batch-norm statistics are drawn at random below
+RELEASED_VAE = {"sd15": dict(scaling_factor=0.18215), "sdxl": dict(scaling_factor=0.13025, force_upcast=True),
+                "sd3": dict(scaling_factor=1.5305, shift_factor=0.0609),
+                **{f: dict(scaling_factor=0.3611, shift_factor=0.1159) for f in ("flux", "chroma", "zimage")}}  # fmt: skip
+
+
+def released_scheduler(family: str) -> Any:
+    """The scheduler ``family``'s released pipeline folder ships (class and config values)."""
+    import diffusers
+
+    name, values, _ = RELEASED_SCHEDULERS[family]
+    return getattr(diffusers, name).from_config(values)  # as from_pretrained: keys the class lacks are ignored
+
 
 def _byte_alphabet() -> list[str]:
     """GPT-2 / CLIP byte-level BPE alphabet: printable bytes as themselves, the rest shifted past 255."""
@@ -160,23 +227,23 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     if family == "sd15":
         tok = clip_tokenizer()
-        return d.StableDiffusionPipeline(vae=_vae(), text_encoder=_clip(tok), tokenizer=tok, unet=_unet(16),
-                                         scheduler=d.DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1),
+        return d.StableDiffusionPipeline(vae=_vae(**RELEASED_VAE["sd15"]), text_encoder=_clip(tok), tokenizer=tok, unet=_unet(16),
+                                         scheduler=released_scheduler("sd15"),
                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
     if family == "sdxl":
         tok, tok2 = clip_tokenizer(), clip_tokenizer()
         unet = _unet(32, addition_embed_type="text_time", addition_time_embed_dim=8,
                      projection_class_embeddings_input_dim=6 * 8 + 16, use_linear_projection=True)  # fmt: skip
-        return d.StableDiffusionXLPipeline(vae=_vae(), text_encoder=_clip(tok), text_encoder_2=_clip(tok2, True),
+        return d.StableDiffusionXLPipeline(vae=_vae(**RELEASED_VAE["sdxl"]), text_encoder=_clip(tok), text_encoder_2=_clip(tok2, True),
                                            tokenizer=tok, tokenizer_2=tok2, unet=unet,
-                                           scheduler=d.EulerDiscreteScheduler(beta_schedule="scaled_linear"))  # fmt: skip
+                                           scheduler=released_scheduler("sdxl"))  # fmt: skip
     if family == "sd3":
         tok, tok2, tok3 = clip_tokenizer(), clip_tokenizer(), t5_tokenizer()
         tr = d.SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
                                      attention_head_dim=4, num_attention_heads=2, joint_attention_dim=32,
                                      caption_projection_dim=8, pooled_projection_dim=32, pos_embed_max_size=32)  # fmt: skip
-        return d.StableDiffusion3Pipeline(transformer=tr, scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
-                                          vae=_vae(shift_factor=0.0609, scaling_factor=1.5305),
+        return d.StableDiffusion3Pipeline(transformer=tr, scheduler=released_scheduler("sd3"),
+                                          vae=_vae(**RELEASED_VAE["sd3"]),
                                           text_encoder=_clip(tok, True), tokenizer=tok,
                                           text_encoder_2=_clip(tok2, True), tokenizer_2=tok2,
                                           text_encoder_3=_t5(tok3), tokenizer_3=tok3)  # fmt: skip
@@ -185,9 +252,7 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
         tr = d.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
                                       attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
                                       pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(2, 2, 4))  # fmt: skip
-        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
-        return d.FluxPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+        return d.FluxPipeline(scheduler=released_scheduler("flux"), vae=_vae(**RELEASED_VAE["flux"]),
                               text_encoder=_clip(tok), tokenizer=tok, text_encoder_2=_t5(tok2), tokenizer_2=tok2,
                               transformer=tr)  # fmt: skip
     if family == "chroma":  # Flux.1's layout without the pooled CLIP vector and guidance input: one T5 encoder
@@ -195,17 +260,14 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
         tr = d.ChromaTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
                                         num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
                                         approximator_num_channels=8, approximator_hidden_dim=16, approximator_layers=1)  # fmt: skip
-        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
-        return d.ChromaPipeline(scheduler=sched, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+        return d.ChromaPipeline(scheduler=released_scheduler("chroma"), vae=_vae(**RELEASED_VAE["chroma"]),
                                 text_encoder=_t5(tok), tokenizer=tok, transformer=tr)  # fmt: skip
     if family == "zimage":  # Qwen3 text encoder (second-to-last hidden state), Flux.1-style VAE, static shift 3
         tok = qwen_tokenizer()
         tr = d.ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=2,
                                         n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
                                         axes_dims=[2, 2, 4], axes_lens=[1024, 64, 64])  # fmt: skip
-        return d.ZImagePipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
-                                vae=_vae(shift_factor=0.1159, scaling_factor=0.3611), text_encoder=_qwen3(tok, layers=2),
+        return d.ZImagePipeline(scheduler=released_scheduler("zimage"), vae=_vae(**RELEASED_VAE["zimage"]), text_encoder=_qwen3(tok, layers=2),
                                 tokenizer=tok, transformer=tr)  # fmt: skip
     if family in ("flux2", "flux2_dev"):
         # [klein]: Qwen3 text encoder (hidden states 9, 18, 27 stacked), classifier-free guidance;
@@ -220,8 +282,7 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
         with torch.no_grad():  # released VAEs carry batch-norm statistics of their latents; not the identity
             vae.bn.running_mean.normal_(0, 0.5)
             vae.bn.running_var.uniform_(0.5, 2.0)
-        sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)  # fmt: skip
+        sched = released_scheduler(family)
         if dev:
             te, tok = _mistral3()
             return d.Flux2Pipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, transformer=tr)
@@ -234,7 +295,7 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
     vae = d.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                              temperal_downsample=[False, True, True]).eval()  # fmt: skip
     return d.WanPipeline(tokenizer=tok, text_encoder=_t5(tok, umt5=True), vae=vae, transformer=tr,
-                         scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
+                         scheduler=released_scheduler("wan"))  # fmt: skip
 
 
 def save_test_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:

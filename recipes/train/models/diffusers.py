@@ -129,8 +129,102 @@ def read_pipeline_index(pretrained: str | Path) -> dict[str, Any]:
     return info
 
 
-def load_pipeline(pretrained: str | Path, dtype: str | None = None) -> Any:
-    """The diffusers pipeline in a local folder (its class from ``model_index.json``), on the CPU."""
+#: ``model.base_precision``: the frozen base's weights. None / "bf16": not quantized (kept in ``model.dtype``);
+#: the others through diffusers' / transformers' quantization configs: (package, runs without CUDA)
+BASE_PRECISIONS = {
+    "bf16": ("", True),
+    "fp8": ("torchao", True),
+    "int8": ("torchao", True),
+    "nf4": ("bitsandbytes", False),
+}
+
+
+def check_base_precision(precision: str | None, dtype: str | None, cuda: bool) -> None:
+    """A value the installed packages cannot run on this machine is an error naming the value and the package."""
+    import importlib.util
+
+    if precision is None:
+        return
+    if precision not in BASE_PRECISIONS:
+        near = difflib.get_close_matches(str(precision), BASE_PRECISIONS, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ValueError(
+            f"model.base_precision: unknown value {precision!r}.{hint} Known: {', '.join(BASE_PRECISIONS)}"
+        )
+    if precision == "bf16" and dtype not in (None, "bfloat16"):
+        raise ValueError(f"model.base_precision='bf16' contradicts model.dtype={dtype!r}; drop one of them")
+    package, cpu_ok = BASE_PRECISIONS[precision]
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(f"model.base_precision={precision!r} needs the {package} package, which is not installed "
+                         f"(pip install {package})")  # fmt: skip
+    if not (cpu_ok or cuda):
+        raise ValueError(f"model.base_precision={precision!r} ({package} through diffusers) runs on CUDA only and this "
+                         "machine has no CUDA device; use 'int8' or 'fp8' (torchao, runs on the CPU too)")  # fmt: skip
+
+
+def quantization_config(precision: str | None, components: Mapping[str, bool], dtype: str | None) -> Any:
+    """diffusers' ``PipelineQuantizationConfig`` quantizing ``components`` (name -> is a transformers model), or None."""
+    if precision in (None, "bf16") or not components:
+        return None
+    import diffusers
+    import transformers
+
+    compute = _torch_dtype(dtype) or _torch_dtype("bfloat16")
+    mapping = {}
+    for name, is_transformers in components.items():
+        lib = transformers if is_transformers else diffusers
+        if precision == "nf4":
+            mapping[name] = lib.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                   bnb_4bit_compute_dtype=compute)  # fmt: skip
+        else:
+            from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+            ao = Int8WeightOnlyConfig() if precision == "int8" else Float8WeightOnlyConfig()
+            mapping[name] = lib.TorchAoConfig(quant_type=ao)
+    return diffusers.PipelineQuantizationConfig(quant_mapping=mapping)
+
+
+def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device: Any) -> tuple[Any, str | None]:
+    """``model.base_precision`` of a pipeline folder: the quantization config of its denoiser (and of its text
+    encoders, unless the text embeddings are cached: then they run once and are dropped), and the dtype to load
+    in (``model.dtype``; bfloat16 for ``"bf16"``)."""
+    precision = m.get("base_precision")
+    check_base_precision(precision, m.get("dtype"), device.type == "cuda")
+    if precision not in (None, "bf16") and not lora:
+        raise ValueError(f"model.base_precision={precision!r} freezes a quantized base, but task.lora=None trains "
+                         "every denoiser weight; set task.lora or drop model.base_precision")  # fmt: skip
+    listed = {n: s[0] for n, s in read_pipeline_index(m["pretrained"]).items() if isinstance(s, list) and s[0]}
+    parts = {n: False for n in DENOISERS if n in listed}
+    if not cached:
+        parts |= {n: True for n, lib in listed.items() if n.startswith("text_encoder") and lib == "transformers"}
+    dtype = m.get("dtype") or ("bfloat16" if precision == "bf16" else None)
+    return quantization_config(precision, parts, dtype), dtype
+
+
+def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:
+    """``model.offload=True``: diffusers' block-level group offloading (one block at a time on the GPU, the next
+    copied on a CUDA stream while the current one runs); the engine's ``.to(device)`` then leaves it in place."""
+    import torch
+
+    offload = m.get("offload", False)
+    if not isinstance(offload, bool):
+        raise ValueError(f"model.offload must be True or False, got {offload!r}")
+    if not offload:
+        return
+    if device.type != "cuda":
+        raise ValueError("model.offload=True moves denoiser blocks between the CPU and a CUDA device; this run is on "
+                         "the CPU, where the whole denoiser already lives; remove model.offload")  # fmt: skip
+    if m.get("base_precision") == "nf4":
+        raise ValueError("model.offload=True with base_precision='nf4': bitsandbytes 4-bit weights are not moved by "
+                         "group offloading; use 'int8' / 'fp8' or drop model.offload")  # fmt: skip
+    onload = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+    model.enable_group_offload(onload, torch.device("cpu"),
+                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)  # fmt: skip
+
+
+def load_pipeline(pretrained: str | Path, dtype: str | None = None, quantization: Any = None) -> Any:
+    """The diffusers pipeline in a local folder (its class from ``model_index.json``), on the CPU;
+    ``quantization``: a ``PipelineQuantizationConfig`` (see ``quantization_config``)."""
     import diffusers
 
     info = read_pipeline_index(pretrained)
@@ -138,7 +232,8 @@ def load_pipeline(pretrained: str | Path, dtype: str | None = None) -> Any:
     if klass is None:
         raise ValueError(f"model.pretrained={str(pretrained)!r}: diffusers {diffusers.__version__} has no pipeline "
                          f"class {info.get('_class_name')!r}")  # fmt: skip
-    return klass.from_pretrained(str(pretrained), torch_dtype=_torch_dtype(dtype))
+    extra = {"quantization_config": quantization} if quantization is not None else {}
+    return klass.from_pretrained(str(pretrained), torch_dtype=_torch_dtype(dtype), **extra)
 
 
 def _load_denoiser(pretrained: str, preset: str | None, cls: str | None, dtype: str | None) -> nn.Module:

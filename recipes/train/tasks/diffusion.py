@@ -31,6 +31,7 @@ from torch import nn
 
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.diffusion import draws
+from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS, save_denoiser
@@ -72,10 +73,14 @@ class DiffusionTask(Task):
         guidance_scale: float | None = None,
         caption_dropout: float = 0.0,
         cache_dir: str | None = None,
+        cache_batch_size: int | None = None,
         samples: Mapping[str, Any] | None = None,
         save_format: str = "diffusers",
     ) -> None:
         super().__init__(cfg)
+        want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.train_device = torch.device(want)  # the cache fills here; quantized bases and offloading depend on it
+        self.cache_batch_size = cache_batch(cache_dir, cache_batch_size)
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
             check_keys("task.lora.", self.lora, LORA_KEYS)
@@ -103,16 +108,17 @@ class DiffusionTask(Task):
     # --- pipeline and model -------------------------------------------------------------------
     def pipeline(self) -> Any:
         if self.pipe is None:
-            from recipes.train.models.diffusers import load_pipeline
+            from recipes.train.models.diffusers import load_pipeline, pipeline_quantization
 
             m = dict(self.model_cfg)
             if m.get("type") != "diffusers" or not m.get("pretrained"):
                 raise ValueError("task diffusion: set model=dict(type='diffusers', pretrained=DIR) with DIR a diffusers "
                                  "pipeline folder (e.g. --cfg-options model.pretrained=/path/to/pipeline)")  # fmt: skip
-            extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset"})
+            extra = sorted(set(m) - {"type", "pretrained", "dtype", "preset", "base_precision", "offload"})
             if extra:
                 raise ValueError(f"model: {extra} apply to random weights; the diffusion task loads model.pretrained")
-            self.pipe = load_pipeline(m["pretrained"], m.get("dtype"))
+            quantize, dtype = pipeline_quantization(m, self.lora is not None, bool(self.cache_dir), self.train_device)
+            self.pipe = load_pipeline(m["pretrained"], dtype, quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
             self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
@@ -177,6 +183,9 @@ class DiffusionTask(Task):
             self.pipeline()
             family = self.family
             model = getattr(self.pipe, family.denoiser)
+        from recipes.train.models.diffusers import group_offload
+
+        group_offload(model, self.model_cfg, self.train_device)
         if self.lora is None:
             return model.requires_grad_(True)
         from peft import LoraConfig
@@ -204,6 +213,7 @@ class DiffusionTask(Task):
         self.pipeline()
         self._check_sizes(train)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
+        print(f"[objective] {self.describe_objective()}")
         val = self.build_dataset("val", seed=self.seed) or train
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
@@ -211,10 +221,20 @@ class DiffusionTask(Task):
             train, val = cache_datasets(self, train, val)
         return train, val
 
+    def describe_objective(self) -> str:
+        """The setup report's objective line: prediction, timesteps, shift (mu at the first training size), guidance."""
+        text = self.objective.describe()
+        if getattr(self.objective, "dynamic", False):  # mu at the first training size's token count, as the loss has it
+            h, w = self.train_targets[0]
+            z = torch.zeros(1, self.pipe.vae.config.latent_channels, h // self.vae_factor, w // self.vae_factor)
+            model = getattr(self.pipe, self.family.denoiser)
+            text = self.objective.describe(self.family.image_seq_len(self.family.normalize(self.pipe.vae, z), model))
+        guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
+        return f"{self.family.name}: {text}; guidance {guidance}; caption dropout {self.caption_dropout:g}"
+
     def _check_sizes(self, ds: Any) -> None:
-        multiple = self.vae_factor * self.family.pack
         p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
-        multiple *= p if isinstance(p, int) else p[-1]
+        multiple = self.vae_factor * self.family.pack * (p if isinstance(p, int) else p[-1])
         bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
         if bad:
             raise ValueError(f"data.resolution: sizes {bad} are not multiples of {multiple} (this {self.family.name} "
@@ -259,7 +279,8 @@ class DiffusionTask(Task):
     def latents(self, batch: dict[str, Any], device: torch.device, generator: Draw = None) -> torch.Tensor:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-        self._encoders_to(device)
+        if "latent" not in batch:  # cached latents: the VAE stays where the cache left it (the CPU)
+            self._encoders_to(device)
         params = batch["latent"].to(device) if "latent" in batch else self.latent_params(batch["pixels"].to(device))
         x0 = DiagonalGaussianDistribution(params).sample(generator)
         return self.family.normalize(self.pipe.vae, x0)
@@ -308,7 +329,7 @@ class DiffusionTask(Task):
             u = draws.randn((n,), generator, device, torch.float32) if self.objective.sampling == "logit_normal" else \
                 draws.rand(n, generator, device)  # fmt: skip
             nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
-        dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
+        dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n and p.is_floating_point())
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
                  "crop_top_left": batch["crop_top_left"], "guidance_scale": self.guidance_scale}  # fmt: skip
         pred = self.family.predict(
