@@ -1,17 +1,19 @@
 # A Flux.2 [klein] 9B subject LoRA (rank 32), per-component x depth LR (linear).
 # Values from design note 001's example "Flux 2 Klein 9B -- Subject LoRA".
-# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/flux2_klein9b_subject_lora.py
-# From the note's JSON (model_type 'flux_2_klein_9b'); `strategy` is its per_layer_lr block verbatim; the note's learning_rate (0.0004) is
-# not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
-model = dict(type="diffusers", preset="flux2-klein-9b", device="meta")
-adapter = "auto"
-# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
-policy = dict(
-    type="lora_only",
-    r=32,
-    alpha=32,
-    targets=r".*\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\.linear_(?:in|out))|single_transformer_blocks\.\d+\.attn\.to_out",
-)
+#   python tools/train.py configs/diffusion/flux2_klein9b_subject_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+# Everything but the note's values comes from its family base (configs/diffusion/_base_/flux2.py). Show its LR grid
+# (full-size model on the meta device, no weights):
+#   python tools/show_lr.py configs/diffusion/flux2_klein9b_subject_lora.py --cfg-options model.device=meta
+# The note's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+_base_ = "./_base_/flux2.py"
+model = dict(preset="flux2-klein-9b")
+task = dict(
+    lora=dict(
+        r=32,
+        alpha=32,
+        targets=".*\\.(?:attn\\.(?:to_[qkv]|to_out\\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\\.linear_(?:in|out))|single_transformer_blocks\\.\\d+\\.attn\\.to_out",
+    )
+)  # the note gives rank/alpha
 strategy = dict(
     type="component_depth",
     enabled=True,
@@ -19,6 +21,4 @@ strategy = dict(
     depth_strategy="linear",
     min_depth_factor=0.3,
     default_lr=0.00025,
-)
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
-train = dict(max_steps=2000)
+)  # the note's per_layer_lr block verbatim

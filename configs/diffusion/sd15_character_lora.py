@@ -1,17 +1,16 @@
 # An SD 1.5 U-Net character LoRA (rank 8), per-component x depth LR (inverted_u).
 # Values from design note 001's example "SD 1.5 -- Character LoRA".
-# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/sd15_character_lora.py
-# From the note's JSON (model_type 'sd15'); `strategy` is its per_layer_lr block verbatim; the note's learning_rate (0.0001) is
-# not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
-model = dict(type="diffusers", preset="sd15", device="meta")
-adapter = "auto"
-# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
-policy = dict(
-    type="lora_only",
-    r=8,
-    alpha=8,
-    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
-)
+#   python tools/train.py configs/diffusion/sd15_character_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+# Everything but the note's values comes from its family base (configs/diffusion/_base_/sd15.py). Show its LR grid
+# (full-size model on the meta device, no weights):
+#   python tools/show_lr.py configs/diffusion/sd15_character_lora.py --cfg-options model.device=meta
+# The note's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+_base_ = "./_base_/sd15.py"
+task = dict(
+    lora=dict(
+        r=8, alpha=8, targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+    )
+)  # the note gives rank/alpha
 strategy = dict(
     type="component_depth",
     enabled=True,
@@ -20,6 +19,4 @@ strategy = dict(
     min_depth_factor=0.3,
     peak_position=0.4,
     default_lr=0.0001,
-)
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
-train = dict(max_steps=2000)
+)  # the note's per_layer_lr block verbatim

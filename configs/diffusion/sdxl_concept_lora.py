@@ -1,17 +1,16 @@
 # An SDXL U-Net concept LoRA (rank 16), per-component x depth LR (linear).
 # Values from design note 001's example "SDXL -- Concept LoRA".
-# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/sdxl_concept_lora.py
-# From the note's JSON (model_type 'sdxl'); `strategy` is its per_layer_lr block verbatim; the note's learning_rate (0.0001) is
-# not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
-model = dict(type="diffusers", preset="sdxl", device="meta")
-adapter = "auto"
-# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
-policy = dict(
-    type="lora_only",
-    r=16,
-    alpha=16,
-    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
-)
+#   python tools/train.py configs/diffusion/sdxl_concept_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+# Everything but the note's values comes from its family base (configs/diffusion/_base_/sdxl.py). Show its LR grid
+# (full-size model on the meta device, no weights):
+#   python tools/show_lr.py configs/diffusion/sdxl_concept_lora.py --cfg-options model.device=meta
+# The note's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+_base_ = "./_base_/sdxl.py"
+task = dict(
+    lora=dict(
+        r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+    )
+)  # the note gives rank/alpha
 strategy = dict(
     type="component_depth",
     enabled=True,
@@ -19,6 +18,4 @@ strategy = dict(
     depth_strategy="linear",
     min_depth_factor=0.35,
     default_lr=8e-05,
-)
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
-train = dict(max_steps=2000)
+)  # the note's per_layer_lr block verbatim

@@ -1,0 +1,15 @@
+# Flux.1 (MMDiT, flow matching, guidance input on [dev]): the family base. The pipeline, LoRA, data, schedule and run length of every
+# configs/diffusion/*.py with _base_ = "./_base_/flux.py"; no learning rates (each of those gives `strategy`).
+#   python tools/train.py configs/diffusion/flux_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="flux1-dev", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    guidance_scale=3.5,  # Flux.1 [dev]'s distilled-guidance input in training (diffusers' example); [schnell] has none: drop it
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
+    samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=28, guidance_scale=3.5),
+)
+data = dict(train=dict(type="captioned_images", resolution=1024, flip_p=0.5))
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

@@ -1,0 +1,14 @@
+# Flux.2 [klein] / [dev] (flow matching): the family base. The pipeline, LoRA, data, schedule and run length of every
+# configs/diffusion/*.py with _base_ = "./_base_/flux2.py"; no learning rates (each of those gives `strategy`).
+#   python tools/train.py configs/diffusion/flux2_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="flux2-klein-4b", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working ([klein] samples with it)
+    cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
+    samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=50, guidance_scale=4.0),
+)
+data = dict(train=dict(type="captioned_images", resolution=1024, flip_p=0.5))
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

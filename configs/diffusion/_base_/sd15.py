@@ -1,0 +1,17 @@
+# Stable Diffusion 1.5 (U-Net, DDPM): the family base. The pipeline, LoRA, data, schedule and run length of every
+# configs/diffusion/*.py with _base_ = "./_base_/sd15.py"; no learning rates (each of those gives `strategy`).
+#   python tools/train.py configs/diffusion/sd15_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="sd15", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    min_snr_gamma=5.0,
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
+    samples=dict(
+        prompts=["a photo of sks dog", "a painting of sks dog in the snow"], seeds=[0, 1], steps=25, guidance_scale=7.5
+    ),
+)
+data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)
