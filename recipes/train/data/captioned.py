@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,12 @@ class _CaptionedFolder(Dataset):
     exts: tuple[str, ...] = ()
     kind = "file"
 
+    #: the lists with one entry per sample, subset together (``drop_samples``, ``split_off_val``)
+    per_sample = ("files", "captions", "keys", "sizes", "targets")
+
     def __init__(self, root: str, resolution: int | tuple[int, int] = 512, crop: str = "center", flip_p: float = 0.0,
-                 instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0) -> None:  # fmt: skip
+                 instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0,
+                 val_split: float = 0) -> None:  # fmt: skip
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={str(root)!r} is not a folder of {self.kind}s with captions")
@@ -80,6 +85,50 @@ class _CaptionedFolder(Dataset):
             self.keys.append(hashlib.sha256(data).hexdigest())
             self.sizes.append(self._probe(f, data))
         self.targets = [self.size] * len(self.files)
+        self.val_split = self._val_count(val_split)
+
+    def _val_count(self, val_split: float) -> int:
+        """``val_split``: a fraction in (0, 1) of the files, or a whole number of them, held out for validation."""
+        if not val_split:
+            return 0
+        n, bad = len(self.files), isinstance(val_split, bool) or not isinstance(val_split, (int, float))
+        if not bad and 0 < val_split < 1:
+            count = max(1, round(val_split * n))
+        elif not bad and val_split >= 1 and val_split == int(val_split):
+            count = int(val_split)
+        else:
+            raise ValueError(f"data.train.val_split must be a fraction in (0, 1) or a whole count, got {val_split!r}")
+        if count >= n:
+            raise ValueError(f"data.train.val_split={val_split!r} holds out {count} of the {n} {self.kind}s in "
+                             f"{str(self.root)!r}; leave at least one to train on")  # fmt: skip
+        return count
+
+    def _subset(self, keep: list[int]) -> None:
+        for name in self.per_sample:
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
+    def drop_samples(self, indices: list[int]) -> None:
+        """Leave samples out (``train.bad_images='skip'``)."""
+        drop = set(indices)
+        self._subset([i for i in range(len(self.files)) if i not in drop])
+
+    def split_off_val(self) -> _CaptionedFolder | None:
+        """The ``val_split`` held-out samples as a dataset of their own (center crop, no flip), removed from this one.
+
+        They are the files whose content hash (sha256) sorts first: the same files in every run and seed, however
+        the folder is ordered or renamed, and a file never moves between the two sides when others are added."""
+        if not self.val_split:
+            return None
+        import copy
+
+        order = sorted(range(len(self.files)), key=lambda i: self.keys[i])
+        held = set(order[: self.val_split])
+        val = copy.copy(self)
+        val._subset(sorted(held))
+        val.crop, val.flip_p, val.val_split = "center", 0.0, 0
+        self._subset([i for i in range(len(self.files)) if i not in held])
+        return val
 
     def _captions(self, instance_prompt: str | None, default_caption: str | None) -> list[str]:
         if instance_prompt is not None:
@@ -136,6 +185,23 @@ class _CaptionedFolder(Dataset):
                 "index": index}  # fmt: skip
 
 
+def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _CaptionedFolder:
+    """``data.train.val_split`` held out of the training folder, or the ``data.val`` folder; without either, the
+    training set (then best.pt follows the training loss, which favours the most overfit step: a warning)."""
+    held = train.split_off_val()
+    if held is not None and given is not None:
+        raise ValueError("data.train.val_split and data.val both give a validation set; keep one")
+    if given is not None and given.root.resolve() == train.root.resolve():
+        raise ValueError(f"data.val.root={str(given.root)!r} is the training folder: its loss is a training loss; "
+                         "give a folder of held-out files, or data.train.val_split instead")  # fmt: skip
+    if held is None and given is None:
+        logging.getLogger("recipes.train").warning(
+            "no validation set (data.val or data.train.val_split): the evaluation loss and best.pt use the training "
+            f"{train.kind}s"
+        )
+    return held if held is not None else given if given is not None else train
+
+
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 ``(..., H, W, 3)`` -> float in [-1, 1], channels first (``C,H,W`` or ``C,F,H,W``)."""
     t = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(127.5).sub_(1.0)
@@ -185,12 +251,6 @@ class CaptionedImages(_CaptionedFolder):
     def image_files(self) -> list[Path]:
         """One path per sample, for the engine's setup-time image check (``recipes/train/data/checks.py``)."""
         return list(self.files)
-
-    def drop_samples(self, indices: list[int]) -> None:
-        """Leave samples out (``train.bad_images='skip'``)."""
-        drop = set(indices)
-        for name in ("files", "captions", "keys", "sizes", "targets"):
-            setattr(self, name, [x for i, x in enumerate(getattr(self, name)) if i not in drop])
 
     def _probe(self, path: Path, data: bytes) -> tuple[int, int]:
         from PIL import Image

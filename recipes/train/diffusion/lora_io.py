@@ -9,6 +9,7 @@ the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,4 +54,32 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         out[f"{stem}.alpha"] = torch.tensor(float(config.lora_alpha))
     path = out_dir / WEIGHT_NAME
     save_file(out, str(path), metadata={"ss_network_dim": str(config.r), "ss_network_alpha": str(config.lora_alpha)})
+    return path
+
+
+def check_finite(model: Any) -> None:
+    """A trained tensor with NaN or inf is an error naming it: a broken adapter is never exported."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
+            bad = int((~torch.isfinite(p.detach())).sum())
+            raise ValueError(f"export: the trained tensor {name!r} holds {bad} NaN/inf values of {p.numel()}; "
+                             "nothing was saved (lower the LRs, or resume from an earlier checkpoint)")  # fmt: skip
+
+
+def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str, info: dict[str, Any]) -> Path:
+    """The run's export under ``out``: ``lora/`` (``lora_kohya/``) with ``training.json``, or the full denoiser.
+
+    A folder from an earlier run (a resumed run that had finished) is kept: the new one gets a ``_step_N`` name."""
+    check_finite(model)
+    if info["lora"] is None:
+        path = out / family.denoiser
+        if path.exists():
+            raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
+        model.save_pretrained(str(path))
+        return path
+    where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
+    if where.exists():
+        where = where.with_name(f"{where.name}_step_{info['step']}")
+    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt)
+    (path.parent / "training.json").write_text(json.dumps(info, default=str))
     return path

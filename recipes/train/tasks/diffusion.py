@@ -21,7 +21,6 @@ fine-tune with ``save_pretrained``, under ``<work_dir>/``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import recipes.train.data.captioned  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys, check_keys
+from recipes.train.data.captioned import validation_set  # also registers the datasets
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
@@ -43,6 +42,9 @@ DEFAULT_LORA = {"r": 16, "alpha": 16}
 #: flow-matching options and their defaults; another value on a DDPM family is an error
 FLOW_DEFAULTS = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "shift": "auto"}
 DDPM_ONLY = ("prediction_type", "min_snr_gamma")  # None: the scheduler's prediction type, no SNR weighting
+#: validation loss: the mean over these points of the noise schedule (fraction of the DDPM timesteps, or the flow
+#: time before the family's shift), each with noise drawn from one fixed seed, so evaluations compare like for like
+VAL_TIMES = (0.25, 0.5, 0.75)
 
 
 @TASKS.register_module("diffusion")
@@ -71,6 +73,7 @@ class DiffusionTask(Task):
         caption_dropout: float = 0.0,
         cache_dir: str | None = None,
         samples: Mapping[str, Any] | None = None,
+        sample_every: int | None = None,
         save_format: str = "diffusers",
         gradient_checkpointing: bool = False,
     ) -> None:
@@ -83,6 +86,13 @@ class DiffusionTask(Task):
                                  "for the policy)")  # fmt: skip
         self.samples = dict(samples or {})
         check_keys("task.samples.", self.samples, SAMPLE_KEYS)
+        if sample_every is not None and (isinstance(sample_every, bool) or not isinstance(sample_every, int)
+                                         or sample_every < 1):  # fmt: skip
+            raise ValueError(f"task.sample_every must be a whole number of steps >= 1, got {sample_every!r}")
+        if sample_every is not None and not self.samples.get("prompts"):
+            raise ValueError("task.sample_every does nothing without task.samples.prompts; set both or neither")
+        #: sample grids every N steps (and at train.max_steps); None: at every evaluation
+        self.sample_every, self.max_steps = sample_every, (cfg.get("train") or {}).get("max_steps")
         p = float(caption_dropout)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"task.caption_dropout must lie in [0, 1), got {p}")
@@ -203,10 +213,11 @@ class DiffusionTask(Task):
         if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='captioned_images'))")
         train = self.build_dataset("train", seed=self.seed)  # before the pipeline: a missing data root says so first
+        val = validation_set(train, self.build_dataset("val", seed=self.seed))
         self.pipeline()
-        self._check_sizes(train)
+        for ds in {id(train): train, id(val): val}.values():
+            self._check_sizes(ds)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
-        val = self.build_dataset("val", seed=self.seed) or train
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
 
@@ -297,21 +308,27 @@ class DiffusionTask(Task):
         return int(getattr(self, "num_frames", 1))
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
-        """The training loss of a batch; noise, timesteps and dropout from ``generator`` (else the global RNG)."""
+             generator: torch.Generator | None = None, at: float | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        """The training loss of a batch; noise, timesteps and dropout from ``generator`` (else the global RNG).
+
+        ``at`` (validation): every sample at this point of the noise schedule (see ``VAL_TIMES``), no caption dropout.
+        """
         x0 = self.latents(batch, device, generator)
         n = x0.shape[0]
-        drop = torch.rand(n, generator=generator, device=device) < self.caption_dropout
+        drop = torch.rand(n, generator=generator, device=device) < (self.caption_dropout if at is None else 0.0)
         cond = self.conditions(batch, device, drop)
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
         if isinstance(self.objective, DDPMObjective):
-            t = torch.randint(0, self.objective.num_train_timesteps, (n,), generator=generator, device=device)
+            last = self.objective.num_train_timesteps
+            t = torch.randint(0, last, (n,), generator=generator, device=device) if at is None else \
+                torch.full((n,), round(at * (last - 1)), device=device, dtype=torch.long)  # fmt: skip
             nb = self.objective.noise(x0, noise, t)
         else:
             seq = self.family.image_seq_len(x0, model)
             u = torch.randn(n, generator=generator, device=device) if self.objective.sampling == "logit_normal" else \
                 torch.rand(n, generator=generator, device=device)  # fmt: skip
-            nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
+            sigmas = self._sigmas(u, seq) if at is None else self.objective.shift_sigmas(torch.full_like(u, at), seq)
+            nb = self.objective.noise(x0, noise, seq, sigmas)
         dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n)  # the base weights' dtype
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
                  "crop_top_left": batch["crop_top_left"], "guidance_scale": self.guidance_scale}  # fmt: skip
@@ -334,19 +351,29 @@ class DiffusionTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        """Loss with fixed noise and timesteps (seed 0, the same every evaluation), then the sample grid."""
+        """Validation loss at the fixed points ``VAL_TIMES`` with fixed noise (seed 0, the same every evaluation):
+        ``loss`` (their mean, which picks best.pt) and ``loss_t<percent>`` each; then the sample grid when due."""
         was = model.training
         model.eval()
-        gen, total, count = torch.Generator(device).manual_seed(0), 0.0, 0
+        gen, totals, count = torch.Generator(device).manual_seed(0), [0.0] * len(VAL_TIMES), 0
         for batch in loader:
-            loss, _ = self.loss(model, batch, device, gen)
-            total, count = total + float(loss) * len(batch["caption"]), count + len(batch["caption"])
-        if self.samples.get("prompts"):
+            n = len(batch["caption"])
+            for i, at in enumerate(VAL_TIMES):
+                totals[i] += float(self.loss(model, batch, device, gen, at=at)[0]) * n
+            count += n
+        if self.samples.get("prompts") and self._samples_due():
             from recipes.train.diffusion.sampling import write_samples
 
             self._media = write_samples(self, model, device)[1]
         model.train(was)
-        return {"loss": total / max(1, count)}
+        per_time = {
+            f"loss_t{round(at * 100)}": total / max(1, count) for at, total in zip(VAL_TIMES, totals, strict=True)
+        }
+        return {"loss": sum(per_time.values()) / len(per_time), **per_time}
+
+    def _samples_due(self) -> bool:
+        done = self.step + 1
+        return self.sample_every is None or done % self.sample_every == 0 or done == self.max_steps
 
     def evaluation_media(self) -> dict[str, Any]:
         """The last evaluation's sample grid (``samples``) and, for video, each prompt's frames (``samples/p<i>``)."""
@@ -360,20 +387,8 @@ class DiffusionTask(Task):
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
         """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser."""
-        out = self.output_dir()
-        if self.lora is None:
-            path = out / self.family.denoiser
-            if path.exists():
-                raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
-            model.save_pretrained(str(path))
-            return {"saved": str(path)}
-        from recipes.train.diffusion.lora_io import save_lora
+        from recipes.train.diffusion.lora_io import save_trained
 
-        fmt = self.save_format
-        where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
-        if where.exists():  # a resumed run that had finished before: keep the earlier file
-            where = where.with_name(f"{where.name}_step_{self.step + 1}")
-        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt)
-        (path.parent / "training.json").write_text(json.dumps({"step": self.step + 1, "family": self.family.name,
-                                                               "lora": dict(self.lora)}, default=str))  # fmt: skip
-        return {"saved": str(path)}
+        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora}
+        return {"saved": str(save_trained(model, self.output_dir(), type(self.pipe), self.family, self.save_format,
+                                          info))}  # fmt: skip
