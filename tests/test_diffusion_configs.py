@@ -47,6 +47,8 @@ def test_each_config_is_trainable_or_named_grid_only():
         assert cfg.task["type"] == "diffusion" and cfg.data["train"], path.name
         assert '_base_ = "./_base_/' in path.read_text(), f"{path.name}: build on the family's _base_ file"
         assert "strategy" in cfg and not cfg.get("policy"), path.name
+        if cfg.strategy.get("depth_strategy") != "inverted_u":  # _delete_: no key of the base's LRs leaks in
+            assert "peak_position" not in cfg.strategy, path.name
 
 
 @pytest.mark.slow  # loads a tiny pipeline and trains one step per config: 5-20 s each on a shared 2-core CPU

@@ -41,7 +41,7 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
     """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder."""
     from recipes.train.build import build_model
     from recipes.train.config import check_config, train_options
-    from recipes.train.diffusion.lora_io import save_lora
+    from recipes.train.diffusion.lora_io import check_finite, save_lora
     from recipes.train.tasks.base import build_task
     from recipes.train.tasks.diffusion import DiffusionTask
     from recipes.train.trainable_state import frozen_fingerprint, load_model
@@ -62,6 +62,7 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
         raise BadInput(f"task.type={cfg.task.get('type')!r}: tools/export_diffusion.py exports a diffusion config")
     model = build_model(cfg, task, train_options(cfg))
     load_model(model, {**ckpt, "path": str(checkpoint)}, frozen_fingerprint(model))
+    check_finite(model)  # a NaN/inf weight is an error naming it, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if task.lora is None:
         model.save_pretrained(str(out))

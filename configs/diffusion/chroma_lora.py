@@ -4,11 +4,4 @@
 # model.pretrained is a local diffusers pipeline folder (ChromaPipeline, pipeline.save_pretrained); the LoRA lands in
 # <work_dir>/lora/ for pipeline.load_lora_weights(). Show the LR grid without weights:
 #   python tools/show_lr.py configs/diffusion/chroma_lora.py --cfg-options model.device=meta model.pretrained=None
-_base_ = "./_base_/chroma.py"
-strategy = dict(
-    type="component_depth",
-    component_lr={"self_attn": 0.0004, "ffn": 0.0002, "norm": 3e-05},
-    depth_strategy="cosine",
-    min_depth_factor=0.3,
-    default_lr=0.0002,
-)  # design note 001's Chroma artistic-LoRA LRs (configs/diffusion/chroma_artistic_lora.py)
+_base_ = "./_base_/chroma.py"  # all of it: pipeline, LoRA, data, LRs, schedule and run length

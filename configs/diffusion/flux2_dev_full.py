@@ -9,6 +9,7 @@ _base_ = "./_base_/flux2.py"
 model = dict(preset="flux2-dev")
 task = dict(lora=None)  # a full fine-tune: every transformer weight trains
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 1.5e-05, "cross_attn": 5e-06, "ffn": 1e-05, "norm": 2e-06},

@@ -14,6 +14,7 @@ task = dict(
     )
 )  # the note gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.0005, "cross_attn": 0.00015, "ffn": 0.0003, "norm": 5e-05},

@@ -15,6 +15,7 @@ task = dict(
     )
 )  # the note gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.0004, "cross_attn": 0.0001, "ffn": 0.00025, "norm": 3e-05},

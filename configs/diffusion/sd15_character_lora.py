@@ -12,6 +12,7 @@ task = dict(
     )
 )  # the note gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},

@@ -3,12 +3,4 @@
 # model.pretrained is a local diffusers pipeline folder (pipeline.save_pretrained); the LoRA lands in
 # <work_dir>/lora/ for pipeline.load_lora_weights(). Show the LR grid without weights:
 #   python tools/show_lr.py configs/diffusion/sd15_lora.py --cfg-options model.device=meta model.pretrained=None
-_base_ = "./_base_/sd15.py"
-strategy = dict(
-    type="component_depth",
-    component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},
-    depth_strategy="inverted_u",
-    min_depth_factor=0.3,
-    peak_position=0.4,
-    default_lr=0.0001,
-)  # design note 001's SD 1.5 character-LoRA LRs
+_base_ = "./_base_/sd15.py"  # all of it: pipeline, LoRA, data, LRs, schedule and run length

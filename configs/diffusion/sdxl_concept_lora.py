@@ -12,6 +12,7 @@ task = dict(
     )
 )  # the note gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.00012, "cross_attn": 4e-05, "ffn": 8e-05, "norm": 1e-05},

@@ -11,6 +11,7 @@ task = dict(
     lora=dict(r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
 )  # the note gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the note's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.0004, "cross_attn": 0.00015, "ffn": 0.00025, "norm": 3e-05},

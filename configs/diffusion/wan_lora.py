@@ -3,11 +3,4 @@
 # model.pretrained is a local diffusers pipeline folder (pipeline.save_pretrained); the LoRA lands in
 # <work_dir>/lora/ for pipeline.load_lora_weights(). Show the LR grid without weights:
 #   python tools/show_lr.py configs/diffusion/wan_lora.py --cfg-options model.device=meta model.pretrained=None
-_base_ = "./_base_/wan.py"
-strategy = dict(
-    type="component_depth",
-    component_lr={"self_attn": 0.0004, "cross_attn": 0.00015, "ffn": 0.00025, "norm": 3e-05},
-    depth_strategy="cosine",
-    min_depth_factor=0.25,
-    default_lr=0.00025,
-)  # design note 001's WAN 2.1 video-LoRA LRs
+_base_ = "./_base_/wan.py"  # all of it: pipeline, LoRA, data, LRs, schedule and run length

@@ -4,12 +4,4 @@
 # model.pretrained is a local diffusers pipeline folder (ZImagePipeline, pipeline.save_pretrained); the LoRA lands in
 # <work_dir>/lora/ for pipeline.load_lora_weights(). Show the LR grid without weights:
 #   python tools/show_lr.py configs/diffusion/zimage_lora.py --cfg-options model.device=meta model.pretrained=None
-_base_ = "./_base_/zimage.py"
-strategy = dict(
-    type="component_depth",
-    component_lr={"self_attn": 0.0004, "ffn": 0.00025, "norm": 3e-05},
-    depth_strategy="inverted_u",
-    min_depth_factor=0.35,
-    peak_position=0.45,
-    default_lr=0.00025,
-)  # design note 001's Z-Image Turbo LoRA LRs (configs/diffusion/zimage_turbo_lora.py)
+_base_ = "./_base_/zimage.py"  # all of it: pipeline, LoRA, data, LRs, schedule and run length

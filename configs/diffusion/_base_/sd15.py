@@ -1,5 +1,6 @@
-# Stable Diffusion 1.5 (U-Net, DDPM): the family base. The pipeline, LoRA, data, schedule and run length of every
-# configs/diffusion/*.py with _base_ = "./_base_/sd15.py"; no learning rates (each of those gives `strategy`).
+# Stable Diffusion 1.5 (U-Net, DDPM): the family base. The pipeline, LoRA, data, default LRs (`strategy`), schedule
+# and run length of every configs/diffusion/*.py with _base_ = "./_base_/sd15.py"; one with LRs of its own
+# sets strategy=dict(_delete_=True, ...).
 #   python tools/train.py configs/diffusion/sd15_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
 model = dict(type="diffusers", preset="sd15", pretrained=None, dtype="bfloat16")
 task = dict(
@@ -13,5 +14,13 @@ task = dict(
     ),
 )
 data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
+strategy = dict(
+    type="component_depth",
+    component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},
+    depth_strategy="inverted_u",
+    min_depth_factor=0.3,
+    peak_position=0.4,
+    default_lr=0.0001,
+)  # design note 001's SD 1.5 character-LoRA LRs
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

@@ -131,23 +131,20 @@ class _CaptionedFolder(Dataset):
         return val
 
     def _captions(self, instance_prompt: str | None, default_caption: str | None) -> list[str]:
+        """One caption per file; a bad row or caption file is an error naming it (see ``_metadata``)."""
+        self.unmatched_rows = 0  # metadata.jsonl rows naming no file of the folder: counted in the setup report
         if instance_prompt is not None:
             return [instance_prompt] * len(self.files)
         meta = self.root / "metadata.jsonl"
-        given: dict[Path, str] = {}
         if meta.is_file():
-            for n, line in enumerate(meta.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                        given[(self.root / row["file_name"]).resolve()] = str(row["text"])
-                    except (ValueError, KeyError, TypeError) as e:
-                        raise ValueError(f"{meta}:{n}: expected {{'file_name': ..., 'text': ...}}, got {line[:80]!r} ({e})") from None  # fmt: skip
+            given = self._metadata(meta)
         else:
-            for f in self.files:
-                txt = f.with_suffix(".txt")
-                if txt.is_file():
-                    given[f.resolve()] = txt.read_text().strip()
+            given = {f.resolve(): (_read_text(f.with_suffix(".txt")).strip(), f.with_suffix(".txt").name)
+                     for f in self.files if f.with_suffix(".txt").is_file()}  # fmt: skip
+        empty = [where for text, where in given.values() if not text]
+        if empty:
+            raise ValueError(f"data: {len(empty)} empty caption(s) in {str(self.root)!r}, e.g. {empty[:3]}; write "
+                             "them, or remove them and set data.default_caption")  # fmt: skip
         missing = [f for f in self.files if f.resolve() not in given]
         if missing and default_caption is None:
             where = "metadata.jsonl" if meta.is_file() else "a .txt beside it"
@@ -155,7 +152,28 @@ class _CaptionedFolder(Dataset):
             raise ValueError(f"data: {len(missing)} of {len(self.files)} {self.kind}s in {str(self.root)!r} have no "
                              f"caption ({where}), e.g. {shown}; add captions, or set data.default_caption / "
                              "data.instance_prompt")  # fmt: skip
-        return [given.get(f.resolve(), default_caption or "") for f in self.files]
+        return [given[f.resolve()][0] if f.resolve() in given else default_caption or "" for f in self.files]
+
+    def _metadata(self, meta: Path) -> dict[Path, tuple[str, str]]:
+        """``{file: (caption, "metadata.jsonl:<line>")}``; ``text`` must be a string and each file named once."""
+        given: dict[Path, tuple[str, str]] = {}
+        for n, line in enumerate(_read_text(meta).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                path, text = (self.root / row["file_name"]).resolve(), row["text"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{meta}:{n}: expected {{'file_name': ..., 'text': ...}}, got {line[:80]!r} ({e})") from None  # fmt: skip
+            if not isinstance(text, str):
+                raise ValueError(f"{meta}:{n}: `text` must be a string, got {text!r} for {row['file_name']!r}")
+            if path in given:
+                raise ValueError(f"{meta}:{n}: {row['file_name']!r} already has a caption at {given[path][1]}; keep "
+                                 "one row per file")  # fmt: skip
+            given[path] = (text.strip(), f"metadata.jsonl:{n}")
+        files = {f.resolve() for f in self.files}
+        self.unmatched_rows = sum(p not in files for p in given)
+        return given
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -183,6 +201,14 @@ class _CaptionedFolder(Dataset):
         return {"pixels": pixels, "caption": self.captions[index], "key": self.keys[index],
                 "original_size": tuple(self.sizes[index]), "crop_top_left": placement[1], "flipped": placement[3],
                 "index": index}  # fmt: skip
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data: {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 "
+                         "or remove it") from None  # fmt: skip
 
 
 def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _CaptionedFolder:
@@ -234,11 +260,16 @@ class CaptionedImages(_CaptionedFolder):
             )
         #: leave out each bucket's last, partial batch (every batch full) instead of training on it
         self.bucket_drop_last = bool(bucket_drop_last)
+        if bucket_step != 64 and not buckets:
+            raise ValueError("data.bucket_step applies to aspect-ratio buckets; set data.buckets=True or remove it")
         if buckets:
             if not isinstance(resolution, int):
                 raise ValueError(
                     "data.buckets=True needs an int data.resolution (the side of the square of equal area)"
                 )
+            if isinstance(bucket_step, bool) or not isinstance(bucket_step, int) or not 1 <= bucket_step <= resolution:
+                raise ValueError(f"data.bucket_step must be a whole number of pixels in [1, resolution={resolution}] "
+                                 f"(e.g. 64: the VAE factor x patch size divides it), got {bucket_step!r}")  # fmt: skip
             self.buckets = aspect_buckets(resolution, bucket_step)
             self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
                             for h, w in self.sizes]  # fmt: skip

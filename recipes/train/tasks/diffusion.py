@@ -30,6 +30,7 @@ from torch import nn
 
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.data.captioned import validation_set  # also registers the datasets
+from recipes.train.diffusion.checks import check_lora, check_preset, check_sizes, report_data
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
@@ -81,6 +82,7 @@ class DiffusionTask(Task):
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
             check_keys("task.lora.", self.lora, LORA_KEYS)
+            check_lora(self.lora)
             if cfg.get("policy"):
                 raise ValueError("task.lora and a `policy` section both set what trains; keep one (task.lora=None "
                                  "for the policy)")  # fmt: skip
@@ -125,7 +127,7 @@ class DiffusionTask(Task):
             self.pipe = load_pipeline(m["pretrained"], m.get("dtype"))
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
-            self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
+            check_preset(m.get("preset"), self.family, self.pipe)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
             self._check_guidance()
@@ -146,15 +148,6 @@ class DiffusionTask(Task):
                              "and Flux.2 [dev] take one); remove it")  # fmt: skip
         else:
             self.guidance_scale = float(self.guidance_scale)
-
-    def _check_preset(self, preset: str | None, found: str) -> None:
-        from recipes.train.models.diffusers import PRESETS
-
-        if preset is not None and (preset not in PRESETS or PRESETS[preset][0] != found):
-            want = PRESETS[preset][0] if preset in PRESETS else "an unknown preset"
-            raise ValueError(
-                f"model.preset={preset!r} is {want}, but model.pretrained holds a {found}; fix one of them"
-            )
 
     def _objective(self) -> Any:
         o = self.objective_options
@@ -216,30 +209,14 @@ class DiffusionTask(Task):
         val = validation_set(train, self.build_dataset("val", seed=self.seed))
         self.pipeline()
         for ds in {id(train): train, id(val): val}.values():
-            self._check_sizes(ds)
+            check_sizes(ds, self.pipe, self.family, self.vae_factor)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
+        report_data(train, val)
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
 
             train, val = cache_datasets(self, train, val)
         return train, val
-
-    def _check_sizes(self, ds: Any) -> None:
-        multiple = self.vae_factor * self.family.pack
-        p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
-        multiple *= p if isinstance(p, int) else p[-1]
-        bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
-        if bad:
-            raise ValueError(f"data.resolution: sizes {bad} are not multiples of {multiple} (this {self.family.name} "
-                             f"pipeline's VAE factor x patch size); use e.g. {bad[0][0] // multiple * multiple or multiple}")  # fmt: skip
-        if self.family.video != hasattr(ds, "num_frames"):
-            want = "captioned_videos" if self.family.video else "captioned_images"
-            raise ValueError(f"data.train: {self.family.name} trains on {want}, got {type(ds).__name__}")
-        t = getattr(self.pipe, "vae_scale_factor_temporal", None)
-        if self.family.video and t and (ds.num_frames - 1) % t:
-            raise ValueError(
-                f"data.num_frames={ds.num_frames}: the VAE needs 1 + a multiple of {t} frames (e.g. {t + 1})"
-            )
 
     def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in ("pixels", "latent", "cond")}
