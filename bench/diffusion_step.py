@@ -1,6 +1,6 @@
 """Step time of tools/train.py's diffusion path against a minimal hand-written loop, same run.
 
-For the tiny SD 1.5 and Flux pipelines (``recipes/train/diffusion/tiny.py``, saved and reloaded
+For the tiny SD 1.5 and Flux pipelines (``recipes/train/diffusion/testing.py``, saved and reloaded
 with ``from_pretrained``) on scikit-image's sample photos: the engine step (``Trainer._one_step``:
 schedule hand-off, the task's VAE + text encoding, objective, LoRA forward/backward, AdamW,
 logging) against a loop written the way diffusers' training examples are (same pipeline, same
@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.timing import engine_round, hand_loop_round  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
-from recipes.train.diffusion.tiny import save_tiny_pipeline  # noqa: E402
+from recipes.train.diffusion.testing import save_test_pipeline  # noqa: E402
 from recipes.train.engine import Trainer  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     data = photos(tmp / "photos")
     for family in args.families:
         cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "diffusion" / f"{family}_lora.py", [
-            f"model.pretrained={save_tiny_pipeline(family, tmp / family)}", f"data_root={data}", "model.dtype=float32",
+            f"model.pretrained={save_test_pipeline(family, tmp / family)}", f"data_root={data}", "model.dtype=float32",
             f"data.train.resolution={args.resolution}", "train.batch_size=2", "train.grad_accum=1",
             "train.max_steps=100000", "train.progress=False", "train.tensorboard=False", "train.log_every=0",
             "task.cache_dir=None", "task.caption_dropout=0.0", "task.samples.prompts=[]",

@@ -86,9 +86,9 @@ def test_flux2_latents_shift_and_prediction_match_the_pipeline(tiny, guidance):
     from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline, compute_empirical_mu
 
     from recipes.train.diffusion.families import FAMILIES
-    from recipes.train.diffusion.tiny import build_tiny_pipeline
+    from recipes.train.diffusion.testing import build_test_pipeline
 
-    pipe, fam = build_tiny_pipeline(tiny), FAMILIES["flux2"]
+    pipe, fam = build_test_pipeline(tiny), FAMILIES["flux2"]
     assert pipe.transformer.config.guidance_embeds == (tiny == "flux2_dev")
     pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
@@ -134,9 +134,9 @@ def test_chroma_shift_mask_and_prediction_match_the_pipeline():
     from diffusers.pipelines.chroma.pipeline_chroma import calculate_shift
 
     from recipes.train.diffusion.families import FAMILIES
-    from recipes.train.diffusion.tiny import build_tiny_pipeline
+    from recipes.train.diffusion.testing import build_test_pipeline
 
-    pipe, fam = build_tiny_pipeline("chroma"), FAMILIES["chroma"]
+    pipe, fam = build_test_pipeline("chroma"), FAMILIES["chroma"]
     pipe.set_progress_bar_config(disable=True)
     obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # a 16 px image's latent (VAE factor 2)
@@ -166,9 +166,9 @@ def test_zimage_conditions_shift_and_prediction_match_the_pipeline():
     static shift is the scheduler's, and the family's denoiser call (list input, reversed time, negated output)
     is one Euler step of ``ZImagePipeline.__call__``; the target returns x0."""
     from recipes.train.diffusion.families import FAMILIES
-    from recipes.train.diffusion.tiny import build_tiny_pipeline
+    from recipes.train.diffusion.testing import build_test_pipeline
 
-    pipe, fam = build_tiny_pipeline("zimage"), FAMILIES["zimage"]
+    pipe, fam = build_test_pipeline("zimage"), FAMILIES["zimage"]
     pipe.set_progress_bar_config(disable=True)
     obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recipes.train.config import load_config
-from recipes.train.diffusion.tiny import save_tiny_pipeline
+from recipes.train.diffusion.testing import save_test_pipeline
 from recipes.train.engine import Trainer
 from tests.test_diffusion_data import BUCKET_PHOTOS, write_photos, write_video
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # each test trains a tiny pipeline end to end: 10
 
 @functools.cache
 def pipeline_dir(family: str) -> str:
-    return str(save_tiny_pipeline(family, TMP / "pipelines" / family))
+    return str(save_test_pipeline(family, TMP / "pipelines" / family))
 
 
 @functools.cache
@@ -307,7 +307,7 @@ def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, c
     none = ["--cfg-options", "model.pretrained=None"]
     assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "x"), *none]) == 2
     assert "holds only the LoRA tensors (frozen_omitted); set model.pretrained" in capsys.readouterr().err
-    other = save_tiny_pipeline("sd15", tmp_path / "other_sd15", seed=1)
+    other = save_test_pipeline("sd15", tmp_path / "other_sd15", seed=1)
     wrong = ["--cfg-options", f"model.pretrained={other}"]
     assert export_diffusion.main([str(cfg_file), str(best_path), "--out", str(tmp_path / "y"), *wrong]) == 2
     assert "different frozen weights" in capsys.readouterr().err

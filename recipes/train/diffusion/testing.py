@@ -1,6 +1,7 @@
-"""Tiny diffusers pipelines with random weights, saved with ``save_pretrained`` (tests, benchmarks, smoke runs).
+"""Test pipelines: small diffusers pipelines with random weights, saved with ``save_pretrained`` (a testing aid
+for tests, benchmarks and smoke runs; not a model to train for real).
 
-``save_tiny_pipeline("flux", DIR)`` writes a complete pipeline folder (``model_index.json``, one
+``save_test_pipeline("flux", DIR)`` writes a complete pipeline folder (``model_index.json``, one
 subfolder per component) that ``FluxPipeline.from_pretrained(DIR)`` loads, so a config's
 ``model.pretrained=DIR`` goes through the same loading code as a released checkpoint. The text
 encoders are real transformers classes (CLIP, T5, UMT5, Qwen3 for Flux.2 [klein] and Z-Image, Mistral-3
@@ -150,12 +151,12 @@ def _unet(cross: int, **extra: Any) -> Any:
                                 attention_head_dim=2, **extra)  # fmt: skip
 
 
-def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
+def build_test_pipeline(family: str, seed: int = 0) -> Any:
     """A diffusers pipeline of ``family`` (one of ``FAMILIES``) with random weights, on the CPU."""
     import diffusers as d
 
     if family not in FAMILIES:
-        raise KeyError(f"tiny pipeline: unknown family {family!r}; known: {FAMILIES}")
+        raise KeyError(f"test pipeline: unknown family {family!r}; known: {FAMILIES}")
     torch.manual_seed(seed)
     if family == "sd15":
         tok = clip_tokenizer()
@@ -236,10 +237,10 @@ def build_tiny_pipeline(family: str, seed: int = 0) -> Any:
                          scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
 
 
-def save_tiny_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny pipeline and ``save_pretrained`` it to ``out_dir`` (which must not hold a pipeline yet)."""
+def save_test_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the test pipeline and ``save_pretrained`` it to ``out_dir`` (which must not hold a pipeline yet)."""
     out = Path(out_dir)
     if (out / "model_index.json").exists():
         raise FileExistsError(f"{out} already holds a pipeline (model_index.json); pick an empty folder")
-    build_tiny_pipeline(family, seed).save_pretrained(str(out))
+    build_test_pipeline(family, seed).save_pretrained(str(out))
     return out
