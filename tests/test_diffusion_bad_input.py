@@ -121,7 +121,7 @@ def test_nan_lora_is_not_exported(tmp_path):
         check_finite(unet)
 
 
-@pytest.mark.slow  # loads two tiny pipelines: ~15 s on a shared 2-core CPU
+@pytest.mark.slow  # loads two test pipelines: ~15 s on a shared 2-core CPU
 def test_preset_of_another_family_than_the_folder_is_an_error():
     """SD 1.5 and SDXL share the U-Net class: the pipeline's family tells them apart."""
     task = build_task(config("sd15", **{"model.pretrained": pipeline_dir("sdxl")}))

@@ -1,8 +1,8 @@
-"""Every shipped diffusion config trains: one step of tools/train.py's engine on its family's tiny pipeline.
+"""Every shipped diffusion config trains: one step of tools/train.py's engine on its family's test pipeline.
 
 Each config under ``configs/diffusion/`` (the design-note examples and the ``<family>_lora.py`` ones) builds on
 its family's ``_base_`` file; here its own LoRA targets, rank, full fine-tune and LR grid are kept, and only the
-sizes (tiny pipeline, 32 px photos), the run length and the sample settings are overridden.
+sizes (test pipeline, 32 px photos), the run length and the sample settings are overridden.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TRAINABLE = [p for p in CONFIGS if p.stem not in GRID_ONLY]
 
 
 def tiny_family(cfg) -> str:
-    """The tiny pipeline a config trains on: its preset's family (Flux.2 [dev] has its own tiny pipeline)."""
+    """The test pipeline a config trains on: its preset's family (Flux.2 [dev] has its own test pipeline)."""
     preset = cfg.model["preset"]
     return "flux2_dev" if preset == "flux2-dev" else family_of_preset(preset).name
 
@@ -51,7 +51,7 @@ def test_each_config_is_trainable_or_named_grid_only():
             assert "peak_position" not in cfg.strategy, path.name
 
 
-@pytest.mark.slow  # loads a tiny pipeline and trains one step per config: 5-20 s each on a shared 2-core CPU
+@pytest.mark.slow  # loads a test pipeline and trains one step per config: 5-20 s each on a shared 2-core CPU
 @pytest.mark.parametrize("path", TRAINABLE, ids=[p.stem for p in TRAINABLE])
 def test_shipped_config_trains_one_step_on_its_family_tiny_pipeline(path, tmp_path):
     cfg = load_config(path)
