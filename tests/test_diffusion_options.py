@@ -29,7 +29,8 @@ def task_loss(family: str, **opts):
      ("flux", "task.timestep_sampling", "uniform"), ("flux", "task.logit_mean", 1.5), ("flux", "task.logit_std", 2.5), ("flux2", "task.shift", 1.0),
      ("flux2", "task.caption_dropout", 0.9), ("flux2_dev", "task.guidance_scale", 10.0), ("chroma", "task.caption_dropout", 0.9), ("zimage", "task.caption_dropout", 0.9),
      ("sd15", "data.train.flip_p", 1.0), ("sd15", "data.train.crop", "random"),
-     ("sd15", "data.train.instance_prompt", "a photo of sks thing")],
+     ("sd15", "data.train.instance_prompt", "a photo of sks thing"), ("sd15", "task.noise_offset", 0.1),
+     ("flux", "task.noise_offset", 0.1), ("sd15", "data.train.trigger_word", "ohwx")],
 )  # fmt: skip
 def test_option_changes_the_loss(family, option, value):
     base, _, _ = task_loss(family, **{"task.min_snr_gamma": None} if family == "sd15" else {})
@@ -63,3 +64,11 @@ def test_guidance_scale_acts_or_fails():
     assert klein.guidance_scale is None and not klein.pipe.transformer.config.guidance_embeds
     with pytest.raises(ValueError, match=r"task.guidance_scale=7.0 does nothing: this flux2 denoiser has no guidance"):
         task_loss("flux2", **{"task.guidance_scale": 7.0})
+
+
+def test_noise_offset_is_checked_and_cache_refuses_changing_captions():
+    with pytest.raises(ValueError, match=r"task.noise_offset must lie in \[0, 1\)"):
+        build_task(config("sd15", **{"task.noise_offset": -0.1}))
+    task = build_task(config("sd15", **{"data.train.shuffle_tags": True, "task.cache_dir": "/tmp/never_written"}))
+    with pytest.raises(ValueError, match=r"data.shuffle_tags / data.tag_dropout change a file's caption each epoch"):
+        task.build_datasets()

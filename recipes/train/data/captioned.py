@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.train.data.captions import CaptionOptions
 from recipes.train.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -66,7 +67,8 @@ class _CaptionedFolder(Dataset):
 
     def __init__(self, root: str, resolution: int | tuple[int, int] = 512, crop: str = "center", flip_p: float = 0.0,
                  instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0,
-                 val_split: float = 0) -> None:  # fmt: skip
+                 val_split: float = 0, repeats: int = 1, trigger_word: str | list[str] | None = None,
+                 shuffle_tags: bool = False, keep_tokens: int = 0, tag_dropout: float = 0.0) -> None:  # fmt: skip
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={str(root)!r} is not a folder of {self.kind}s with captions")
@@ -78,7 +80,8 @@ class _CaptionedFolder(Dataset):
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts)
         if not self.files:
             raise FileNotFoundError(f"data.root={str(root)!r} holds no {self.kind}s ({', '.join(self.exts)})")
-        self.captions = self._captions(instance_prompt, default_caption)
+        self.caption_options = CaptionOptions.build(trigger_word, shuffle_tags, keep_tokens, tag_dropout)
+        self.captions = [self.caption_options.with_trigger(c) for c in self._captions(instance_prompt, default_caption)]
         self.keys, self.sizes = [], []
         for f in self.files:
             data = f.read_bytes()
@@ -86,6 +89,17 @@ class _CaptionedFolder(Dataset):
             self.sizes.append(self._probe(f, data))
         self.targets = [self.size] * len(self.files)
         self.val_split = self._val_count(val_split)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"data.repeats must be a whole number >= 1 (each file seen that often per epoch), got "
+                             f"{repeats!r}")  # fmt: skip
+        self.repeats, self.held_out = repeats, None
+
+    def _finish_init(self) -> None:
+        """Once every sample's target size is known (subclasses' ``__init__``): the validation files held out,
+        then each training file listed ``repeats`` times (each copy its own index: its own crop and flip draws)."""
+        self.held_out = self._hold_out()
+        if self.repeats > 1:
+            self._subset(list(range(len(self.files))) * self.repeats)
 
     def _val_count(self, val_split: float) -> int:
         """``val_split``: a fraction in (0, 1) of the files, or a whole number of them, held out for validation."""
@@ -114,10 +128,13 @@ class _CaptionedFolder(Dataset):
         self._subset([i for i in range(len(self.files)) if i not in drop])
 
     def split_off_val(self) -> _CaptionedFolder | None:
-        """The ``val_split`` held-out samples as a dataset of their own (center crop, no flip), removed from this one.
+        """The ``val_split`` held-out samples (see ``_hold_out``), None without ``val_split``."""
+        return self.held_out
 
-        They are the files whose content hash (sha256) sorts first: the same files in every run and seed, however
-        the folder is ordered or renamed, and a file never moves between the two sides when others are added."""
+    def _hold_out(self) -> _CaptionedFolder | None:
+        """The ``val_split`` held-out samples as a dataset of their own (center crop, no flip, no tag shuffle or
+        dropout, no repeats), removed from this one. They are the files whose content hash (sha256) sorts first:
+        the same files in every run and seed, however the folder is ordered or renamed."""
         if not self.val_split:
             return None
         import copy
@@ -126,7 +143,8 @@ class _CaptionedFolder(Dataset):
         held = set(order[: self.val_split])
         val = copy.copy(self)
         val._subset(sorted(held))
-        val.crop, val.flip_p, val.val_split = "center", 0.0, 0
+        val.crop, val.flip_p, val.val_split, val.repeats = "center", 0.0, 0, 1
+        val.caption_options = CaptionOptions(trigger_word=self.caption_options.trigger_word)
         self._subset([i for i in range(len(self.files)) if i not in held])
         return val
 
@@ -198,7 +216,8 @@ class _CaptionedFolder(Dataset):
         return (rh, rw), (top, left), (th, tw), flipped
 
     def sample_dict(self, index: int, pixels: torch.Tensor, placement: tuple[Any, ...]) -> dict[str, Any]:
-        return {"pixels": pixels, "caption": self.captions[index], "key": self.keys[index],
+        caption = self.caption_options.augment(self.captions[index], self.seed, self.epoch, index)
+        return {"pixels": pixels, "caption": caption, "key": self.keys[index],
                 "original_size": tuple(self.sizes[index]), "crop_top_left": placement[1], "flipped": placement[3],
                 "index": index}  # fmt: skip
 
@@ -274,6 +293,7 @@ class CaptionedImages(_CaptionedFolder):
             self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
                             for h, w in self.sizes]  # fmt: skip
         self.bucket_step = bucket_step
+        self._finish_init()
 
     def bucket_keys(self) -> list[tuple[int, int]]:
         """Each sample's target (height, width): batches are made within one size (``recipes/train/sampling.py``)."""
@@ -315,6 +335,7 @@ class CaptionedVideos(_CaptionedFolder):
             raise ValueError(f"data.num_frames and data.frame_stride must be >= 1, got {num_frames}, {frame_stride}")
         self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         super().__init__(root, resolution, **kw)
+        self._finish_init()
 
     def _read(self, path: Path) -> np.ndarray:
         import cv2

@@ -72,6 +72,7 @@ class DiffusionTask(Task):
         shift: float | str | None = "auto",
         guidance_scale: float | None = None,
         caption_dropout: float = 0.0,
+        noise_offset: float = 0.0,
         cache_dir: str | None = None,
         samples: Mapping[str, Any] | None = None,
         sample_every: int | None = None,
@@ -107,6 +108,11 @@ class DiffusionTask(Task):
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.caption_dropout, self.step = p, 0
+        if isinstance(noise_offset, bool) or not isinstance(noise_offset, (int, float)) or not 0 <= noise_offset < 1:
+            raise ValueError(f"task.noise_offset must lie in [0, 1) (kohya uses about 0.05-0.1), got {noise_offset!r}")
+        #: kohya's noise offset: a per-channel constant added to the noise, so the model learns to shift mean
+        #: brightness (very dark or bright images); training only, not the validation loss
+        self.noise_offset = float(noise_offset)
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._device: torch.device | None = None
@@ -212,6 +218,9 @@ class DiffusionTask(Task):
             check_sizes(ds, self.pipe, self.family, self.vae_factor)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
         report_data(train, val)
+        if self.cache_dir and train.caption_options.varies:
+            raise ValueError("data.shuffle_tags / data.tag_dropout change a file's caption each epoch, but "
+                             "task.cache_dir keeps one text embedding per file; set task.cache_dir=None")  # fmt: skip
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
 
@@ -295,6 +304,10 @@ class DiffusionTask(Task):
         drop = torch.rand(n, generator=generator, device=device) < (self.caption_dropout if at is None else 0.0)
         cond = self.conditions(batch, device, drop)
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+        if self.noise_offset and at is None:
+            per_channel = (*x0.shape[:2], *[1] * (x0.dim() - 2))
+            noise = noise + self.noise_offset * torch.randn(per_channel, generator=generator, device=device,
+                                                            dtype=x0.dtype)  # fmt: skip
         if isinstance(self.objective, DDPMObjective):
             last = self.objective.num_train_timesteps
             t = torch.randint(0, last, (n,), generator=generator, device=device) if at is None else \
