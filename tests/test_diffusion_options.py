@@ -57,9 +57,12 @@ def test_gradient_checkpointing_same_loss_and_grads():
 
 
 def test_guidance_scale_acts_or_fails():
-    """It feeds a guidance-distilled denoiser (default 3.5); on a denoiser without a guidance input it is an error."""
+    """It feeds a guidance-distilled denoiser (default 1.0, as the peers train); on a denoiser without a guidance
+    input it is an error."""
     _, flux, _ = task_loss("flux")
-    assert flux.guidance_scale == 3.5 and flux.pipe.transformer.config.guidance_embeds
+    assert flux.guidance_scale == 1.0 and flux.pipe.transformer.config.guidance_embeds  # the shipped config's value
+    _, dev, _ = task_loss("flux2_dev")  # configs/diffusion/_base_/flux2.py leaves it unset: the default
+    assert dev.guidance_scale == 1.0 and dev.pipe.transformer.config.guidance_embeds
     _, klein, _ = task_loss("flux2")
     assert klein.guidance_scale is None and not klein.pipe.transformer.config.guidance_embeds
     with pytest.raises(ValueError, match=r"task.guidance_scale=7.0 does nothing: this flux2 denoiser has no guidance"):

@@ -6,7 +6,9 @@ model = dict(type="diffusers", preset="flux1-dev", pretrained=None, dtype="bfloa
 task = dict(
     type="diffusion",
     lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
-    guidance_scale=3.5,  # Flux.1 [dev]'s distilled-guidance input in training (diffusers' example); [schnell] has none: drop it
+    # Flux.1 [dev]'s distilled-guidance input while training: 1.0, as kohya / SimpleTuner / ai-toolkit train LoRAs
+    # (3.5 is diffusers' example; docs/diffusion.md); [schnell] has no such input: remove the key there
+    guidance_scale=1.0,
     caption_dropout=0.05,  # empty captions keep classifier-free guidance working
     cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
     samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=28, guidance_scale=3.5),

@@ -144,10 +144,11 @@ class DiffusionTask(Task):
 
     def _check_guidance(self) -> None:
         """``task.guidance_scale`` feeds a guidance-distilled denoiser's guidance input (Flux.1 / Flux.2 [dev]):
-        default 3.5 there (diffusers' Flux LoRA example); on a denoiser without that input, setting it is an error."""
+        default 1.0 there, as kohya, SimpleTuner and ai-toolkit train (docs/diffusion.md says why); on a denoiser
+        without that input, setting it is an error."""
         has_input = bool(getattr(getattr(self.pipe, self.family.denoiser).config, "guidance_embeds", False))
         if self.guidance_scale is None:
-            self.guidance_scale = 3.5 if has_input else None
+            self.guidance_scale = 1.0 if has_input else None
         elif not has_input:
             raise ValueError(f"task.guidance_scale={self.guidance_scale} does nothing: this {self.family.name} "
                              "denoiser has no guidance input (only guidance-distilled models such as Flux.1 [dev] "
