@@ -32,12 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recipes.train.data.captions import CaptionOptions
+from recipes.train.data.captions import CaptionOptions, read_text
 from recipes.train.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_EXTS = (".mp4", ".mov", ".webm", ".avi", ".mkv")
 CROPS = ("center", "random")
+MASK_SUFFIX = ".mask"  # <name>.mask.png beside <name>.jpg: a loss weight per pixel (white 1, black 0)
 
 
 def aspect_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> list[tuple[int, int]]:
@@ -77,7 +78,8 @@ class _CaptionedFolder(Dataset):
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"data.flip_p must lie in [0, 1], got {flip_p}")
         self.size, self.crop, self.flip_p, self.seed, self.epoch = _size(resolution), crop, float(flip_p), seed, 0
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts)
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts
+                            and not p.stem.endswith(MASK_SUFFIX))  # fmt: skip
         if not self.files:
             raise FileNotFoundError(f"data.root={str(root)!r} holds no {self.kind}s ({', '.join(self.exts)})")
         self.caption_options = CaptionOptions.build(trigger_word, shuffle_tags, keep_tokens, tag_dropout)
@@ -157,7 +159,7 @@ class _CaptionedFolder(Dataset):
         if meta.is_file():
             given = self._metadata(meta)
         else:
-            given = {f.resolve(): (_read_text(f.with_suffix(".txt")).strip(), f.with_suffix(".txt").name)
+            given = {f.resolve(): (read_text(f.with_suffix(".txt")).strip(), f.with_suffix(".txt").name)
                      for f in self.files if f.with_suffix(".txt").is_file()}  # fmt: skip
         empty = [where for text, where in given.values() if not text]
         if empty:
@@ -175,7 +177,7 @@ class _CaptionedFolder(Dataset):
     def _metadata(self, meta: Path) -> dict[Path, tuple[str, str]]:
         """``{file: (caption, "metadata.jsonl:<line>")}``; ``text`` must be a string and each file named once."""
         given: dict[Path, tuple[str, str]] = {}
-        for n, line in enumerate(_read_text(meta).splitlines(), 1):
+        for n, line in enumerate(read_text(meta).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -220,14 +222,6 @@ class _CaptionedFolder(Dataset):
         return {"pixels": pixels, "caption": caption, "key": self.keys[index],
                 "original_size": tuple(self.sizes[index]), "crop_top_left": placement[1], "flipped": placement[3],
                 "index": index}  # fmt: skip
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"data: {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 "
-                         "or remove it") from None  # fmt: skip
 
 
 def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _CaptionedFolder:
@@ -293,7 +287,28 @@ class CaptionedImages(_CaptionedFolder):
             self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
                             for h, w in self.sizes]  # fmt: skip
         self.bucket_step = bucket_step
+        self.masks = self._find_masks()
+        self.per_sample = (*self.per_sample, "masks")
         self._finish_init()
+
+    def _find_masks(self) -> list[Path | None]:
+        """``<name>.mask.png`` beside each image (same size; read as grey levels / 255), else None."""
+        from PIL import Image
+
+        masks: list[Path | None] = []
+        for f, (h, w) in zip(self.files, self.sizes, strict=True):
+            m = f.with_name(f.stem + MASK_SUFFIX + ".png")
+            if m.is_file():
+                try:
+                    with Image.open(m) as im:
+                        size = (im.height, im.width)
+                except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+                    raise ValueError(f"data: mask {str(m)!r} is not a readable image ({type(e).__name__})") from None
+                if size != (h, w):
+                    raise ValueError(f"data: mask {str(m)!r} is {size[1]}x{size[0]}, its image {f.name} is {w}x{h}; "
+                                     "a mask must have its image's size")  # fmt: skip
+            masks.append(m if m.is_file() else None)
+        return masks
 
     def bucket_keys(self) -> list[tuple[int, int]]:
         """Each sample's target (height, width): batches are made within one size (``recipes/train/sampling.py``)."""
@@ -320,7 +335,21 @@ class CaptionedImages(_CaptionedFolder):
         with Image.open(self.files[index]) as im:
             img = np.asarray(im.convert("RGB"))
         placement = self._placement(index, img.shape[:2], self._rng(index))
-        return self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
+        sample = self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
+        if any(m is not None for m in self.masks):
+            sample["mask"] = self.mask_of(index, placement)
+        return sample
+
+    def mask_of(self, index: int, placement: tuple[Any, ...]) -> torch.Tensor:
+        """Sample ``index``'s loss weights ``(1, H, W)`` in [0, 1], cropped and flipped as its pixels; all ones
+        for an image without a mask file (masked and plain images can share a folder)."""
+        from PIL import Image
+
+        if self.masks[index] is None:
+            return torch.ones(1, *placement[2])
+        with Image.open(self.masks[index]) as im:
+            grey = np.asarray(im.convert("L"))
+        return torch.from_numpy(np.ascontiguousarray(_place(grey, placement))).float().div_(255.0)[None]
 
 
 @DATASETS.register_module("captioned_videos")

@@ -15,6 +15,7 @@ same captions and the crop / flip draws are unchanged by turning them on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,3 +73,12 @@ class CaptionOptions:
         if self.shuffle_tags:
             rest = [rest[i] for i in rng.permutation(len(rest))]
         return ", ".join(head + rest)
+
+
+def read_text(path: Path) -> str:
+    """A caption file's text; anything but UTF-8 is an error naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data: {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 "
+                         "or remove it") from None  # fmt: skip

@@ -229,8 +229,9 @@ class DiffusionTask(Task):
         return train, val
 
     def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in ("pixels", "latent", "cond")}
-        for key in ("pixels", "latent"):
+        stacked = ("pixels", "latent", "mask")
+        out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in (*stacked, "cond")}
+        for key in stacked:
             if key in batch[0]:
                 out[key] = torch.stack([b[key] for b in batch])
         if "cond" in batch[0]:
@@ -326,6 +327,11 @@ class DiffusionTask(Task):
         pred = self.family.predict(
             model, nb.noisy.to(dtype), nb.timesteps, {k: v.to(dtype) for k, v in cond.items()}, extra
         )
+        if "mask" in batch:  # <name>.mask.png: each latent pixel's error weighted by the mask's mean over it (kohya)
+            m = torch.nn.functional.interpolate(batch["mask"].to(device, torch.float32), size=pred.shape[-2:],
+                                                mode="area")  # fmt: skip
+            per_sample = ((pred.float() - nb.target.float()).pow(2) * m).flatten(1).mean(1)
+            return (per_sample * nb.weights).mean(), nb
         return weighted_mse(pred, nb.target, nb.weights), nb
 
     def _sigmas(self, u: torch.Tensor, seq: int) -> torch.Tensor:
