@@ -1,8 +1,10 @@
 """Saving a trained denoiser: LoRA in diffusers' format (``pipeline.load_lora_weights(DIR)``), kohya names, or full.
 
 diffusers format: the pipeline class's own ``save_lora_weights`` with peft's adapter state dict
-(``get_peft_model_state_dict``) and the LoRA config as adapter metadata, so rank, alpha and DoRA
-come back exactly on load. kohya / ComfyUI format (U-Net families, whose kohya module names are
+(``get_peft_model_state_dict``) and the LoRA config as adapter metadata, so rank and DoRA come back
+exactly on load; the scale alpha / r is baked into ``lora_B`` and the metadata says alpha = r
+(``bake_scale``), so loaders that ignore the metadata (ComfyUI) apply the same strength.
+kohya / ComfyUI format (U-Net families, whose kohya module names are
 the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.lora_up.weight`` /
 ``.alpha``, the layout diffusers' loader converts from.
 """
@@ -10,6 +12,7 @@ the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,24 @@ def lora_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
 
 
+def bake_scale(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``lora_B`` times the LoRA scale (alpha / r, or alpha / sqrt(r) with rsLoRA), written with alpha = r.
+
+    A diffusers-format file carries alpha only in its adapter metadata, which diffusers reads and ComfyUI /
+    kohya-style loaders do not (they take scale 1 where a module has no ``.alpha``): with the scale in the
+    weights every reader applies the trained strength. DoRA is unchanged by it (the magnitude normalises
+    ``W + scale * B A``, the same product). Per-module ``rank_pattern`` / ``alpha_pattern`` are left as they are.
+    """
+    if meta.get("rank_pattern") or meta.get("alpha_pattern"):
+        return state, meta
+    r, alpha = int(meta["r"]), float(meta["lora_alpha"])
+    scale = alpha / math.sqrt(r) if meta.get("use_rslora") else alpha / r
+    if scale == 1.0:
+        return state, meta
+    baked = {k: v * scale if ".lora_B." in k else v for k, v in state.items()}
+    return baked, {**meta, "lora_alpha": r, "use_rslora": False}
+
+
 def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers") -> Path:
     """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path."""
     from peft.utils import get_peft_model_state_dict  # noqa: F401 - fail early when peft is missing
@@ -34,8 +55,8 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers":
         meta_key = save_key.replace("_layers", "_adapter_metadata")
-        pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: config.to_dict()},
-                                       safe_serialization=True)  # fmt: skip
+        state, meta = bake_scale(state, config.to_dict())
+        pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: meta}, safe_serialization=True)
         return out_dir / WEIGHT_NAME
     if fmt != "kohya":
         raise ValueError(f"task.save_format must be one of {FORMATS}, got {fmt!r}")
