@@ -4,7 +4,7 @@
 
 LTX-2 (about 3,500 base tensors) is the goal case (under 100 ms on 2 CPU cores), Flux.1-dev and
 Qwen-Image beside it. LoRA (rank 16, peft) wraps every ``nn.Linear`` of the model; the recipe is
-seed 001's per-component x depth grid with LoRA+; best-of-N wall time of ``build_param_groups``.
+the per-component x depth LR grid with LoRA+; best-of-N wall time of ``build_param_groups``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from bench.timing import best_of  # noqa: E402
 from recipes.param_groups import build_param_groups  # noqa: E402
 from recipes.train.models.diffusers import build_diffusers_model  # noqa: E402
 
-RECIPE = dict(type="component_depth", component_lr={"self_attn": 4e-4, "cross_attn": 1.5e-4, "ffn": 2.5e-4},
-              default_lr=2.5e-4, loraplus_ratio=16)  # fmt: skip
+RECIPE = dict(
+    type="component_depth",
+    component_lr={"self_attn": 4e-4, "cross_attn": 1.5e-4, "ffn": 2.5e-4},
+    default_lr=2.5e-4,
+    loraplus_ratio=16,
+)
 
 
 def lora_everywhere(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Model bytes per checkpoint with ``train.save_frozen='auto'`` vs the whole model (seed 002's ViT-S/16 configs).
+"""Model bytes per checkpoint with ``train.save_frozen='auto'`` vs the whole model (the ViT-S/16 CIFAR-100 PEFT configs).
 
     python bench/checkpoint_size.py
 

@@ -76,7 +76,7 @@ def hand_step_flux(pipe, tr, batch, sched) -> torch.Tensor:
 def hand_round(t: Trainer, steps: int, family: str) -> float:
     from diffusers import DDPMScheduler
 
-    pipe, model, opt = t.task.pipe, t._bare_model(), t.optimizer
+    pipe, model, opt = t.task.pipe, t.bare_model(), t.optimizer
     sched = DDPMScheduler.from_config(pipe.scheduler.config) if family == "sd15" else None
     loader = torch.utils.data.DataLoader(t.train_set, batch_size=t.opts["batch_size"], shuffle=True, drop_last=True,
                                          collate_fn=t.task.collate)  # fmt: skip

@@ -74,13 +74,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     check, step = gradient_check_ratio(args.repeat)
-    print(f"finite-gradient check {check * 1e3:.1f} ms vs AdamW.step {step * 1e3:.1f} ms on ViT-S/16 grads: "
-          f"ratio {check / step:.3f}")  # fmt: skip
+    print(
+        f"finite-gradient check {check * 1e3:.1f} ms vs AdamW.step {step * 1e3:.1f} ms on ViT-S/16 grads: "
+        f"ratio {check / step:.3f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         files = sorted(Path(args.images).glob("*.jpg")) if args.images else sample_images(Path(tmp))
         checked, decoded = image_check_ratio(files, args.repeat)
-        print(f"setup image check {checked / len(files) * 1e3:.2f} ms/image vs PIL decode "
-              f"{decoded / len(files) * 1e3:.2f} ms/image ({len(files)} files): ratio {checked / decoded:.3f}")  # fmt: skip
+        print(
+            f"setup image check {checked / len(files) * 1e3:.2f} ms/image vs PIL decode "
+            f"{decoded / len(files) * 1e3:.2f} ms/image ({len(files)} files): ratio {checked / decoded:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,21 +20,13 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-class _NoBar:
-    """Stands in for the engine's progress bar while timing."""
-
-    def set_postfix(self, **kw: Any) -> None: ...
-
-    def update(self, n: int) -> None: ...
-
-
 def engine_round(trainer: Any, steps: int) -> float:
     """Seconds per optimizer step of ``trainer._one_step`` from step 0, epochs back to back."""
     it = itertools.chain.from_iterable(trainer._loader(e) for e in itertools.count())
     trainer.step = 0
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._one_step(it, 0, _NoBar())
+        trainer._one_step(it, 0)
     return (time.perf_counter() - start) / steps
 
 

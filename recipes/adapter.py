@@ -13,11 +13,9 @@ An adapter is data first. It lists, as ordered regex tables matched against the 
 Layer ids: 0 = embeddings/stem, 1..N = blocks in execution order, N+1 = head and the rest.
 Depth is computed from *all* parameters (frozen ones too), never from what is trainable.
 
-Names are canonicalised first, so one table serves a plain model, a peft-wrapped one, DDP and
-``torch.compile``: prefixes ``module.``, ``_orig_mod.``, ``base_model.model.`` are dropped, peft's
-``.base_layer.`` / ``.modules_to_save.<name>.`` / ``.original_module.`` are folded, and a LoRA
-tensor (``lora_A``, ``lora_B``, ``lora_embedding_A/B``, DoRA ``lora_magnitude_vector``) takes the
-name of the weight it wraps, plus a ``lora`` role.
+Names are canonicalised first (:mod:`recipes.names`), so one table serves a plain model, a
+peft-wrapped one, DDP and ``torch.compile``. Norm detection and the generic no-decay names live in
+:mod:`recipes.norms`.
 """
 
 from __future__ import annotations
@@ -29,61 +27,33 @@ from typing import ClassVar
 
 from torch import nn
 
-# Wrapper prefixes that never belong to an architecture's own names.
-_PREFIX = re.compile(r"^(?:module\.|_orig_mod\.|base_model\.model\.|_fsdp_wrapped_module\.)+")
-_PREFIX_STARTS = ("module.", "_orig_mod.", "base_model.", "_fsdp_wrapped_module.")
-_PEFT_FOLD = re.compile(r"\.(?:base_layer|original_module|modules_to_save\.[^.]+)(?=\.)")
-_LORA = re.compile(
-    r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.[^.]+)?(?:\.weight)?$"
+from recipes.names import canonical_name, unwrap_model
+from recipes.norms import (  # re-exported: recipes.adapter was their home before recipes.names / recipes.norms
+    GENERIC_NO_DECAY,
+    NORM_TYPES,
+    generic_no_decay,
+    is_norm,
+    is_norm_module,
+    is_norm_name,
+    norm_param_names,
+    walk_parameters,
 )
-_LORA_ROLE = {
-    "lora_A": "lora_A",
-    "lora_B": "lora_B",
-    "lora_embedding_A": "lora_A",
-    "lora_embedding_B": "lora_B",
-    "lora_magnitude_vector": "lora_magnitude",
-}
 
-
-def canonical_name(name: str) -> tuple[str, str | None]:
-    """Map a parameter name to the architecture's own name and its LoRA role (or ``None``).
-
-    >>> canonical_name("base_model.model.blocks.3.attn.qkv.lora_B.default.weight")
-    ('blocks.3.attn.qkv.weight', 'lora_B')
-    >>> canonical_name("module.blocks.3.attn.qkv.base_layer.bias")
-    ('blocks.3.attn.qkv.bias', None)
-    """
-    if name.startswith(_PREFIX_STARTS):
-        name = _PREFIX.sub("", name)
-    if ".base_model.model." in name:  # a peft-wrapped submodule (rfdetr's backbone_lora wraps its encoder)
-        name = name.replace(".base_model.model.", ".")
-    if "lora_" not in name and "_module" not in name and "base_layer" not in name and "modules_to_save" not in name:
-        return name, None  # the common case, without a regex
-    name = _PEFT_FOLD.sub("", name)
-    m = _LORA.search(name)
-    if m is None:
-        return name, None
-    return name[: m.start()] + ".weight", _LORA_ROLE[m.group(1)]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The architecture inside DDP / FSDP / ``torch.compile`` / peft wrappers."""
-    while True:
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft
-            inner = model.get_base_model()
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
-            inner = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
-            "DistributedDataParallel",
-            "DataParallel",
-            "FullyShardedDataParallel",
-        ):
-            inner = model.module
-        else:
-            return model
-        if inner is model:
-            return model
-        model = inner
+__all__ = [
+    "GENERIC_NO_DECAY",
+    "NORM_TYPES",
+    "Adapter",
+    "ModelMap",
+    "ParamInfo",
+    "canonical_name",
+    "generic_no_decay",
+    "is_norm",
+    "is_norm_module",
+    "is_norm_name",
+    "norm_param_names",
+    "unwrap_model",
+    "walk_parameters",
+]
 
 
 @dataclass(slots=True)
@@ -150,6 +120,13 @@ class ModelMap:
         if layer_id <= self.num_layers:
             return self.block_label(*self.block_at(layer_id - 1))
         return f"layer_{layer_id:02d}"
+
+    def param_label(self, info: ParamInfo) -> str:
+        """Where one parameter sits, by the names every report uses: its block (``blocks.07``) where it is
+        in a stack, else :meth:`layer_label` of its layer id (the family's own names first)."""
+        if info.stack is not None and info.layer_id not in self.labels:
+            return self.block_label(info.stack, info.stack_index)
+        return self.layer_label(info.layer_id)
 
     @property
     def max_layer_id(self) -> int:
@@ -219,10 +196,11 @@ class Adapter:
         return None
 
     # --- the whole model ---------------------------------------------------------------------
-    def describe(self, model: nn.Module, names: list[str] | None = None) -> ModelMap:
+    def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> ModelMap:
         """Classify every parameter of ``model`` (frozen ones included) by canonical name.
 
-        ``names``: the canonical names of all parameters, when the caller has them already.
+        ``names``: the canonical names of all parameters, when the caller has them already; ``norms``:
+        those held by a normalisation layer (:func:`recipes.norms.walk_parameters` finds both in one pass).
         Component and no-decay rules are evaluated once per block template (the name with its
         stack index masked), so they must not depend on the block index.
         """
@@ -240,9 +218,7 @@ class Adapter:
             offsets[s] = total
             total += k
         given = self.layer_ids(model, names)
-        # the holder's class where the model is given, else its name (one rule: is_norm)
-        norms = self.__dict__.pop("_norm_hint", None)  # build_param_groups found them in its own walk
-        if norms is None:
+        if norms is None:  # the holder's class where the model is given, else its name (one rule: is_norm)
             norms = norm_param_names(model) if model is not None else {n for n in names if is_norm_name(n)}
         infos: dict[str, ParamInfo] = {}
         unmatched: list[str] = []
@@ -324,112 +300,3 @@ class Adapter:
             + [("no_decay:" + rx.pattern, rx.search) for rx in self._no_decay]
         )
         return {key: sum(1 for n in names if fn(n)) for key, fn in tables}
-
-
-# Generic no-decay names (searched in the canonical name), on top of "1-D" and ".bias" (checked by
-# the engine on the tensor itself): norms, positional embeddings, class/register/mask/distillation
-# tokens, layer-scale gammas, relative-position tables.
-GENERIC_NO_DECAY = re.compile(
-    r"pos_embed|position_embedding|positional_embedding|pos_emb\b|rel_pos|relative_position"
-    r"|cls_token|reg_token|register_tokens|mask_token|dist_token"
-    r"|(?:^|\.)gamma(?:_\d)?$|\.ls\d\.|layer_scale|lambda1|lambda2"
-)
-
-
-def generic_no_decay(name: str, norm: bool | None = None) -> bool:
-    """The engine's generic no-decay rules, shared by every adapter: norms and the names above.
-
-    ``norm``: the :func:`is_norm` verdict where the caller has the module; None falls back to the name.
-    """
-    if norm is None:
-        norm = is_norm_name(name)
-    return norm or bool(GENERIC_NO_DECAY.search(name))
-
-
-# --- "is this a norm": one rule for no-decay, ``lr_norm``, ``norm_only`` and trainable counts ------
-NORM_TYPES: tuple[type, ...] = tuple(
-    t for t in (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None)) if t
-)
-# Classes named like a norm: RMSNorm, LlamaRMSNorm, T5LayerNorm, RmsNorm2d, LayerNorm2d, FrozenBatchNorm2d,
-# BatchNormAct2d, AdaGroupNorm. (AdaLayerNorm* hold no parameter of their own: their ``linear`` is a Linear.)
-_NORM_CLASS = re.compile(r"norm(?:act)?(?:\d*d|\d*)$", re.I)
-
-
-_NORM_CLASS_CACHE: dict[type, bool] = {}
-
-
-def _is_norm_class(kind: type) -> bool:
-    verdict = _NORM_CLASS_CACHE.get(kind)
-    if verdict is None:
-        verdict = _NORM_CLASS_CACHE[kind] = issubclass(kind, NORM_TYPES) or bool(_NORM_CLASS.search(kind.__name__))
-    return verdict
-
-
-def is_norm_module(module: nn.Module | None) -> bool:
-    """True for a normalisation layer: a torch norm type or a class whose name ends in ``Norm``."""
-    if module is None:
-        return False
-    children = module._modules
-    for attr in ("original_module", "base_layer"):  # peft's wrappers hold the real layer
-        inner = children.get(attr)
-        if isinstance(inner, nn.Module):
-            module = inner
-    return _is_norm_class(type(module))
-
-
-def is_norm(name: str, module: nn.Module | None = None) -> bool:
-    """The one rule for "is this parameter a norm's": the module that holds it is a normalisation layer.
-
-    ``module``: that holder (``LayerNorm``, ``GroupNorm``, ``BatchNorm*``, ``RMSNorm``, any ``*Norm`` /
-    ``*Norm2d`` class: timm's ``LayerNorm2d``, transformers' ``LlamaRMSNorm``, diffusers' ``RMSNorm``).
-    Without it (a bare name) the holder's name decides: it contains ``norm`` (``norm1``, ``norm_q``,
-    ``layernorm_before``, ``pre_layrnorm``) or is ``ln_*`` / ``ln\\d`` / ``bn\\d*`` / ``gn\\d*``.
-    Every part of the package that asks (no-decay, ``lr_norm``, ``norm_only``, counts) asks this.
-    """
-    if module is not None:
-        return is_norm_module(module)
-    return is_norm_name(name)
-
-
-def walk_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], set[str]]:
-    """``model.named_parameters()`` and :func:`norm_param_names` in one pass over the modules."""
-    named: list[tuple[str, nn.Parameter]] = []
-    norms: set[str] = set()
-    seen: set[int] = set()
-    for mod_name, mod in model.named_modules():
-        params = mod._parameters
-        if not params:
-            continue
-        norm = _is_norm_class(type(mod))
-        for key, p in params.items():
-            if p is None or id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mod_name}.{key}" if mod_name else key
-            named.append((full, p))
-            if norm:
-                norms.add(canonical_name(full)[0])
-    return named, norms
-
-
-def norm_param_names(model: nn.Module) -> set[str]:
-    """Canonical names of every parameter held by a normalisation layer of ``model`` (:func:`is_norm`)."""
-    out: set[str] = set()
-    for mod_name, mod in unwrap_model(model).named_modules():
-        if not mod._parameters or not _is_norm_class(type(mod)):  # the holder itself (never a peft wrapper)
-            continue
-        for p, value in mod._parameters.items():
-            if value is None:  # registered as None (LayerNorm(bias=False), elementwise_affine=False)
-                continue
-            out.add(canonical_name(f"{mod_name}.{p}" if mod_name else p)[0])
-    return out
-
-
-def is_norm_name(name: str) -> bool:
-    """:func:`is_norm` from a parameter name alone (the holder's name), where no module is at hand."""
-    return bool(_NORM.search(name))
-
-
-# The owning module's name contains "norm" (norm1, layernorm, norm_added_q, attention_norm) or
-# is one of the short names ln_*, ln1, bn*, gn* used by CLIP-style and conv models.
-_NORM = re.compile(r"(?:^|\.)(?:[^.]*norm[^.]*|ln(?:_[^.]*)?|ln\d+|bn\d*|gn\d*)\.[^.]+$", re.I)

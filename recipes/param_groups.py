@@ -13,39 +13,32 @@ import dataclasses
 import functools
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-from recipes.adapter import (
-    Adapter,
-    ModelMap,
-    ParamInfo,
-    canonical_name,
-    generic_no_decay,
-    norm_param_names,
-    unwrap_model,
-    walk_parameters,
-)
+from recipes.adapter import Adapter, ModelMap, ParamInfo
+from recipes.names import canonical_name, unwrap_model
+from recipes.norms import generic_no_decay, norm_param_names, walk_parameters
 from recipes.registry import ADAPTERS, STRATEGIES, accepted_options
 from recipes.strategies import Strategy
 
 
-def build_strategy(recipe: Mapping[str, Any] | Strategy) -> Strategy:
+def build_strategy(spec: Mapping[str, Any] | Strategy) -> Strategy:
     """Build a strategy from ``dict(type=..., lr=..., ...)``, rejecting keys it does not read."""
-    if isinstance(recipe, Strategy):
-        return recipe
-    if dataclasses.is_dataclass(recipe) and not isinstance(recipe, type):
-        recipe = dataclasses.asdict(recipe)
-    if not isinstance(recipe, Mapping) or "type" not in recipe:
-        raise TypeError(f"strategy: expected a dict with a 'type' key (e.g. 'layer_decay'), got {recipe!r}")
-    kwargs = dict(recipe)
+    if isinstance(spec, Strategy):
+        return spec
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        spec = dataclasses.asdict(spec)
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise TypeError(f"strategy: expected a dict with a 'type' key (e.g. 'layer_decay'), got {spec!r}")
+    kwargs = dict(spec)
     cls = STRATEGIES.lookup(kwargs.pop("type"))
     allowed = _accepted_keys(cls)
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise KeyError(f"strategy {recipe['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
+        raise KeyError(f"strategy {spec['type']!r}: unknown keys {unknown}; it accepts {sorted(allowed)}")
     return cls(**kwargs)
 
 
@@ -59,7 +52,11 @@ class NoAdapterError(ValueError):
 
 
 def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") -> Adapter:
-    """``"auto"`` asks every registered adapter; a name, a class or an instance is taken as is."""
+    """``"auto"`` asks every registered adapter; a name, a class or an instance is taken as is.
+
+    Where several claim the model, the most specific wins: an adapter steps back for a subclass of it
+    that claims the model too (``timm`` for ``timm_vit``); two unrelated claims are an error.
+    """
     if isinstance(adapter, Adapter):
         return adapter
     if isinstance(adapter, type) and issubclass(adapter, Adapter):
@@ -68,7 +65,9 @@ def resolve_adapter(model: nn.Module, adapter: str | Adapter | type = "auto") ->
         return ADAPTERS.lookup(adapter)()
     base = unwrap_model(model)
     claims = [(name, cls) for name, cls in ADAPTERS.entries() if cls.matches(base)]
-    if len(claims) == 1:
+    # the most specific claim wins: an adapter whose subclass claims the model too steps back
+    claims = [(n, c) for n, c in claims if not any(o is not c and issubclass(o, c) for _, o in claims)]
+    if len({cls for _, cls in claims}) == 1:  # one class, maybe under an alias too
         return claims[0][1]()
     what = f"{type(base).__module__}.{type(base).__qualname__}"
     if not claims:
@@ -118,13 +117,24 @@ def describe_any(model: nn.Module, names: list[str]) -> ModelMap:
     return ModelMap("any", infos, {}, head_layer_id=0, has_depth=False)
 
 
-def _describe(
-    model: nn.Module, names: list[str], adapter: Any, strategy: Strategy, norms: set[str]
+def describe_model(
+    model: nn.Module,
+    strategy: Mapping[str, Any] | Strategy,
+    adapter: str | Adapter | type = "auto",
+    names: list[str] | None = None,
+    norms: set[str] | None = None,
 ) -> tuple[Adapter | None, ModelMap]:
-    """The adapter and model map for ``names``, with the ``prefix`` option and the any-module fallback.
+    """The adapter and :class:`ModelMap` that :func:`build_param_groups` builds its groups from.
 
-    ``norms``: the canonical names of the norm parameters of ``model`` (:func:`walk_parameters`).
+    Every parameter, frozen ones too, with the strategy's ``prefix`` option and the any-module fallback
+    (adapter None: no adapter knows the model and the strategy needs no depth). ``names`` / ``norms``:
+    the canonical names of all parameters and of the norm ones (:func:`recipes.norms.walk_parameters`),
+    where the caller has walked the model already.
     """
+    strategy = build_strategy(strategy)
+    if names is None or norms is None:
+        params, norms = walk_parameters(model)
+        names = [canonical_name(n)[0] for n, _ in params]
     base = unwrap_model(model)
     prefix = strategy.prefix
     if prefix is None:
@@ -134,11 +144,7 @@ def _describe(
             if strategy.needs_depth:
                 raise ValueError(_depth_help(f"{type(base).__module__}.{type(base).__qualname__}", strategy)) from None
             return None, describe_any(model, names)
-        adp._norm_hint = norms  # saves describe a second pass over the modules
-        try:
-            return adp, adp.describe(model, names)
-        finally:
-            adp.__dict__.pop("_norm_hint", None)
+        return adp, adp.describe(model, names, norms)
     path = prefix[:-1]
     try:
         sub = base.get_submodule(path)
@@ -154,17 +160,18 @@ def _describe(
         if strategy.needs_depth:
             raise ValueError(_depth_help(f"{prefix!r} ({type(sub).__qualname__})", strategy)) from None
         adp = None
-    sub_map = describe_any(sub, inner) if adp is None else adp.describe(sub, inner)
+    inner_norms = {n[len(prefix) :] for n in norms if n.startswith(prefix)}
+    sub_map = describe_any(sub, inner) if adp is None else adp.describe(sub, inner, inner_norms)
     head_id = sub_map.max_layer_id
     infos = {prefix + n: dataclasses.replace(i, name=prefix + n) for n, i in sub_map.params.items()}
-    norms = norm_param_names(base)
     for n in names:  # the rest of the model: the head's treatment
         if not n.startswith(prefix):
             norm = n in norms
             infos[n] = ParamInfo(n, head_id, "head", generic_no_decay(n, norm=norm), norm=norm)
     unmatched = [prefix + n for n in sub_map.unmatched]
-    mmap = ModelMap(sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels),
-                    sub_map.has_depth)  # fmt: skip
+    mmap = ModelMap(
+        sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels), sub_map.has_depth
+    )
     return adp, mmap
 
 
@@ -188,16 +195,35 @@ def _peft_roles(model: nn.Module, names: list[str]) -> tuple[set[str], set[str]]
     return embedding, in_layernorm
 
 
+class ParamGroups(list):
+    """The groups (a plain ``list`` of dicts for any optimizer) and the :class:`ModelMap` they came from.
+
+    ``model_map`` is what the reports read (layer labels, components); ``adapter`` the adapter used (None
+    where no adapter knew the model). Copied as a list (``type(groups)(iterable)``, as mmengine's
+    ``ConfigDict`` does), it keeps the groups and has no map.
+    """
+
+    def __init__(
+        self, groups: Iterable[dict[str, Any]] = (), model_map: ModelMap | None = None, adapter: Adapter | None = None
+    ) -> None:
+        super().__init__(groups)
+        self.model_map = model_map
+        self.adapter = adapter
+
+
 def build_param_groups(
     model: nn.Module,
-    recipe: Mapping[str, Any] | Strategy,
+    strategy: Mapping[str, Any] | Strategy | None = None,
     adapter: str | Adapter | type = "auto",
-) -> list[dict[str, Any]]:
+    **renamed: Any,
+) -> ParamGroups:
     """Merged parameter groups for any torch optimizer.
 
-    Each group holds ``params``, ``param_names``, ``lr`` (= base lr x ``lr_scale``), ``lr_scale``,
-    ``weight_decay`` and a readable ``name``. Frozen parameters are left out; every trainable one
-    lands in exactly one group; groups with identical hyper-parameters are merged.
+    ``strategy``: ``dict(type=..., lr=..., ...)`` (a registered strategy and its options) or a built
+    :class:`~recipes.strategies.Strategy`. Each group holds ``params``, ``param_names``, ``lr`` (= base
+    lr x ``lr_scale``), ``lr_scale``, ``weight_decay`` and a readable ``name``. Frozen parameters are left
+    out; every trainable one lands in exactly one group; groups with identical hyper-parameters are
+    merged. The result is a list that also carries the model map it was built from (``.model_map``).
 
     >>> import timm, torch
     >>> model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
@@ -206,10 +232,16 @@ def build_param_groups(
     >>> groups[-1]["name"], groups[-1]["lr_scale"]
     ('head.decay', 1.0)
     """
-    strategy = build_strategy(recipe)
+    if "recipe" in renamed:
+        raise TypeError("build_param_groups: the argument `recipe` is now called `strategy`; rename it")
+    if renamed:
+        raise TypeError(f"build_param_groups: unexpected arguments {sorted(renamed)}")
+    if strategy is None:
+        raise TypeError("build_param_groups: give a strategy, e.g. dict(type='layer_decay', lr=1e-3, decay=0.75)")
+    strategy = build_strategy(strategy)
     params, norms = walk_parameters(model)
     named = [(n, p, *canonical_name(n)) for n, p in params]
-    adp, mmap = _describe(model, [c for _, _, c, _ in named], adapter, strategy, norms)
+    adp, mmap = describe_model(model, strategy, adapter, [c for _, _, c, _ in named], norms)
     strategy.prepare(mmap)
     peft = strategy.loraplus_mode == "peft"
     decides = bool(getattr(adp, "decides_decay", False))  # the adapter's verdict stands alone (transformers' rule)
@@ -260,7 +292,7 @@ def build_param_groups(
         bucket["param_names"].append(full_name)
         bucket["where"].setdefault(where, info)
     _check_unmatched(unmatched, mmap.adapter, strategy)
-    return _finalise(buckets, strategy.base_lr, mmap)
+    return ParamGroups(_finalise(buckets, strategy.base_lr, mmap), mmap, adp)
 
 
 def _check_unmatched(unmatched: list[str], adapter_name: str, strategy: Strategy) -> None:
@@ -301,16 +333,7 @@ def _location(info: ParamInfo | None, mmap: ModelMap) -> str:
         return "unmatched"
     if not mmap.has_depth:
         return "head" if info.component == "head" else "model"
-    if info.layer_id in mmap.labels:  # the family's own names (U-Net: kohya's IN05 / MID / OUT00)
-        return mmap.labels[info.layer_id]
-    if info.stack is not None:
-        return mmap.block_label(info.stack, info.stack_index)
-    if info.layer_id == 0:
-        return "embed"
-    if info.layer_id >= mmap.max_layer_id:
-        return "head"
-    # a non-block parameter placed at a block's depth (timm's final norm joins the last block)
-    return mmap.layer_label(info.layer_id)
+    return mmap.param_label(info)
 
 
 def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> str:

@@ -1,4 +1,4 @@
-"""Trainable policies: which parameters train, and where LoRA goes (seed 002).
+"""Trainable policies: which parameters train, and where LoRA goes.
 
 ``apply_policy(model, dict(type=..., ...))`` changes the model in place (peft's
 ``inject_adapter_in_model``, so parameter names stay the architecture's own plus ``lora_A/B``)
@@ -24,7 +24,7 @@ Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
 - ``hybrid_layerwise`` with ``layout``:
     - ``deep_lora``: LoRA on ``targets`` in the last k blocks (N-k..N-1); the norms of blocks 0..N-k-1
       train; the head trains; norms outside blocks (a ViT's final ``norm``) stay frozen unless
-      ``outside_norms=True``. ViT-S/16 with CIFAR-100's head: 247,396 trainable, seed 002's count.
+      ``outside_norms=True``. ViT-S/16 with CIFAR-100's head: 247,396 trainable (docs/training.md).
     - ``shallow_lora``: the mirror image (LoRA in blocks 0..k-1, norms in blocks k..N-1).
 
 LRs per role live in the recipe (``lr``, ``lr_lora``, ``lr_norm``, ``loraplus_ratio``);
@@ -146,7 +146,8 @@ def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, drop
     inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), model)
 
 
-def _check(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy section's own checks (type, keys), without a model: what ``apply_policy`` checks first."""
     if not isinstance(cfg, Mapping) or cfg.get("type") not in POLICIES:
         got = cfg.get("type") if isinstance(cfg, Mapping) else cfg
         raise ValueError(f"policy.type must be one of {POLICIES}, got {got!r}")
@@ -183,7 +184,7 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
     >>> sorted({n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad and n.startswith("blocks")})
     ['0', '1', '2']
     """
-    cfg = _check(policy)
+    cfg = check_policy(policy)
     kind = cfg["type"]
     if kind == "full":
         model.requires_grad_(True)

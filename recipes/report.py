@@ -1,6 +1,6 @@
 """What the groups say, for people: the LR grid, a per-parameter table, LR curves and a heatmap.
 
-* :func:`format_lr_grid`: one line per group, in the style of seed 001's start-up log, plus coverage;
+* :func:`format_lr_grid`: one line per group, in the style of the per-component x depth recipe's start-up log, plus coverage;
 * :func:`param_table` / :func:`write_table`: one row per parameter (name, group, layer id and its
   label, component, lr, lr_scale, weight decay) as JSON or CSV;
 * :func:`lr_table` / :func:`plot_lr`: every group's LR over the schedule, each curve labelled
@@ -22,7 +22,9 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap, canonical_name
+from recipes.adapter import Adapter, ModelMap
+from recipes.names import canonical_name
+from recipes.param_groups import describe_model, resolve_adapter
 from recipes.schedules import Schedule
 
 
@@ -42,7 +44,7 @@ def format_lr_grid(
     """One line per group (name, lr, lr_scale, weight decay, tensors, parameters), then coverage.
 
     With the model's ``mmap`` each line also says which layers the group spans, by the names every
-    report uses (:func:`layer_label`: ``IN05``, ``blocks.03``, ``head``).
+    report uses (:meth:`ModelMap.layer_label`: ``IN05``, ``blocks.03``, ``head``).
 
     >>> print(format_lr_grid([]).splitlines()[0])
     [lr_grid] groups=0 tensors=0 params=0
@@ -76,8 +78,8 @@ def group_layers(group: dict[str, Any], mmap: ModelMap) -> str:
     if not ids:
         return "?"
     if len(ids) == 1:
-        return layer_label(mmap, ids[0])
-    return f"{layer_label(mmap, ids[0])}..{layer_label(mmap, ids[-1])} ({len(ids)})"
+        return mmap.layer_label(ids[0])
+    return f"{mmap.layer_label(ids[0])}..{mmap.layer_label(ids[-1])} ({len(ids)})"
 
 
 def lr_table(groups: Sequence[dict[str, Any]], schedule: Schedule, every: int = 1) -> list[dict[str, float]]:
@@ -111,31 +113,15 @@ def write_table(rows: Sequence[dict[str, Any]], path: str) -> None:
         raise ValueError(f"{path}: write a .json or a .csv file")
 
 
-def layer_label(mmap: ModelMap, layer_id: int) -> str:
-    """The name a report prints for a layer id: the family's own (``mmap.labels``), else embed/head/block."""
-    own = getattr(mmap, "layer_label", None)
-    if own is not None:
-        return own(layer_id)
-    if layer_id <= 0:
-        return "embed"
-    if layer_id >= mmap.max_layer_id:
-        return "head"
-    return mmap.block_label(*mmap.block_at(layer_id - 1))
-
-
 def describe_for_report(model: nn.Module, adapter: str | Adapter | type = "auto", strategy: Any = None) -> ModelMap:
     """The map of ``model`` the groups were built from (every parameter, frozen ones too).
 
-    ``strategy``: the one the groups came from, where its options change the map (a ``prefix``).
+    ``strategy``: the one the groups came from, where its options change the map (a ``prefix``). Groups
+    from :func:`~recipes.param_groups.build_param_groups` carry their map already (``groups.model_map``).
     """
-    from recipes import param_groups
-    from recipes.adapter import walk_parameters
-
     if strategy is not None:  # the builder's own path (prefix, the any-module fallback)
-        params, norms = walk_parameters(model)
-        names = [canonical_name(n)[0] for n, _ in params]
-        return param_groups._describe(model, names, adapter, param_groups.build_strategy(strategy), norms)[1]
-    return param_groups.resolve_adapter(model, adapter).describe(model)
+        return describe_model(model, strategy, adapter)[1]
+    return resolve_adapter(model, adapter).describe(model)
 
 
 def param_table(
@@ -143,10 +129,16 @@ def param_table(
 ) -> list[dict[str, Any]]:
     """One row per parameter in ``groups``: where it sits and what it gets.
 
-    ``adapter``: the one the groups were built with, or its :class:`ModelMap`. A parameter no rule
-    classified (``on_unmatched='default'``) has ``layer_id`` and ``component`` None.
+    ``adapter``: the one the groups were built with, or its :class:`ModelMap`; groups from
+    ``build_param_groups`` carry their own map, which is used where no map is given. A parameter no
+    rule classified (``on_unmatched='default'``) has ``layer_id`` and ``component`` None.
     """
-    mmap = adapter if isinstance(adapter, ModelMap) else describe_for_report(model, adapter)
+    if isinstance(adapter, ModelMap):
+        mmap = adapter
+    elif getattr(groups, "model_map", None) is not None and adapter == "auto":
+        mmap = groups.model_map
+    else:
+        mmap = describe_for_report(model, adapter)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     rows = []
     for g in groups:
@@ -157,7 +149,7 @@ def param_table(
             rows.append({
                 "name": name, "group": g.get("name"),
                 "layer_id": None if info is None else info.layer_id,
-                "layer": None if info is None else layer_label(mmap, info.layer_id),
+                "layer": None if info is None else mmap.layer_label(info.layer_id),
                 "component": None if info is None else info.component, "lora": lora,
                 "lr": g["lr"], "lr_scale": g.get("lr_scale", 1.0), "weight_decay": g.get("weight_decay", 0.0),
                 "shape": "x".join(map(str, shapes.get(name, tuple(p.shape)))), "numel": p.numel(),
@@ -252,7 +244,7 @@ def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
     for stack, size in mmap.stack_sizes.items():
         ids = range(first, first + size)
         first += size
-        panels[stack] = {"columns": [layer_label(mmap, i) for i in ids], "components": [], "lr": {}}
+        panels[stack] = {"columns": [mmap.layer_label(i) for i in ids], "components": [], "lr": {}}
     panels["outside"] = {"columns": [], "components": [], "lr": {}}
     for g in groups:
         for name in g.get("param_names", []):
@@ -265,7 +257,7 @@ def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
                 panel = panels[mmap.block_at(info.layer_id - 1)[0]]  # a non-block tensor at a block's depth
             else:
                 panel = panels["outside"]
-            col = layer_label(mmap, info.layer_id)
+            col = mmap.layer_label(info.layer_id)
             if col not in panel["columns"]:
                 panel["columns"].append(col)
             if info.component not in panel["components"]:

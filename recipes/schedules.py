@@ -11,7 +11,7 @@ step 0 gets ``warmup_start_lr``, step ``warmup_steps`` the peak (as in timm and 
 Floors (``min_lr`` / ``min_lr_ratio``) are relative to each group's own peak by default
 (``floor_mode="relative"``: a group at ``lr_scale`` s ends at ``min_lr * s``). With
 ``floor_mode="absolute"`` every group ends at exactly ``min_lr`` (torch / mmengine ``eta_min``):
-that is what some recipes ask for (seed 002), and it does not keep the ratios between groups.
+that is what some recipes ask for, and it does not keep the ratios between groups.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ class Schedule:
             if min_lr:
                 raise ValueError("schedule: give `min_lr` or `min_lr_ratio`, not both")
             if _num("min_lr_ratio", min_lr_ratio) > 1:
-                raise ValueError(f"schedule.min_lr_ratio={min_lr_ratio} is above 1: the LR would climb instead of "
-                                 "decay; use a ratio in [0, 1]")  # fmt: skip
+                raise ValueError(
+                    f"schedule.min_lr_ratio={min_lr_ratio} is above 1: the LR would climb instead of "
+                    "decay; use a ratio in [0, 1]"
+                )
             min_lr = self.lr * min_lr_ratio
         self.min_lr = _num("min_lr", min_lr)
         if self.uses_lr:
@@ -102,11 +104,15 @@ class Schedule:
     def _check_peak(self) -> None:
         """Floors and warm-up starts above the peak are typos (a climbing "decay", step 0 at 1000x the peak)."""
         if self.min_lr > self.lr:
-            raise ValueError(f"schedule: min_lr={self.min_lr:g} is above the peak lr={self.lr:g}: the LR would climb "
-                             "instead of decay; a floor must be <= lr")  # fmt: skip
+            raise ValueError(
+                f"schedule: min_lr={self.min_lr:g} is above the peak lr={self.lr:g}: the LR would climb "
+                "instead of decay; a floor must be <= lr"
+            )
         if self.warmup_start_lr > self.lr:
-            raise ValueError(f"schedule: warmup_start_lr={self.warmup_start_lr:g} is above the peak lr={self.lr:g}; "
-                             "the warm-up starts low and rises to lr")  # fmt: skip
+            raise ValueError(
+                f"schedule: warmup_start_lr={self.warmup_start_lr:g} is above the peak lr={self.lr:g}; "
+                "the warm-up starts low and rises to lr"
+            )
         if self.lr == 0:
             msg = "schedule: lr=0: no parameter will change (use a policy to freeze parameters instead)"
             warnings.warn(msg, stacklevel=3)
@@ -141,22 +147,39 @@ class Schedule:
         return self.wd_end + (self.wd_start - self.wd_end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     # --- hand-off to an optimizer --------------------------------------------------------------
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every group's ``lr`` (and scheduled weight decay) for ``step``; returns ``value(step)``."""
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, weight_decays: Sequence[float] | None = None) -> float:
+        """Set every group's ``lr`` (and scheduled weight decay) for ``step``; returns ``value(step)``.
+
+        With a weight-decay schedule, ``weight_decays`` are the groups' weight decays as built (taken before the
+        first step, e.g. ``[g["weight_decay"] for g in optimizer.param_groups]``): each decayed group gets
+        ``weight_decay_value(step) * built / weight_decay``, a closed form of the step and the groups as built,
+        so a resumed optimizer gets the same values. Nothing is stored in the groups but ``lr`` and ``weight_decay``.
+        """
         wd = self.weight_decay_value(step)
-        for g in optimizer.param_groups:
+        if wd is not None:
+            built = self._built_weight_decays(optimizer, weight_decays)
+        for i, g in enumerate(optimizer.param_groups):
             g["lr"] = self.group_lr(step, g.get("lr_scale", 1.0))
-            if wd is not None and g.get("weight_decay", 0.0) > 0:
-                # the first call records the group's ratio to the schedule's start value
-                scale = g.setdefault("wd_scale", g["weight_decay"] / self.wd_start if self.wd_start else 1.0)
-                g["weight_decay"] = wd * scale
+            if wd is not None and built[i] > 0:
+                g["weight_decay"] = wd * (built[i] / self.wd_start if self.wd_start else 1.0)
         return self.value(step)
+
+    def _built_weight_decays(self, optimizer: torch.optim.Optimizer, weight_decays: Sequence[float] | None) -> list:
+        n = len(optimizer.param_groups)
+        if weight_decays is None:
+            raise ValueError(
+                "schedule.apply: this schedule changes the weight decay (weight_decay -> weight_decay_end); pass "
+                "weight_decays=[g['weight_decay'] for g in optimizer.param_groups], taken before the first step"
+            )
+        if len(weight_decays) != n:
+            raise ValueError(f"schedule.apply: {len(weight_decays)} weight_decays for {n} parameter groups")
+        return [float(w) for w in weight_decays]
 
     def lambda_lr(self, optimizer: torch.optim.Optimizer, last_step: int = -1) -> torch.optim.lr_scheduler.LambdaLR:
         """The same LR schedule as a torch ``LambdaLR`` for a loop of your own (step it once per update).
 
         Each group's lambda is ``group_lr(step, lr_scale) / initial lr``, so absolute floors work too.
-        The weight-decay schedule is not part of it: call ``apply`` for that.
+        The weight-decay schedule is not part of it: call ``apply`` (with ``weight_decays``) for that.
         """
         lambdas: list[Callable[[int], float]] = []
         for g in optimizer.param_groups:
@@ -285,7 +308,7 @@ class InverseSqrt(_Multiplicative):
 class Noam(Schedule):
     """Vaswani et al. 2017: ``factor * d_model**-0.5 * min(n**-0.5, n * warmup**-1.5)``, ``n = step + 1``.
 
-    The formula is authoritative; seed 003's example table does not follow from it (for d_model 512
+    The formula is authoritative; the example table published with it does not follow from it (for d_model 512
     and warmup 4000 the formula peaks at 6.99e-4 at n = 4000; the table says 1.56e-4).
     The LR comes from the formula, so this schedule takes no ``lr``.
     """
@@ -348,8 +371,10 @@ def build_schedule(
     warmup = kwargs.get("warmup_steps")
     if fit_warmup and not cls.warmup_may_exceed_run and isinstance(warmup, (int, float)) and warmup > total_steps:
         kwargs["warmup_steps"] = total_steps
-        msg = (f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
-               f"cut to {total_steps} steps, so the LR never reaches its peak")  # fmt: skip
+        msg = (
+            f"schedule: warmup_steps={warmup:g} is longer than this run ({total_steps} steps); the warm-up is "
+            f"cut to {total_steps} steps, so the LR never reaches its peak"
+        )
         warnings.warn(msg, stacklevel=2)
     try:
         return cls(total_steps=total_steps, **kwargs)

@@ -20,7 +20,8 @@ DEPTH_STRATEGIES = ("linear", "cosine", "inverted_u", "flat")
 LORAPLUS_MODES = ("lora_b", "peft")
 
 
-def _check_lr(where: str, value: Any) -> float:
+def check_lr(where: str, value: Any) -> float:
+    """``value`` as a float, or a ``TypeError`` / ``ValueError`` naming ``where``: a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{where}: expected a finite number, got {value!r}")
     if value < 0:
@@ -29,7 +30,7 @@ def _check_lr(where: str, value: Any) -> float:
 
 
 def _check_unit(where: str, value: float) -> float:
-    value = _check_lr(where, value)
+    value = check_lr(where, value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{where} must lie in [0, 1], got {value}")
     return value
@@ -77,8 +78,8 @@ class Strategy:
         loraplus_lr_embedding: float | None = None,
         prefix: str | None = None,
     ) -> None:
-        self.lr = _check_lr("strategy.lr", lr)
-        self.weight_decay = _check_lr("strategy.weight_decay", weight_decay)
+        self.lr = check_lr("strategy.lr", lr)
+        self.weight_decay = check_lr("strategy.weight_decay", weight_decay)
         if isinstance(no_decay, str):
             raise TypeError("strategy.no_decay: expected a list of regexes, got one string; wrap it in a list")
         self.no_decay = tuple(no_decay)
@@ -90,11 +91,11 @@ class Strategy:
         if on_unmatched not in ("error", "default"):
             raise ValueError(f"strategy.on_unmatched must be 'error' or 'default', got {on_unmatched!r}")
         self.on_unmatched = on_unmatched
-        if loraplus_ratio is not None and _check_lr("strategy.loraplus_ratio", loraplus_ratio) <= 0:
+        if loraplus_ratio is not None and check_lr("strategy.loraplus_ratio", loraplus_ratio) <= 0:
             raise ValueError("strategy.loraplus_ratio must be > 0 (1.0 turns LoRA+ off)")
         self.loraplus_ratio = loraplus_ratio
-        self.lr_lora = None if lr_lora is None else _check_lr("strategy.lr_lora", lr_lora)
-        self.lr_norm = None if lr_norm is None else _check_lr("strategy.lr_norm", lr_norm)
+        self.lr_lora = None if lr_lora is None else check_lr("strategy.lr_lora", lr_lora)
+        self.lr_norm = None if lr_norm is None else check_lr("strategy.lr_norm", lr_norm)
         if loraplus_mode not in LORAPLUS_MODES:
             raise ValueError(f"strategy.loraplus_mode must be one of {LORAPLUS_MODES}, got {loraplus_mode!r}")
         if loraplus_mode == "peft":
@@ -106,7 +107,7 @@ class Strategy:
                     "parameters of the LoRA B group), so extra no_decay patterns would be ignored; drop one"
                 )
             loraplus_lr_embedding = 1e-6 if loraplus_lr_embedding is None else loraplus_lr_embedding
-            self.loraplus_lr_embedding = _check_lr("strategy.loraplus_lr_embedding", loraplus_lr_embedding)
+            self.loraplus_lr_embedding = check_lr("strategy.loraplus_lr_embedding", loraplus_lr_embedding)
         elif loraplus_lr_embedding is not None:
             raise ValueError("strategy.loraplus_lr_embedding is read only with loraplus_mode='peft'")
         else:
@@ -212,14 +213,14 @@ class LayerDecay(Strategy):
         if (decay is None) == (scales is None):
             raise ValueError("layer_decay: give exactly one of `decay` (e.g. 0.75) or `scales` (one per layer id)")
         if decay is not None:
-            decay = _check_lr("layer_decay.decay", decay)
+            decay = check_lr("layer_decay.decay", decay)
             if not 0.0 < decay <= 1.0:
                 raise ValueError(f"layer_decay.decay must lie in (0, 1], got {decay}; 1.0 turns decay off")
         self.decay = decay
-        self.scales = None if scales is None else [_check_lr("layer_decay.scales[]", s) for s in scales]
+        self.scales = None if scales is None else [check_lr("layer_decay.scales[]", s) for s in scales]
         self.min_scale = _check_unit("layer_decay.min_scale", min_scale)
-        self.component_scale = {k: _check_lr(f"component_scale[{k!r}]", v) for k, v in (component_scale or {}).items()}
-        self.component_lr = {k: _check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
+        self.component_scale = {k: check_lr(f"component_scale[{k!r}]", v) for k, v in (component_scale or {}).items()}
+        self.component_lr = {k: check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
         if self.component_lr and self.lr == 0:
             raise ValueError("layer_decay: component_lr needs a non-zero base `lr` to express it as an lr_scale")
 
@@ -247,9 +248,9 @@ class LayerDecay(Strategy):
 
 
 def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float = 0.5) -> float:
-    """Seed 001's depth factor for block ``idx`` of ``n``: 1.0 at the shallowest block.
+    """The per-component x depth recipe's depth factor for block ``idx`` of ``n``: 1.0 at the shallowest block.
 
-    ``inverted_u`` (no formula in the seed) is 1.0 at ``peak * (n - 1)`` and falls quadratically to
+    ``inverted_u`` (no formula in the recipe) is 1.0 at ``peak * (n - 1)`` and falls quadratically to
     ``min_factor`` at both ends, each side scaled to its own length.
 
     >>> round(depth_factor("linear", 5, 20, 0.3), 4)
@@ -273,9 +274,9 @@ def depth_factor(strategy: str, idx: int, n: int, min_factor: float, peak: float
 
 @STRATEGIES.register_module("component_depth")
 class ComponentDepth(Strategy):
-    """Seed 001's per-component x depth grid: ``lr = component_lr[component] * factor(idx, N)``.
+    """The per-component x depth grid: ``lr = component_lr[component] * factor(idx, N)``.
 
-    Accepts seed 001's ``per_layer_lr`` JSON block verbatim as keyword arguments. Parameters whose
+    Accepts the recipe's ``per_layer_lr`` JSON block verbatim as keyword arguments. Parameters whose
     component has no entry in ``component_lr`` get ``default_lr``, which is also the base LR
     (``lr_scale`` 1.0). With ``enabled=False`` every parameter gets the flat ``lr``.
 
@@ -283,7 +284,7 @@ class ComponentDepth(Strategy):
     ``component_lr`` and ``default_lr``, so giving ``lr`` too is an error (it would be ignored).
 
     Args:
-        depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the seed's log) or
+        depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the recipe's log) or
             ``"global"`` (one index over all stacks in execution order).
         log_grad_norms: read by the training engine (per-group gradient norms every step).
     """
@@ -307,11 +308,11 @@ class ComponentDepth(Strategy):
                 f"component_depth: `lr` ({lr}) is not read with enabled=True: component_lr sets each component's "
                 f"LR and default_lr ({default_lr}) every other one; drop `lr`, or set enabled=False for one flat LR"
             )
-        self.default_lr = _check_lr("component_depth.default_lr", default_lr)
+        self.default_lr = check_lr("component_depth.default_lr", default_lr)
         super().__init__(self.default_lr if lr is None else lr, **common)
         if self.enabled and component_lr is None:
             raise ValueError("component_depth: `component_lr` is required, e.g. {'self_attn': 4e-4, 'ffn': 3e-4}")
-        self.component_lr = {k: _check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
+        self.component_lr = {k: check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
         if depth_strategy not in DEPTH_STRATEGIES:
             raise ValueError(
                 f"component_depth.depth_strategy must be one of {DEPTH_STRATEGIES}, got {depth_strategy!r}"
@@ -353,124 +354,3 @@ class ComponentDepth(Strategy):
         if info.component not in self.component_lr:
             return 1.0
         return self.component_lr[info.component] * self.factor(info, mmap) / self.default_lr
-
-
-KOHYA_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
-
-
-def kohya_lr_weights(value: str | Sequence[float] | None, n: int, where: str, presets: bool) -> list[float] | None:
-    """kohya's ``down_lr_weight`` / ``mid_lr_weight`` / ``up_lr_weight`` parsing (``networks/lora.py``).
-
-    A list of floats, or a string: comma-separated numbers (an empty entry is 0.0), or for down/up a
-    preset ``cosine`` / ``sine`` / ``linear`` / ``reverse_linear`` / ``zeros`` with an optional
-    ``+base`` added to every entry (``sine+0.5``). A short list is padded with 1.0 (as kohya does, with a
-    warning); a long one is an error (kohya drops the extra entries).
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if presets and "," not in value:
-            name, _, base = value.partition("+")
-            if name not in KOHYA_PRESETS:
-                raise ValueError(
-                    f"{where}: {value!r} is neither a list of numbers nor one of kohya's presets {KOHYA_PRESETS}"
-                )
-            b = _check_lr(f"{where} (+base)", float(base)) if base else 0.0
-            ramp = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-            table = {
-                "cosine": [math.sin(math.pi * x / 2) for x in reversed(ramp)],
-                "sine": [math.sin(math.pi * x / 2) for x in ramp],
-                "linear": ramp,
-                "reverse_linear": list(reversed(ramp)),
-                "zeros": [0.0] * n,
-            }
-            return [w + b for w in table[name]]
-        try:
-            value = [float(x) if x.strip() else 0.0 for x in value.split(",")]
-        except ValueError:
-            raise ValueError(f"{where}: expected comma-separated numbers, got {value!r}") from None
-    weights = [_check_lr(f"{where}[{i}]", w) for i, w in enumerate(value)]
-    if len(weights) > n:
-        raise ValueError(f"{where}: {len(weights)} entries but the model has {n} such blocks")
-    if len(weights) < n:
-        warnings.warn(f"{where}: {len(weights)} of {n} entries given; the rest are 1.0 (as kohya does)", stacklevel=4)
-        weights += [1.0] * (n - len(weights))
-    return weights
-
-
-@STRATEGIES.register_module("kohya_blocks")
-class KohyaBlocks(Strategy):
-    """kohya sd-scripts' per-block LRs on a model whose adapter names kohya's blocks (IN / MID / OUT).
-
-    The U-Net adapter's layer ids are kohya's numbering (SD 1.x: IN00..IN11, MID, OUT00..OUT11;
-    SDXL: emb, IN00..IN08, MID0..MID2, OUT00..OUT08, out), so:
-
-    Args:
-        down_lr_weight / mid_lr_weight / up_lr_weight: kohya's LoRA block weights with kohya's
-            semantics (see :func:`kohya_lr_weights`): ``lr x weight`` per IN / MID / OUT block in
-            that order; blocks not listed (SDXL's emb and out, SD's out) keep 1.0. A block whose weight
-            is 0 gets LR 0 (kohya leaves it out of training).
-        block_lr_zero_threshold: weights at or under it become 0 (kohya's ``block_lr_zero_threshold``).
-        block_lr: kohya's ``--block_lr`` (SDXL full fine-tuning): one absolute LR per layer id
-            (23 on SDXL). Not together with the weights.
-    """
-
-    needs_depth = True
-
-    def __init__(
-        self,
-        lr: float,
-        down_lr_weight: str | Sequence[float] | None = None,
-        mid_lr_weight: str | Sequence[float] | None = None,
-        up_lr_weight: str | Sequence[float] | None = None,
-        block_lr_zero_threshold: float = 0.0,
-        block_lr: str | Sequence[float] | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(lr, **common)
-        self.weights_given = {"down_lr_weight": down_lr_weight, "mid_lr_weight": mid_lr_weight,
-                              "up_lr_weight": up_lr_weight}  # fmt: skip
-        given = [k for k, v in self.weights_given.items() if v is not None]
-        if block_lr is not None and given:
-            raise ValueError(f"kohya_blocks: give block_lr (absolute LRs) or {given} (weights), not both")
-        if block_lr is None and not given:
-            raise ValueError("kohya_blocks: give down_lr_weight / mid_lr_weight / up_lr_weight, or block_lr")
-        if isinstance(block_lr, str):
-            block_lr = [float(x) for x in block_lr.split(",")]
-        self.block_lr = None if block_lr is None else [_check_lr(f"block_lr[{i}]", v) for i, v in enumerate(block_lr)]
-        if self.block_lr is not None and self.lr == 0:
-            raise ValueError("kohya_blocks: block_lr needs a non-zero `lr` to express it as an lr_scale")
-        self.zero_threshold = _check_lr("kohya_blocks.block_lr_zero_threshold", block_lr_zero_threshold)
-        if self.zero_threshold and block_lr is not None:
-            raise ValueError("kohya_blocks: block_lr_zero_threshold applies to the *_lr_weight lists, not block_lr")
-        self.scales: list[float] = []
-
-    def prepare(self, mmap: ModelMap) -> None:
-        n_ids = mmap.max_layer_id + 1
-        labels = [mmap.labels.get(i, "") for i in range(n_ids)]
-        kinds = {k: [i for i, lab in enumerate(labels) if lab.startswith(k)] for k in ("IN", "MID", "OUT")}
-        if not all(kinds.values()):
-            raise ValueError(
-                f"kohya_blocks: adapter {mmap.adapter!r} does not name kohya's IN / MID / OUT blocks "
-                "(the U-Net adapter does); use layer_decay with `scales` for other models"
-            )
-        if self.block_lr is not None:
-            if len(self.block_lr) != n_ids:
-                raise ValueError(
-                    f"kohya_blocks.block_lr has {len(self.block_lr)} entries but {mmap.adapter!r} has {n_ids} "
-                    f"blocks ({', '.join(labels)}); give one LR per block"
-                )
-            self.scales = [v / self.lr for v in self.block_lr]
-            return
-        self.scales = [1.0] * n_ids
-        for key, kind, presets in (("down_lr_weight", "IN", True), ("mid_lr_weight", "MID", False),
-                                   ("up_lr_weight", "OUT", True)):  # fmt: skip
-            ids = kinds[kind]
-            weights = kohya_lr_weights(self.weights_given[key], len(ids), f"kohya_blocks.{key}", presets)
-            if weights is None:
-                continue
-            for i, w in zip(ids, weights, strict=True):
-                self.scales[i] = w if w > self.zero_threshold else 0.0
-
-    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
-        return self.scales[info.layer_id]

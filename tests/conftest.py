@@ -19,3 +19,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs {SHARED_DATA} (the project's shared data folder); not present here")
     return SHARED_DATA
+
+
+def _all_registries() -> list:
+    from recipes.registry import ADAPTERS, SCHEDULES, STRATEGIES
+    from recipes.train.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+
+    return [ADAPTERS, STRATEGIES, SCHEDULES, MODELS, DATASETS, TASKS, OPTIMIZERS]
+
+
+@pytest.fixture
+def registries():
+    """Every global registry, restored after the test: a test may register into them freely.
+
+    The lazy imports run first, so what they register stays (their modules are imported once per process).
+    """
+    regs = _all_registries()
+    saved = []
+    for reg in regs:
+        reg.import_from_location()
+        saved.append(dict(reg._module_dict))
+    yield regs
+    for reg, entries in zip(regs, saved, strict=True):
+        reg._module_dict.clear()
+        reg._module_dict.update(entries)

@@ -1,4 +1,4 @@
-"""component_depth (seed 001): depth factors, the per_layer_lr JSON block, scopes, bad input."""
+"""component_depth (the per-component x depth recipe): depth factors, the per_layer_lr JSON block, scopes, bad input."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def vit(depth=4):
 
 
 def test_linear_matches_the_seed_table():
-    # seed 001: Block 0 5 10 15 19 -> 1.00 0.82 0.63 0.45 0.30 (its linear row follows its formula)
+    # the recipe's table: Block 0 5 10 15 19 -> 1.00 0.82 0.63 0.45 0.30 (its linear row follows its formula)
     got = [round(depth_factor("linear", i, 20, 0.3), 2) for i in (0, 5, 10, 15, 19)]
     assert got == [1.0, 0.82, 0.63, 0.45, 0.3]
 
 
 def test_cosine_follows_the_formula_not_the_rounded_table():
-    # the seed's table says 0.65 at block 10 of 20; its formula gives 0.621
+    # the recipe's table says 0.65 at block 10 of 20; its formula gives 0.621
     assert depth_factor("cosine", 10, 20, 0.3) == pytest.approx(0.3 + 0.7 * 0.5 * (1 + math.cos(math.pi * 10 / 19)))
     assert round(depth_factor("cosine", 10, 20, 0.3), 3) == 0.621
 

@@ -1,6 +1,6 @@
 """Every shipped diffusion config trains: one step of tools/train.py's engine on its family's test pipeline.
 
-Each config under ``configs/diffusion/`` (the design-note examples and the ``<family>_lora.py`` ones) builds on
+Each config under ``configs/diffusion/`` (the per-component x depth recipe examples and the ``<family>_lora.py`` ones) builds on
 its family's ``_base_`` file; here its own LoRA targets, rank, full fine-tune and LR grid are kept, and only the
 sizes (test pipeline, 32 px photos), the run length and the sample settings are overridden.
 """
@@ -17,7 +17,7 @@ from recipes.train.diffusion.families import family_of_preset
 from tests.test_diffusion_task import ROOT, photos, pipeline_dir, run, videos
 
 CONFIGS = sorted((ROOT / "configs" / "diffusion").glob("*.py"))
-#: design-note configs of families with an LR grid (tools/show_lr.py) but no training path yet (issue 21, item 6)
+#: recipe-example configs of families with an LR grid (tools/show_lr.py) but no training path yet (issue 21, item 6)
 GRID_ONLY = {"hunyuan_video_lora", "ltx2_video_lora", "qwen_image_lora"}
 TRAINABLE = [p for p in CONFIGS if p.stem not in GRID_ONLY]
 

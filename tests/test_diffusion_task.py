@@ -112,7 +112,7 @@ def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, 
     assert [(e.height, e.width) for e in grid] == [(h * prompts, w)] * len(pngs)  # rows = prompts, one seed
     if family == "wan":  # each prompt's frames, side by side (moviepy absent) or as a video
         assert images["media/samples/p0"][0].width >= trainer.task.train_frames() * w
-    model, task = trainer._bare_model().eval(), trainer.task
+    model, task = trainer.bare_model().eval(), trainer.task
     with torch.no_grad():  # LoRA B starts at zero: make the adapter's effect large enough to see
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -136,7 +136,7 @@ def test_lora_round_trip_sd15_prediction_equal(tmp_path):
     """Fast variant on SD 1.5: the reloaded pipeline's U-Net output equals the trained in-memory model's."""
 
     trainer, summary = run(config("sd15", steps=1, **{"task.samples.prompts": "[]"}), tmp_path)
-    model, task = trainer._bare_model().eval(), trainer.task
+    model, task = trainer.bare_model().eval(), trainer.task
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -171,7 +171,7 @@ def test_exact_resume(tmp_path, data):
         assert straight.steps_per_epoch == 3 and len({tuple(t) for t in straight.train_set.targets}) == 2
     ckpt_path = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    denoiser = straight._bare_model()
+    denoiser = straight.bare_model()
     lora = {n for n, p in denoiser.named_parameters() if p.requires_grad}
     assert ckpt["frozen_omitted"] and lora and all("lora_" in n for n in lora)
     assert lora <= set(ckpt["model"]) and set(ckpt["model"]) - lora <= {n for n, _ in denoiser.named_buffers()}
@@ -181,8 +181,8 @@ def test_exact_resume(tmp_path, data):
     assert ckpt_path.stat().st_size < full_bytes  # the whole file (optimizer, RNG states, config) too
     resumed, _ = run(config("sd15", steps=4, **opts), tmp_path / "b",
                      resume=tmp_path / "a" / "checkpoints" / "step_0000002.pt")  # fmt: skip
-    a = {n: p for n, p in straight._bare_model().named_parameters() if p.requires_grad}
-    b = dict(resumed._bare_model().named_parameters())
+    a = {n: p for n, p in straight.bare_model().named_parameters() if p.requires_grad}
+    b = dict(resumed.bare_model().named_parameters())
     assert a and all(torch.equal(p, b[n]) for n, p in a.items())
     assert [x[1] for x in straight.history[2:]] == [x[1] for x in resumed.history]
 
@@ -192,10 +192,10 @@ def test_loss_falls_when_overfitting_real_photos(tmp_path):
                                       "train.ckpt_every": None})  # fmt: skip
     cfg.strategy = dict(type="flat", lr=3e-3)  # full fine-tune of the tiny U-Net, fast enough to see in 40 steps
     trainer = Trainer(cfg, tmp_path).setup()
-    loader = trainer._loader(0, dataset=trainer.val_set, train=False)
-    before = trainer.task.evaluate(trainer._bare_model(), loader, trainer.device)["loss"]
+    loader = trainer.eval_loader(trainer.val_set)
+    before = trainer.task.evaluate(trainer.bare_model(), loader, trainer.device)["loss"]
     trainer.train()
-    after = trainer.task.evaluate(trainer._bare_model(), loader, trainer.device)["loss"]
+    after = trainer.task.evaluate(trainer.bare_model(), loader, trainer.device)["loss"]
     assert after < 0.8 * before, (before, after)
 
 
@@ -232,7 +232,7 @@ def test_kohya_format_loads_in_diffusers(tmp_path):
     fresh = diffusers.StableDiffusionPipeline.from_pretrained(pipeline_dir("sd15"))
     fresh.load_lora_weights(str(Path(summary["saved"]).parent))  # diffusers' kohya converter accepts it
     assert sum("lora" in n for n, _ in fresh.unet.named_parameters()) == sum(
-        "lora" in n for n, _ in trainer._bare_model().named_parameters()
+        "lora" in n for n, _ in trainer.bare_model().named_parameters()
     )
 
 
@@ -292,7 +292,7 @@ def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, c
     trainer, summary = run(config("sd15", steps=2, **opts), tmp_path / "wd")  # 2 steps = 1 epoch: one evaluation
     best_path = tmp_path / "wd" / "best.pt"
     best = torch.load(best_path, weights_only=True)
-    model = trainer._bare_model().eval()
+    model = trainer.bare_model().eval()
     lora = {n for n, p in model.named_parameters() if p.requires_grad}
     assert best["frozen_omitted"] and best["frozen_fingerprint"].numel() > 0 and best["step"] == 2
     assert lora <= set(best["model"]) and not set(best["model"]) - lora - {n for n, _ in model.named_buffers()}

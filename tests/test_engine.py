@@ -15,23 +15,38 @@ from mmengine.config import Config
 from recipes.train.checkpoint import latest_checkpoint
 from recipes.train.engine import NonFiniteLoss, Trainer
 
-TINY_MODEL = dict(type="timm", name="vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, depth=2,
-                  embed_dim=32, num_heads=2, drop_rate=0.1)  # fmt: skip
+TINY_MODEL = dict(
+    type="timm",
+    name="vit_tiny_patch16_224",
+    img_size=8,
+    patch_size=4,
+    in_chans=1,
+    depth=2,
+    embed_dim=32,
+    num_heads=2,
+    drop_rate=0.1,
+)
 
 
 def tiny_cfg(**train) -> Config:
     """~126 digits (a 10% slice), batch 16: 7 steps per epoch; augmentation and dropout exercise the RNGs."""
     aug = [dict(type="Affine", translate_px=(-1, 1), rotate=(-10, 10), p=0.7)]
-    return Config(dict(
-        model=copy.deepcopy(TINY_MODEL),
-        task=dict(type="classification"),
-        data=dict(train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
-                  val=dict(type="digits", split="val")),
-        strategy=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
-        optimizer=dict(type="AdamW"),
-        schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
-        train=dict(dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train),
-    ))  # fmt: skip
+    return Config(
+        dict(
+            model=copy.deepcopy(TINY_MODEL),
+            task=dict(type="classification"),
+            data=dict(
+                train=dict(type="digits", split="train", holdout=0.9, part="main", pipeline=aug),
+                val=dict(type="digits", split="val"),
+            ),
+            strategy=dict(type="layer_decay", lr=2e-3, decay=0.75, weight_decay=0.05),
+            optimizer=dict(type="AdamW"),
+            schedule=dict(type="cosine", warmup_steps=3, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.1),
+            train=dict(
+                dict(epochs=2, batch_size=16, seed=3, progress=False, tensorboard=False, num_threads=1), **train
+            ),
+        )
+    )
 
 
 def losses(work_dir: Path) -> list[tuple[int, float]]:
@@ -151,11 +166,34 @@ def test_best_checkpoint_holds_the_weights_that_scored_best(tmp_path):
     evals = [json.loads(line) for line in (tmp_path / "eval_log.jsonl").read_text().splitlines()]
     scores = [e[k] for e in evals for k in ("top1", "ema_top1")]
     assert info["value"] == max(scores) and len(set(scores)) > 1
-    model = t.task.build_model()
-    model.load_state_dict(best["model"])
-    assert t._evaluate(model, t.val_set)["top1"] == pytest.approx(info["value"], abs=1e-9)
+    t.bare_model().load_state_dict(best["model"])
+    assert t.evaluate("val")["top1"] == pytest.approx(info["value"], abs=1e-9)
     last = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
     assert last["class_names"] == best["class_names"]
+
+
+def test_evaluate_scores_each_split_and_the_ema_weights(tmp_path):
+    """``Trainer.evaluate(split, weights)``: the public way to score a run (tools/baselines uses it)."""
+    from recipes.train.metrics.classification import classification_metrics
+
+    cfg = tiny_cfg(max_steps=3, ema=dict(decay=0.5))
+    cfg.data.test = dict(type="digits", split="test")
+    t = Trainer(cfg, tmp_path / "run").setup()
+    t.train()
+    test = t.evaluate("test")
+    data = t.task.dataset("test")
+    assert test == classification_metrics(*t.task.logits(t.bare_model(), t.eval_loader(data), t.device))
+    assert test != t.evaluate("val")
+    assert t.evaluate("val", weights="ema") != t.evaluate("val")  # the EMA lags 3 steps of AdamW behind
+    with pytest.raises(ValueError, match=r"evaluate\('valid'\): ClassificationTask reads the splits"):
+        t.evaluate("valid")
+    with pytest.raises(ValueError, match=r"evaluate\(weights='best'\): 'model' or 'ema'"):
+        t.evaluate("val", weights="best")
+    plain = Trainer(tiny_cfg(max_steps=1), tmp_path / "plain").setup()
+    with pytest.raises(ValueError, match="this run keeps no EMA"):
+        plain.evaluate("val", weights="ema")
+    with pytest.raises(ValueError, match="the config has no data.test section"):
+        plain.evaluate("test")
 
 
 def test_resume_from_before_the_best_epoch_sets_that_best_aside(tmp_path):
@@ -290,8 +328,19 @@ def test_task_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch):
 def test_task_hooks_are_declared_on_the_base_with_defaults():
     from recipes.train.tasks.base import Task
 
-    hooks = ("build_model", "build_datasets", "freeze", "collate", "on_step", "train_step", "evaluate",
-             "final_report", "state_dict", "load_state_dict")  # fmt: skip
+    hooks = (
+        "build_model",
+        "build_datasets",
+        "dataset",
+        "freeze",
+        "collate",
+        "on_step",
+        "train_step",
+        "evaluate",
+        "final_report",
+        "state_dict",
+        "load_state_dict",
+    )
     assert all(callable(getattr(Task, h)) for h in hooks)
     task = Task(Config(dict(model=dict(type="timm"))))
     assert (task.freeze(), task.state_dict(), task.final_report(None, None, None)) == (None, {}, {})
@@ -347,11 +396,20 @@ def test_grad_checkpointing_transformers_diffusers_and_a_model_without_it():
 
     from recipes.train.build import enable_grad_checkpointing
 
-    bert = transformers.BertModel(transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                          intermediate_size=32, vocab_size=50))  # fmt: skip
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=50
+        )
+    )
     assert enable_grad_checkpointing(bert) == "gradient_checkpointing_enable" and bert.is_gradient_checkpointing
-    unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    unet = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
     assert enable_grad_checkpointing(unet) == "enable_gradient_checkpointing" and unet.is_gradient_checkpointing
     with pytest.raises(ValueError, match="Sequential has no gradient-checkpointing API"):
         enable_grad_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2)))
@@ -405,16 +463,16 @@ def test_lora_best_pt_holds_only_trainable_tensors_and_reloads_to_its_score(tmp_
     t = Trainer(cfg, tmp_path / "run").setup()
     t.train()
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    model = t._bare_model()
+    model = t.bare_model()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
     assert best["frozen_omitted"] and trainable <= set(best["model"]) <= trainable | buffers
     fresh = Trainer(cfg, tmp_path / "fresh").setup()  # the same config rebuilds the same frozen weights
-    load_model(fresh._bare_model(), {**best, "path": "best.pt"}, fresh.fingerprint)
-    assert fresh._evaluate(fresh._bare_model(), fresh.val_set)["top1"] == best["value"]
+    load_model(fresh.bare_model(), {**best, "path": "best.pt"}, fresh.fingerprint)
+    assert fresh.evaluate("val")["top1"] == best["value"]
     other = Trainer(_lora_cfg(seed=4), tmp_path / "other").setup()
     with pytest.raises(ValueError, match="rebuilds different frozen weights"):
-        load_model(other._bare_model(), {**best, "path": "best.pt"}, other.fingerprint)
+        load_model(other.bare_model(), {**best, "path": "best.pt"}, other.fingerprint)
 
 
 def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
@@ -437,3 +495,38 @@ def test_one_logging_channel_prints_each_message_once(tmp_path, capsys):
             recipes_logger.addHandler(h)
     out = capsys.readouterr().out
     assert out.count("[params] trainable 26,538") == 1 and out.count("[summary]") == 1
+
+
+def test_run_files_keep_the_best_score_of_either_weights_and_the_newest_checkpoints(tmp_path):
+    """RunFiles: the best of plain and EMA scores (higher or lower is better; NaN never wins), keep_ckpts."""
+    from recipes.train.run_files import RunFiles
+
+    files = RunFiles(tmp_path, is_main=True, keep_ckpts=2)
+    assert files.consider({"top1": 50.0, "ema_top1": 52.0}, 1, "top1", True) == "ema"
+    assert files.consider({"top1": 51.0, "ema_top1": float("nan")}, 2, "top1", True) is None
+    assert files.consider({"top1": 53.0, "ema_top1": 52.5}, 3, "top1", True) == "model"
+    assert files.best == (53.0, 3, "model")
+    assert files.best_entries("top1") == {"best_top1": 53.0, "best_epoch": 3, "best_weights": "model"}
+    loss = RunFiles(tmp_path, is_main=True, keep_ckpts=2)
+    assert [loss.consider({"loss": v}, e, "loss", False) for e, v in enumerate((0.5, 0.7, 0.4), 1)] == [
+        "model",
+        None,
+        "model",
+    ]
+    assert loss.best == (0.4, 3, "model") and RunFiles(tmp_path, True, 1).best_entries("loss") == {}
+    for step in (5, 10, 15):
+        files.save_checkpoint({"model": {}, "step": step}, step)
+    assert sorted(p.name for p in files.checkpoints.glob("step_*.pt")) == ["step_0000010.pt", "step_0000015.pt"]
+    assert files.latest_checkpoint() == files.checkpoints / "step_0000015.pt"
+    assert files.read_resume(True)["step"] == 15 and files.read_resume(None) is None  # True: the newest
+    path = files.save_best({"model": {}}, "top1", 21, {"top1": 53.0})
+    info = json.loads((tmp_path / "best.json").read_text())
+    assert info == {
+        "metric": "top1",
+        "value": 53.0,
+        "epoch": 3,
+        "step": 21,
+        "weights": "model",
+        "metrics": {"top1": 53.0},
+    }
+    assert {k: v for k, v in torch.load(path, weights_only=True).items() if k != "model"} == info

@@ -201,3 +201,22 @@ def test_kohya_blocks_needs_kohya_block_names():
     vit = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=2, embed_dim=8, num_heads=2)
     with pytest.raises(ValueError, match="does not name kohya's IN / MID / OUT blocks"):
         build_param_groups(vit, dict(type="kohya_blocks", lr=1e-4, down_lr_weight="linear"))
+
+
+def test_one_strategy_serves_two_models_and_keeps_nothing_of_either():
+    """The per-block table is a function of the strategy's options and the model map, not stored state."""
+    from recipes.param_groups import build_strategy
+
+    spec = dict(type="kohya_blocks", lr=1.0, down_lr_weight="linear", mid_lr_weight="0.25")
+    strategy = build_strategy(spec)
+    before = dict(vars(strategy))
+    sd = build_param_groups(unet("sd15"), strategy)
+    with pytest.warns(UserWarning, match="mid_lr_weight: 1 of 3 entries"):  # pointing at this line
+        xl = build_param_groups(unet("sdxl"), strategy)
+    assert vars(strategy) == before
+    assert _lr(sd) == _lr(build_param_groups(unet("sd15"), spec))  # built after the SDXL groups: still SD's
+    sd_map, xl_map = sd.model_map, xl.model_map
+    name = "down_blocks.1.attentions.1.proj_in.weight"  # IN05 on SD 1.5, IN05 on SDXL: other ramps
+    assert strategy.lr_scale(sd_map.params[name], sd_map) == pytest.approx(5 / 11)
+    assert strategy.lr_scale(xl_map.params[name], xl_map) == pytest.approx(5 / 8)
+    assert type(strategy).__module__ == "zoo.unet"  # the core names no architecture

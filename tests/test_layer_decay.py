@@ -254,3 +254,13 @@ def test_layer_decay_without_depth_says_how_to_give_it():
         build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.75))
     with pytest.raises(ValueError, match="layer_decay: give exactly one of"):  # option errors come first
         build_param_groups(model, dict(type="layer_decay", lr=1.0))
+
+
+def test_the_strategy_argument_and_its_old_name():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="`recipe` is now called `strategy`"):
+        build_param_groups(model, recipe=dict(type="flat", lr=1.0))
+    with pytest.raises(TypeError, match=r"unexpected arguments \['strategey'\]"):
+        build_param_groups(model, strategey=dict(type="flat", lr=1.0))
+    groups = build_param_groups(model, strategy=dict(type="flat", lr=1.0))
+    assert isinstance(groups, list) and groups.model_map.adapter == "any" and groups.adapter is None

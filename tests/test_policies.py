@@ -1,4 +1,4 @@
-"""Trainable policies on real timm ViTs: seed 002's counts, per-role LRs, freeze_lora_steps in the engine."""
+"""Trainable policies on real timm ViTs: the PEFT comparison's counts, per-role LRs, freeze_lora_steps in the engine."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def vit(depth: int = 3, device: str = "cpu", name: str = "vit_tiny_patch16_224",
     ],
     ids=["lora_only", "norm_only", "deep_lora"],
 )
-def test_seed002_trainable_counts_on_vit_s16_cifar100(policy, expected):
+def test_trainable_counts_of_the_peft_comparison_on_vit_s16_cifar100(policy, expected):
     with torch.device("meta"):
         model = timm.create_model("vit_small_patch16_224", num_classes=100)
     apply_policy(model, dict(policy, r=8, alpha=16) if policy["type"] != "norm_only" else policy)
-    assert trainable_counts(model) == expected  # the "Trainable Params" column of seed 002's table
+    assert trainable_counts(model) == expected  # the "Trainable Params" column of the PEFT comparison's table
 
 
 def test_deep_lora_layout_is_exactly_as_documented():
@@ -123,7 +123,7 @@ def test_show_lr_applies_the_policy(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, lora", [("lora_only", 589_824), ("norm_only", 0), ("deep_lora", 196_608)])
-def test_seed002_configs_build_the_run_they_describe(name, lora):
+def test_peft_comparison_configs_build_the_run_they_describe(name, lora):
     """Each shipped seed-002 config, built by the engine's own setup path (full size, meta device)."""
     from recipes.train.build import prepare_run
     from recipes.train.config import load_config

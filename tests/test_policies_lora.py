@@ -139,7 +139,7 @@ def test_shipped_lora_config_puts_lora_on_every_component_it_names(path):
         mmap.params[canonical_name(n)[0]].component for n, _ in model.named_parameters() if canonical_name(n)[1]
     }
     named = set(cfg.strategy.get("component_lr", {})) - {"norm"}  # LoRA wraps layers, not norms
-    if not named:  # flat LoRA configs (seed 002): the attention and the MLP of a ViT
+    if not named:  # flat LoRA configs (the PEFT comparison): the attention and the MLP of a ViT
         named = {"self_attn", "ffn"}
     assert named <= with_lora, f"no LoRA on {sorted(named - with_lora)}"
     if path.stem == "sd15_character_lora":  # attention outputs and the FFN of every transformer block

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.train import baselines as B
 from recipes.train.data.classification import image_folder
+from tools.baselines import docs as D
+from tools.baselines import experiments as B
+from tools.baselines.cells import run_cell
 from tools.reproduce import main, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,20 +25,32 @@ def sandbox(tmp_path, monkeypatch):
     """experiments/ and docs/ copied under tmp_path, so nothing in the repository is written."""
     shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
     monkeypatch.setattr(B, "EXPERIMENTS", tmp_path / "experiments")
-    monkeypatch.setattr(B, "DOCS", tmp_path / "docs" / "baselines.md")
-    monkeypatch.setattr(B, "FIGURES", tmp_path / "docs" / "baselines")
+    monkeypatch.setattr(D, "DOCS", tmp_path / "docs" / "baselines.md")
+    monkeypatch.setattr(D, "FIGURES", tmp_path / "docs" / "baselines")
     return tmp_path
 
 
 def _cell(exp, method, seed, top1, size="cpu"):
     _, digest = B.cell_config(exp, method, size, seed)
-    return {"method": method, "seed": seed, "size": size, "config_hash": digest, "commit": "0" * 40, "dirty": False,
-            "wall_s": 10.0, "versions": {"torch": "x"}, "hardware": {"cpu": "cpu", "cpus": 2},
-            "metrics": {"test": {"top1": top1, "nll": 1.0}, "temperature": {"T": 1.5, "ece_before": 0.1,
-                        "ece_after": 0.05}, "trainable_params": 100},
-            "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
-            "lr": {"head": [[0, 0.001], [10, 0.0005]]},
-            "reliability": {"T": 1.5, "before": [[0.8, 0.9, 5, 0.6, 0.85]], "after": [[0.6, 0.7, 5, 0.6, 0.65]]}}  # fmt: skip
+    return {
+        "method": method,
+        "seed": seed,
+        "size": size,
+        "config_hash": digest,
+        "commit": "0" * 40,
+        "dirty": False,
+        "wall_s": 10.0,
+        "versions": {"torch": "x"},
+        "hardware": {"cpu": "cpu", "cpus": 2},
+        "metrics": {
+            "test": {"top1": top1, "nll": 1.0},
+            "temperature": {"T": 1.5, "ece_before": 0.1, "ece_after": 0.05},
+            "trainable_params": 100,
+        },
+        "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
+        "lr": {"head": [[0, 0.001], [10, 0.0005]]},
+        "reliability": {"T": 1.5, "before": [[0.8, 0.9, 5, 0.6, 0.85]], "after": [[0.6, 0.7, 5, 0.6, 0.65]]},
+    }
 
 
 def test_unknown_baseline_and_size_are_clear_errors(capsys):
@@ -121,7 +135,7 @@ def test_docs_are_generated_from_results_only(sandbox):
     for name in B.baseline_names():
         if name != NAME:
             B.results_path(name).unlink(missing_ok=True)
-    doc = B.write_docs().read_text()
+    doc = D.write_docs().read_text()
     assert "| full_one_lr | 0,1,2 | 62.00 ± 2.00 |" in doc  # mean ± sample std of 60, 62, 64
     assert "| deep_lora | not run |" in doc and "| dinov2_init | not run |" in doc
     for kind in ("curve", "lr", "reliability"):
@@ -138,7 +152,7 @@ def test_docs_leave_out_results_of_another_config(sandbox):
     cells["cpu/lora_only/seed0"] = dict(_cell(exp, "lora_only", 0, 40.0), config_hash="fedcba9876543210")
     cells["tiny/full_one_lr/seed0"] = dict(_cell(exp, "full_one_lr", 0, 10.0), size="tiny")  # a removed size
     B.write_results(NAME, {"baseline": NAME, "schema": B.SCHEMA, "cells": cells})
-    doc = B.write_docs().read_text()
+    doc = D.write_docs().read_text()
     assert "| full_one_lr | 0,1 | 61.00 ± 1.41 |" in doc  # 60 and 62; the stale 64 is not averaged in
     assert "| lora_only | not run |" in doc
     assert (
@@ -179,7 +193,7 @@ def test_reference_method_is_scored_without_training(tmp_path, monkeypatch):
     exp = B.load_experiment("videomae_tracking")
     cfg, _ = B.cell_config(exp, "opencv_mil", "cpu", 0)
     cfg.data.val.sequences = ["a"]
-    cell = B.run_cell(cfg, {"tracking": str(tmp_path)}, tmp_path / "run", exp, "opencv_mil")
+    cell = run_cell(cfg, {"tracking": str(tmp_path)}, tmp_path / "run", exp, "opencv_mil")
     assert not (tmp_path / "run").exists() and cell["curve"] == [] and cell["lr"] == {}  # nothing was trained
     val = cell["metrics"]["val"]
     assert cell["metrics"]["best"] == val and val["frames"] == 11 and 0.0 <= val["AO"] <= 1.0
@@ -203,7 +217,23 @@ def test_method_spec_keys_are_checked():
     exp["methods"]["bad_run"] = dict(config="configs/tracking/videomae_dinov2_cpu.py", run="recipes.nowhere:f")
     cfg, _ = B.cell_config(exp, "bad_run", "cpu", 0)
     with pytest.raises(ValueError, match="run='recipes.nowhere:f' is not an importable function"):
-        B.run_cell(cfg, {}, Path("/nonexistent"), exp, "bad_run")
+        run_cell(cfg, {}, Path("/nonexistent"), exp, "bad_run")
+
+
+def test_a_trained_cell_holds_its_curves_and_reliability_bins(tmp_path):
+    """run_cell through the engine's public API (evaluate / eval_loader): a tiny ViT on digits, 3 steps."""
+    from tests.test_engine import tiny_cfg
+
+    cfg = tiny_cfg(max_steps=3)
+    cfg.data.test = dict(type="digits", split="test")
+    cell = run_cell(cfg, {}, tmp_path / "run", {"name": "digits", "methods": {}})
+    assert cell["metrics"]["steps"] == 3 and cell["metrics"]["best"]["top1"] == cell["curve"][0]["top1"]
+    assert len(cell["lr"]) > 1 and all(len(points) == 3 for points in cell["lr"].values())  # every group, each step
+    rel = cell["reliability"]
+    assert rel["T"] == cell["metrics"]["temperature"]["T"]
+    assert sum(row[2] for row in rel["before"]) == sum(row[2] for row in rel["after"]) == 360  # the test split
+    mean_confidence = {when: sum(r[2] * r[4] for r in rel[when] if r[2]) / 360 for when in ("before", "after")}
+    assert rel["T"] > 1 and mean_confidence["after"] < mean_confidence["before"]  # T > 1 flattens the softmax
 
 
 def _folder(tmp_path, per_class=6):
@@ -246,7 +276,7 @@ def test_cheapest_cell_reproduces(name, shared_data, tmp_path):
     cfg, digest = B.cell_config(exp, m["method"], m["size"], m["seed"])
     assert digest == stored["config_hash"], "the recipe changed since the committed result; rerun the baseline"
     paths = prepare_data(exp, shared_data, tmp_path / "data")
-    cell = B.run_cell(cfg, paths, tmp_path / "run", exp, m["method"])
+    cell = run_cell(cfg, paths, tmp_path / "run", exp, m["method"])
     value = B.metric(cell, m["path"])
     assert B.within(B.metric(stored, m["path"]), m["tolerance"], value), (value, B.metric(stored, m["path"]))
     if m["expected"] is not None:

@@ -53,10 +53,8 @@ def timm_own(model):
 TIMM_SCHEDULERS = {
     "cosine": lambda o: CosineLRScheduler(
         o, t_initial=STEPS, lr_min=1e-5, warmup_t=4, warmup_lr_init=1e-5, t_in_epochs=False
-    ),  # fmt: skip
-    "step": lambda o: StepLRScheduler(
-        o, decay_t=5, decay_rate=0.5, warmup_t=3, warmup_lr_init=2e-5, t_in_epochs=False
-    ),  # fmt: skip
+    ),
+    "step": lambda o: StepLRScheduler(o, decay_t=5, decay_rate=0.5, warmup_t=3, warmup_lr_init=2e-5, t_in_epochs=False),
     **{
         f"v2_{kind}": (
             lambda o, kind=kind: create_scheduler_v2(
@@ -70,7 +68,7 @@ TIMM_SCHEDULERS = {
                 warmup_lr=1e-6,
                 decay_milestones=(2, 4),
             )[0]
-        )  # fmt: skip
+        )
         for kind in ("cosine", "tanh", "step", "multistep", "poly")
     },
 }
@@ -230,14 +228,16 @@ def test_transformers_get_scheduler(model, kind):
 def test_mmengine_param_schedulers(model, floor):
     from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
 
-    wrappers = [OptimWrapper(torch.optim.AdamW(build_param_groups(model, STRATEGY), lr=LR)),
-                OptimWrapper(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=LR))]  # fmt: skip
+    wrappers = [
+        OptimWrapper(torch.optim.AdamW(build_param_groups(model, STRATEGY), lr=LR)),
+        OptimWrapper(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=LR)),
+    ]
     kw = {floor: 0.01 if floor == "eta_min_ratio" else 1e-4}
     scheds = [
         [
             LinearLR(w, start_factor=0.1, by_epoch=False, begin=0, end=4),
             CosineAnnealingLR(w, T_max=STEPS - 4, by_epoch=False, begin=4, end=STEPS, **kw),
-        ]  # fmt: skip
+        ]
         for w in wrappers
     ]
     for _ in range(STEPS):
@@ -254,10 +254,11 @@ def test_mmengine_param_schedulers(model, floor):
             current_base_lr(wrappers[0].optimizer.param_groups)
 
 
-# --- the BEiT / VideoMAEv2 hand-off (seed 000): lr = schedule[it] * lr_scale each step ------------
+# --- the BEiT / VideoMAEv2 hand-off: lr = schedule[it] * lr_scale each step ------------
 def test_beit_handoff(model):
-    sched = build_schedule(dict(type="cosine", warmup_steps=4, min_lr=1e-6, weight_decay=WD,
-                                weight_decay_end=0.2), STEPS, lr=LR)  # fmt: skip
+    sched = build_schedule(
+        dict(type="cosine", warmup_steps=4, min_lr=1e-6, weight_decay=WD, weight_decay_end=0.2), STEPS, lr=LR
+    )
     lr_values = [sched.value(i) for i in range(STEPS)]  # the per-step array the hand-off indexes
     wd_values = [sched.weight_decay_value(i) for i in range(STEPS)]
     opt = torch.optim.AdamW(build_param_groups(model, STRATEGY))

@@ -17,7 +17,7 @@ def two_group_optimizer(wd=(0.05, 0.0), scales=(1.0, 0.75)):
 
 
 def test_noam_formula_is_authoritative():
-    """Seed 003's table says 1.56e-4 at step 4000; its own formula gives 6.99e-4 (we follow the formula)."""
+    """Noam's published example table says 1.56e-4 at step 4000; its own formula gives 6.99e-4 (we follow the formula)."""
     s = build_schedule(dict(type="noam", d_model=512, warmup_steps=4000), total_steps=40_000)
     formula = lambda n: 512**-0.5 * min(n**-0.5, n * 4000**-1.5)  # noqa: E731
     assert s.value(3999) == pytest.approx(6.98771242e-4, rel=1e-8)  # global step 3999 is step_num 4000
@@ -36,7 +36,7 @@ def test_cosine_relative_floor_keeps_ratios():
         s.apply(opt, step)
         a, b = (g["lr"] for g in opt.param_groups)
         if a:
-            assert a / b == pytest.approx(4 / 3, rel=1e-12)  # seed 001's 4:3 example at every step
+            assert a / b == pytest.approx(4 / 3, rel=1e-12)  # the 4:3 ratio of the two groups at every step
     s.apply(opt, 110)
     assert opt.param_groups[1]["lr"] == pytest.approx(1e-5 * 0.75)  # floor relative to the group's peak
 
@@ -72,12 +72,15 @@ def test_resume_at_any_step_is_exact():
     """A pure function of the step: a fresh schedule at step k equals a running one at step k."""
     cfg = dict(type="cosine", lr=1e-3, warmup_steps=5, min_lr_ratio=0.01, weight_decay=0.05, weight_decay_end=0.2)
     running, opt = build_schedule(cfg, total_steps=50), two_group_optimizer()
+    built = [g["weight_decay"] for g in opt.param_groups]
     for step in range(50):
-        running.apply(opt, step)
+        running.apply(opt, step, built)
         state = opt.state_dict()
         fresh_opt = two_group_optimizer()
+        fresh_built = [g["weight_decay"] for g in fresh_opt.param_groups]  # before the checkpoint's are loaded
         fresh_opt.load_state_dict(state)
-        build_schedule(cfg, total_steps=50).apply(fresh_opt, step)
+        assert set(opt.param_groups[0]) == set(two_group_optimizer().param_groups[0])  # apply adds no key
+        build_schedule(cfg, total_steps=50).apply(fresh_opt, step, fresh_built)
         assert [g["lr"] for g in fresh_opt.param_groups] == [g["lr"] for g in opt.param_groups]
         assert [g["weight_decay"] for g in fresh_opt.param_groups] == [g["weight_decay"] for g in opt.param_groups]
 
@@ -86,10 +89,19 @@ def test_weight_decay_schedule_only_on_decayed_groups_and_keeps_ratios():
     s = build_schedule(dict(type="cosine", lr=1.0, weight_decay=0.04, weight_decay_end=0.4), total_steps=11)
     opt = two_group_optimizer(wd=(0.04, 0.0))
     opt.add_param_group(dict(params=[torch.nn.Parameter(torch.zeros(1))], lr=1.0, lr_scale=1.0, weight_decay=0.02))
-    s.apply(opt, 0)
-    assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([0.04, 0.0, 0.02])
-    s.apply(opt, 10)
+    built = [g["weight_decay"] for g in opt.param_groups]
+    s.apply(opt, 10, built)  # any step first: the ratios come from the groups as built, not from a first call
     assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([0.4, 0.0, 0.2])
+    s.apply(opt, 0, built)
+    assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([0.04, 0.0, 0.02])
+    assert "wd_scale" not in opt.param_groups[0]
+    with pytest.raises(ValueError, match="this schedule changes the weight decay .* pass weight_decays="):
+        s.apply(opt, 1)
+    with pytest.raises(ValueError, match="2 weight_decays for 3 parameter groups"):
+        s.apply(opt, 1, built[:2])
+    plain = build_schedule(dict(type="cosine", lr=1.0), total_steps=11)
+    plain.apply(opt, 10)  # no weight-decay schedule: nothing to pass, the weight decays stay
+    assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([0.04, 0.0, 0.02])
 
 
 def test_lambda_lr_matches_apply():
@@ -142,13 +154,14 @@ def test_every_registered_schedule_applies_the_same_values_in_any_order():
         cfg = dict(type=name) if name == "noam" else dict(type=name, lr=1.0, warmup_steps=2)
         cfg.update(weight_decay=0.05, weight_decay_end=0.2)
         in_order, opt = build_schedule(cfg, total_steps=30), two_group_optimizer()
+        built = [g["weight_decay"] for g in opt.param_groups]
         want = {}
         for step in range(30):
-            in_order.apply(opt, step)
+            in_order.apply(opt, step, built)
             want[step] = [(g["lr"], g["weight_decay"]) for g in opt.param_groups]
         shuffled, opt2 = build_schedule(cfg, total_steps=30), two_group_optimizer()
         for step in torch.randperm(30, generator=torch.Generator().manual_seed(1)).tolist():
-            shuffled.apply(opt2, step)
+            shuffled.apply(opt2, step, built)
             assert [(g["lr"], g["weight_decay"]) for g in opt2.param_groups] == want[step], (name, step)
         assert len({w[0][0] for w in want.values()}) > 1 and len({w[0][1] for w in want.values()}) > 1, name
         assert all(w[1][1] == 0.0 for w in want.values())  # the no-decay group stays at 0

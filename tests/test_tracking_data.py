@@ -80,7 +80,7 @@ def test_empty_unreadable_and_unknown_sequences(tmp_path):
         load_sequence(tmp_path / "empty")
     seq = write_got10k(tmp_path, "broken", n=2)
     (seq / "00000001.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match="00000001.jpg: the image cannot be read"):
+    with pytest.raises(ValueError, match="broken: first frame .*00000001.jpg: not a readable image"):
         load_sequence(seq)
     with pytest.raises(ValueError, match="not a sequence folder"):
         load_sequence(_plain(tmp_path))
@@ -153,3 +153,44 @@ def test_shared_set_reads_and_splits(sot):
     assert sum(len(s) for s in ev) == 1204 and sum(len(s) - 1 for s in ev) == 1199
     assert all(s.visible.all() for s in seqs)
     assert sum(len(s) for s in load_sequences(sot, exclude=EVAL)) == 2146
+
+
+def _coco_stills(tmp_path: Path) -> Path:
+    """A COCO-format detection set of 3 still photos (skimage's real ones), one object box each."""
+    import json
+
+    from skimage import data as skdata
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    images, anns = [], []
+    for k, (name, box) in enumerate([("chelsea", [130, 20, 200, 220]), ("coffee", [40, 20, 360, 300]),
+                                     ("astronaut", [140, 20, 200, 200])]):  # fmt: skip
+        img = getattr(skdata, name)()
+        cv2.imwrite(str(folder / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        images.append({"id": k, "file_name": f"{name}.jpg", "width": img.shape[1], "height": img.shape[0]})
+        anns.append({"id": k, "image_id": k, "category_id": 1, "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
+    (folder / "_annotations.coco.json").write_text(json.dumps(coco))
+    return folder / "_annotations.coco.json"
+
+
+def test_still_images_as_extra_pairs(tmp_path):
+    """data.train.still_images: a share of the pairs is cut from one still image of a COCO-format set (template
+    and search around the same object); share=0 leaves every sample as it was; bad keys are errors."""
+    write_got10k(tmp_path, "a", n=6)
+    ann = _coco_stills(tmp_path)
+    kw = dict(samples_per_epoch=6, template_size=16, search_size=32, flip=0.0, photometric=0.0, seed=3)
+    plain = TrackingPairs(str(tmp_path), ["a"], **kw)
+    none = TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), share=0.0), **kw)
+    every = TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), share=1.0), **kw)
+    for i in range(3):
+        assert all(torch.equal(x, y) for x, y in zip(plain[i], none[i], strict=True))
+    z, x, box = every[0]
+    assert not torch.equal(z, plain[0][0]) and z.shape == (3, 16, 16) and x.shape == (3, 32, 32)
+    assert 0.2 < float(box[0]) < 0.8 and 0.1 < float(box[2]) < 0.6  # the object, with the search context around it
+    assert len(every.stills.objects) == 3
+    with pytest.raises(ValueError, match=r"still_images.share must lie in \[0, 1\], got 1.5"):
+        TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), share=1.5), **kw)
+    with pytest.raises(ValueError, match=r"still_images: unknown keys \['shar'\]"):
+        TrackingPairs(str(tmp_path), ["a"], still_images=dict(ann_file=str(ann), shar=0.5), **kw)

@@ -232,3 +232,30 @@ def test_task_reads_data_from_data_cfg_with_the_run_seed(tmp_path):
     no_root.data_root = None
     with pytest.raises(KeyError, match=r"`data.train.root` is required \(set data_root"):
         build_task(no_root).build_datasets()
+
+
+def test_box_loss_at_the_predicted_peak():
+    """task.box_loss_at: 'target' reads the box at the ground-truth centre cell, 'peak' at the predicted score peak
+    (what the tracker reads), 'both' averages them; an unknown value is an error naming the key."""
+    from mmengine.config import Config
+
+    from recipes.train.errors import BadInput
+    from recipes.train.tasks.base import build_task
+
+    def task(**kw):
+        return build_task(Config(dict(model=dict(type="videomae_tracker"), task=dict(type="tracking", **kw))))
+
+    grid = 4
+    score = torch.full((1, 1, grid, grid), -5.0)
+    score[0, 0, 0, 0] = 5.0  # the peak sits in the corner, the target's centre in cell (2, 2)
+    size = torch.full((1, 2, grid, grid), 0.1)
+    size[0, :, 2, 2] = 0.25  # the right size only at the target cell
+    out = {"score": score, "size": size, "offset": torch.full((1, 2, grid, grid), 0.5)}
+    box = torch.tensor([[0.625, 0.625, 0.25, 0.25]])  # centre of cell (2, 2)
+    at = {k: task(box_loss_at=k).losses(out, box) for k in ("target", "peak", "both")}
+    assert float(at["target"]["l1"]) == pytest.approx(0.0, abs=1e-7) and float(at["target"]["iou"]) == pytest.approx(1)
+    assert float(at["peak"]["l1"]) > 0.2 and float(at["peak"]["iou"]) == 0.0  # the corner box misses the target
+    assert float(at["both"]["giou"]) == pytest.approx((float(at["target"]["giou"]) + float(at["peak"]["giou"])) / 2)
+    assert float(at["peak"]["focal"]) == float(at["target"]["focal"])  # the heatmap loss does not move
+    with pytest.raises(BadInput, match="task.box_loss_at='centre'"):
+        task(box_loss_at="centre")

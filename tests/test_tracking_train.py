@@ -1,4 +1,4 @@
-"""A tiny tracking run through the real engine: design note 000's LR / weight-decay contract, exact
+"""A tiny tracking run through the real engine: the BEiT / VideoMAEv2 LR / weight-decay hand-off, exact
 resume, best.pt on AO, and tools/track.py on a video, a frame folder and the eval split (model and MIL)."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 
 
 def test_every_group_follows_the_step_schedule(run):
-    """Design note 000: each step, lr = schedule(step) x lr_scale for every group; the weight-decay schedule
+    """The BEiT / VideoMAEv2 hand-off: each step, lr = schedule(step) x lr_scale for every group; the weight-decay schedule
     reaches exactly the groups with non-zero weight decay (the others stay at 0)."""
     _, trainer, seen, _ = run
     assert len(seen) == trainer.total_steps == 4
@@ -72,8 +72,8 @@ def test_resume_is_bit_exact_and_best_follows_ao(run, tmp_path):
     resumed = Trainer(tiny_cfg(root), tmp_path / "resumed", resume=ckpts[1]).setup()
     assert resumed.step == 2
     resumed.train()
-    full = trainer._bare_model().state_dict()
-    for k, v in resumed._bare_model().state_dict().items():
+    full = trainer.bare_model().state_dict()
+    for k, v in resumed.bare_model().state_dict().items():
         assert torch.equal(v, full[k]), k
     best = json.loads((root.parent / "run" / "best.json").read_text())
     assert best["metric"] == "AO" and 0.0 <= summary["best_AO"] <= 1.0 and "fps" in summary["val"]
@@ -148,7 +148,7 @@ def test_trainable_only_best_pt_needs_and_checks_model_init(run, tmp_path, capsy
     trainer.train()
     best_path = tmp_path / "probe" / "best.pt"
     best = torch.load(best_path, weights_only=True)
-    head = {n for n, p in trainer._bare_model().named_parameters() if p.requires_grad}
+    head = {n for n, p in trainer.bare_model().named_parameters() if p.requires_grad}
     assert best["frozen_omitted"] and head <= set(best["model"]) and not any(k.startswith("videomae.encoder")
                                                                               for k in best["model"])  # fmt: skip
     cfg_path = tmp_path / "probe.py"
@@ -172,20 +172,21 @@ def test_amp_accumulation_and_ema(run, tmp_path):
 
 
 def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_path):
-    """configs/tracking/videomae_dinov2_cpu.py on the real sequences from the real DINOv2 init, cut down to
+    """configs/tracking/videomae_dinov2_cpu_shared.py on the real sequences from the real DINOv2 init, cut down to
     2 blocks and 2 x 4 steps: resuming from the step-4 checkpoint (a new process's view: a fresh Trainer)
     ends bit-exact with the uninterrupted run, and the eval on a real sequence is scored."""
     from pathlib import Path
 
-    from recipes.train.baselines import load_experiment
+    from tools.baselines.experiments import load_experiment
     from tools.reproduce import prepare_data
 
     paths = prepare_data(load_experiment("videomae_tracking"), shared_data, tmp_path / "data")
     from recipes.train.config import load_config
 
-    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu.py"
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "tracking" / "videomae_dinov2_cpu_shared.py"
     options = {"data_root": paths["tracking"], "model.init": paths["dinov2"], "model.num_hidden_layers": 2,
-               "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"], "train.epochs": 2,
+               "data.train.samples_per_epoch": 16, "data.val.sequences": ["otb_Skiing"],
+               "data.test.sequences": ["otb_Skiing"], "train.epochs": 2,
                "train.batch_size": 4, "train.ckpt_every": 4, "train.progress": False, "train.tensorboard": False,
                "schedule.warmup_steps": 2}  # fmt: skip
 
@@ -197,12 +198,13 @@ def test_shipped_config_resumes_bit_exact_on_the_shared_set(shared_data, tmp_pat
     full = trainer(tmp_path / "full")
     summary = full.train()
     assert full.step == 8 and 0.0 < summary["val"]["AO"] <= 1.0
+    assert summary["test"]["AO"] == pytest.approx(summary["val"]["AO"])  # the same sequence, the final model
     ckpt = tmp_path / "full" / "checkpoints" / "step_0000004.pt"
     resumed = trainer(tmp_path / "resumed", resume=ckpt)
     assert resumed.step == 4
     resumed.train()
-    want = full._bare_model().state_dict()
-    for k, v in resumed._bare_model().state_dict().items():
+    want = full.bare_model().state_dict()
+    for k, v in resumed.bare_model().state_dict().items():
         assert torch.equal(v, want[k]), k
     last = [json.loads(line) for line in (tmp_path / "full" / "eval_log.jsonl").read_text().splitlines()][-1]
     again = [json.loads(line) for line in (tmp_path / "resumed" / "eval_log.jsonl").read_text().splitlines()][-1]

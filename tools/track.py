@@ -4,10 +4,12 @@
     python tools/track.py CONFIG CKPT --frames DIR --init x,y,w,h
     python tools/track.py CONFIG CKPT --eval [--cfg-options data_root=DIR]      # one-pass evaluation
     python tools/track.py CONFIG --tracker opencv_mil --eval                    # the same, OpenCV TrackerMIL
+    python tools/track.py CONFIG CKPT --eval --split test                       # data.test (withheld: submission)
 
 A video / frame folder gives ``boxes.txt`` (x,y,w,h per frame) and an annotated ``track.mp4`` (or
 ``track.gif`` with --gif). ``--eval`` gives ``metrics.json``, ``per_sequence.md``, the success and
-precision plots (PNG) and one ``<sequence>.txt`` per sequence. ``--out`` must be a new or empty folder:
+precision plots (PNG) and one ``<sequence>.txt`` per sequence; on a split whose boxes are withheld (GOT-10k
+test, TrackingNet TEST) the evaluation server's ``submission/`` folder and ``submission.zip`` instead. ``--out`` must be a new or empty folder:
 nothing already written is replaced. Exit status: 0 done, 2 bad input, 4 unexpected.
 
 The model is built as ``tools/train.py`` builds it (the task's ``build_model``, the trainable policy; every
@@ -40,7 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="a video file (anything OpenCV decodes)")
     src.add_argument("--frames", help="a folder of frames (sorted by name)")
-    src.add_argument("--eval", action="store_true", help="one-pass evaluation on the config's data.val")
+    src.add_argument("--eval", action="store_true", help="one-pass evaluation on the config's data.val (--split)")
+    ap.add_argument(
+        "--split",
+        default="val",
+        choices=["val", "test"],
+        help="with --eval: data.val or data.test; a split whose boxes are withheld (GOT-10k test, "
+        "TrackingNet TEST) gives the evaluation server's submission folder and zip instead of scores",
+    )
     ap.add_argument("--init", help="x,y,w,h of the target in the first frame (with --video / --frames)")
     ap.add_argument("--tracker", default="model", choices=["model", "opencv_mil"])
     ap.add_argument("--out", default=None, help="a new or empty folder (default: work_dirs/track/<name>)")
@@ -145,11 +154,22 @@ def write_video(seq: Any, boxes: np.ndarray, out: Path, gif: bool, fps: float = 
     return path
 
 
-def run_eval(cfg: Any, run: Any, out: Path, name: str) -> dict[str, Any]:
+def run_eval(cfg: Any, run: Any, out: Path, name: str, split: str = "val") -> dict[str, Any]:
     from recipes.train.metrics.tracking import per_sequence_table, plot_curves
-    from recipes.train.tasks.tracking_online import evaluate_tracker
+    from recipes.train.tasks.tracking_online import eval_sequences, evaluate_tracker
 
-    seqs, boxes, per_seq, metrics = evaluate_tracker(cfg, run)
+    data = eval_sequences(cfg, split)
+    if data.withheld:  # GOT-10k test / TrackingNet TEST: only the server can score it
+        from recipes.train.data.tracking_roots import write_submission
+
+        t0 = time.perf_counter()
+        boxes = run(data.seqs)
+        frames, wall = sum(len(s) for s in data.seqs), time.perf_counter() - t0
+        path = write_submission(data.kind, data.seqs, boxes, [wall * len(s) / frames for s in data.seqs],
+                                out / "submission")  # fmt: skip
+        print(f"[eval] {len(data.seqs)} {split} sequences, boxes withheld: submission {out / 'submission'} and {path}")
+        return {"submission": str(path)}
+    seqs, boxes, per_seq, metrics = evaluate_tracker(cfg, run, split)
     for s, b in zip(seqs, boxes, strict=True):
         write_boxes(out / f"{s.name}.txt", b)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -165,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     from recipes.train.data.tracking import load_frames, load_video
 
     args = parse_args(argv)
+    if args.split != "val" and not args.eval:
+        raise BadInput(f"--split {args.split} acts with --eval only (a video or frame folder has no split)")
     cfg = load_config(args.config, args.cfg_options)
     name = args.tracker if args.tracker != "model" else Path(args.checkpoint or "model").parent.name or "model"
     run = build_tracker(cfg, args.checkpoint, args.tracker)
     source = Path(args.video or args.frames or "eval").stem
     out = fresh_dir(Path(args.out or Path("work_dirs") / "track" / f"{name}_{source}"))
     if args.eval:
-        run_eval(cfg, run, out, name)
+        run_eval(cfg, run, out, name, args.split)
     else:
         init = parse_init(args.init)
         seq = load_video(args.video, init) if args.video else load_frames(args.frames, init)

@@ -119,10 +119,16 @@ def to_coco(
         for name, (x, y, w, h) in boxes:
             if name not in cat_id:
                 raise ValueError(f"{image['file_name']}: class {name!r} is not in --classes {names}")
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": img_id, "category_id": cat_id[name],
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": cat_id[name],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
     return {"images": images, "annotations": annotations, "categories": categories}
 

@@ -6,7 +6,7 @@ their tables from the small helpers here so that one naming convention reads the
 * ``self_attn``: the image (or video) stream's attention projections;
 * ``cross_attn``: attention over the text (``attn2``), and in double-stream joint-attention blocks
   (Flux, SD3, Chroma, HunyuanVideo, Qwen-Image) the whole text stream (``add_*_proj``,
-  ``to_add_out``, ``ff_context`` / ``txt_mlp``), as seed 001 maps Flux;
+  ``to_add_out``, ``ff_context`` / ``txt_mlp``), as the per-component x depth recipe maps Flux;
 * ``ffn``: the image stream's MLP;
 * ``norm``: every norm inside a block, including the block's adaLN modulation (``norm1.linear``,
   ``scale_shift_table``, ``img_mod``), which scales and shifts that norm;

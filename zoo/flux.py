@@ -3,12 +3,12 @@
 Names read from diffusers 0.42.1 (``models/transformers/transformer_flux.py``,
 ``transformer_flux2.py``). Depth: ``transformer_blocks`` (double) run first, then
 ``single_transformer_blocks``; ``depth_scope="per_stack"`` restarts at the first single block (as
-seed 001's log shows), ``"global"`` counts on through both.
+the per-component x depth recipe's log shows), ``"global"`` counts on through both.
 
 Single blocks fuse attention and MLP, so their fused projections cannot be split by component:
 Flux.1's ``proj_mlp`` (MLP in) is ``ffn`` and its ``proj_out`` (attention out and MLP out,
 concatenated) is ``self_attn``; Flux.2's ``attn.to_qkv_mlp_proj`` and ``attn.to_out`` are
-``self_attn`` (they live under ``attn.``, as seed 001's ``attn.to_*`` pattern says).
+``self_attn`` (they live under ``attn.``, as the recipe's ``attn.to_*`` pattern says).
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ from typing import ClassVar
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, is_norm_name, norm_param_names, unwrap_model
+from recipes.adapter import Adapter, ModelMap, ParamInfo
+from recipes.names import canonical_name, unwrap_model
+from recipes.norms import is_norm_name, norm_param_names
 from recipes.registry import ADAPTERS
 from zoo.hf_vit import TransformersAdapter
 
@@ -110,7 +112,7 @@ class HFGeneric(Adapter):
             return False
         return bool(stacks_of(model))
 
-    def describe(self, model: nn.Module, names: list[str] | None = None) -> ModelMap:
+    def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> ModelMap:
         base = unwrap_model(model)
         if names is None:
             names = [canonical_name(n)[0] for n, _ in base.named_parameters()]
@@ -126,8 +128,7 @@ class HFGeneric(Adapter):
         for s, k in sizes.items():
             offsets[s], total = total, total + k
         in_norm = _layernorm_params(base)
-        norms = self.__dict__.pop("_norm_hint", None)  # the one norm rule (the holder's class), from the builder's walk
-        if norms is None:
+        if norms is None:  # the one norm rule (the holder's class), unless the builder's walk found them
             norms = norm_param_names(base)
         last = max((p for p, n in enumerate(names) if n in located), default=-1)
         infos: dict[str, ParamInfo] = {}

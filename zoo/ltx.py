@@ -6,7 +6,7 @@ Names read from diffusers 0.42.1 (``models/transformers/transformer_ltx.py``,
 (``audio_attn1`` -> ``audio_self_attn``, ``audio_attn2`` -> ``audio_cross_attn``, ``audio_ff`` ->
 ``audio_ffn``) and the audio<->video attention (``audio_to_video_attn``, ``video_to_audio_attn``
 -> ``av_cross_attn``), so a video recipe does not move the audio weights by accident. Every
-per-block ``*scale_shift_table`` and norm is ``norm``. Seed 001's "bare ``to_q/k/v``, no
+per-block ``*scale_shift_table`` and norm is ``norm``. The per-component x depth recipe's "bare ``to_q/k/v``, no
 ``attn.`` prefix" is wrong for both: the projections sit under ``attn1`` / ``attn2``.
 """
 

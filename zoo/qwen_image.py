@@ -3,7 +3,7 @@
 Names read from diffusers 0.42.1 (``models/transformers/transformer_qwenimage.py``). Image stream:
 ``attn.to_q/k/v/out`` (``self_attn``), ``img_mlp`` (``ffn``); text stream: ``attn.add_*_proj``,
 ``attn.to_add_out``, ``txt_mlp`` (``cross_attn``, as Flux's text stream). The per-block adaLN
-modulation ``img_mod`` / ``txt_mod`` is ``norm``. Seed 001's ``mlp.gate/up/down_proj`` do not
+modulation ``img_mod`` / ``txt_mod`` is ``norm``. The per-component x depth recipe's ``mlp.gate/up/down_proj`` do not
 exist: the MLP is diffusers' ``FeedForward`` (``img_mlp.net.0.proj``, ``img_mlp.net.2``).
 """
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap, ParamInfo, unwrap_model
+from recipes.adapter import Adapter, ModelMap, ParamInfo
+from recipes.names import unwrap_model
 from recipes.registry import ADAPTERS, STRATEGIES
-from recipes.strategies import Strategy, _check_lr
+from recipes.strategies import Strategy, check_lr
 
 _ENC = r"^backbone\.0\.encoder\."
 # the DINOv2 inside; rfdetr's own encoder LoRA (backbone_lora=True) wraps it in a peft model
@@ -69,8 +70,8 @@ class RFDETR(Adapter):
         kind = type(model)
         return kind.__name__ == "LWDETR" and kind.__module__.startswith("rfdetr.")
 
-    def describe(self, model: nn.Module, names: list[str] | None = None) -> RFDETRMap:
-        mmap = super().describe(model, names)
+    def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> RFDETRMap:
+        mmap = super().describe(model, names, norms)
         fields = {f.name: getattr(mmap, f.name) for f in dataclasses.fields(ModelMap)}
         return RFDETRMap(**fields, out_feature_indexes=_out_indices(model))
 
@@ -117,9 +118,9 @@ class RFDETRRecipe(Strategy):
         super().__init__(lr, weight_decay=weight_decay, **common)
         if self.lr == 0:
             raise ValueError(f"{self._where}.lr is the base LR (lr_scale 1.0) and must be > 0")
-        self.lr_encoder = _check_lr(f"{self._where}.lr_encoder", lr_encoder)
-        self.lr_vit_layer_decay = _check_lr(f"{self._where}.lr_vit_layer_decay", lr_vit_layer_decay)
-        self.lr_component_decay = _check_lr(f"{self._where}.lr_component_decay", lr_component_decay)
+        self.lr_encoder = check_lr(f"{self._where}.lr_encoder", lr_encoder)
+        self.lr_vit_layer_decay = check_lr(f"{self._where}.lr_vit_layer_decay", lr_vit_layer_decay)
+        self.lr_component_decay = check_lr(f"{self._where}.lr_component_decay", lr_component_decay)
         if out_feature_indexes is not None and (
             isinstance(out_feature_indexes, str | bytes) or not all(isinstance(i, int) for i in out_feature_indexes)
         ):

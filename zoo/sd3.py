@@ -4,7 +4,7 @@ Names read from diffusers 0.42.1 (``models/transformers/transformer_sd3.py``,
 ``models/attention.py: JointTransformerBlock``). There is no separate cross-attention module: text
 and image tokens attend jointly. The text stream's projections (``attn.add_*_proj``,
 ``attn.to_add_out``, ``ff_context``) are still their own weights, named as in Flux, so they are
-``cross_attn`` here too (seed 001 says SD3 has none; its SD3.5 example leaves them at
+``cross_attn`` here too (the per-component x depth recipe says SD3 has none; its SD3.5 example leaves them at
 ``default_lr``). The last block is ``context_pre_only`` (no ``to_add_out`` / ``ff_context``).
 SD3.5 Medium's dual-attention blocks add ``attn2`` (a second image-only self-attention):
 ``self_attn``.

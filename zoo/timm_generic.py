@@ -33,7 +33,9 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap, ParamInfo, canonical_name, is_norm_name, norm_param_names, unwrap_model
+from recipes.adapter import Adapter, ModelMap, ParamInfo
+from recipes.names import canonical_name, unwrap_model
+from recipes.norms import is_norm_name, norm_param_names
 from recipes.registry import ADAPTERS
 
 MATCH_PREV = 99999.0  # timm's MATCH_PREV_GROUP: a suffix ending in it joins the group before
@@ -245,7 +247,7 @@ class Timm(Adapter):
             return "head"
         return block_component(name)
 
-    def describe(self, model: nn.Module, names: list[str] | None = None) -> ModelMap:
+    def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> ModelMap:
         base = unwrap_model(model)
         if names is None:
             names = [canonical_name(n)[0] for n, _ in base.named_parameters()]
@@ -266,8 +268,7 @@ class Timm(Adapter):
             sizes[s] = span[s][1] - span[s][0] + 1
             offsets[s], total = total, total + sizes[s]
         no_decay, own_rules = no_weight_decay_matcher(base), bool(self._no_decay)
-        norms = self.__dict__.pop("_norm_hint", None)  # the one norm rule (the holder's class), from the builder's walk
-        if norms is None:
+        if norms is None:  # the one norm rule (the holder's class), unless the builder's walk found them
             norms = norm_param_names(base)
         infos: dict[str, ParamInfo] = {}
         unmatched: list[str] = []

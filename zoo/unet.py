@@ -31,12 +31,17 @@ transformers' ``proj_in`` / ``proj_out`` -> ``attn_proj``, ResNet blocks and res
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from torch import nn
 
-from recipes.adapter import ModelMap, canonical_name, unwrap_model
-from recipes.registry import ADAPTERS
+from recipes.adapter import ModelMap, ParamInfo, canonical_name, unwrap_model
+from recipes.registry import ADAPTERS, STRATEGIES
+from recipes.strategies import Strategy, check_lr
 from zoo.diffusers_common import DiffusersAdapter, prefixes
 
 _PART = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.")
@@ -68,15 +73,18 @@ class UNet(DiffusersAdapter):
     )
     catch_all = frozenset({"embed", "head"})
 
-    def __init__(self) -> None:
+    def __init__(self, geometry: Geometry | None = None) -> None:
+        """``geometry``: the model's (slots per down block, mid slot, SDXL layout), see :func:`unet_geometry`;
+        :meth:`describe` reads it from the model's names, so only per-name queries need it given."""
         super().__init__()
-        self._geometry: tuple[int, int, bool] | None = None  # (L + 1, first mid slot, SDXL layout)
+        self.geometry = geometry
 
-    def describe(self, model: nn.Module, names: list[str] | None = None) -> ModelMap:
+    def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> ModelMap:
         if names is None:
             names = [canonical_name(n)[0] for n, _ in unwrap_model(model).named_parameters()]
-        self._geometry = _geometry(names)
-        return super().describe(model, names)
+        geometry = unet_geometry(names)
+        placed = self if geometry == self.geometry else type(self)(geometry)
+        return super(UNet, placed).describe(model, names, norms)
 
     def _locate(self, name: str) -> tuple[str, int, str] | None:
         """The LDM slot of a down/mid/up name (see the module docstring); None outside them."""
@@ -90,7 +98,7 @@ class UNet(DiffusersAdapter):
             return "unet", mid, "mid:" + name[len("mid_block.") :]
         m = _PART.match(name)
         if m is None:
-            if name.startswith("conv_in.") and self._geometry is not None and self._geometry[2]:
+            if name.startswith("conv_in.") and self.geometry is not None and self.geometry.sdxl:
                 return "unet", 0, "conv_in:" + name[len("conv_in.") :]  # SDXL: kohya's input_blocks.0
             return None
         per_block, mid, sdxl = self._require_geometry(name)
@@ -101,15 +109,15 @@ class UNet(DiffusersAdapter):
         return "unet", slot, f"{where}:{kind}:{name[m.end() :]}"
 
     def component_of(self, name: str) -> str | None:
-        if name.startswith("conv_in.") and self._geometry is not None and self._geometry[2]:
+        if name.startswith("conv_in.") and self.geometry is not None and self.geometry.sdxl:
             return "conv_in"  # SDXL: a block of its own (IN00), so not the ``embed`` catch-all
         return super().component_of(name)
 
     def layer_labels(self, mmap: ModelMap) -> dict[int, str]:
         """kohya's block names per layer id (see the module docstring)."""
-        if self._geometry is None or not mmap.num_layers:
+        if self.geometry is None or not mmap.num_layers:
             return {}
-        _, mid, sdxl = self._geometry
+        _, mid, sdxl = self.geometry
         n = mmap.num_layers
         if sdxl:  # ids: emb, IN00 (conv_in), IN01.., MID0..2, OUT00.., out
             labels = {0: "emb", **{k + 1: f"IN{k:02d}" for k in range(mid)}}
@@ -121,16 +129,24 @@ class UNet(DiffusersAdapter):
         labels[n + 1] = "out"
         return labels
 
-    def _require_geometry(self, name: str) -> tuple[int, int, bool]:
-        if self._geometry is None:
+    def _require_geometry(self, name: str) -> Geometry:
+        if self.geometry is None:
             raise ValueError(
-                f"unet: cannot place {name!r} before the model's geometry is known; call "
-                "describe(model) (or build_param_groups) first"
+                f"unet: cannot place {name!r} without the model's geometry; use describe(model), or "
+                "UNet(unet_geometry(names)) for per-name queries"
             )
-        return self._geometry
+        return self.geometry
 
 
-def _geometry(names: list[str]) -> tuple[int, int, bool]:
+class Geometry(NamedTuple):
+    """Where a U-Net's LDM slots fall: read from its parameter names by :func:`unet_geometry`."""
+
+    per_block: int  # slots per down block: layers_per_block + 1
+    mid: int  # slot of the mid block (its first, on SDXL)
+    sdxl: bool  # kohya's SDXL layout: conv_in is slot 0 and the mid block spans three slots
+
+
+def unet_geometry(names: list[str]) -> Geometry:
     """(slots per down block = layers_per_block + 1, index of the mid slot, SDXL layout) from the names.
 
     SDXL layout (kohya's 23 slots) where the model has SDXL's ``add_embedding``: ``conv_in`` is slot 0
@@ -148,4 +164,139 @@ def _geometry(names: list[str]) -> tuple[int, int, bool]:
         if (m := _PART.match(n)) and m.group(1) == "down_blocks"
     ]
     sdxl = any(n.startswith("add_embedding.") for n in names)
-    return per_block, max(down, default=-1) + 1 + (1 if sdxl else 0), sdxl
+    return Geometry(per_block, max(down, default=-1) + 1 + (1 if sdxl else 0), sdxl)
+
+
+# --- kohya sd-scripts' block LRs: the strategy that reads this adapter's IN / MID / OUT names ------
+KOHYA_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
+
+
+def kohya_lr_weights(
+    value: str | Sequence[float] | None, n: int, where: str, presets: bool, warn: bool = True
+) -> list[float] | None:
+    """kohya's ``down_lr_weight`` / ``mid_lr_weight`` / ``up_lr_weight`` parsing (``networks/lora.py``).
+
+    A list of floats, or a string: comma-separated numbers (an empty entry is 0.0), or for down/up a
+    preset ``cosine`` / ``sine`` / ``linear`` / ``reverse_linear`` / ``zeros`` with an optional
+    ``+base`` added to every entry (``sine+0.5``). A short list is padded with 1.0 (as kohya does, with a
+    warning); a long one is an error (kohya drops the extra entries).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if presets and "," not in value:
+            name, _, base = value.partition("+")
+            if name not in KOHYA_PRESETS:
+                raise ValueError(
+                    f"{where}: {value!r} is neither a list of numbers nor one of kohya's presets {KOHYA_PRESETS}"
+                )
+            b = check_lr(f"{where} (+base)", float(base)) if base else 0.0
+            ramp = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+            table = {
+                "cosine": [math.sin(math.pi * x / 2) for x in reversed(ramp)],
+                "sine": [math.sin(math.pi * x / 2) for x in ramp],
+                "linear": ramp,
+                "reverse_linear": list(reversed(ramp)),
+                "zeros": [0.0] * n,
+            }
+            return [w + b for w in table[name]]
+        try:
+            value = [float(x) if x.strip() else 0.0 for x in value.split(",")]
+        except ValueError:
+            raise ValueError(f"{where}: expected comma-separated numbers, got {value!r}") from None
+    weights = [check_lr(f"{where}[{i}]", w) for i, w in enumerate(value)]
+    if len(weights) > n:
+        raise ValueError(f"{where}: {len(weights)} entries but the model has {n} such blocks")
+    if len(weights) < n:
+        if warn:
+            msg = f"{where}: {len(weights)} of {n} entries given; the rest are 1.0 (as kohya does)"
+            warnings.warn(msg, stacklevel=5)
+        weights += [1.0] * (n - len(weights))
+    return weights
+
+
+@STRATEGIES.register_module("kohya_blocks")
+class KohyaBlocks(Strategy):
+    """kohya sd-scripts' per-block LRs on a model whose adapter names kohya's blocks (IN / MID / OUT).
+
+    The U-Net adapter's layer ids are kohya's numbering (SD 1.x: IN00..IN11, MID, OUT00..OUT11;
+    SDXL: emb, IN00..IN08, MID0..MID2, OUT00..OUT08, out), so:
+
+    Args:
+        down_lr_weight / mid_lr_weight / up_lr_weight: kohya's LoRA block weights with kohya's
+            semantics (see :func:`kohya_lr_weights`): ``lr x weight`` per IN / MID / OUT block in
+            that order; blocks not listed (SDXL's emb and out, SD's out) keep 1.0. A block whose weight
+            is 0 gets LR 0 (kohya leaves it out of training).
+        block_lr_zero_threshold: weights at or under it become 0 (kohya's ``block_lr_zero_threshold``).
+        block_lr: kohya's ``--block_lr`` (SDXL full fine-tuning): one absolute LR per layer id
+            (23 on SDXL). Not together with the weights.
+    """
+
+    needs_depth = True
+
+    def __init__(
+        self,
+        lr: float,
+        down_lr_weight: str | Sequence[float] | None = None,
+        mid_lr_weight: str | Sequence[float] | None = None,
+        up_lr_weight: str | Sequence[float] | None = None,
+        block_lr_zero_threshold: float = 0.0,
+        block_lr: str | Sequence[float] | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(lr, **common)
+        self.weights_given = {
+            "down_lr_weight": down_lr_weight,
+            "mid_lr_weight": mid_lr_weight,
+            "up_lr_weight": up_lr_weight,
+        }
+        given = [k for k, v in self.weights_given.items() if v is not None]
+        if block_lr is not None and given:
+            raise ValueError(f"kohya_blocks: give block_lr (absolute LRs) or {given} (weights), not both")
+        if block_lr is None and not given:
+            raise ValueError("kohya_blocks: give down_lr_weight / mid_lr_weight / up_lr_weight, or block_lr")
+        if isinstance(block_lr, str):
+            block_lr = [float(x) for x in block_lr.split(",")]
+        self.block_lr = None if block_lr is None else [check_lr(f"block_lr[{i}]", v) for i, v in enumerate(block_lr)]
+        if self.block_lr is not None and self.lr == 0:
+            raise ValueError("kohya_blocks: block_lr needs a non-zero `lr` to express it as an lr_scale")
+        self.zero_threshold = check_lr("kohya_blocks.block_lr_zero_threshold", block_lr_zero_threshold)
+        if self.zero_threshold and block_lr is not None:
+            raise ValueError("kohya_blocks: block_lr_zero_threshold applies to the *_lr_weight lists, not block_lr")
+
+    def prepare(self, mmap: ModelMap) -> None:
+        self.block_scales(mmap, warn=True)  # fail (or warn about a short list) before building anything
+
+    def block_scales(self, mmap: ModelMap, warn: bool = False) -> list[float]:
+        """``lr_scale`` per layer id of ``mmap``: a pure function of the options and the model's blocks."""
+        n_ids = mmap.max_layer_id + 1
+        labels = [mmap.labels.get(i, "") for i in range(n_ids)]
+        kinds = {k: [i for i, lab in enumerate(labels) if lab.startswith(k)] for k in ("IN", "MID", "OUT")}
+        if not all(kinds.values()):
+            raise ValueError(
+                f"kohya_blocks: adapter {mmap.adapter!r} does not name kohya's IN / MID / OUT blocks "
+                "(the U-Net adapter does); use layer_decay with `scales` for other models"
+            )
+        if self.block_lr is not None:
+            if len(self.block_lr) != n_ids:
+                raise ValueError(
+                    f"kohya_blocks.block_lr has {len(self.block_lr)} entries but {mmap.adapter!r} has {n_ids} "
+                    f"blocks ({', '.join(labels)}); give one LR per block"
+                )
+            return [v / self.lr for v in self.block_lr]
+        scales = [1.0] * n_ids
+        for key, kind, presets in (
+            ("down_lr_weight", "IN", True),
+            ("mid_lr_weight", "MID", False),
+            ("up_lr_weight", "OUT", True),
+        ):
+            ids = kinds[kind]
+            weights = kohya_lr_weights(self.weights_given[key], len(ids), f"kohya_blocks.{key}", presets, warn)
+            if weights is None:
+                continue
+            for i, w in zip(ids, weights, strict=True):
+                scales[i] = w if w > self.zero_threshold else 0.0
+        return scales
+
+    def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
+        return self.block_scales(mmap)[info.layer_id]

@@ -1,10 +1,10 @@
 # A Chroma artistic LoRA (rank 16), per-component x depth LR (cosine).
-# Values from design note 001's example "Chroma -- Artistic LoRA".
+# Values from the per-component x depth recipe's example "Chroma -- Artistic LoRA".
 #   python tools/train.py configs/diffusion/chroma_artistic_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
-# Everything but the note's values comes from its family base (configs/diffusion/_base_/chroma.py). Show its LR grid
+# Everything but the example's values comes from its family base (configs/diffusion/_base_/chroma.py). Show its LR grid
 # (full-size model on the meta device, no weights):
 #   python tools/show_lr.py configs/diffusion/chroma_artistic_lora.py --cfg-options model.device=meta
-# The note's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+# The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/chroma.py"
 task = dict(
     lora=dict(
@@ -26,13 +26,13 @@ task = dict(
             "proj_mlp",
         ],
     )
-)  # the note gives rank/alpha
+)  # the example gives rank/alpha
 strategy = dict(
-    _delete_=True,  # the note's LRs replace the family base's
+    _delete_=True,  # the example's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.0004, "ffn": 0.0002, "norm": 3e-05},
     depth_strategy="cosine",
     min_depth_factor=0.3,
     default_lr=0.0002,
-)  # the note's per_layer_lr block verbatim
+)  # the example's per_layer_lr block verbatim

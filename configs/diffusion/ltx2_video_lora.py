@@ -1,11 +1,11 @@
 # An LTX-2 video LoRA (rank 16), every linear layer of the blocks, per-component x depth LR (linear).
-# Values from design note 001's example "LTX-2 -- Video LoRA with Stagehand".
+# Values from the per-component x depth recipe's example "LTX-2 -- Video LoRA with Stagehand".
 # Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/ltx2_video_lora.py
-# From the note's JSON (model_type 'ltx2'); `strategy` is its per_layer_lr block verbatim; the note's learning_rate (0.0003) is
+# From the example's JSON (model_type 'ltx2'); `strategy` is its per_layer_lr block verbatim; the example's learning_rate (0.0003) is
 # not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
 model = dict(type="diffusers", preset="ltx2", device="meta")
 adapter = "auto"
-# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the note gives only rank/alpha
+# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the example gives only rank/alpha
 policy = dict(
     type="lora_only",
     r=16,
@@ -20,5 +20,5 @@ strategy = dict(
     min_depth_factor=0.2,
     default_lr=0.00025,
 )
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the note gives no schedule: a common one
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the example gives no schedule: a common one
 train = dict(max_steps=2000)

@@ -1,10 +1,10 @@
 # An SD3.5 Large style LoRA (rank 16), per-component x depth LR (cosine).
-# Values from design note 001's example "SD3.5 -- Style Transfer".
+# Values from the per-component x depth recipe's example "SD3.5 -- Style Transfer".
 #   python tools/train.py configs/diffusion/sd35_style_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
-# Everything but the note's values comes from its family base (configs/diffusion/_base_/sd3.py). Show its LR grid
+# Everything but the example's values comes from its family base (configs/diffusion/_base_/sd3.py). Show its LR grid
 # (full-size model on the meta device, no weights):
 #   python tools/show_lr.py configs/diffusion/sd35_style_lora.py --cfg-options model.device=meta
-# The note's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+# The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/sd3.py"
 model = dict(preset="sd35-large")
 task = dict(
@@ -26,13 +26,13 @@ task = dict(
             "ff_context.net.2",
         ],
     )
-)  # the note gives rank/alpha
+)  # the example gives rank/alpha
 strategy = dict(
-    _delete_=True,  # the note's LRs replace the family base's
+    _delete_=True,  # the example's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.00025, "ffn": 0.00015, "norm": 3e-05},
     depth_strategy="cosine",
     min_depth_factor=0.3,
     default_lr=0.00015,
-)  # the note's per_layer_lr block verbatim
+)  # the example's per_layer_lr block verbatim

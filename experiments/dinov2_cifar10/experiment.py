@@ -1,4 +1,4 @@
-# Baseline 1: design note 002's comparison on a real pretrained ViT (DINOv2 ViT-S/14) on CIFAR-10.
+# Baseline 1: the PEFT comparison (full / LoRA / norm / hybrid) on a real pretrained ViT (DINOv2 ViT-S/14) on CIFAR-10.
 #   python tools/reproduce.py dinov2_cifar10               # CPU size: 6 methods x 3 seeds
 #   python tools/reproduce.py dinov2_cifar10 --size gpu    # 224 px, full CIFAR-10, 15 epochs
 title = "DINOv2 ViT-S/14 on CIFAR-10: linear probe, full FT (one LR / layer decay), norm-only, LoRA-only, deep_lora"
@@ -50,11 +50,16 @@ sizes = dict(
 )
 default_size = "cpu"
 columns = [
-    ("test top-1 %", "test.top1"), ("test NLL", "test.nll"), ("ECE", "temperature.ece_before"),
-    ("ECE after T", "temperature.ece_after"), ("T", "temperature.T"), ("trainable params", "trainable_params"),
+    ("test top-1 %", "test.top1"),
+    ("test NLL", "test.nll"),
+    ("ECE", "temperature.ece_before"),
+    ("ECE after T", "temperature.ece_after"),
+    ("T", "temperature.T"),
+    ("trainable params", "trainable_params"),
     ("train wall s", "wall_s"),
-]  # fmt: skip
+]
 curve_metric = "top1"
-metric = dict(label="test top-1 %", path="test.top1", method="linear_probe", size="cpu", seed=0,
-              expected=62.2, tolerance=1.0)  # fmt: skip
+metric = dict(
+    label="test top-1 %", path="test.top1", method="linear_probe", size="cpu", seed=0, expected=62.2, tolerance=1.0
+)
 hardware = "2 AMD EPYC cores, no GPU (18 runs in 68 min; short test runs shared the cores at times)"

@@ -44,10 +44,15 @@ sizes = dict(
 )
 default_size = "cpu"
 columns = [
-    ("test top-1 %", "test.top1"), ("test NLL", "test.nll"), ("ECE", "temperature.ece_before"),
-    ("ECE after T", "temperature.ece_after"), ("trainable params", "trainable_params"), ("train wall s", "wall_s"),
-]  # fmt: skip
+    ("test top-1 %", "test.top1"),
+    ("test NLL", "test.nll"),
+    ("ECE", "temperature.ece_before"),
+    ("ECE after T", "temperature.ece_after"),
+    ("trainable params", "trainable_params"),
+    ("train wall s", "wall_s"),
+]
 curve_metric = "top1"
-metric = dict(label="test top-1 %", path="test.top1", method="norm_only", size="cpu", seed=0,
-              expected=32.4, tolerance=1.0)  # fmt: skip
+metric = dict(
+    label="test top-1 %", path="test.top1", method="norm_only", size="cpu", seed=0, expected=32.4, tolerance=1.0
+)
 hardware = "2 AMD EPYC cores, no GPU (9 runs in 12 min)"

@@ -10,20 +10,40 @@ best.pt comes from, for the trained weights and their EMA; best.pt holds whichev
 the "best.pt mAP50:95" column.
 """
 data = dict(raccoon=dict(archive="raccoon.tar.gz"), dinov2=dict(archive="dinov2_small.tar", path="dinov2_small"))
-prepare = dict(raccoon_coco=dict(type="coco_from_csv", images="{raccoon}/images", out="raccoon_coco",
-                                 train_csv="{raccoon}/data/train_labels.csv", val_csv="{raccoon}/data/test_labels.csv"))  # fmt: skip
+prepare = dict(
+    raccoon_coco=dict(
+        type="coco_from_csv",
+        images="{raccoon}/images",
+        out="raccoon_coco",
+        train_csv="{raccoon}/data/train_labels.csv",
+        val_csv="{raccoon}/data/test_labels.csv",
+    )
+)
 methods = dict(
     dinov2_encoder=dict(
         config="configs/detection/rfdetr_nano_raccoon_dinov2.py", options={"model.encoder_weights": "{dinov2}"}
-    ),  # fmt: skip
+    ),
     random_init="configs/detection/rfdetr_nano_raccoon_random.py",
 )
 seeds = [0, 1, 2]
 sizes = dict(cpu={"data_root": "{raccoon_coco}", "train.progress": False})
 default_size = "cpu"
-columns = [("best.pt mAP50:95", "best_mAP"), ("mAP50", "best.mAP50"), ("mAP50:95", "best.mAP"),
-           ("EMA mAP50", "best.ema_mAP50"), ("EMA mAP50:95", "best.ema_mAP"), ("wall s", "wall_s")]  # fmt: skip
+columns = [
+    ("best.pt mAP50:95", "best_mAP"),
+    ("mAP50", "best.mAP50"),
+    ("mAP50:95", "best.mAP"),
+    ("EMA mAP50", "best.ema_mAP50"),
+    ("EMA mAP50:95", "best.ema_mAP"),
+    ("wall s", "wall_s"),
+]
 curve_metric = "mAP50"
-metric = dict(label="mAP50:95 of the weights best.pt holds", path="best_mAP", method="dinov2_encoder",
-              size="cpu", seed=0, expected=0.142, tolerance=0.04)  # fmt: skip
+metric = dict(
+    label="mAP50:95 of the weights best.pt holds",
+    path="best_mAP",
+    method="dinov2_encoder",
+    size="cpu",
+    seed=0,
+    expected=0.142,
+    tolerance=0.04,
+)
 hardware = "2 AMD EPYC cores, no GPU; 19-24 min a cell (seed 0 beside a tracking run)"

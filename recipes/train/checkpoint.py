@@ -37,6 +37,13 @@ TMP_SUFFIX = ".tmp"  # what save_atomic / write_text_atomic write before the ren
 SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace, types.SimpleNamespace)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (a run seeds ``train.seed + rank``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU (and CUDA) generator states, as tensors and plain values."""
     py = random.getstate()

@@ -1,4 +1,4 @@
-"""Per-group gradient norm, update norm and the cosine between consecutive updates (seed 002).
+"""Per-group gradient norm, update norm and the cosine between consecutive updates.
 
 Measured on the optimizer's own groups, so a layer-decayed or LoRA/norm hybrid run shows each
 group's dynamics by name. Measuring costs one copy of the trainable weights, so the engine asks
@@ -8,7 +8,11 @@ for it at the last two steps of each epoch (one cosine per epoch), or every step
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from recipes.train.errors import NonFiniteLoss
 
 
 def _flat(ts: list[torch.Tensor]) -> torch.Tensor:
@@ -23,6 +27,12 @@ class UpdateTracker:
         self._grad_norms: list[float] = []
         self._prev: dict[int, torch.Tensor] = {}
         self._prev_step: int | None = None
+
+    @staticmethod
+    def due(step: int, steps_per_epoch: int, total_steps: int, every_step: bool) -> bool:
+        """Measure at this step? Every step with ``every_step``; else the last two of each epoch (one cosine each)."""
+        pos = step % steps_per_epoch
+        return every_step or pos >= steps_per_epoch - 2 or step >= total_steps - 2
 
     @torch.no_grad()
     def before(self, optimizer: torch.optim.Optimizer) -> None:
@@ -47,7 +57,35 @@ class UpdateTracker:
             if consecutive and prev is not None and prev.numel() == delta.numel():
                 denom = float(prev.norm() * delta.norm())
                 cos = float(prev @ delta) / denom if denom > 0 else float("nan")
-            rows.append({"step": step, "group": g.get("name", str(i)), "grad_norm": self._grad_norms[i],
-                         "update_norm": float(delta.norm()), "update_cos": cos})  # fmt: skip
+            rows.append(
+                {
+                    "step": step,
+                    "group": g.get("name", str(i)),
+                    "grad_norm": self._grad_norms[i],
+                    "update_norm": float(delta.norm()),
+                    "update_cos": cos,
+                }
+            )
         self._prev, self._prev_step, self._old = current, step, None
         return rows
+
+
+def check_gradients(optimizer: torch.optim.Optimizer, step: int) -> None:
+    """A finite loss can still give an inf gradient: stop (``NonFiniteLoss``) before that step touches the weights.
+
+    One fused norm per device over all gradients (the same pass ``clip_grad_norm_`` makes); under DDP
+    the gradients are already all-reduced, so every rank stops at the same step.
+    """
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if not math.isfinite(float(norm)):
+        bad = next(
+            g["name"]
+            for g in optimizer.param_groups
+            if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])
+        )
+        raise NonFiniteLoss(
+            f"gradient is {float(norm)} at step {step} (first in group {bad!r}); the update was not applied"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,13 @@ class ModelEMA:
             p.requires_grad_(False)
         self.frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
 
+    @classmethod
+    def from_option(cls, model: nn.Module, option: Any) -> ModelEMA | None:
+        """``train.ema``: None / False (no EMA), a decay, or ``dict(decay=..., warmup=...)``."""
+        if not option:
+            return None
+        return cls(model, **({"decay": option} if isinstance(option, int | float) else option))
+
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
@@ -53,5 +61,7 @@ class ModelEMA:
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         missing, unexpected = self.module.load_state_dict(dict(state), strict=False)
         if unexpected or set(missing) - self.frozen_names:
-            raise ValueError(f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
-                             f"unexpected {unexpected[:5]})")  # fmt: skip
+            raise ValueError(
+                f"the checkpoint's EMA does not fit this model (missing {sorted(set(missing) - self.frozen_names)[:5]}, "
+                f"unexpected {unexpected[:5]})"
+            )

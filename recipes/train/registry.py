@@ -9,9 +9,9 @@ from __future__ import annotations
 from recipes.registry import Registry
 
 # Model builders used by tools/train.py (recipes/train/models/ and user modules).
-MODELS = Registry("models", locations=["recipes.train.models", "recipes.train.tasks"])
+MODELS = Registry("models", locations=["recipes.train.models"])
 # Dataset builders (recipes/train/data/ and user modules).
-DATASETS = Registry("datasets", locations=["recipes.train.data", "recipes.train.tasks"])
+DATASETS = Registry("datasets", locations=["recipes.train.data"])
 # Training tasks: what a batch, a loss and an evaluation are (recipes/train/tasks/).
 TASKS = Registry("tasks", locations=["recipes.train.tasks"])
 # Optimizers by name: every torch.optim class ("AdamW", "SGD", ...), timm's by their timm names

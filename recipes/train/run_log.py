@@ -109,11 +109,13 @@ def _truncate_jsonl(path: Path, start_step: int) -> None:
 class RunLog:
     """Rank 0's writer; other ranks get ``RunLog(None, ...)``, which writes nothing."""
 
-    def __init__(self, work_dir: Path | None, group_names: list[str], start_step: int = 0,
-                 tensorboard: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, work_dir: Path | None, group_names: list[str], start_step: int = 0, tensorboard: bool = True
+    ) -> None:
         self.dir = work_dir
         self.fields = ["step", "epoch", "loss", "base_lr"] + [f"lr/{n}" for n in group_names] + ["img_per_s"]
-        self.tb = None
+        self.tb = self.bar = None
+        self.total_steps = self.log_every = 0
         if work_dir is None:
             return
         for name in (TRAIN_CSV, DIAG_CSV):
@@ -135,9 +137,35 @@ class RunLog:
             w.writeheader()
         return f, w
 
+    def open_progress(self, total_steps: int, initial: int, show: bool, log_every: int) -> None:
+        """A progress bar over the run's steps (``show``); without one, a ``[train]`` line every ``log_every`` steps."""
+        from tqdm import tqdm
+
+        main = self.dir is not None
+        self.bar = tqdm(total=total_steps, initial=initial, disable=not (show and main), mininterval=1.0, desc="train")
+        self.total_steps, self.log_every = total_steps, 0 if show else log_every
+
+    def close_progress(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _show(self, row: dict[str, Any]) -> None:
+        step, loss, lr, rate = row["step"] + 1, row["loss"], row["base_lr"], row["img_per_s"]
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+            self.bar.update(1)
+        if self.log_every and step % self.log_every == 0:
+            logging.getLogger("recipes.train").info(
+                f"[train] step {step}/{self.total_steps} epoch {row['epoch'] + 1} loss {loss:.4f} lr {lr:.4g} "
+                f"img/s {rate:.0f}"
+            )
+
     def step(self, row: dict[str, Any], extra: dict[str, float]) -> None:
+        """One optimizer step's row (``step``, ``epoch``, ``loss``, ``base_lr``, ``lr/<group>``, ``img_per_s``)."""
         if self.dir is None:
             return
+        self._show(row)
         f, w = self._csv
         w.writerow(row)
         f.flush()
@@ -203,3 +231,21 @@ class RunLog:
             f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def log_setup(groups: list[dict[str, Any]], model: Any, freeze_lines: list[str], by_role: bool) -> None:
+    """The run's LR grid, its trainable parameter counts (``by_role``: per policy role) and its freeze plan."""
+    from recipes.report import format_lr_grid
+    from recipes.train.trainable_state import count_params
+
+    log = logging.getLogger("recipes.train")
+    log.info(format_lr_grid(groups, model, title="lr_grid"))
+    trainable, total = count_params(model)
+    roles = ""
+    if by_role:
+        from recipes.policies import trainable_counts
+
+        roles = " by role " + ", ".join(f"{k} {v:,}" for k, v in trainable_counts(model).items() if k != "total")
+    log.info(f"[params] trainable {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%){roles}")
+    for line in freeze_lines:
+        log.info(f"[freeze] {line}")

@@ -32,8 +32,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class EpochSampler(Sampler[int]):
     """Indices of one rank for one epoch; ``train=False`` gives the rank's strided, unshuffled share."""
 
-    def __init__(self, n: int, seed: int, epoch: int, rank: int = 0, world: int = 1, batch_size: int = 1,
-                 train: bool = True, start: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world: int = 1,
+        batch_size: int = 1,
+        train: bool = True,
+        start: int = 0,
+    ) -> None:
         if train:
             order = torch.randperm(n, generator=epoch_generator(seed, epoch))
             per_rank = (n // world // batch_size) * batch_size
@@ -76,8 +85,18 @@ class BucketBatchSampler(Sampler[list[int]]):
     ``start``: batches of this rank already consumed (a mid-epoch resume skips them).
     """
 
-    def __init__(self, keys: Sequence[Hashable], seed: int, epoch: int, rank: int = 0, world: int = 1,
-                 batch_size: int = 1, train: bool = True, start: int = 0, drop_last: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        keys: Sequence[Hashable],
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world: int = 1,
+        batch_size: int = 1,
+        train: bool = True,
+        start: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         n = len(keys)
         if train:
             gen = epoch_generator(seed, epoch)
@@ -134,9 +153,20 @@ def dataset_steps_per_epoch(dataset: Any, batch_size: int, grad_accum: int = 1, 
     return steps_per_epoch(len(dataset), batch_size, grad_accum, world, per_rank)
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, seed: int, epoch: int, collate: Callable[[list[Any]], Any],
-                rank: int = 0, world: int = 1, train: bool = True, start_batch: int = 0, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:  # fmt: skip
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    collate: Callable[[list[Any]], Any],
+    rank: int = 0,
+    world: int = 1,
+    train: bool = True,
+    start_batch: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader for epoch ``epoch`` that skips the first ``start_batch`` batches of this rank."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)  # per-sample augmentation seeds follow (seed, epoch, index)
@@ -144,9 +174,15 @@ def make_loader(dataset: Dataset, *, batch_size: int, seed: int, epoch: int, col
     if keys is not None:
         drop = bool(getattr(dataset, "bucket_drop_last", False))
         batches = BucketBatchSampler(keys, seed, epoch, rank, world, batch_size, train, start_batch, drop)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
-                          generator=epoch_generator(seed + 7, epoch), pin_memory=pin_memory,
-                          persistent_workers=False)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate,
+            generator=epoch_generator(seed + 7, epoch),
+            pin_memory=pin_memory,
+            persistent_workers=False,
+        )
     sampler = EpochSampler(len(dataset), seed, epoch, rank, world, batch_size, train, start_batch * batch_size)
     return DataLoader(
         dataset,

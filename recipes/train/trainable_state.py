@@ -17,6 +17,12 @@ from torch import nn
 from recipes.train.checkpoint import load_model_state
 
 
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
 def frozen_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters() if not p.requires_grad}
 

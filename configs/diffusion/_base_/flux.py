@@ -21,6 +21,6 @@ strategy = dict(
     min_depth_factor=0.4,
     peak_position=0.5,
     default_lr=0.00025,
-)  # the shape of design note 001's Flux examples (its Flux.2 style LoRA, LRs scaled by 0.8)
+)  # the shape of the recipe's Flux examples (its Flux.2 style LoRA, LRs scaled by 0.8)
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

@@ -18,6 +18,6 @@ strategy = dict(
     min_depth_factor=0.4,
     peak_position=0.5,
     default_lr=0.0003,
-)  # design note 001's Flux.2 [klein] 4B style-LoRA LRs (configs/diffusion/flux2_klein4b_style_lora.py)
+)  # the recipe's Flux.2 [klein] 4B style-LoRA LRs (configs/diffusion/flux2_klein4b_style_lora.py)
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

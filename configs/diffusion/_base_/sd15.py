@@ -21,6 +21,6 @@ strategy = dict(
     min_depth_factor=0.3,
     peak_position=0.4,
     default_lr=0.0001,
-)  # design note 001's SD 1.5 character-LoRA LRs
+)  # the recipe's SD 1.5 character-LoRA LRs
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

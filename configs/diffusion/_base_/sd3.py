@@ -18,6 +18,6 @@ strategy = dict(
     depth_strategy="cosine",
     min_depth_factor=0.3,
     default_lr=0.00015,
-)  # design note 001's SD 3.5 style-LoRA LRs
+)  # the recipe's SD 3.5 style-LoRA LRs
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

@@ -18,6 +18,6 @@ strategy = dict(
     depth_strategy="linear",
     min_depth_factor=0.35,
     default_lr=8e-05,
-)  # design note 001's SDXL concept-LoRA LRs
+)  # the recipe's SDXL concept-LoRA LRs
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

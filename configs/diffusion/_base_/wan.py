@@ -17,6 +17,6 @@ strategy = dict(
     depth_strategy="cosine",
     min_depth_factor=0.25,
     default_lr=0.00025,
-)  # design note 001's WAN 2.1 video-LoRA LRs
+)  # the recipe's WAN 2.1 video-LoRA LRs
 schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
 train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

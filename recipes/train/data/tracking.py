@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recipes.train.errors import BadInput
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+LAYOUTS = ("got10k", "lasot", "otb", "trackingnet")
 _SPLIT = re.compile(r"[,\t ]+")
 
 
@@ -42,6 +46,12 @@ class Sequence:
     gt_file: Path | None = None
     video: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None  # (N, 4) the boxes as the ground-truth file gives them (before clipping)
+
+    @property
+    def truth(self) -> np.ndarray:
+        """The boxes the metrics score against: the file's own (unclipped), as the toolkits read them."""
+        return self.boxes if self.labels is None else self.labels
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -79,12 +89,14 @@ def parse_boxes(path: Path, n_frames: int | None = None) -> tuple[np.ndarray, li
             raise ValueError(f"{path}:{k}: expected 4 numbers x,y,w,h, got {len(vals)} ({line.strip()!r})")
         rows.append(vals)
         lines.append(k)
-    if n_frames is not None and len(rows) < n_frames:
-        raise ValueError(
-            f"{path}: {len(rows)} box lines for {n_frames} frames (line {len(rows) + 1} missing); "
-            "every frame needs a line (use 0,0,0,0 plus an absence flag for frames without the target)"
-        )
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)[: n_frames or None], lines
+    if n_frames is not None and len(rows) != n_frames:
+        what, hint = (f"line {len(rows) + 1} missing", "every frame needs a line (0,0,0,0 plus an absence flag for "
+                      "a frame without the target)") if len(rows) < n_frames else (
+                      f"lines {n_frames + 1}-{len(rows)} have no frame", "frames missing at the end, or lines of "
+                      "another sequence")  # fmt: skip
+        raise BadInput(f"{path}: {len(rows)} box lines for {n_frames} frames ({what}): {hint}; "
+                       "train.bad_images='skip' cannot tell which frame a line belongs to: fix the file or the frames")  # fmt: skip
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4), lines
 
 
 def parse_flags(path: Path, n: int) -> np.ndarray:
@@ -102,7 +114,47 @@ def list_frames(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
+def numbered_frames(folder: Path) -> list[Path]:
+    """Frame files in number order, a gap in the numbering standing as the missing file's path (which does not
+    exist), so that line k of the ground truth stays with frame ``first + k - 1``; unnumbered names: sorted."""
+    frames = list_frames(folder) if folder.is_dir() else []
+    if not frames or not all(p.stem.isdigit() for p in frames):
+        return frames
+    by_number = {int(p.stem): p for p in frames}
+    first, digits, ext = min(by_number), len(frames[0].stem), frames[0].suffix
+    return [by_number.get(k, folder / f"{k:0{digits}d}{ext}") for k in range(first, max(by_number) + 1)]
+
+
+def check_frames(name: str, frames: list[Path], bad_images: str = "error") -> tuple[tuple[int, int], list[int]]:
+    """(the first frame's size, indices of unusable frames): each frame looked at once, cheaply (it exists, its
+    header parses, a JPEG is whole, its size is the first frame's). ``bad_images='skip'`` returns the bad ones
+    to drop with their ground-truth lines; otherwise the first is an error naming the sequence and the frame."""
+    from recipes.train.data.checks import image_problem
+
+    first = image_problem(frames[0])
+    if first is not None:
+        raise BadInput(f"{name}: first frame {frames[0]}: {first}; the tracker is given the target there")
+    from PIL import Image
+
+    with Image.open(frames[0]) as im:
+        size = im.size
+    bad = [(i, why) for i, f in enumerate(frames) if (why := image_problem(f, size)) is not None]
+    if bad and bad_images != "skip":
+        i, why = bad[0]
+        more = f" (and {len(bad) - 1} more frames)" if len(bad) > 1 else ""
+        raise BadInput(f"{name}: frame {i + 1} {frames[i]}: {why}{more}; boxes are matched to frames by number, so "
+                       "fix the frame or set train.bad_images='skip' to leave it and its ground-truth line out")  # fmt: skip
+    if bad:
+        shown = ", ".join(f"{frames[i].name} ({why})" for i, why in bad[:3])
+        msg = f"data: {name}: skipping {len(bad)} unusable frames and their boxes (train.bad_images='skip'): {shown}"
+        warnings.warn(msg, stacklevel=2)
+        print(f"WARNING: {msg}")
+    return size, [i for i, _ in bad]
+
+
 def detect_layout(seq_dir: Path) -> str:
+    if seq_dir.parent.name == "frames" and (seq_dir.parent.parent / "anno" / f"{seq_dir.name}.txt").is_file():
+        return "trackingnet"
     if (seq_dir / "groundtruth_rect.txt").is_file():
         return "otb"
     if (seq_dir / "img").is_dir() and (seq_dir / "groundtruth.txt").is_file():
@@ -115,20 +167,38 @@ def detect_layout(seq_dir: Path) -> str:
     )
 
 
-def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
-    """Read one sequence folder in the GOT-10k, LaSOT or OTB layout (``layout='auto'`` detects it)."""
+def sequence_files(seq_dir: Path, layout: str) -> tuple[Path, Path]:
+    """(frame folder, ground-truth file) of a sequence folder in ``layout``."""
+    if layout == "trackingnet":
+        return seq_dir, seq_dir.parent.parent / "anno" / f"{seq_dir.name}.txt"
+    img_dir = seq_dir if layout == "got10k" else seq_dir / "img"
+    return img_dir, seq_dir / ("groundtruth_rect.txt" if layout == "otb" else "groundtruth.txt")
+
+
+def load_sequence(seq_dir: str | Path, layout: str = "auto", bad_images: str = "error",
+                  withheld: bool = False) -> Sequence:  # fmt: skip
+    """Read one sequence folder in the GOT-10k, LaSOT, OTB or TrackingNet layout (``layout='auto'`` detects it);
+    frames are checked against the labels (:func:`check_frames`, ``bad_images`` as ``train.bad_images``).
+    ``withheld``: a test split whose file gives only the first box (``meta['withheld']``, nothing to score)."""
     seq_dir = Path(seq_dir)
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{seq_dir}: sequence folder not found")
     layout = detect_layout(seq_dir) if layout == "auto" else layout
-    if layout not in ("got10k", "lasot", "otb"):
-        raise ValueError(f"layout must be 'auto', 'got10k', 'lasot' or 'otb', got {layout!r}")
-    img_dir = seq_dir if layout == "got10k" else seq_dir / "img"
-    gt = seq_dir / ("groundtruth_rect.txt" if layout == "otb" else "groundtruth.txt")
-    frames = list_frames(img_dir) if img_dir.is_dir() else []
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+    img_dir, gt = sequence_files(seq_dir, layout)
+    frames = numbered_frames(img_dir)
     if not frames:
         raise ValueError(f"{img_dir}: empty sequence: no {'/'.join(IMAGE_EXTS)} frames")
-    boxes, lines = parse_boxes(gt, len(frames))
+    boxes, lines = parse_boxes(gt, 1 if withheld else len(frames))
+    size, bad = check_frames(seq_dir.name, frames, bad_images)
+    if withheld:
+        if bad:
+            raise BadInput(f"{seq_dir.name}: frame {frames[bad[0]]} is unusable in a test split (every frame is "
+                           "submitted); fix it")  # fmt: skip
+        check_boxes(boxes, np.zeros(1, bool), size, gt, lines)
+        return with_first_box(Sequence(seq_dir.name, frames, boxes, np.ones(1, bool), size, gt_file=gt,
+                                       meta={"layout": layout, "withheld": True}))  # fmt: skip
     absent = np.zeros(len(frames), dtype=bool)
     if layout == "got10k":
         if (seq_dir / "absence.label").is_file():
@@ -139,10 +209,12 @@ def load_sequence(seq_dir: str | Path, layout: str = "auto") -> Sequence:
         for name in ("full_occlusion.txt", "out_of_view.txt"):
             if (seq_dir / name).is_file():
                 absent |= parse_flags(seq_dir / name, len(frames)) == 1
-    first = read_rgb(frames[0])
-    size = (first.shape[1], first.shape[0])
+    if bad:
+        keep = np.setdiff1d(np.arange(len(frames)), bad)
+        frames, boxes, absent, lines = [frames[i] for i in keep], boxes[keep], absent[keep], [lines[i] for i in keep]
+    labels = boxes.copy()
     boxes, visible = check_boxes(boxes, absent, size, gt, lines)
-    return Sequence(seq_dir.name, frames, boxes, visible, size, gt_file=gt, meta={"layout": layout})
+    return Sequence(seq_dir.name, frames, boxes, visible, size, gt_file=gt, meta={"layout": layout}, labels=labels)
 
 
 def check_boxes(boxes: np.ndarray, absent: np.ndarray, size: tuple[int, int], gt: Path | str,
@@ -211,11 +283,15 @@ def load_frames(folder: str | Path, init_box: tuple[float, float, float, float])
     first = read_rgb(frames[0])
     size = (first.shape[1], first.shape[0])
     check_init_box(init_box, size, str(frames[0]))
-    boxes = np.full((len(frames), 4), np.nan)
-    boxes[0] = init_box
-    visible = np.zeros(len(frames), dtype=bool)
-    visible[0] = True
-    return Sequence(folder.name, frames, boxes, visible, size)
+    return with_first_box(Sequence(folder.name, frames, np.asarray([init_box], np.float64), np.ones(1, bool), size))
+
+
+def with_first_box(seq: Sequence) -> Sequence:
+    """``seq`` with its one (first-frame) box spread to every frame: NaN and not visible after the first."""
+    boxes = np.full((len(seq.frames), 4), np.nan)
+    boxes[0] = seq.boxes[0]
+    seq.boxes, seq.visible = boxes, np.arange(len(boxes)) == 0
+    return seq
 
 
 def check_init_box(box: tuple[float, ...], size: tuple[int, int], where: str) -> None:
@@ -238,14 +314,36 @@ def sequence_names(root: Path, sequences: list[str] | str | None) -> list[str]:
 
 
 def load_sequences(root: str | Path, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                   layout: str = "auto") -> list[Sequence]:  # fmt: skip
+                   layout: str = "auto", bad_images: str = "error", split: str | None = None) -> list[Sequence]:  # fmt: skip
+    """The selected sequences of a plain folder of sequences (``split=None``) or of one split of an official
+    GOT-10k / LaSOT / TrackingNet root (:mod:`recipes.train.data.tracking_roots`); ``sequences`` and ``exclude``
+    then choose among the split's sequences."""
+    from recipes.train.data.tracking_roots import root_kind, split_sequences
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set data_root=...)")
-    names = [n for n in sequence_names(root, sequences) if n not in set(exclude)]
-    unknown = [n for n in exclude if not (root / n).is_dir()]
+    withheld, kind = False, root_kind(root)
+    if split is None and kind != "folder":
+        raise BadInput(f"data: {root} is a {kind} root; set split='train', 'val' or 'test' in data.train / data.val "
+                       "(configs/tracking/videomae_dinov2_cpu.py does)")  # fmt: skip
+    if split is None:
+        dirs = {n: root / n for n in sequence_names(root, sequences)}
+    else:
+        kind, found, withheld = split_sequences(root, split)
+        dirs = {p.name: p for p in found}
+        if sequences is not None:
+            listed = sequence_names(root, sequences)
+            missing = [n for n in listed if n not in dirs]
+            if missing:
+                raise BadInput(f"data: sequences not in the {split} split of {root}: {missing[:5]}")
+            dirs = {n: dirs[n] for n in listed}
+    known = dirs if split is not None else {p.name for p in root.iterdir() if p.is_dir()}
+    unknown = [n for n in exclude if n not in known]
     if unknown:
-        raise ValueError(f"data: exclude names sequences not under {root}: {unknown}")
+        raise ValueError(f"data: exclude names sequences not under {root}{'' if split is None else ' ' + split}: "
+                         f"{unknown}")  # fmt: skip
+    names = [n for n in dirs if n not in set(exclude)]
     if not names:
         raise ValueError(f"{root}: no sequences selected")
-    return [load_sequence(root / n, layout) for n in names]
+    return [load_sequence(dirs[n], layout, bad_images, withheld) for n in names]

@@ -5,13 +5,17 @@ within ``max_gap`` frames of the template; the search region is cut around a jit
 and shift, as OSTrack's ``center/scale_jitter_factor``), both crops keep context around the target.
 Albumentations applies the same flip and photometric change to both crops (bbox-aware). Everything
 random is seeded per sample from ``(seed, epoch, index)``, so a resumed run sees the same data.
+``still_images``: a share of the pairs cut from still images of a COCO-format detection set (:class:`StillImages`).
 
-``tracking_sequences``: whole sequences for evaluation (items are :class:`Sequence`).
+``tracking_sequences``: whole sequences for evaluation (items are :class:`Sequence`); ``max_sequences``
+keeps the first N (GOT-10k's 180 validation sequences take ~15 min a pass on 2 CPU cores).
+Both read a plain folder of sequences (``split=None``) or a split of a GOT-10k / LaSOT / TrackingNet root.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from recipes.train.data.tracking import Sequence, load_sequences
+from recipes.train.data.tracking_roots import root_kind
+from recipes.train.errors import BadInput
 from recipes.train.registry import DATASETS
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet statistics, as DINOv2 / VideoMAE
@@ -70,11 +76,17 @@ class TrackingPairs(Dataset):
                  samples_per_epoch: int = 2000, max_gap: int = 100, template_size: int = 112,
                  search_size: int = 224, template_context: float = 2.0, search_context: float = 4.0,
                  scale_jitter: float = 0.25, shift_jitter: float = 3.0, flip: float = 0.5,
-                 photometric: float = 0.8, layout: str = "auto", seed: int = 0) -> None:  # fmt: skip
+                 photometric: float = 0.8, layout: str = "auto", seed: int = 0,
+                 bad_images: str = "error", split: str | None = None,
+                 still_images: dict[str, Any] | None = None) -> None:  # fmt: skip
         if max_gap < 1 or samples_per_epoch < 1:
             raise ValueError(f"tracking_pairs: max_gap and samples_per_epoch must be >= 1, got {max_gap}, "
                              f"{samples_per_epoch}")  # fmt: skip
-        self.seqs = load_sequences(root, sequences, list(exclude), layout)
+        self.seqs = load_sequences(root, sequences, list(exclude), layout, bad_images, split)
+        withheld = [s for s in self.seqs if s.meta.get("withheld")]
+        if withheld:
+            raise BadInput(f"tracking_pairs: {withheld[0].gt_file} gives only the first box (the {split} split's "
+                           "boxes are withheld); train on split='train'")  # fmt: skip
         self.weights = np.array([s.visible.sum() for s in self.seqs], dtype=np.float64)
         self.weights /= self.weights.sum()
         self.n, self.max_gap = int(samples_per_epoch), int(max_gap)
@@ -83,6 +95,7 @@ class TrackingPairs(Dataset):
         self.jitter = (float(scale_jitter), float(shift_jitter))
         self.augment = build_augment(flip, photometric)
         self.seed, self.epoch = int(seed), 0
+        self.stills = None if still_images is None else StillImages(root, **dict(still_images))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -105,14 +118,20 @@ class TrackingPairs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        seq, t, s = self.pick(rng)
+        still = np.random.default_rng([self.seed, self.epoch, int(index), 1])  # apart: share=0 changes nothing
+        if self.stills is not None and still.random() < self.stills.share:
+            image, box = self.stills.pick(still)  # template and search cut from one still image (OSTrack's COCO pairs)
+            t_img, t_box, s_img, s_box = image, box, image, box
+        else:
+            seq, t, s = self.pick(rng)
+            t_img, t_box, s_img, s_box = seq.read(t), seq.boxes[t], seq.read(s), seq.boxes[s]
         (tz, tx), (cz, cx) = self.sizes, self.context
-        template, _ = crop_region(seq.read(t), seq.boxes[t], cz, tz)
-        search, (k, x0, y0) = crop_region(seq.read(s), self.jittered(seq.boxes[s], rng), cx, tx)
-        x, y, w, h = seq.boxes[s]
+        template, _ = crop_region(t_img, t_box, cz, tz)
+        search, (k, x0, y0) = crop_region(s_img, self.jittered(s_box, rng), cx, tx)
+        x, y, w, h = s_box
         xyxy = np.clip([(x - x0) * k, (y - y0) * k, (x + w - x0) * k, (y + h - y0) * k], 0, tx)
         if xyxy[2] - xyxy[0] < 1 or xyxy[3] - xyxy[1] < 1:  # jitter pushed the target out: re-centre on it
-            search, (k, x0, y0) = crop_region(seq.read(s), seq.boxes[s], cx, tx)
+            search, (k, x0, y0) = crop_region(s_img, s_box, cx, tx)
             xyxy = np.clip([(x - x0) * k, (y - y0) * k, (x + w - x0) * k, (y + h - y0) * k], 0, tx)
         seed = int(rng.integers(2**31))
         out = {"image": search, "template": template, "bboxes": [xyxy]}
@@ -125,13 +144,56 @@ class TrackingPairs(Dataset):
         return to_tensor(out["template"]), to_tensor(out["image"]), box
 
 
+class StillImages:
+    """Boxes of a COCO-format detection set as extra training pairs: a ``share`` of the samples cut the template
+    and the (jittered) search region from one still image around one object, as OSTrack trains on COCO.
+
+    Keys: ``share`` (0..1, the fraction of samples), ``min_size`` (px; smaller boxes are left out), and
+    ``coco_detection``'s own: ``ann_file`` (absolute, or under ``root``), ``img_dir``, ``root`` (default: the
+    tracking data's root), ``split``.
+    """
+
+    def __init__(self, tracking_root: str, share: float = 0.25, min_size: float = 8.0, root: str | None = None,
+                 **coco: Any) -> None:  # fmt: skip
+        from recipes.train.data.coco_detection import build_coco_detection
+
+        if not 0.0 <= share <= 1.0:
+            raise BadInput(f"data.train.still_images.share must lie in [0, 1], got {share}")
+        unknown = set(coco) - {"ann_file", "img_dir", "split"}
+        if unknown:
+            raise BadInput(f"data.train.still_images: unknown keys {sorted(unknown)}; known: share, min_size, root, "
+                           "ann_file, img_dir, split")  # fmt: skip
+        self.coco = build_coco_detection(root if root is not None else tracking_root, train=False, **coco)
+        self.share = float(share)
+        self.objects = [(i, box) for i, im in enumerate(self.coco.images) for box in self.coco.anns[im["id"]][:, :4]
+                        if min(box[2], box[3]) >= min_size]  # fmt: skip
+        if not self.objects:
+            raise BadInput(f"{self.coco.ann_file}: no box of at least {min_size:g} px to cut training pairs from")
+
+    def pick(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        i, box = self.objects[int(rng.integers(len(self.objects)))]
+        image = self.coco.read_image(i)
+        if image is None:
+            raise BadInput(f"{self.coco.img_dir / self.coco.images[i]['file_name']}: the image cannot be read")
+        return image, np.asarray(box, dtype=np.float64)
+
+
 @DATASETS.register_module("tracking_sequences")
 class TrackingSequences(Dataset):
     """Whole sequences for one-pass evaluation; items are :class:`Sequence` objects."""
 
     def __init__(self, root: str, sequences: list[str] | str | None = None, exclude: list[str] = (),
-                 layout: str = "auto") -> None:  # fmt: skip
-        self.seqs = load_sequences(root, sequences, list(exclude), layout)
+                 layout: str = "auto", bad_images: str = "error", split: str | None = None,
+                 max_sequences: int | None = None) -> None:  # fmt: skip
+        if max_sequences is not None and max_sequences < 1:
+            raise BadInput(f"tracking_sequences: max_sequences must be >= 1 or None, got {max_sequences}")
+        self.seqs = load_sequences(root, sequences, list(exclude), layout, bad_images, split)[:max_sequences]
+        self.kind = root_kind(Path(root))
+
+    @property
+    def withheld(self) -> bool:
+        """True for a test split whose boxes after the first are withheld (results go to the evaluation server)."""
+        return any(s.meta.get("withheld") for s in self.seqs)
 
     def __len__(self) -> int:
         return len(self.seqs)

@@ -32,6 +32,8 @@ class Task:
     #: the metric that decides the best checkpoint, and whether higher is better
     primary_metric: str = "loss"
     higher_is_better: bool = False
+    #: the other metrics ``evaluate`` reports (``tools/tune.py`` checks a searched metric against these)
+    metrics: tuple[str, ...] = ()
     #: the ``data.<split>`` sections this task reads; any other split is an error
     data_splits: tuple[str, ...] = ("train", "val")
     #: the run's work dir, set by the engine before training (None in tools that only build the model):
@@ -55,6 +57,11 @@ class Task:
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         """(train, val) datasets; val may be None."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_datasets()")
+
+    def dataset(self, split: str) -> Dataset | None:
+        """The dataset of ``data.<split>`` as this task builds it (None when the config has none); the engine's
+        ``evaluate(split)`` reads splits other than train / val through it. Default: :meth:`build_dataset`."""
+        return self.build_dataset(split)
 
     def build_model(self) -> nn.Module:
         """The model to train (the engine applies the trainable policy, freezing and moves it)."""

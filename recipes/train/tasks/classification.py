@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-import recipes.train.data.classification  # noqa: F401 - registers the datasets
 from recipes.train.config import build_with_keys
 from recipes.train.distributed import gather_objects
 from recipes.train.metrics.classification import classification_metrics, expected_calibration_error, fit_temperature
@@ -37,6 +36,7 @@ class ClassificationTask(Task):
 
     primary_metric = "top1"
     higher_is_better = True
+    metrics = ("top1", "top5", "nll", "ece")
 
     data_splits = ("train", "val", "test")
 

@@ -61,6 +61,7 @@ class DetectionTask(Task):
 
     primary_metric = "mAP"
     higher_is_better = True
+    metrics = ("mAP", "mAP50", "mAP75")
 
     def __init__(
         self,

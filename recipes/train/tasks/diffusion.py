@@ -58,6 +58,7 @@ class DiffusionTask(Task):
 
     primary_metric = "loss"
     higher_is_better = False
+    metrics = ("loss",)
 
     def __init__(
         self,

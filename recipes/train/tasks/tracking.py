@@ -26,16 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-import recipes.train.data.tracking_pairs  # noqa: F401 - registers tracking_pairs / tracking_sequences
 from recipes.train.config import build_with_keys
 from recipes.train.data.tracking import Sequence
+from recipes.train.errors import BadInput
 from recipes.train.metrics.tracking import per_sequence_table, plot_curves, sequence_scores, summarise
+from recipes.train.models.tracker import decode_boxes
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 from recipes.train.tasks.tracking_online import OnlineTracker, TrackerOptions
 
 GEOMETRY = ("template_size", "search_size", "template_context", "search_context")
 LOSSES = ("focal", "l1", "giou")
+BOX_LOSS_AT = ("target", "peak", "both")  # where L1 / GIoU read the box: the true centre cell, the predicted peak
 
 
 def focal_heatmap_loss(
@@ -80,17 +82,24 @@ class TrackingTask(Task):
     """Args: the crop geometry (see the module docstring), ``loss_weights`` (focal, l1, giou), and the
     online tracker's ``window_penalty`` (0..1, weight of a Hann window on the score map),
     ``template_update_interval`` (0 = never; else every N frames when the peak score >= ``template_update_score``),
-    ``size_lr`` (damping of the box size between frames; 1 = none).
+    ``size_lr`` (damping of the box size between frames; 1 = none), ``box_loss_at`` (``target``: L1 / GIoU on the
+    box regressed at the ground-truth centre cell; ``peak``: at the predicted score peak, the box the tracker
+    reads, as OSTrack; ``both``: the mean of the two).
     """
 
     primary_metric = "AO"
     higher_is_better = True
+    metrics = ("AO", "AO_seq_mean", "SR0.50", "SR0.75", "success_auc", "precision@20", "norm_precision", "fps")
+    data_splits = ("train", "val", "test")
 
     def __init__(self, cfg: Any, *, template_size: int = 112, search_size: int = 224, template_context: float = 2.0,
                  search_context: float = 4.0, loss_weights: dict[str, float] | None = None,
                  window_penalty: float = 0.49, template_update_interval: int = 0, template_update_score: float = 0.7,
-                 size_lr: float = 1.0) -> None:  # fmt: skip
+                 size_lr: float = 1.0, box_loss_at: str = "target") -> None:  # fmt: skip
         super().__init__(cfg)
+        if box_loss_at not in BOX_LOSS_AT:
+            raise BadInput(f"task.box_loss_at={box_loss_at!r}: expected one of {BOX_LOSS_AT}")
+        self.box_loss_at = box_loss_at
         weights = {"focal": 1.0, "l1": 5.0, "giou": 2.0, **dict(loss_weights or {})}
         unknown = set(weights) - set(LOSSES)
         if unknown:
@@ -103,6 +112,7 @@ class TrackingTask(Task):
                                               template_update_score=float(template_update_score),
                                               size_lr=float(size_lr))  # fmt: skip
         self._datasets: dict[str, Dataset | None] = {}
+        self.bad_images = str((cfg.get("train") or {}).get("bad_images", "error"))  # validated by the engine
         self.last_per_sequence: dict[str, dict[str, np.ndarray]] = {}
 
     # --- model and data -----------------------------------------------------------------------
@@ -123,17 +133,23 @@ class TrackingTask(Task):
         """The dataset of ``data.<split>`` (built once; training pairs get the task's geometry and the run's seed)."""
         if split not in self._datasets:
             d = self.data_cfg.get(split)
+            bad = self.bad_images  # frames are checked against the labels as each sequence loads
             if d is not None and d.get("type") == "tracking_pairs":
                 self._merge(f"data.{split}", dict(d), GEOMETRY)  # a contradicting value is an error
-                self._datasets[split] = self.build_dataset(split, seed=self.seed, **self.geometry)
+                self._datasets[split] = self.build_dataset(split, seed=self.seed, bad_images=bad, **self.geometry)
             else:
-                self._datasets[split] = self.build_dataset(split)
+                self._datasets[split] = self.build_dataset(split, bad_images=bad)
         return self._datasets[split]
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='tracking_pairs'))")
-        return self.dataset("train"), self.dataset("val")
+        train, val = self.dataset("train"), self.dataset("val")
+        if val is not None and getattr(val, "withheld", False):
+            raise BadInput(f"data.val: {val.seqs[0].gt_file} gives only the first box (withheld by the evaluation "
+                           "server), so it cannot pick best.pt; validate on split='val'")  # fmt: skip
+        self.dataset("test")  # checked at setup too; tracked once at the end of the run (final_report)
+        return train, val
 
     def collate(self, batch: list[Any]) -> Any:
         if isinstance(batch[0], Sequence):
@@ -146,10 +162,17 @@ class TrackingTask(Task):
         heat, iy, ix = gaussian_targets(box, grid)
         ar = torch.arange(box.shape[0], device=box.device)
         off, size = out["offset"][ar, :, iy, ix], out["size"][ar, :, iy, ix]
-        pred = torch.stack([(ix + off[:, 0]) / grid, (iy + off[:, 1]) / grid, size[:, 0], size[:, 1]], dim=1)
-        giou, iou = giou_loss(pred.float(), box.float())
-        return {"focal": focal_heatmap_loss(out["score"].float(), heat), "l1": F.l1_loss(pred.float(), box.float()),
-                "giou": giou.mean(), "iou": iou.mean().detach()}  # fmt: skip
+        at_target = torch.stack([(ix + off[:, 0]) / grid, (iy + off[:, 1]) / grid, size[:, 0], size[:, 1]], dim=1)
+        # "peak": the box the tracker will read (OSTrack's L1 / GIoU on the box at the predicted score peak)
+        preds = {"target": [at_target], "peak": [decode_boxes(out)], "both": [at_target, decode_boxes(out)]}
+        l1, giou, iou = [], [], []
+        for pred in preds[self.box_loss_at]:
+            g, i = giou_loss(pred.float(), box.float())
+            l1.append(F.l1_loss(pred.float(), box.float()))
+            giou.append(g.mean())
+            iou.append(i.mean())
+        return {"focal": focal_heatmap_loss(out["score"].float(), heat), "l1": torch.stack(l1).mean(),
+                "giou": torch.stack(giou).mean(), "iou": torch.stack(iou).mean().detach()}  # fmt: skip
 
     def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         template, search, box = (t.to(device) for t in batch)
@@ -164,8 +187,9 @@ class TrackingTask(Task):
         per_seq, frames, t0 = {}, 0, time.perf_counter()
         try:
             for seqs in loader:
+                check_scorable(seqs)
                 for seq, boxes in zip(seqs, track(model, seqs, self.tracker_options, device), strict=True):
-                    per_seq[seq.name] = sequence_scores(boxes, seq.boxes, seq.visible)
+                    per_seq[seq.name] = sequence_scores(boxes, seq.truth, seq.visible, seq.size)
                     frames += len(seq) - 1
         finally:
             model.train(was_training)
@@ -188,12 +212,50 @@ class TrackingTask(Task):
         return plot_curves({"model": per_seq}, str(Path(self.work_dir) / "plots"))
 
     def final_report(self, model: nn.Module, device: torch.device, loader_of: Any) -> dict[str, Any]:
-        """The last evaluation's per-sequence table (also in summary.json)."""
-        if not self.last_per_sequence:
-            return {}
-        print(per_sequence_table(self.last_per_sequence))
-        return {"per_sequence": {k: {"frames": len(v["iou"]), "AO": float(v["iou"].mean()) if len(v["iou"]) else None}
-                                 for k, v in self.last_per_sequence.items()}}  # fmt: skip
+        """The last evaluation's per-sequence table (also in summary.json), and the final model on ``data.test``:
+        its metrics, or for a split whose boxes are withheld (GOT-10k test, TrackingNet TEST) the evaluation
+        server's submission in ``<work_dir>/submission`` (+ ``.zip``)."""
+        out: dict[str, Any] = {}
+        if self.last_per_sequence:
+            print(per_sequence_table(self.last_per_sequence))
+            out["per_sequence"] = {k: {"frames": len(v["iou"]), "AO": float(v["iou"].mean()) if len(v["iou"]) else None}
+                                   for k, v in self.last_per_sequence.items()}  # fmt: skip
+        test = self.dataset("test")
+        if test is None or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return out  # (one process tracks the test split; under torchrun use tools/track.py --split test)
+        was_training = model.training
+        model.eval()
+        try:
+            t0 = time.perf_counter()
+            boxes = track(model, test.seqs, self.tracker_options, device)
+            wall = time.perf_counter() - t0
+        finally:
+            model.train(was_training)
+        if test.withheld:
+            from recipes.train.data.tracking_roots import write_submission
+
+            frames = sum(len(s) for s in test.seqs)
+            seconds = [wall * len(s) / frames for s in test.seqs]
+            where = Path(self.work_dir or ".") / "submission"
+            out["test_submission"] = str(write_submission(test.kind, test.seqs, boxes, seconds, where))
+            print(
+                f"[test] {len(test.seqs)} sequences tracked; submission for the evaluation server: {out['test_submission']}"
+            )
+            return out
+        per_seq = {
+            s.name: sequence_scores(b, s.truth, s.visible, s.size) for s, b in zip(test.seqs, boxes, strict=True)
+        }
+        out["test"] = summarise(per_seq)
+        print("[test] " + "  ".join(f"{k}={v:.4g}" for k, v in out["test"].items()))
+        return out
+
+
+def check_scorable(seqs: list[Sequence]) -> None:
+    """An error naming the file when a sequence's boxes after the first are withheld (nothing to score against)."""
+    for s in seqs:
+        if s.meta.get("withheld"):
+            raise BadInput(f"{s.gt_file}: only the first box is given (a test split whose boxes the evaluation server "
+                           "withholds): it cannot be scored; tools/track.py --eval --split test writes the submission")  # fmt: skip
 
 
 def track(model: nn.Module, seqs: list[Sequence], opts: TrackerOptions, device: torch.device) -> list[np.ndarray]:

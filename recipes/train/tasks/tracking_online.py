@@ -118,28 +118,39 @@ def track_opencv_mil(seq: object) -> np.ndarray:
     return boxes
 
 
-def evaluate_tracker(cfg: object, run: object) -> tuple[list, list, dict, dict[str, float]]:
-    """``run`` (sequences -> boxes) over a tracking config's ``data.val`` sequences, scored as the task scores
-    its model: ``(sequences, boxes, per-sequence scores, overall metrics with fps and frames)``."""
-    import time
-
+def eval_sequences(cfg: object, split: str = "val") -> object:
+    """The ``tracking_sequences`` dataset of a tracking config's ``data.<split>`` (``val`` or ``test``)."""
     from recipes.train.config import fill_data_root
     from recipes.train.data.tracking_pairs import TrackingSequences
     from recipes.train.errors import BadInput
-    from recipes.train.metrics.tracking import sequence_scores, summarise
 
-    val = dict(fill_data_root(cfg.get("data"), cfg.get("data_root")).get("val") or {})
-    if not val:
-        raise BadInput("evaluation needs a data.val section (dict(type='tracking_sequences', sequences=[...]))")
-    if val.pop("type", "tracking_sequences") != "tracking_sequences":
-        raise BadInput("evaluation: data.val must be of type 'tracking_sequences' (whole sequences, one pass)")
-    if val.get("root") is None:
+    if split not in ("val", "test"):
+        raise BadInput(f"--split {split!r}: expected 'val' or 'test'")
+    section = dict(fill_data_root(cfg.get("data"), cfg.get("data_root")).get(split) or {})
+    if not section:
+        raise BadInput(f"evaluation needs a data.{split} section (dict(type='tracking_sequences', split=...))")
+    if section.pop("type", "tracking_sequences") != "tracking_sequences":
+        raise BadInput(f"evaluation: data.{split} must be of type 'tracking_sequences' (whole sequences, one pass)")
+    if section.get("root") is None:
         raise BadInput("evaluation needs data_root (e.g. --cfg-options data_root=/path/to/sequences)")
-    seqs = TrackingSequences(**val).seqs
+    bad_images = (cfg.get("train") or {}).get("bad_images", "error")
+    return TrackingSequences(**{"bad_images": bad_images, **section})
+
+
+def evaluate_tracker(cfg: object, run: object, split: str = "val") -> tuple[list, list, dict, dict[str, float]]:
+    """``run`` (sequences -> boxes) over a tracking config's ``data.<split>`` sequences, scored as the task scores
+    its model: ``(sequences, boxes, per-sequence scores, overall metrics with fps and frames)``."""
+    import time
+
+    from recipes.train.metrics.tracking import sequence_scores, summarise
+    from recipes.train.tasks.tracking import check_scorable
+
+    seqs = eval_sequences(cfg, split).seqs
+    check_scorable(seqs)
     t0 = time.perf_counter()
     boxes = run(seqs)
     wall = time.perf_counter() - t0
-    per_seq = {s.name: sequence_scores(b, s.boxes, s.visible) for s, b in zip(seqs, boxes, strict=True)}
+    per_seq = {s.name: sequence_scores(b, s.truth, s.visible, s.size) for s, b in zip(seqs, boxes, strict=True)}
     frames = sum(len(s) - 1 for s in seqs)
     return seqs, boxes, per_seq, {**summarise(per_seq), "fps": frames / wall, "frames": frames}
 
