@@ -58,7 +58,7 @@ class DiffusionTask(Task):
 
     primary_metric = "loss"
     higher_is_better = False
-    metrics = ("loss",)
+    metrics = ("loss", "loss_t25", "loss_t50", "loss_t75")  # see VAL_TIMES
 
     def __init__(
         self,
