@@ -60,7 +60,7 @@ def test_shipped_config_trains_one_step_on_its_family_tiny_pipeline(path, tmp_pa
     trainer, summary = run(cfg, tmp_path / "wd")
     assert summary["steps"] == 1 and torch.isfinite(torch.tensor(summary["final_loss"]))
     assert trainer.task.family.name == family.replace("_dev", "")
-    model = trainer._bare_model()
+    model = trainer.bare_model()
     lora = cfg.task.get("lora")
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     if lora is None:  # a full fine-tune: every denoiser weight trains and is saved with save_pretrained

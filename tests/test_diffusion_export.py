@@ -42,7 +42,7 @@ def test_alpha_not_r_reloads_at_the_trained_strength(tmp_path, dora):
 
     opts = {"task.samples.prompts": "[]", "task.lora.r": 4, "task.lora.alpha": 8, "task.lora.dora": dora}
     trainer, _ = run(config("sd15", steps=1, **opts), tmp_path)
-    model, task = trainer._bare_model().eval(), trainer.task
+    model, task = trainer.bare_model().eval(), trainer.task
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
