@@ -31,7 +31,8 @@ def task_loss(family: str, **opts):
      ("flux", "task.timestep_sampling", "uniform"), ("flux", "task.logit_mean", 1.5), ("flux", "task.logit_std", 2.5), ("flux2", "task.shift", 1.0),
      ("flux2", "task.caption_dropout", 0.9), ("flux2_dev", "task.guidance_scale", 10.0), ("chroma", "task.caption_dropout", 0.9), ("zimage", "task.caption_dropout", 0.9),
      ("sd15", "data.train.flip_p", 1.0), ("sd15", "data.train.crop", "random"),
-     ("sd15", "data.train.instance_prompt", "a photo of sks thing")],
+     ("sd15", "data.train.instance_prompt", "a photo of sks thing"), ("sd15", "task.noise_offset", 0.1),
+     ("flux", "task.noise_offset", 0.1), ("sd15", "data.train.trigger_word", "ohwx")],
 )  # fmt: skip
 def test_option_changes_the_loss(family, option, value):
     base, _, _ = task_loss(family, **{"task.min_snr_gamma": None} if family == "sd15" else {})
@@ -58,10 +59,21 @@ def test_gradient_checkpointing_same_loss_and_grads():
 
 
 def test_guidance_scale_acts_or_fails():
-    """It feeds a guidance-distilled denoiser (default 3.5); on a denoiser without a guidance input it is an error."""
+    """It feeds a guidance-distilled denoiser (default 1.0, as the peers train); on a denoiser without a guidance
+    input it is an error."""
     _, flux, _ = task_loss("flux")
-    assert flux.guidance_scale == 3.5 and flux.pipe.transformer.config.guidance_embeds
+    assert flux.guidance_scale == 1.0 and flux.pipe.transformer.config.guidance_embeds  # the shipped config's value
+    _, dev, _ = task_loss("flux2_dev")  # configs/diffusion/_base_/flux2.py leaves it unset: the default
+    assert dev.guidance_scale == 1.0 and dev.pipe.transformer.config.guidance_embeds
     _, klein, _ = task_loss("flux2")
     assert klein.guidance_scale is None and not klein.pipe.transformer.config.guidance_embeds
     with pytest.raises(ValueError, match=r"task.guidance_scale=7.0 does nothing: this flux2 denoiser has no guidance"):
         task_loss("flux2", **{"task.guidance_scale": 7.0})
+
+
+def test_noise_offset_is_checked_and_cache_refuses_changing_captions():
+    with pytest.raises(ValueError, match=r"task.noise_offset must lie in \[0, 1\)"):
+        build_task(config("sd15", **{"task.noise_offset": -0.1}))
+    task = build_task(config("sd15", **{"data.train.shuffle_tags": True, "task.cache_dir": "/tmp/never_written"}))
+    with pytest.raises(ValueError, match=r"data.shuffle_tags / data.tag_dropout change a file's caption each epoch"):
+        task.build_datasets()

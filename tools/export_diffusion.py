@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
     """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder."""
     from recipes.train.build import rebuild_model
-    from recipes.train.diffusion.lora_io import save_lora
+    from recipes.train.diffusion.lora_io import check_finite, save_lora
     from recipes.train.tasks.diffusion import DiffusionTask
 
     out = Path(out)
@@ -49,6 +49,7 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
         raise BadInput(f"--out {out} already holds files; give a new or empty folder (nothing is replaced)")
     # the pipeline's other parts (its class, for the LoRA file) come from model.pretrained even for a full fine-tune
     task, model = rebuild_model(cfg, read_checkpoint(checkpoint), DiffusionTask, needs_pretrained=True)
+    check_finite(model)  # a NaN/inf weight is an error naming it, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if task.lora is None:
         model.save_pretrained(str(out))

@@ -1,18 +1,18 @@
 # An SD 1.5 U-Net character LoRA (rank 8), per-component x depth LR (inverted_u).
 # Values from the per-component x depth recipe's example "SD 1.5 -- Character LoRA".
-# Show its LR grid (full-size model on the meta device, no weights):  python tools/show_lr.py configs/diffusion/sd15_character_lora.py
-# From the example's JSON (model_type 'sd15'); `strategy` is its per_layer_lr block verbatim; the example's learning_rate (0.0001) is
-# not set: with per_layer_lr enabled, component_lr and default_lr give every LR (lr is then an error).
-model = dict(type="diffusers", preset="sd15", device="meta")
-adapter = "auto"
-# LoRA on the blocks' linear layers (peft target_modules: suffixes, or one full-match regex); the example gives only rank/alpha
-policy = dict(
-    type="lora_only",
-    r=8,
-    alpha=8,
-    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
-)
+#   python tools/train.py configs/diffusion/sd15_character_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+# Everything but the example's values comes from its family base (configs/diffusion/_base_/sd15.py). Show its LR grid
+# (full-size model on the meta device, no weights):
+#   python tools/show_lr.py configs/diffusion/sd15_character_lora.py --cfg-options model.device=meta
+# The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
+_base_ = "./_base_/sd15.py"
+task = dict(
+    lora=dict(
+        r=8, alpha=8, targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+    )
+)  # the example gives rank/alpha
 strategy = dict(
+    _delete_=True,  # the example's LRs replace the family base's
     type="component_depth",
     enabled=True,
     component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},
@@ -20,6 +20,4 @@ strategy = dict(
     min_depth_factor=0.3,
     peak_position=0.4,
     default_lr=0.0001,
-)
-schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)  # the example gives no schedule: a common one
-train = dict(max_steps=2000)
+)  # the example's per_layer_lr block verbatim

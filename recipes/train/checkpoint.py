@@ -162,7 +162,11 @@ def all_finite(state: dict[str, Any]) -> str | None:
             bad = all_finite(value)
             if bad is not None:
                 return f"{key}.{bad}"
-        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value.dequantize()).all():
+        elif (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not torch.isfinite(value.dequantize()).all()
+        ):
             return str(key)
     return None
 

@@ -124,7 +124,7 @@ def _count(key: str, value: Any, low: int = 1) -> int:
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None, "max_steps": None, "steps_per_epoch": None, "batch_size": 32, "eval_batch_size": None,
     "grad_accum": 1, "amp": None, "clip_grad": None, "compile": False, "channels_last": False, "ema": None,
-    "ckpt_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
+    "ckpt_every": None, "eval_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
     "freeze": None, "grad_checkpointing": False, "save_frozen": "auto", "bad_images": "error", "fsdp": False,
 }  # fmt: skip
@@ -207,8 +207,9 @@ def train_options(cfg: Config) -> dict[str, Any]:
     for key in ("epochs", "max_steps", "steps_per_epoch"):
         if opts[key] is not None:
             opts[key] = _count(f"train.{key}", opts[key])
-    if opts["ckpt_every"] is not None:
-        opts["ckpt_every"] = _count("train.ckpt_every", opts["ckpt_every"])
+    for key in ("ckpt_every", "eval_every"):
+        if opts[key] is not None:
+            opts[key] = _count(f"train.{key}", opts[key])
     if opts["bad_images"] not in BAD_IMAGES:
         raise BadInput(f"train.bad_images must be one of {BAD_IMAGES}, got {opts['bad_images']!r}")
     return opts

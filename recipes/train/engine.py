@@ -174,7 +174,7 @@ class Trainer:
                     if self.step >= self.total_steps:
                         break
                     self._one_step(it, epoch)
-                    if self.step % spe == 0 or self.step >= self.total_steps:
+                    if self.step % (o["eval_every"] or spe) == 0 or self.step >= self.total_steps:
                         self._end_of_epoch(epoch)  # before the checkpoint, so a resume never skips it
                     every = o["ckpt_every"] or spe  # default: each epoch end
                     saved = self.step % every == 0 and self.step < self.total_steps

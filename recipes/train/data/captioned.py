@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recipes.train.data.captions import CaptionOptions, read_text
 from recipes.train.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_EXTS = (".mp4", ".mov", ".webm", ".avi", ".mkv")
 CROPS = ("center", "random")
+MASK_SUFFIX = ".mask"  # <name>.mask.png beside <name>.jpg: a loss weight per pixel (white 1, black 0)
 
 
 def aspect_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> list[tuple[int, int]]:
@@ -63,8 +66,13 @@ class _CaptionedFolder(Dataset):
     exts: tuple[str, ...] = ()
     kind = "file"
 
+    #: the lists with one entry per sample, subset together (``drop_samples``, ``split_off_val``)
+    per_sample = ("files", "captions", "keys", "sizes", "targets")
+
     def __init__(self, root: str, resolution: int | tuple[int, int] = 512, crop: str = "center", flip_p: float = 0.0,
-                 instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0) -> None:  # fmt: skip
+                 instance_prompt: str | None = None, default_caption: str | None = None, seed: int = 0,
+                 val_split: float = 0, repeats: int = 1, trigger_word: str | list[str] | None = None,
+                 shuffle_tags: bool = False, keep_tokens: int = 0, tag_dropout: float = 0.0) -> None:  # fmt: skip
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={str(root)!r} is not a folder of {self.kind}s with captions")
@@ -73,35 +81,93 @@ class _CaptionedFolder(Dataset):
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"data.flip_p must lie in [0, 1], got {flip_p}")
         self.size, self.crop, self.flip_p, self.seed, self.epoch = _size(resolution), crop, float(flip_p), seed, 0
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts)
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.exts
+                            and not p.stem.endswith(MASK_SUFFIX))  # fmt: skip
         if not self.files:
             raise FileNotFoundError(f"data.root={str(root)!r} holds no {self.kind}s ({', '.join(self.exts)})")
-        self.captions = self._captions(instance_prompt, default_caption)
+        self.caption_options = CaptionOptions.build(trigger_word, shuffle_tags, keep_tokens, tag_dropout)
+        self.captions = [self.caption_options.with_trigger(c) for c in self._captions(instance_prompt, default_caption)]
         self.keys, self.sizes = [], []
         for f in self.files:
             data = f.read_bytes()
             self.keys.append(hashlib.sha256(data).hexdigest())
             self.sizes.append(self._probe(f, data))
         self.targets = [self.size] * len(self.files)
+        self.val_split = self._val_count(val_split)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"data.repeats must be a whole number >= 1 (each file seen that often per epoch), got "
+                             f"{repeats!r}")  # fmt: skip
+        self.repeats, self.held_out = repeats, None
+
+    def _finish_init(self) -> None:
+        """Once every sample's target size is known (subclasses' ``__init__``): the validation files held out,
+        then each training file listed ``repeats`` times (each copy its own index: its own crop and flip draws)."""
+        self.held_out = self._hold_out()
+        if self.repeats > 1:
+            self._subset(list(range(len(self.files))) * self.repeats)
+
+    def _val_count(self, val_split: float) -> int:
+        """``val_split``: a fraction in (0, 1) of the files, or a whole number of them, held out for validation."""
+        if not val_split:
+            return 0
+        n, bad = len(self.files), isinstance(val_split, bool) or not isinstance(val_split, (int, float))
+        if not bad and 0 < val_split < 1:
+            count = max(1, round(val_split * n))
+        elif not bad and val_split >= 1 and val_split == int(val_split):
+            count = int(val_split)
+        else:
+            raise ValueError(f"data.train.val_split must be a fraction in (0, 1) or a whole count, got {val_split!r}")
+        if count >= n:
+            raise ValueError(f"data.train.val_split={val_split!r} holds out {count} of the {n} {self.kind}s in "
+                             f"{str(self.root)!r}; leave at least one to train on")  # fmt: skip
+        return count
+
+    def _subset(self, keep: list[int]) -> None:
+        for name in self.per_sample:
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
+    def drop_samples(self, indices: list[int]) -> None:
+        """Leave samples out (``train.bad_images='skip'``)."""
+        drop = set(indices)
+        self._subset([i for i in range(len(self.files)) if i not in drop])
+
+    def split_off_val(self) -> _CaptionedFolder | None:
+        """The ``val_split`` held-out samples (see ``_hold_out``), None without ``val_split``."""
+        return self.held_out
+
+    def _hold_out(self) -> _CaptionedFolder | None:
+        """The ``val_split`` held-out samples as a dataset of their own (center crop, no flip, no tag shuffle or
+        dropout, no repeats), removed from this one. They are the files whose content hash (sha256) sorts first:
+        the same files in every run and seed, however the folder is ordered or renamed."""
+        if not self.val_split:
+            return None
+        import copy
+
+        order = sorted(range(len(self.files)), key=lambda i: self.keys[i])
+        held = set(order[: self.val_split])
+        val = copy.copy(self)
+        val._subset(sorted(held))
+        val.crop, val.flip_p, val.val_split, val.repeats = "center", 0.0, 0, 1
+        val.caption_options = CaptionOptions(trigger_word=self.caption_options.trigger_word)
+        self._subset([i for i in range(len(self.files)) if i not in held])
+        return val
 
     def _captions(self, instance_prompt: str | None, default_caption: str | None) -> list[str]:
+        """One caption per file; a bad row or caption file is an error naming it (see ``_metadata``)."""
+        self.unmatched_rows = 0  # metadata.jsonl rows naming no file of the folder: counted in the setup report
         if instance_prompt is not None:
             return [instance_prompt] * len(self.files)
         meta = self.root / "metadata.jsonl"
-        given: dict[Path, str] = {}
         if meta.is_file():
-            for n, line in enumerate(meta.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                        given[(self.root / row["file_name"]).resolve()] = str(row["text"])
-                    except (ValueError, KeyError, TypeError) as e:
-                        raise ValueError(f"{meta}:{n}: expected {{'file_name': ..., 'text': ...}}, got {line[:80]!r} ({e})") from None  # fmt: skip
+            given = self._metadata(meta)
         else:
-            for f in self.files:
-                txt = f.with_suffix(".txt")
-                if txt.is_file():
-                    given[f.resolve()] = txt.read_text().strip()
+            given = {f.resolve(): (read_text(f.with_suffix(".txt")).strip(), f.with_suffix(".txt").name)
+                     for f in self.files if f.with_suffix(".txt").is_file()}  # fmt: skip
+        empty = [where for text, where in given.values() if not text]
+        if empty:
+            raise ValueError(f"data: {len(empty)} empty caption(s) in {str(self.root)!r}, e.g. {empty[:3]}; write "
+                             "them, or remove them and set data.default_caption")  # fmt: skip
         missing = [f for f in self.files if f.resolve() not in given]
         if missing and default_caption is None:
             where = "metadata.jsonl" if meta.is_file() else "a .txt beside it"
@@ -109,7 +175,28 @@ class _CaptionedFolder(Dataset):
             raise ValueError(f"data: {len(missing)} of {len(self.files)} {self.kind}s in {str(self.root)!r} have no "
                              f"caption ({where}), e.g. {shown}; add captions, or set data.default_caption / "
                              "data.instance_prompt")  # fmt: skip
-        return [given.get(f.resolve(), default_caption or "") for f in self.files]
+        return [given[f.resolve()][0] if f.resolve() in given else default_caption or "" for f in self.files]
+
+    def _metadata(self, meta: Path) -> dict[Path, tuple[str, str]]:
+        """``{file: (caption, "metadata.jsonl:<line>")}``; ``text`` must be a string and each file named once."""
+        given: dict[Path, tuple[str, str]] = {}
+        for n, line in enumerate(read_text(meta).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                path, text = (self.root / row["file_name"]).resolve(), row["text"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{meta}:{n}: expected {{'file_name': ..., 'text': ...}}, got {line[:80]!r} ({e})") from None  # fmt: skip
+            if not isinstance(text, str):
+                raise ValueError(f"{meta}:{n}: `text` must be a string, got {text!r} for {row['file_name']!r}")
+            if path in given:
+                raise ValueError(f"{meta}:{n}: {row['file_name']!r} already has a caption at {given[path][1]}; keep "
+                                 "one row per file")  # fmt: skip
+            given[path] = (text.strip(), f"metadata.jsonl:{n}")
+        files = {f.resolve() for f in self.files}
+        self.unmatched_rows = sum(p not in files for p in given)
+        return given
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -134,9 +221,27 @@ class _CaptionedFolder(Dataset):
         return (rh, rw), (top, left), (th, tw), flipped
 
     def sample_dict(self, index: int, pixels: torch.Tensor, placement: tuple[Any, ...]) -> dict[str, Any]:
-        return {"pixels": pixels, "caption": self.captions[index], "key": self.keys[index],
+        caption = self.caption_options.augment(self.captions[index], self.seed, self.epoch, index)
+        return {"pixels": pixels, "caption": caption, "key": self.keys[index],
                 "original_size": tuple(self.sizes[index]), "crop_top_left": placement[1], "flipped": placement[3],
                 "index": index}  # fmt: skip
+
+
+def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _CaptionedFolder:
+    """``data.train.val_split`` held out of the training folder, or the ``data.val`` folder; without either, the
+    training set (then best.pt follows the training loss, which favours the most overfit step: a warning)."""
+    held = train.split_off_val()
+    if held is not None and given is not None:
+        raise ValueError("data.train.val_split and data.val both give a validation set; keep one")
+    if given is not None and given.root.resolve() == train.root.resolve():
+        raise ValueError(f"data.val.root={str(given.root)!r} is the training folder: its loss is a training loss; "
+                         "give a folder of held-out files, or data.train.val_split instead")  # fmt: skip
+    if held is None and given is None:
+        logging.getLogger("recipes.train").warning(
+            "no validation set (data.val or data.train.val_split): the evaluation loss and best.pt use the training "
+            f"{train.kind}s"
+        )
+    return held if held is not None else given if given is not None else train
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -171,15 +276,42 @@ class CaptionedImages(_CaptionedFolder):
             )
         #: leave out each bucket's last, partial batch (every batch full) instead of training on it
         self.bucket_drop_last = bool(bucket_drop_last)
+        if bucket_step != 64 and not buckets:
+            raise ValueError("data.bucket_step applies to aspect-ratio buckets; set data.buckets=True or remove it")
         if buckets:
             if not isinstance(resolution, int):
                 raise ValueError(
                     "data.buckets=True needs an int data.resolution (the side of the square of equal area)"
                 )
+            if isinstance(bucket_step, bool) or not isinstance(bucket_step, int) or not 1 <= bucket_step <= resolution:
+                raise ValueError(f"data.bucket_step must be a whole number of pixels in [1, resolution={resolution}] "
+                                 f"(e.g. 64: the VAE factor x patch size divides it), got {bucket_step!r}")  # fmt: skip
             self.buckets = aspect_buckets(resolution, bucket_step)
             self.targets = [min(self.buckets, key=lambda b: abs(math.log(b[1] / b[0]) - math.log(w / h)))
                             for h, w in self.sizes]  # fmt: skip
         self.bucket_step = bucket_step
+        self.masks = self._find_masks()
+        self.per_sample = (*self.per_sample, "masks")
+        self._finish_init()
+
+    def _find_masks(self) -> list[Path | None]:
+        """``<name>.mask.png`` beside each image (same size; read as grey levels / 255), else None."""
+        from PIL import Image
+
+        masks: list[Path | None] = []
+        for f, (h, w) in zip(self.files, self.sizes, strict=True):
+            m = f.with_name(f.stem + MASK_SUFFIX + ".png")
+            if m.is_file():
+                try:
+                    with Image.open(m) as im:
+                        size = (im.height, im.width)
+                except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+                    raise ValueError(f"data: mask {str(m)!r} is not a readable image ({type(e).__name__})") from None
+                if size != (h, w):
+                    raise ValueError(f"data: mask {str(m)!r} is {size[1]}x{size[0]}, its image {f.name} is {w}x{h}; "
+                                     "a mask must have its image's size")  # fmt: skip
+            masks.append(m if m.is_file() else None)
+        return masks
 
     def bucket_keys(self) -> list[tuple[int, int]]:
         """Each sample's target (height, width): batches are made within one size (``recipes/train/sampling.py``)."""
@@ -188,12 +320,6 @@ class CaptionedImages(_CaptionedFolder):
     def image_files(self) -> list[Path]:
         """One path per sample, for the engine's setup-time image check (``recipes/train/data/checks.py``)."""
         return list(self.files)
-
-    def drop_samples(self, indices: list[int]) -> None:
-        """Leave samples out (``train.bad_images='skip'``)."""
-        drop = set(indices)
-        for name in ("files", "captions", "keys", "sizes", "targets"):
-            setattr(self, name, [x for i, x in enumerate(getattr(self, name)) if i not in drop])
 
     def _probe(self, path: Path, data: bytes) -> tuple[int, int]:
         from PIL import Image
@@ -212,7 +338,21 @@ class CaptionedImages(_CaptionedFolder):
         with Image.open(self.files[index]) as im:
             img = np.asarray(im.convert("RGB"))
         placement = self._placement(index, img.shape[:2], self._rng(index))
-        return self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
+        sample = self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
+        if any(m is not None for m in self.masks):
+            sample["mask"] = self.mask_of(index, placement)
+        return sample
+
+    def mask_of(self, index: int, placement: tuple[Any, ...]) -> torch.Tensor:
+        """Sample ``index``'s loss weights ``(1, H, W)`` in [0, 1], cropped and flipped as its pixels; all ones
+        for an image without a mask file (masked and plain images can share a folder)."""
+        from PIL import Image
+
+        if self.masks[index] is None:
+            return torch.ones(1, *placement[2])
+        with Image.open(self.masks[index]) as im:
+            grey = np.asarray(im.convert("L"))
+        return torch.from_numpy(np.ascontiguousarray(_place(grey, placement))).float().div_(255.0)[None]
 
 
 @DATASETS.register_module("captioned_videos")
@@ -227,6 +367,7 @@ class CaptionedVideos(_CaptionedFolder):
             raise ValueError(f"data.num_frames and data.frame_stride must be >= 1, got {num_frames}, {frame_stride}")
         self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         super().__init__(root, resolution, **kw)
+        self._finish_init()
 
     def _read(self, path: Path) -> np.ndarray:
         import cv2

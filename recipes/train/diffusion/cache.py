@@ -108,9 +108,12 @@ class CachedDataset(torch.utils.data.Dataset):
         if latent is None or cond is None:
             raise ValueError(f"cache: entry for {b.files[i]} is missing from {self.cache.dir}; it was removed while "
                              "training, restart to re-encode it")  # fmt: skip
-        return {"latent": latent["params"], "cond": cond, "caption": b.captions[i], "key": b.keys[i],
-                "original_size": tuple(b.sizes[i]), "crop_top_left": placement[1], "flipped": placement[3],
-                "index": i}  # fmt: skip
+        out = {"latent": latent["params"], "cond": cond, "caption": b.captions[i], "key": b.keys[i],
+               "original_size": tuple(b.sizes[i]), "crop_top_left": placement[1], "flipped": placement[3],
+               "index": i}  # fmt: skip
+        if any(m is not None for m in getattr(b, "masks", ())):  # loss masks are read each step, not cached
+            out["mask"] = b.mask_of(i, placement)
+        return out
 
 
 def cache_batch(cache_dir: str | None, batch_size: int | None) -> int:

@@ -1,14 +1,18 @@
 """Saving a trained denoiser: LoRA in diffusers' format (``pipeline.load_lora_weights(DIR)``), kohya names, or full.
 
 diffusers format: the pipeline class's own ``save_lora_weights`` with peft's adapter state dict
-(``get_peft_model_state_dict``) and the LoRA config as adapter metadata, so rank, alpha and DoRA
-come back exactly on load. kohya / ComfyUI format (U-Net families, whose kohya module names are
+(``get_peft_model_state_dict``) and the LoRA config as adapter metadata, so rank and DoRA come back
+exactly on load; the scale alpha / r is baked into ``lora_B`` and the metadata says alpha = r
+(``bake_scale``), so loaders that ignore the metadata (ComfyUI) apply the same strength.
+kohya / ComfyUI format (U-Net families, whose kohya module names are
 the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.lora_up.weight`` /
 ``.alpha``, the layout diffusers' loader converts from.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,27 @@ import torch
 
 FORMATS = ("diffusers", "kohya")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def add_lora(model: Any, lora: dict[str, Any], default_targets: Any) -> Any:
+    """``task.lora`` on a diffusers denoiser through its peft integration (``add_adapter``): the base frozen, the
+    LoRA weights in float32 on a bf16 / fp16 / quantized base."""
+    from peft import LoraConfig
+
+    targets = lora.get("targets") or default_targets
+    config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=float(lora.get("alpha", 16)),
+                        lora_dropout=float(lora.get("dropout", 0.0)), target_modules=targets,
+                        use_dora=bool(lora.get("dora", False)))  # fmt: skip
+    model.requires_grad_(False)
+    try:
+        model.add_adapter(config)
+    except ValueError as e:
+        raise ValueError(f"task.lora.targets={targets!r} match no module of the {type(model).__name__} "
+                         f"(peft: {str(e)[:200]}); give module-name suffixes or one full-match regex") from None  # fmt: skip
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights train in float32 on a bf16/fp16 base
+    return model
 
 
 def lora_state_dict(model: Any, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -38,6 +63,24 @@ def save_denoiser(model: Any, out_dir: Path, full: dict[str, torch.Tensor] | Non
     save_file({k: v.contiguous() for k, v in full.items()}, str(out_dir / "diffusion_pytorch_model.safetensors"))
 
 
+def bake_scale(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``lora_B`` times the LoRA scale (alpha / r, or alpha / sqrt(r) with rsLoRA), written with alpha = r.
+
+    A diffusers-format file carries alpha only in its adapter metadata, which diffusers reads and ComfyUI /
+    kohya-style loaders do not (they take scale 1 where a module has no ``.alpha``): with the scale in the
+    weights every reader applies the trained strength. DoRA is unchanged by it (the magnitude normalises
+    ``W + scale * B A``, the same product). Per-module ``rank_pattern`` / ``alpha_pattern`` are left as they are.
+    """
+    if meta.get("rank_pattern") or meta.get("alpha_pattern"):
+        return state, meta
+    r, alpha = int(meta["r"]), float(meta["lora_alpha"])
+    scale = alpha / math.sqrt(r) if meta.get("use_rslora") else alpha / r
+    if scale == 1.0:
+        return state, meta
+    baked = {k: v * scale if ".lora_B." in k else v for k, v in state.items()}
+    return baked, {**meta, "lora_alpha": r, "use_rslora": False}
+
+
 def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers",
               full: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
     """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path (``full``: see lora_state_dict)."""
@@ -46,8 +89,8 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers":
         meta_key = save_key.replace("_layers", "_adapter_metadata")
-        pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: config.to_dict()},
-                                       safe_serialization=True)  # fmt: skip
+        state, meta = bake_scale(state, config.to_dict())
+        pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: meta}, safe_serialization=True)
         return readable_as_umask_says(out_dir / WEIGHT_NAME)
     if fmt != "kohya":
         raise ValueError(f"task.save_format must be one of {FORMATS}, got {fmt!r}")
@@ -74,4 +117,45 @@ def readable_as_umask_says(path: Path) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+    return path
+
+
+def check_finite(model: Any) -> None:
+    """A trained tensor with NaN or inf is an error naming it: a broken adapter is never exported."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
+            bad = int((~torch.isfinite(p.detach())).sum())
+            raise ValueError(f"export: the trained tensor {name!r} holds {bad} NaN/inf values of {p.numel()}; "
+                             "nothing was saved (lower the LRs, or resume from an earlier checkpoint)")  # fmt: skip
+
+
+def check_finite_state(state: dict[str, torch.Tensor]) -> None:
+    """As :func:`check_finite`, over a gathered state dict (floating tensors only)."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"export: the tensor {name!r} holds NaN/inf values; nothing was saved (lower the LRs, "
+                             "or resume from an earlier checkpoint)")  # fmt: skip
+
+
+def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str, info: dict[str, Any],
+                 full: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """The run's export under ``out``: ``lora/`` (``lora_kohya/``) with ``training.json``, or the full denoiser.
+
+    A folder from an earlier run (a resumed run that had finished) is kept: the new one gets a ``_step_N`` name.
+    ``full``: the gathered state dict of a sharded (FSDP2) model, which its own parameters do not hold."""
+    if full is None:
+        check_finite(model)
+    else:
+        check_finite_state(full)
+    if info["lora"] is None:
+        path = out / family.denoiser
+        if path.exists():
+            raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
+        save_denoiser(model, path, full)
+        return path
+    where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
+    if where.exists():
+        where = where.with_name(f"{where.name}_step_{info['step']}")
+    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt, full)
+    (path.parent / "training.json").write_text(json.dumps(info, default=str))
     return path

@@ -21,7 +21,6 @@ fine-tune with ``save_pretrained``, under ``<work_dir>/``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,20 @@ import torch
 from torch import nn
 
 from recipes.train.config import build_with_keys, check_keys
+from recipes.train.data.captioned import validation_set  # also registers the datasets
 from recipes.train.diffusion import draws
 from recipes.train.diffusion.cache import cache_batch
+from recipes.train.diffusion.checks import (
+    check_lora,
+    check_numbers,
+    check_preset,
+    check_sizes,
+    guidance_for,
+    report_data,
+)
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS, save_denoiser
+from recipes.train.diffusion.lora_io import FORMATS, add_lora
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -45,6 +53,9 @@ DEFAULT_LORA = {"r": 16, "alpha": 16}
 #: flow-matching options and their defaults; another value on a DDPM family is an error
 FLOW_DEFAULTS = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "shift": "auto"}
 DDPM_ONLY = ("prediction_type", "min_snr_gamma")  # None: the scheduler's prediction type, no SNR weighting
+#: validation loss: the mean over these points of the noise schedule (fraction of the DDPM timesteps, or the flow
+#: time before the family's shift), each with noise drawn from one fixed seed, so evaluations compare like for like
+VAL_TIMES = (0.25, 0.5, 0.75)
 
 
 @TASKS.register_module("diffusion")
@@ -57,7 +68,7 @@ class DiffusionTask(Task):
 
     primary_metric = "loss"
     higher_is_better = False
-    metrics = ("loss",)
+    metrics = ("loss", "loss_t25", "loss_t50", "loss_t75")  # see VAL_TIMES
 
     def __init__(
         self,
@@ -72,9 +83,11 @@ class DiffusionTask(Task):
         shift: float | str | None = "auto",
         guidance_scale: float | None = None,
         caption_dropout: float = 0.0,
+        noise_offset: float = 0.0,
         cache_dir: str | None = None,
         cache_batch_size: int | None = None,
         samples: Mapping[str, Any] | None = None,
+        sample_every: int | None = None,
         save_format: str = "diffusers",
     ) -> None:
         super().__init__(cfg)
@@ -84,14 +97,16 @@ class DiffusionTask(Task):
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
             check_keys("task.lora.", self.lora, LORA_KEYS)
+            check_lora(self.lora)
             if cfg.get("policy"):
                 raise ValueError("task.lora and a `policy` section both set what trains; keep one (task.lora=None "
                                  "for the policy)")  # fmt: skip
         self.samples = dict(samples or {})
         check_keys("task.samples.", self.samples, SAMPLE_KEYS)
+        check_numbers(caption_dropout, noise_offset, sample_every, self.samples)
+        #: sample grids every N steps (and at train.max_steps); None: at every evaluation
+        self.sample_every, self.max_steps = sample_every, (cfg.get("train") or {}).get("max_steps")
         p = float(caption_dropout)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"task.caption_dropout must lie in [0, 1), got {p}")
         if save_format not in FORMATS:
             raise ValueError(f"task.save_format must be one of {FORMATS}, got {save_format!r}")
         #: the objective's options, checked against the family once the pipeline is loaded
@@ -100,6 +115,9 @@ class DiffusionTask(Task):
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
         self.caption_dropout, self.step = p, 0
+        #: kohya's noise offset: a per-channel constant added to the noise, so the model learns to shift mean
+        #: brightness (very dark or bright images); training only, not the validation loss
+        self.noise_offset = float(noise_offset)
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._device: torch.device | None = None
@@ -121,36 +139,14 @@ class DiffusionTask(Task):
             self.pipe = load_pipeline(m["pretrained"], dtype, quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
-            self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
+            check_preset(m.get("preset"), self.family, self.pipe)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
-            self._check_guidance()
+            self.guidance_scale = guidance_for(self.guidance_scale, self.pipe, self.family)
             for name, module in self.pipe.components.items():
                 if isinstance(module, nn.Module) and name != self.family.denoiser:
                     module.requires_grad_(False).eval()
         return self.pipe
-
-    def _check_guidance(self) -> None:
-        """``task.guidance_scale`` feeds a guidance-distilled denoiser's guidance input (Flux.1 / Flux.2 [dev]):
-        default 3.5 there (diffusers' Flux LoRA example); on a denoiser without that input, setting it is an error."""
-        has_input = bool(getattr(getattr(self.pipe, self.family.denoiser).config, "guidance_embeds", False))
-        if self.guidance_scale is None:
-            self.guidance_scale = 3.5 if has_input else None
-        elif not has_input:
-            raise ValueError(f"task.guidance_scale={self.guidance_scale} does nothing: this {self.family.name} "
-                             "denoiser has no guidance input (only guidance-distilled models such as Flux.1 [dev] "
-                             "and Flux.2 [dev] take one); remove it")  # fmt: skip
-        else:
-            self.guidance_scale = float(self.guidance_scale)
-
-    def _check_preset(self, preset: str | None, found: str) -> None:
-        from recipes.train.models.diffusers import PRESETS
-
-        if preset is not None and (preset not in PRESETS or PRESETS[preset][0] != found):
-            want = PRESETS[preset][0] if preset in PRESETS else "an unknown preset"
-            raise ValueError(
-                f"model.preset={preset!r} is {want}, but model.pretrained holds a {found}; fix one of them"
-            )
 
     def _objective(self) -> Any:
         o = self.objective_options
@@ -188,33 +184,23 @@ class DiffusionTask(Task):
         group_offload(model, self.model_cfg, self.train_device)
         if self.lora is None:
             return model.requires_grad_(True)
-        from peft import LoraConfig
-
-        targets = self.lora.get("targets") or family.lora_targets
-        config = LoraConfig(r=int(self.lora.get("r", 16)), lora_alpha=float(self.lora.get("alpha", 16)),
-                            lora_dropout=float(self.lora.get("dropout", 0.0)), target_modules=targets,
-                            use_dora=bool(self.lora.get("dora", False)))  # fmt: skip
-        model.requires_grad_(False)
-        try:
-            model.add_adapter(config)
-        except ValueError as e:
-            raise ValueError(f"task.lora.targets={targets!r} match no module of the {type(model).__name__} "
-                             f"(peft: {str(e)[:200]}); give module-name suffixes or one full-match regex") from None  # fmt: skip
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()  # LoRA weights train in float32 on a bf16/fp16 base
-        return model
+        return add_lora(model, self.lora, family.lora_targets)
 
     # --- data ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Any, Any]:
         if not self.data_cfg.get("train"):
             raise KeyError("config: the `data.train` section is missing (e.g. dict(type='captioned_images'))")
         train = self.build_dataset("train", seed=self.seed)  # before the pipeline: a missing data root says so first
+        val = validation_set(train, self.build_dataset("val", seed=self.seed))
         self.pipeline()
-        self._check_sizes(train)
+        for ds in {id(train): train, id(val): val}.values():
+            check_sizes(ds, self.pipe, self.family, self.vae_factor)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
         print(f"[objective] {self.describe_objective()}")
-        val = self.build_dataset("val", seed=self.seed) or train
+        report_data(train, val)
+        if self.cache_dir and train.caption_options.varies:
+            raise ValueError("data.shuffle_tags / data.tag_dropout change a file's caption each epoch, but "
+                             "task.cache_dir keeps one text embedding per file; set task.cache_dir=None")  # fmt: skip
         if self.cache_dir:
             from recipes.train.diffusion.cache import cache_datasets
 
@@ -232,25 +218,10 @@ class DiffusionTask(Task):
         guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
         return f"{self.family.name}: {text}; guidance {guidance}; caption dropout {self.caption_dropout:g}"
 
-    def _check_sizes(self, ds: Any) -> None:
-        p = getattr(getattr(self.pipe, self.family.denoiser).config, "patch_size", 1) or 1
-        multiple = self.vae_factor * self.family.pack * (p if isinstance(p, int) else p[-1])
-        bad = sorted({t for t in ds.targets if t[0] % multiple or t[1] % multiple})
-        if bad:
-            raise ValueError(f"data.resolution: sizes {bad} are not multiples of {multiple} (this {self.family.name} "
-                             f"pipeline's VAE factor x patch size); use e.g. {bad[0][0] // multiple * multiple or multiple}")  # fmt: skip
-        if self.family.video != hasattr(ds, "num_frames"):
-            want = "captioned_videos" if self.family.video else "captioned_images"
-            raise ValueError(f"data.train: {self.family.name} trains on {want}, got {type(ds).__name__}")
-        t = getattr(self.pipe, "vae_scale_factor_temporal", None)
-        if self.family.video and t and (ds.num_frames - 1) % t:
-            raise ValueError(
-                f"data.num_frames={ds.num_frames}: the VAE needs 1 + a multiple of {t} frames (e.g. {t + 1})"
-            )
-
     def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in ("pixels", "latent", "cond")}
-        for key in ("pixels", "latent"):
+        stacked = ("pixels", "latent", "mask")
+        out: dict[str, Any] = {k: [b[k] for b in batch] for k in batch[0] if k not in (*stacked, "cond")}
+        for key in stacked:
             if key in batch[0]:
                 out[key] = torch.stack([b[key] for b in batch])
         if "cond" in batch[0]:
@@ -314,27 +285,41 @@ class DiffusionTask(Task):
         return int(getattr(self, "num_frames", 1))
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
-             generator: Draw = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
-        """The loss of a batch; noise, timesteps and dropout from ``generator`` (one, or one per sample: draws.py)."""
+             generator: Draw = None, at: float | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        """The loss of a batch; noise, timesteps and dropout from ``generator`` (one, or one per sample: draws.py).
+
+        ``at`` (validation): every sample at this point of the noise schedule (see ``VAL_TIMES``), no caption dropout.
+        """
         x0 = self.latents(batch, device, generator)
         n = x0.shape[0]
-        drop = draws.rand(n, generator, device) < self.caption_dropout
+        drop = draws.rand(n, generator, device) < (self.caption_dropout if at is None else 0.0)
         cond = self.conditions(batch, device, drop)
         noise = draws.randn(x0.shape, generator, device, x0.dtype)
+        if self.noise_offset and at is None:
+            per_channel = (*x0.shape[:2], *[1] * (x0.dim() - 2))
+            noise = noise + self.noise_offset * draws.randn(per_channel, generator, device, x0.dtype)
         if isinstance(self.objective, DDPMObjective):
-            t = draws.randint(self.objective.num_train_timesteps, n, generator, device)
+            last = self.objective.num_train_timesteps
+            t = draws.randint(last, n, generator, device) if at is None else \
+                torch.full((n,), round(at * (last - 1)), device=device, dtype=torch.long)  # fmt: skip
             nb = self.objective.noise(x0, noise, t)
         else:
             seq = self.family.image_seq_len(x0, model)
             u = draws.randn((n,), generator, device, torch.float32) if self.objective.sampling == "logit_normal" else \
                 draws.rand(n, generator, device)  # fmt: skip
-            nb = self.objective.noise(x0, noise, seq, self._sigmas(u, seq))
+            sigmas = self._sigmas(u, seq) if at is None else self.objective.shift_sigmas(torch.full_like(u, at), seq)
+            nb = self.objective.noise(x0, noise, seq, sigmas)
         dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n and p.is_floating_point())
         extra = {"vae_factor": self.vae_factor, "original_size": batch["original_size"],
                  "crop_top_left": batch["crop_top_left"], "guidance_scale": self.guidance_scale}  # fmt: skip
         pred = self.family.predict(
             model, nb.noisy.to(dtype), nb.timesteps, {k: v.to(dtype) for k, v in cond.items()}, extra
         )
+        if "mask" in batch:  # <name>.mask.png: each latent pixel's error weighted by the mask's mean over it (kohya)
+            m = torch.nn.functional.interpolate(batch["mask"].to(device, torch.float32), size=pred.shape[-2:],
+                                                mode="area")  # fmt: skip
+            per_sample = ((pred.float() - nb.target.float()).pow(2) * m).flatten(1).mean(1)
+            return (per_sample * nb.weights).mean(), nb
         return weighted_mse(pred, nb.target, nb.weights), nb
 
     def _sigmas(self, u: torch.Tensor, seq: int) -> torch.Tensor:
@@ -351,19 +336,30 @@ class DiffusionTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        """Loss with fixed noise and timesteps (seed 0, the same every evaluation), then the sample grid."""
+        """Validation loss at the fixed points ``VAL_TIMES`` with fixed noise (seed 0, the same every evaluation):
+        ``loss`` (their mean, which picks best.pt) and ``loss_t<percent>`` each; then the sample grid when due."""
         was = model.training
         model.eval()
-        gen, total, count = torch.Generator(device).manual_seed(0), 0.0, 0
+        gen, totals, count = torch.Generator(device).manual_seed(0), [0.0] * len(VAL_TIMES), 0
         for batch in loader:
-            loss, _ = self.loss(model, batch, device, gen)
-            total, count = total + float(loss) * len(batch["caption"]), count + len(batch["caption"])
-        if self.samples.get("prompts"):
+            n = len(batch["caption"])
+            for i, at in enumerate(VAL_TIMES):  # per-sample noise where the batch has its indices: any batching
+                draw = draws.sample_generators(0, 0, batch["index"], device) if "index" in batch else gen
+                totals[i] += float(self.loss(model, batch, device, draw, at=at)[0]) * n
+            count += n
+        if self.samples.get("prompts") and self._samples_due():
             from recipes.train.diffusion.sampling import write_samples
 
             self._media = write_samples(self, model, device)[1]
         model.train(was)
-        return {"loss": total / max(1, count)}
+        per_time = {
+            f"loss_t{round(at * 100)}": total / max(1, count) for at, total in zip(VAL_TIMES, totals, strict=True)
+        }
+        return {"loss": sum(per_time.values()) / len(per_time), **per_time}
+
+    def _samples_due(self) -> bool:
+        done = self.step + 1
+        return self.sample_every is None or done % self.sample_every == 0 or done == self.max_steps
 
     def evaluation_media(self) -> dict[str, Any]:
         """The last evaluation's sample grid (``samples``) and, for video, each prompt's frames (``samples/p<i>``)."""
@@ -378,26 +374,13 @@ class DiffusionTask(Task):
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
         """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser; rank 0 writes
         (under FSDP every rank first takes part in gathering the shards)."""
+        from recipes.train.diffusion.lora_io import save_trained
         from recipes.train.distributed import is_main_process
         from recipes.train.fsdp import full_state, is_sharded
 
         state = full_state(model) if is_sharded(model) else None
         if not is_main_process():
             return {}
-        out = self.output_dir()
-        if self.lora is None:
-            path = out / self.family.denoiser
-            if path.exists():
-                raise FileExistsError(f"{path} exists; the trainer never overwrites a saved model")
-            save_denoiser(model, path, state)
-            return {"saved": str(path)}
-        from recipes.train.diffusion.lora_io import save_lora
-
-        fmt = self.save_format
-        where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
-        if where.exists():  # a resumed run that had finished before: keep the earlier file
-            where = where.with_name(f"{where.name}_step_{self.step + 1}")
-        path = save_lora(type(self.pipe), model, where, self.family.lora_save_key, fmt, state)
-        (path.parent / "training.json").write_text(json.dumps({"step": self.step + 1, "family": self.family.name,
-                                                               "lora": dict(self.lora)}, default=str))  # fmt: skip
+        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora}
+        path = save_trained(model, self.output_dir(), type(self.pipe), self.family, self.save_format, info, state)
         return {"saved": str(path)}

@@ -1,0 +1,22 @@
+# Chroma (Flux.1 layout, one T5 encoder): the family base. The pipeline, LoRA, data, default LRs (`strategy`), schedule
+# and run length of every configs/diffusion/*.py with _base_ = "./_base_/chroma.py"; one with LRs of its own
+# sets strategy=dict(_delete_=True, ...).
+#   python tools/train.py configs/diffusion/chroma_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="chroma", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    cache_dir="work_dirs/cache",  # latents + text embeddings (and the T5 mask), keyed by file content, model, resolution
+    samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=35, guidance_scale=5.0),  # the pipeline's defaults
+)
+data = dict(train=dict(type="captioned_images", resolution=1024, flip_p=0.5))
+strategy = dict(
+    type="component_depth",
+    component_lr={"self_attn": 0.0004, "ffn": 0.0002, "norm": 3e-05},
+    depth_strategy="cosine",
+    min_depth_factor=0.3,
+    default_lr=0.0002,
+)  # the recipe's Chroma artistic-LoRA LRs (configs/diffusion/chroma_artistic_lora.py)
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)

@@ -1,0 +1,26 @@
+# Stable Diffusion 1.5 (U-Net, DDPM): the family base. The pipeline, LoRA, data, default LRs (`strategy`), schedule
+# and run length of every configs/diffusion/*.py with _base_ = "./_base_/sd15.py"; one with LRs of its own
+# sets strategy=dict(_delete_=True, ...).
+#   python tools/train.py configs/diffusion/sd15_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="sd15", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    min_snr_gamma=5.0,
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
+    samples=dict(
+        prompts=["a photo of sks dog", "a painting of sks dog in the snow"], seeds=[0, 1], steps=25, guidance_scale=7.5
+    ),
+)
+data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
+strategy = dict(
+    type="component_depth",
+    component_lr={"self_attn": 0.00015, "cross_attn": 5e-05, "ffn": 0.0001, "norm": 2e-05},
+    depth_strategy="inverted_u",
+    min_depth_factor=0.3,
+    peak_position=0.4,
+    default_lr=0.0001,
+)  # the recipe's SD 1.5 character-LoRA LRs
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)
