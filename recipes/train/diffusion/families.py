@@ -60,6 +60,17 @@ class Family:
         schedulers with ``use_dynamic_shifting``; None: Flux.1's ``calculate_shift`` from the scheduler config."""
         return None
 
+    def for_pipeline(self, pipe: Any, expert: str | None) -> Family:
+        """The family as it trains ``pipe``: itself, unless the pipeline holds several experts (Wan 2.2)."""
+        if expert is not None:
+            raise ValueError(f"task.expert={expert!r} applies to two-expert pipelines (Wan 2.2); this {self.name} "
+                             "pipeline has one denoiser: remove task.expert")  # fmt: skip
+        return self
+
+    def sigma_range(self) -> tuple[float, float]:
+        """The noise levels (flow sigmas) this denoiser sees in its pipeline: all of them but for an expert."""
+        return 0.0, 1.0
+
 
 class SD15(Family):
     name, pipelines, denoiser, objective = "sd15", ("StableDiffusionPipeline",), "unet", "ddpm"
@@ -310,8 +321,40 @@ class Wan(Family):
         return model(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=cond["prompt_embeds"],
                      return_dict=False)[0]  # fmt: skip
 
+    def for_pipeline(self, pipe, expert):
+        ratio = pipe.config.get("boundary_ratio")
+        if getattr(pipe, "transformer_2", None) is None or ratio is None:
+            return super().for_pipeline(pipe, expert)
+        return WanExpert(expert, float(ratio))
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan())}
+
+class WanExpert(Wan):
+    """One expert of a Wan 2.2 pipeline (``WanPipeline`` with ``transformer_2`` and ``boundary_ratio``): as
+    pipeline_wan.py steps, ``transformer`` denoises the timesteps ``t >= boundary_ratio * num_train_timesteps``
+    (high noise) and ``transformer_2`` the rest, so an expert trains on its own sigmas only. One expert per run
+    (``task.expert``); the other stays frozen in the pipeline for samples. Both save as
+    ``transformer_lora_layers``: ``load_lora_weights(dir, load_into_transformer_2=True)`` for the second."""
+
+    name, pipelines, presets = "wan22", (), ("wan22-t2v-a14b",)  # chosen by Wan.for_pipeline, not by class
+    EXPERTS = ("transformer", "transformer_2")
+
+    def __init__(self, expert: str | None = "transformer", boundary_ratio: float = 0.875) -> None:
+        if expert not in self.EXPERTS:
+            raise ValueError(f"task.expert={expert!r}: this Wan 2.2 pipeline has two experts; name the one to train: "
+                             "'transformer' (high noise, t >= boundary_ratio * 1000) or 'transformer_2' (low "
+                             "noise)")  # fmt: skip
+        if not 0.0 < boundary_ratio < 1.0:
+            raise ValueError(f"Wan 2.2 pipeline: boundary_ratio={boundary_ratio} must lie in (0, 1)")
+        self.denoiser, self.boundary_ratio = expert, boundary_ratio
+
+    def sigma_range(self):
+        b = self.boundary_ratio
+        return (b, 1.0) if self.denoiser == "transformer" else (0.0, b)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert())
+}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

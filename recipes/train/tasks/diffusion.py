@@ -73,6 +73,7 @@ class DiffusionTask(Task):
         samples: Mapping[str, Any] | None = None,
         save_format: str = "diffusers",
         gradient_checkpointing: bool = False,
+        expert: str | None = None,
     ) -> None:
         super().__init__(cfg)
         self.lora = None if lora is None else dict(lora)
@@ -93,7 +94,7 @@ class DiffusionTask(Task):
                                       timestep_sampling=timestep_sampling, logit_mean=logit_mean,
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.gradient_checkpointing, self.expert = bool(gradient_checkpointing), expert  # expert: Wan 2.2's to train
         self.caption_dropout, self.step = p, 0
         self.pipe: Any = None
         self._cond_cache: dict[str, dict[str, torch.Tensor]] = {}
@@ -115,6 +116,7 @@ class DiffusionTask(Task):
             self.pipe = load_pipeline(m["pretrained"], m.get("dtype"))
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
+            self.family = self.family.for_pipeline(self.pipe, self.expert)
             self._check_preset(m.get("preset"), type(getattr(self.pipe, self.family.denoiser)).__name__)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
@@ -323,7 +325,8 @@ class DiffusionTask(Task):
     def _sigmas(self, u: torch.Tensor, seq: int) -> torch.Tensor:
         o = self.objective
         t = torch.sigmoid(u * o.logit_std + o.logit_mean) if o.sampling == "logit_normal" else u
-        return o.shift_sigmas(t.clamp(1e-5, 1.0), seq)
+        lo, hi = self.family.sigma_range()  # an expert (Wan 2.2) sees its own noise levels only
+        return lo + (hi - lo) * o.shift_sigmas(t.clamp(1e-5, 1.0), seq)
 
     def on_step(self, model: nn.Module, optimizer: Any, step: int) -> None:
         self.step = step
