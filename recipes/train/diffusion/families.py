@@ -352,8 +352,37 @@ class WanExpert(Wan):
         return (b, 1.0) if self.denoiser == "transformer" else (0.0, b)
 
 
+class PixArtSigma(Family):
+    """PixArt-Sigma (``PixArtSigmaPipeline``), as pipeline_pixart_sigma.py does it: T5 embeddings with their
+    attention mask (``max_sequence_length`` 300), DDPM epsilon on the scheduler's betas, no resolution /
+    aspect-ratio conditions, and the learned-sigma output halved (its first half of the channels is the noise).
+    diffusers 0.42 has no LoRA support for this transformer (no ``add_adapter``, no ``load_lora_weights``): LoRA
+    is injected with peft's ``inject_adapter_in_model`` and saved as a peft adapter (see ``lora_io``)."""
+
+    name, pipelines, presets, denoiser = "pixart", ("PixArtSigmaPipeline",), ("pixart-sigma",), "transformer"
+    objective, max_sequence_length = "ddpm", 300
+    lora_targets = r".*transformer_blocks\.\d+\.(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ff\.net\.(?:0\.proj|2))"
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device,
+                                                max_sequence_length=self.max_sequence_length)  # fmt: skip
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        out = model(noisy, encoder_hidden_states=cond["prompt_embeds"], timestep=timesteps,
+                    encoder_attention_mask=cond["prompt_attention_mask"],
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]  # fmt: skip
+        return out.chunk(2, dim=1)[0] if model.config.out_channels // 2 == noisy.shape[1] else out
+
+    def sample_kwargs(self, cond):
+        # "prompt": None also yields "negative_prompt": None for the negative side: the pipeline's default "" with
+        # negative embeddings is an error, and the (cached) run may have no text encoder to encode it
+        return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"],
+                "prompt": None}  # fmt: skip
+
+
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert())
+    f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert(), PixArtSigma())
 }
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}

@@ -24,6 +24,18 @@ def lora_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
 
 
+def save_peft_adapter(state: dict[str, torch.Tensor], config: Any, out_dir: Path) -> Path:
+    """A peft adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) for pipelines without a
+    LoRA loader (PixArt): ``inject_adapter_in_model(LoraConfig.from_pretrained(DIR), model)`` then
+    ``set_peft_model_state_dict(model, load_file(...))`` puts it back."""
+    from safetensors.torch import save_file
+
+    config.save_pretrained(str(out_dir))
+    path = out_dir / "adapter_model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
 def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers") -> Path:
     """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path."""
     from peft.utils import get_peft_model_state_dict  # noqa: F401 - fail early when peft is missing
@@ -31,6 +43,8 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     state = lora_state_dict(model)
     config = model.peft_config["default"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
+        return save_peft_adapter(state, config, out_dir)
     if fmt == "diffusers":
         meta_key = save_key.replace("_layers", "_adapter_metadata")
         pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: config.to_dict()},

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "wan22")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "wan22", "pixart")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -230,6 +230,8 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
                                     transformer=tr)  # fmt: skip
     if family == "wan22":
         return _wan22()
+    if family == "pixart":
+        return _pixart_sigma()
     tok = t5_tokenizer()
     tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
                                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
@@ -253,6 +255,22 @@ def _wan22() -> Any:
     return d.WanPipeline(tokenizer=tok, text_encoder=_t5(tok, umt5=True), vae=vae, transformer=high,
                          transformer_2=low, boundary_ratio=0.875,
                          scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
+
+
+def _pixart_sigma() -> Any:
+    """PixArt-Sigma's layout: T5 encoder, SDXL's VAE scaling, a learned-sigma transformer (8 output channels) without
+    resolution conditions, and the release's DPM-Solver++ scheduler config (linear betas 1e-4..0.02, epsilon).
+    ``sample_size`` 32 selects the pipeline's 256-px aspect-ratio bins for samples."""
+    import diffusers as d
+
+    tok = t5_tokenizer()
+    tr = d.PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                    num_layers=2, norm_num_groups=4, cross_attention_dim=16, sample_size=32,
+                                    caption_channels=32, use_additional_conditions=False)  # fmt: skip
+    sched = d.DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                          prediction_type="epsilon", solver_order=2, algorithm_type="dpmsolver++")  # fmt: skip
+    return d.PixArtSigmaPipeline(tokenizer=tok, text_encoder=_t5(tok), vae=_vae(scaling_factor=0.13025),
+                                 transformer=tr, scheduler=sched)  # fmt: skip
 
 
 def save_test_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:

@@ -191,7 +191,10 @@ class DiffusionTask(Task):
                             use_dora=bool(self.lora.get("dora", False)))  # fmt: skip
         model.requires_grad_(False)
         try:
-            model.add_adapter(config)
+            if hasattr(model, "add_adapter"):
+                model.add_adapter(config)
+            else:  # a transformer without diffusers' LoRA support (PixArt): peft injects the same layers
+                __import__("peft").inject_adapter_in_model(config, model)
         except ValueError as e:
             raise ValueError(f"task.lora.targets={targets!r} match no module of the {type(model).__name__} "
                              f"(peft: {str(e)[:200]}); give module-name suffixes or one full-match regex") from None  # fmt: skip
