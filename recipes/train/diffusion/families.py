@@ -329,11 +329,9 @@ class Wan(Family):
 
 
 class WanExpert(Wan):
-    """One expert of a Wan 2.2 pipeline (``WanPipeline`` with ``transformer_2`` and ``boundary_ratio``): as
-    pipeline_wan.py steps, ``transformer`` denoises the timesteps ``t >= boundary_ratio * num_train_timesteps``
-    (high noise) and ``transformer_2`` the rest, so an expert trains on its own sigmas only. One expert per run
-    (``task.expert``); the other stays frozen in the pipeline for samples. Both save as
-    ``transformer_lora_layers``: ``load_lora_weights(dir, load_into_transformer_2=True)`` for the second."""
+    """One expert of a Wan 2.2 ``WanPipeline`` (``transformer_2``, ``boundary_ratio``): ``transformer`` denoises
+    ``t >= boundary_ratio * 1000`` and ``transformer_2`` the rest (pipeline_wan.py), so an expert (``task.expert``,
+    one per run) trains on its own sigmas; load the second's LoRA with ``load_into_transformer_2=True``."""
 
     name, pipelines, presets = "wan22", (), ("wan22-t2v-a14b",)  # chosen by Wan.for_pipeline, not by class
     EXPERTS = ("transformer", "transformer_2")
@@ -353,11 +351,9 @@ class WanExpert(Wan):
 
 
 class PixArtSigma(Family):
-    """PixArt-Sigma (``PixArtSigmaPipeline``), as pipeline_pixart_sigma.py does it: T5 embeddings with their
-    attention mask (``max_sequence_length`` 300), DDPM epsilon on the scheduler's betas, no resolution /
-    aspect-ratio conditions, and the learned-sigma output halved (its first half of the channels is the noise).
-    diffusers 0.42 has no LoRA support for this transformer (no ``add_adapter``, no ``load_lora_weights``): LoRA
-    is injected with peft's ``inject_adapter_in_model`` and saved as a peft adapter (see ``lora_io``)."""
+    """PixArt-Sigma, as pipeline_pixart_sigma.py does it: T5 embeddings + mask (300 tokens), DDPM epsilon, no
+    resolution conditions, the learned-sigma output halved. diffusers 0.42 has no LoRA support for it: peft injects
+    the LoRA (``inject_adapter_in_model``) and ``lora_io`` saves a peft adapter."""
 
     name, pipelines, presets, denoiser = "pixart", ("PixArtSigmaPipeline",), ("pixart-sigma",), "transformer"
     objective, max_sequence_length = "ddpm", 300
@@ -375,8 +371,7 @@ class PixArtSigma(Family):
         return out.chunk(2, dim=1)[0] if model.config.out_channels // 2 == noisy.shape[1] else out
 
     def sample_kwargs(self, cond):
-        # "prompt": None also yields "negative_prompt": None for the negative side: the pipeline's default "" with
-        # negative embeddings is an error, and the (cached) run may have no text encoder to encode it
+        # and "negative_prompt": None on the negative side (its default "" beside the embeddings is an error)
         return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"],
                 "prompt": None}  # fmt: skip
 
