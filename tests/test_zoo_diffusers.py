@@ -61,6 +61,7 @@ EXPECTED = {
     "wan21-t2v-14b": _WAN,
     "wan21-t2v-1.3b": _WAN,
     "wan21-i2v-14b": _WAN,
+    "wan22-t2v-a14b": _WAN,
     "ltx-video": ("ltx_video", {E: {"caption_projection", "proj_in", "time_embed"}, H: {"proj_out", "scale_shift_table"}}),
     "ltx2": ("ltx2", {
         E: {"audio_caption_projection", "audio_proj_in", "audio_time_embed", "caption_projection", "proj_in", "time_embed"},

@@ -9,64 +9,15 @@ from ``model_index.json``'s ``_class_name``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from recipes.adapter import unwrap_model
+from recipes.train.diffusion.family import Family, denoiser_config
+
+__all__ = ["FAMILIES", "Family", "denoiser_config", "family_of", "family_of_preset"]
 
 # peft target_modules (one full-match regex) for LoRA on the attention and MLP projections of the blocks
 _MMDIT = r"(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|ff(?:_context)?\.net\.(?:0\.proj|2))"
 _TEXT = dict(max_sequence_length=None)
-
-
-def denoiser_config(model: Any) -> Any:
-    """The denoiser's diffusers ``config`` through any DDP / ``torch.compile`` wrapper: the one place a family
-    reads the model's settings (the wrapped model is what the forward pass calls)."""
-    return unwrap_model(model).config
-
-
-class Family:
-    name = ""
-    pipelines: tuple[str, ...] = ()
-    presets: tuple[str, ...] = ()  # ``model.preset`` names of this family (random weights: tools/show_lr.py)
-    denoiser = "transformer"  # the pipeline attribute / subfolder that trains
-    objective = "flow"
-    video = False
-    lora_targets = ""
-    lora_save_key = "transformer_lora_layers"
-    pack = 1  # latent patches folded into channels before the denoiser (Flux: 2x2); sizes must divide by it
-    negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
-
-    def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def normalize(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
-        c = vae.config
-        return (latents - (c.get("shift_factor") or 0.0)) * c.scaling_factor
-
-    def predict(self, model: Any, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, torch.Tensor],
-                extra: dict[str, Any]) -> torch.Tensor:  # fmt: skip
-        raise NotImplementedError
-
-    def image_seq_len(self, latents: torch.Tensor, model: Any) -> int:
-        p = getattr(denoiser_config(model), "patch_size", 1) or 1
-        p = p if isinstance(p, int) else p[-1]
-        return (latents.shape[-1] // p) * (latents.shape[-2] // p)
-
-    def sample_kwargs(self, cond: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings (``cond`` with a batch dim)."""
-        return {"prompt_embeds": cond["prompt_embeds"]}
-
-    def takes_negative(self, pipe: Any) -> bool:
-        """Whether sampling passes the empty prompt's embeddings as ``negative_*`` (classifier-free guidance)."""
-        return self.negative_prompt
-
-    def dynamic_mu(self, pipe: Any) -> Callable[[int], float] | None:
-        """The resolution-dependent shift exponent ``mu(image_seq_len)`` of the pipeline's timesteps, for
-        schedulers with ``use_dynamic_shifting``; None: Flux.1's ``calculate_shift`` from the scheduler config."""
-        return None
 
 
 class SD15(Family):
@@ -318,8 +269,64 @@ class Wan(Family):
         return model(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=cond["prompt_embeds"],
                      return_dict=False)[0]  # fmt: skip
 
+    def for_pipeline(self, pipe, expert):
+        ratio = pipe.config.get("boundary_ratio")
+        if getattr(pipe, "transformer_2", None) is None or ratio is None:
+            return super().for_pipeline(pipe, expert)
+        return WanExpert(expert, float(ratio))
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan())}
+
+class WanExpert(Wan):
+    """One expert of a Wan 2.2 ``WanPipeline`` (``transformer_2``, ``boundary_ratio``): ``transformer`` denoises
+    ``t >= boundary_ratio * 1000`` and ``transformer_2`` the rest (pipeline_wan.py), so an expert (``task.expert``,
+    one per run) trains on its own sigmas; load the second's LoRA with ``load_into_transformer_2=True``."""
+
+    name, pipelines, presets = "wan22", (), ("wan22-t2v-a14b",)  # chosen by Wan.for_pipeline, not by class
+    EXPERTS = ("transformer", "transformer_2")
+
+    def __init__(self, expert: str | None = "transformer", boundary_ratio: float = 0.875) -> None:
+        if expert not in self.EXPERTS:
+            raise ValueError(f"task.expert={expert!r}: this Wan 2.2 pipeline has two experts; name the one to train: "
+                             "'transformer' (high noise, t >= boundary_ratio * 1000) or 'transformer_2' (low "
+                             "noise)")  # fmt: skip
+        if not 0.0 < boundary_ratio < 1.0:
+            raise ValueError(f"Wan 2.2 pipeline: boundary_ratio={boundary_ratio} must lie in (0, 1)")
+        self.denoiser, self.boundary_ratio = expert, boundary_ratio
+
+    def sigma_range(self):
+        b = self.boundary_ratio
+        return (b, 1.0) if self.denoiser == "transformer" else (0.0, b)
+
+
+class PixArtSigma(Family):
+    """PixArt-Sigma, as pipeline_pixart_sigma.py does it: T5 embeddings + mask (300 tokens), DDPM epsilon, no
+    resolution conditions, the learned-sigma output halved. diffusers 0.42 has no LoRA support for it: peft injects
+    the LoRA (``inject_adapter_in_model``) and ``lora_io`` saves a peft adapter."""
+
+    name, pipelines, presets, denoiser = "pixart", ("PixArtSigmaPipeline",), ("pixart-sigma",), "transformer"
+    objective, max_sequence_length = "ddpm", 300
+    lora_targets = r".*transformer_blocks\.\d+\.(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ff\.net\.(?:0\.proj|2))"
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device,
+                                                max_sequence_length=self.max_sequence_length)  # fmt: skip
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        out = model(noisy, encoder_hidden_states=cond["prompt_embeds"], timestep=timesteps,
+                    encoder_attention_mask=cond["prompt_attention_mask"],
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]  # fmt: skip
+        return out.chunk(2, dim=1)[0] if model.config.out_channels // 2 == noisy.shape[1] else out
+
+    def sample_kwargs(self, cond):
+        # and "negative_prompt": None on the negative side (its default "" beside the embeddings is an error)
+        return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"],
+                "prompt": None}  # fmt: skip
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert(), PixArtSigma())
+}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

@@ -34,7 +34,10 @@ def add_lora(model: Any, lora: dict[str, Any], default_targets: Any) -> Any:
                         use_dora=bool(lora.get("dora", False)))  # fmt: skip
     model.requires_grad_(False)
     try:
-        model.add_adapter(config)
+        if hasattr(model, "add_adapter"):
+            model.add_adapter(config)
+        else:  # a transformer without diffusers' LoRA support (PixArt): peft injects the same layers
+            __import__("peft").inject_adapter_in_model(config, model)
     except ValueError as e:
         raise ValueError(f"task.lora.targets={targets!r} match no module of the {type(model).__name__} "
                          f"(peft: {str(e)[:200]}); give module-name suffixes or one full-match regex") from None  # fmt: skip
@@ -49,6 +52,18 @@ def lora_state_dict(model: Any, full: dict[str, torch.Tensor] | None = None) -> 
     from peft.utils import get_peft_model_state_dict
 
     return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model, state_dict=full).items()}
+
+
+def save_peft_adapter(state: dict[str, torch.Tensor], config: Any, out_dir: Path) -> Path:
+    """A peft adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) for pipelines without a
+    LoRA loader (PixArt): ``inject_adapter_in_model(LoraConfig.from_pretrained(DIR), model)`` then
+    ``set_peft_model_state_dict(model, load_file(...))`` puts it back."""
+    from safetensors.torch import save_file
+
+    config.save_pretrained(str(out_dir))
+    path = out_dir / "adapter_model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return readable_as_umask_says(path)
 
 
 def save_denoiser(model: Any, out_dir: Path, full: dict[str, torch.Tensor] | None = None) -> None:
@@ -87,6 +102,8 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     state = lora_state_dict(model, full)
     config = model.peft_config["default"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
+        return save_peft_adapter(state, config, out_dir)
     if fmt == "diffusers":
         meta_key = save_key.replace("_layers", "_adapter_metadata")
         state, meta = bake_scale(state, config.to_dict())

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "wan22", "pixart")
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -289,6 +289,10 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
         tok = qwen_tokenizer()
         return d.Flux2KleinPipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, layers=27), tokenizer=tok,
                                     transformer=tr)  # fmt: skip
+    if family == "wan22":
+        return _wan22()
+    if family == "pixart":
+        return _pixart_sigma()
     tok = t5_tokenizer()
     tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
                                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
@@ -296,6 +300,38 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
                              temperal_downsample=[False, True, True]).eval()  # fmt: skip
     return d.WanPipeline(tokenizer=tok, text_encoder=_t5(tok, umt5=True), vae=vae, transformer=tr,
                          scheduler=released_scheduler("wan"))  # fmt: skip
+
+
+def _wan22() -> Any:
+    """Wan 2.2 T2V-A14B's layout: two experts of one transformer config, ``boundary_ratio`` 0.875 (its
+    model_index.json), the Wan 2.1 VAE and UMT5 encoder; each expert a separate random initialisation."""
+    import diffusers as d
+
+    tok = t5_tokenizer()
+    kw = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16,
+              text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip
+    vae = d.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True]).eval()  # fmt: skip
+    high, low = d.WanTransformer3DModel(**kw), d.WanTransformer3DModel(**kw)
+    return d.WanPipeline(tokenizer=tok, text_encoder=_t5(tok, umt5=True), vae=vae, transformer=high,
+                         transformer_2=low, boundary_ratio=0.875,
+                         scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
+
+
+def _pixart_sigma() -> Any:
+    """PixArt-Sigma's layout: T5 encoder, SDXL's VAE scaling, a learned-sigma transformer (8 output channels) without
+    resolution conditions, and the release's DPM-Solver++ scheduler config (linear betas 1e-4..0.02, epsilon).
+    ``sample_size`` 32 selects the pipeline's 256-px aspect-ratio bins for samples."""
+    import diffusers as d
+
+    tok = t5_tokenizer()
+    tr = d.PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                    num_layers=2, norm_num_groups=4, cross_attention_dim=16, sample_size=32,
+                                    caption_channels=32, use_additional_conditions=False)  # fmt: skip
+    sched = d.DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                          prediction_type="epsilon", solver_order=2, algorithm_type="dpmsolver++")  # fmt: skip
+    return d.PixArtSigmaPipeline(tokenizer=tok, text_encoder=_t5(tok), vae=_vae(scaling_factor=0.13025),
+                                 transformer=tr, scheduler=sched)  # fmt: skip
 
 
 def save_test_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:

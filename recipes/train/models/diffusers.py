@@ -70,6 +70,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "sd35-large": ("SD3Transformer2DModel", _SD35),
     "wan21-t2v-14b": ("WanTransformer3DModel", {}),  # 40 blocks, dim 5120
     "wan21-t2v-1.3b": ("WanTransformer3DModel", dict(num_attention_heads=12, ffn_dim=8960, num_layers=30)),
+    "wan22-t2v-a14b": ("WanTransformer3DModel", {}),  # each of the two experts has Wan 2.1 14B's layout
     "wan21-i2v-14b": ("WanTransformer3DModel", dict(in_channels=36, image_dim=1280, added_kv_proj_dim=5120)),
     "ltx-video": ("LTXVideoTransformer3DModel", {}),  # 2B, 28 blocks
     "ltx2": ("LTX2VideoTransformer3DModel", {}),  # 19B, 48 audio-video blocks

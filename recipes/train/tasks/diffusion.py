@@ -89,6 +89,7 @@ class DiffusionTask(Task):
         samples: Mapping[str, Any] | None = None,
         sample_every: int | None = None,
         save_format: str = "diffusers",
+        expert: str | None = None,
     ) -> None:
         super().__init__(cfg)
         want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,6 +115,7 @@ class DiffusionTask(Task):
                                       timestep_sampling=timestep_sampling, logit_mean=logit_mean,
                                       logit_std=logit_std, shift=shift)  # fmt: skip
         self.guidance_scale, self.cache_dir, self.save_format = guidance_scale, cache_dir, save_format
+        self.expert = expert  # Wan 2.2: which of the two experts trains
         self.caption_dropout, self.step = p, 0
         #: kohya's noise offset: a per-channel constant added to the noise, so the model learns to shift mean
         #: brightness (very dark or bright images); training only, not the validation loss
@@ -139,6 +141,7 @@ class DiffusionTask(Task):
             self.pipe = load_pipeline(m["pretrained"], dtype, quantize)
             self.pipe.set_progress_bar_config(disable=True)
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
+            self.family = self.family.for_pipeline(self.pipe, self.expert)
             check_preset(m.get("preset"), self.family, self.pipe)
             self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
             self.objective = self._objective()
@@ -325,7 +328,8 @@ class DiffusionTask(Task):
     def _sigmas(self, u: torch.Tensor, seq: int) -> torch.Tensor:
         o = self.objective
         t = torch.sigmoid(u * o.logit_std + o.logit_mean) if o.sampling == "logit_normal" else u
-        return o.shift_sigmas(t.clamp(1e-5, 1.0), seq)
+        lo, hi = self.family.sigma_range()  # an expert (Wan 2.2) sees its own noise levels only
+        return lo + (hi - lo) * o.shift_sigmas(t.clamp(1e-5, 1.0), seq)
 
     def on_step(self, model: nn.Module, optimizer: Any, step: int) -> None:
         self.step = step

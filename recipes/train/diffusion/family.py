@@ -1,0 +1,70 @@
+"""The contract of a diffusion family (``Family``): how a pipeline's prompts, latents and denoiser call are
+used in training. The families themselves are in ``families.py``; ``denoiser_config`` is the one unwrap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from recipes.adapter import unwrap_model
+
+
+def denoiser_config(model: Any) -> Any:
+    """The denoiser's diffusers ``config`` through any DDP / ``torch.compile`` wrapper: the one place a family
+    reads the model's settings (the wrapped model is what the forward pass calls)."""
+    return unwrap_model(model).config
+
+
+class Family:
+    name = ""
+    pipelines: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()  # ``model.preset`` names of this family (random weights: tools/show_lr.py)
+    denoiser = "transformer"  # the pipeline attribute / subfolder that trains
+    objective = "flow"
+    video = False
+    lora_targets = ""
+    lora_save_key = "transformer_lora_layers"
+    pack = 1  # latent patches folded into channels before the denoiser (Flux: 2x2); sizes must divide by it
+    negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
+
+    def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def normalize(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
+        c = vae.config
+        return (latents - (c.get("shift_factor") or 0.0)) * c.scaling_factor
+
+    def predict(self, model: Any, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, torch.Tensor],
+                extra: dict[str, Any]) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError
+
+    def image_seq_len(self, latents: torch.Tensor, model: Any) -> int:
+        p = getattr(denoiser_config(model), "patch_size", 1) or 1
+        p = p if isinstance(p, int) else p[-1]
+        return (latents.shape[-1] // p) * (latents.shape[-2] // p)
+
+    def sample_kwargs(self, cond: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Pipeline ``__call__`` arguments that pass precomputed prompt embeddings (``cond`` with a batch dim)."""
+        return {"prompt_embeds": cond["prompt_embeds"]}
+
+    def takes_negative(self, pipe: Any) -> bool:
+        """Whether sampling passes the empty prompt's embeddings as ``negative_*`` (classifier-free guidance)."""
+        return self.negative_prompt
+
+    def dynamic_mu(self, pipe: Any) -> Callable[[int], float] | None:
+        """The resolution-dependent shift exponent ``mu(image_seq_len)`` of the pipeline's timesteps, for
+        schedulers with ``use_dynamic_shifting``; None: Flux.1's ``calculate_shift`` from the scheduler config."""
+        return None
+
+    def for_pipeline(self, pipe: Any, expert: str | None) -> Family:
+        """The family as it trains ``pipe``: itself, unless the pipeline holds several experts (Wan 2.2)."""
+        if expert is not None:
+            raise ValueError(f"task.expert={expert!r} applies to two-expert pipelines (Wan 2.2); this {self.name} "
+                             "pipeline has one denoiser: remove task.expert")  # fmt: skip
+        return self
+
+    def sigma_range(self) -> tuple[float, float]:
+        """The noise levels (flow sigmas) this denoiser sees in its pipeline: all of them but for an expert."""
+        return 0.0, 1.0
