@@ -142,3 +142,23 @@ def test_export_tool_refuses_a_nan_checkpoint(tmp_path, capsys):
     assert export_diffusion.main([cfg, str(tmp_path / "nan.pt"), "--out", str(tmp_path / "out")]) == 2
     assert f"error: export: the trained tensor '{name}'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (["model.offload=True"], r"model.offload=True with train.fsdp=True"),
+        (["model.base_precision=int8"], r"model.base_precision='int8' with train.fsdp=True is not supported"),
+        (["model.base_precision=nf4"], r"model.base_precision='nf4' with train.fsdp=True is not supported"),
+    ],
+)
+def test_fsdp_with_offload_or_a_quantized_base_is_one_config_error(options, match):
+    """Checked with the config, before torchrun, data or weights: each option alone is valid (bf16 is not quantized)."""
+    from recipes.train.config_check import check_config
+    from recipes.train.errors import BadInput
+
+    path = ROOT / "configs" / "diffusion" / "flux_full.py"  # train.fsdp=True
+    with pytest.raises(BadInput, match=match):
+        check_config(load_config(path, options))
+    check_config(load_config(path, ["model.base_precision=bf16"]))
+    check_config(load_config(path, [*options, "train.fsdp=False"]))

@@ -29,11 +29,11 @@ def tiny_family(cfg) -> str:
 
 
 def one_step_options(family: str) -> list[str]:
-    video = family == "wan"
+    video = family.startswith("wan")
     data = ["data.train.resolution=(16,16)", "data.train.num_frames=5"] if video else ["data.train.resolution=32"]
     return [f"model.pretrained={pipeline_dir(family)}", f"data_root={videos() if video else photos()}",
             "model.dtype=float32", "train.max_steps=1", "train.batch_size=1", "train.grad_accum=1",
-            "train.progress=False", "train.tensorboard=False", "task.cache_dir=None", "task.samples.steps=1",
+            "train.progress=False", "train.tensorboard=False", "train.fsdp=False", "task.cache_dir=None", "task.samples.steps=1",
             "task.samples.seeds=[0]", "schedule.warmup_steps=0", *data]  # fmt: skip
 
 

@@ -260,11 +260,16 @@ def build_diffusers_model(
     device: str | None = None,
     pretrained: str | None = None,
     dtype: str | None = None,
+    base_precision: str | None = None,
+    offload: bool = False,
 ) -> nn.Module:
     """A diffusers denoiser: ``pretrained`` (a pipeline folder), or random weights from ``preset`` / ``cls``.
 
     ``config`` overrides the preset's values (or the class defaults when no preset is given).
     With ``pretrained``, a ``preset`` or ``cls`` given must name the class the folder holds.
+    ``base_precision`` / ``offload`` act where the diffusion task loads its pipeline (``pipeline_quantization``,
+    ``group_offload``); here they are accepted on the meta device only (``tools/show_lr.py``: the groups do not
+    depend on them) and are an error anywhere else, where nothing would quantize or offload.
 
     >>> model = build_diffusers_model("flux1-dev", device="meta")
     >>> len(model.single_transformer_blocks)
@@ -273,6 +278,9 @@ def build_diffusers_model(
     import diffusers
     import torch
 
+    if (base_precision is not None or offload) and device != "meta":
+        raise ValueError("model.base_precision / model.offload act on the pipeline the diffusion task loads from "
+                         "model.pretrained (task.type='diffusion'); this denoiser alone is not quantized or offloaded")  # fmt: skip
     if pretrained is not None:
         if config or device:
             raise ValueError("model: `config` and `device` apply to random weights; with `pretrained` remove them "

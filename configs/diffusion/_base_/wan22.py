@@ -1,0 +1,23 @@
+# Wan 2.2 text-to-video (two experts split by noise level, flow matching): the family base. The pipeline, LoRA, data,
+# default LRs (`strategy`), schedule and run length of every configs/diffusion/*.py with _base_ = "./_base_/wan22.py";
+# one with LRs of its own sets strategy=dict(_delete_=True, ...).
+#   python tools/train.py configs/diffusion/wan22_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
+model = dict(type="diffusers", preset="wan22-t2v-a14b", pretrained=None, dtype="bfloat16")
+task = dict(
+    type="diffusion",
+    expert="transformer",
+    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
+    caption_dropout=0.05,  # empty captions keep classifier-free guidance working
+    cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
+    samples=dict(prompts=["a cat walking on grass"], seeds=[0, 1], steps=30, guidance_scale=4.0),
+)
+data = dict(train=dict(type="captioned_videos", resolution=(480, 832), num_frames=33, frame_stride=2))
+strategy = dict(
+    type="component_depth",
+    component_lr={"self_attn": 0.0002, "cross_attn": 0.0001, "ffn": 0.00015, "norm": 2e-05},
+    depth_strategy="cosine",
+    min_depth_factor=0.25,
+    default_lr=0.00015,
+)  # wan_lora.py's grid halved for a 14B expert: a starting point chosen here, not a measured optimum
+schedule = dict(type="cosine", warmup_steps=100, min_lr_ratio=0.1)
+train = dict(max_steps=2000, batch_size=1, grad_accum=4, clip_grad=1.0, ckpt_every=250, log_every=10)
