@@ -27,6 +27,13 @@ Policies (N blocks, ``k = lora_blocks``, default ``round(N / 3)``):
       ``outside_norms=True``. ViT-S/16 with CIFAR-100's head: 247,396 trainable (docs/training.md).
     - ``shallow_lora``: the mirror image (LoRA in blocks 0..k-1, norms in blocks k..N-1).
 
+The adapter is LoRA unless ``kind`` says otherwise: ``kind="lokr"`` / ``"loha"`` inject peft's
+``LoKrConfig`` / ``LoHaConfig`` (LyCORIS' Kronecker / Hadamard products) on the same modules, with the
+same ``r`` and ``alpha``; ``dora=True`` is LoRA's DoRA (``use_dora``). Their tensors keep the
+architecture's names (``recipes.names.canonical_name``), so every strategy puts them in their layer's
+group. ``dropout`` is LoRA's; LoKr / LoHa have none here (an error). Value errors name the key
+(``policy.r must be a whole number >= 1``), before peft would blame ``target_modules``.
+
 LRs per role live in the recipe (``lr``, ``lr_lora``, ``lr_norm``, ``loraplus_ratio``);
 ``freeze_lora_steps`` here is read by the engine: LoRA tensors get no gradient, update, optimizer
 state or weight decay for the first N optimizer steps, while norms and head train.
@@ -47,10 +54,15 @@ POLICIES = ("full", "linear_probe", "lora_only", "norm_only", "hybrid_layerwise"
 LAYOUTS = ("deep_lora", "shallow_lora")
 ENGINE_KEYS = ("freeze_lora_steps",)  # read by recipes/engine.py, not here
 ALL_LINEAR = "all-linear"  # peft's shorthand
+KINDS = ("lora", "lokr", "loha")  # peft's LoraConfig, LoKrConfig, LoHaConfig
+ADAPTER_KEYS = ("kind", "r", "alpha", "dropout", "targets", "dora")  # the adapter's own settings
 
 
-def _lora_layer_types() -> tuple[type, ...]:
-    """Layers peft's LoRA wraps (``peft.tuners.lora.model.LoraModel._create_new_module``)."""
+def _lora_layer_types(kind: str = "lora") -> tuple[type, ...]:
+    """Layers peft wraps: LoRA's (``peft.tuners.lora.model.LoraModel._create_new_module``), LoKr / LoHa's
+    (``layers_mapping`` of ``peft.tuners.lokr.model`` / ``loha.model``: Linear, Conv1d, Conv2d)."""
+    if kind != "lora":
+        return (nn.Linear, nn.Conv1d, nn.Conv2d)
     types: list[type] = [nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding]
     try:
         from transformers.pytorch_utils import Conv1D
@@ -105,10 +117,10 @@ def head_names(model: nn.Module, head: str | None) -> set[str]:
 
 
 def _lora_modules(
-    model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: str | Sequence[str]
+    model: nn.Module, blocks: dict[str, int | None], chosen: set[int], targets: str | Sequence[str], kind: str = "lora"
 ) -> list[str]:
     """Module names LoRA goes on: ``targets`` by peft's rules, in the ``chosen`` blocks, of a wrappable type."""
-    kinds = _lora_layer_types()
+    kinds = _lora_layer_types(kind)
     modules = dict(model.named_modules())
     in_blocks = [n for n in modules if n and blocks.get(n) in chosen]
     if targets == ALL_LINEAR:
@@ -141,10 +153,50 @@ def _lora_modules(
     return list(dict.fromkeys(found))
 
 
-def inject_lora(model: nn.Module, modules: list[str], r: int, alpha: float, dropout: float) -> None:
-    from peft import LoraConfig, inject_adapter_in_model
+def check_adapter(cfg: Mapping[str, Any]) -> None:
+    """The adapter settings of a policy (``kind``, ``r``, ``alpha``, ``dropout``, ``dora``), each named when wrong."""
+    kind, r, alpha = cfg.get("kind", "lora"), cfg.get("r", 8), cfg.get("alpha", 16)
+    dropout, dora = cfg.get("dropout", 0.0), cfg.get("dora", False)
+    if kind not in KINDS:
+        raise ValueError(f"policy.kind must be one of {KINDS} (peft's LoRA, LoKr, LoHa), got {kind!r}")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"policy.r must be a whole number >= 1 (the adapter's rank, e.g. 16), got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"policy.alpha must be a number > 0 (the scale is alpha / r), got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"policy.dropout must lie in [0, 1), got {dropout!r}")
+    if not isinstance(dora, bool):
+        raise TypeError(f"policy.dora must be True or False, got {dora!r}")
+    if kind != "lora" and dora:
+        raise ValueError(f"policy.dora=True is LoRA's DoRA; policy.kind={kind!r} has no DoRA (drop one of them)")
+    if kind != "lora" and dropout:
+        raise ValueError(f"policy.dropout is LoRA's dropout; peft's {kind} has rank / module dropout instead, "
+                         "which this policy does not set (use dropout=0)")  # fmt: skip
 
-    inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), model)
+
+def adapter_config(cfg: Mapping[str, Any], target_modules: str | Sequence[str]) -> Any:
+    """The peft config of a policy's adapter on ``target_modules``: ``LoraConfig`` / ``LoKrConfig`` / ``LoHaConfig``.
+
+    >>> adapter_config(dict(kind="lokr", r=4, alpha=4), ["to_q"]).peft_type.value
+    'LOKR'
+    """
+    check_adapter(cfg)
+    kind, r, alpha = cfg.get("kind", "lora"), int(cfg.get("r", 8)), float(cfg.get("alpha", 16))
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    if kind == "lora":
+        from peft import LoraConfig
+
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=float(cfg.get("dropout", 0.0)),
+                          target_modules=targets, use_dora=bool(cfg.get("dora", False)))  # fmt: skip
+    from peft import LoHaConfig, LoKrConfig
+
+    return (LoKrConfig if kind == "lokr" else LoHaConfig)(r=r, alpha=alpha, target_modules=targets)
+
+
+def inject_lora(model: nn.Module, modules: list[str], cfg: Mapping[str, Any]) -> None:
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(adapter_config(cfg, modules), model)
 
 
 def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,10 +212,7 @@ def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
     allowed = {
         "type",
         "layout",
-        "r",
-        "alpha",
-        "dropout",
-        "targets",
+        *ADAPTER_KEYS,
         "lora_blocks",
         "outside_norms",
         "head",
@@ -171,6 +220,7 @@ def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
         *ENGINE_KEYS,
     }
     check_keys("policy.", cfg, allowed)
+    check_adapter(cfg)
     return dict(cfg)
 
 
@@ -209,11 +259,10 @@ def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
             if (b is not None and b not in lora_at) or (b is None and cfg.get("outside_norms"))
         }
     if lora_at:
-        targets = cfg.get("targets", ("qkv", "proj", "fc1", "fc2"))
+        targets = cfg.get("targets") or ("qkv", "proj", "fc1", "fc2")
         if not isinstance(targets, str):
             targets = tuple(targets)
-        inject_lora(model, _lora_modules(model, blocks, lora_at, targets), int(cfg.get("r", 8)),
-                    float(cfg.get("alpha", 16)), float(cfg.get("dropout", 0.0)))  # fmt: skip
+        inject_lora(model, _lora_modules(model, blocks, lora_at, targets, cfg.get("kind", "lora")), cfg)
     trainable = set(head)
     for name, p in model.named_parameters():
         module = name.rsplit(".", 1)[0]

@@ -88,10 +88,12 @@ def test_a_typo_in_any_section_fails_before_data_or_model(option, message, monke
         ("tracking/videomae_dinov2_cpu.py", "model.init=/weights/dinov2_small", "model.pretrained"),
         ("tracking/videomae_dinov2_cpu.py", "model.strict_init=False", "model.strict_pretrained"),
         ("diffusion/flux_lora.py", "task.gradient_checkpointing=True", "train.grad_checkpointing"),
+        ("diffusion/flux_lora.py", "task.lora=None", "policy"),
+        ("detection/rfdetr_nano.py", "task.lora=True", "policy"),
     ],
 )
 def test_an_old_name_is_an_error_saying_the_new_one(config, option, new):
-    """One weights key (model.pretrained) and one gradient-checkpointing switch, in every task."""
+    """One weights key (model.pretrained), one gradient-checkpointing switch and one LoRA switch, in every task."""
     from recipes.train.config_check import check_config
 
     cfg = load_config(ROOT / "configs" / config, [option])

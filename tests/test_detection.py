@@ -327,7 +327,8 @@ def test_freeze_encoder_for_n_steps(coco_root: Path):
 def test_lora_on_the_encoder(coco_root: Path):
     from recipes.param_groups import build_param_groups
 
-    cfg = _cfg(coco_root, lora=True)
+    cfg = _cfg(coco_root)
+    cfg.policy = dict(type="encoder_lora")
     model = _task(cfg).build_model()
     enc = {n: p for n, p in model.named_parameters() if n.startswith("backbone.0.encoder.")}
     trainable = [n for n, p in enc.items() if p.requires_grad]
@@ -469,7 +470,7 @@ def test_lora_best_pt_is_trainable_only_and_detect_completes_it(coco_root: Path,
             {"model": build_rfdetr_wrapper("nano", num_classes=1, resolution=128).model.model.state_dict()}, path
         )
     config = str(ROOT / "configs" / "rfdetr_ft.py")
-    lora = ["model.resolution=128", "task.lora=True", f"model.pretrained={start}"]
+    lora = ["model.resolution=128", "policy.type=encoder_lora", f"model.pretrained={start}"]
     opts = [f"data_root={coco_root}", "task.multi_scale=False", "train.max_steps=2", "train.batch_size=4",
             "train.grad_accum=1", "train.progress=False", *lora]  # fmt: skip
     assert train.main([config, "--work-dir", str(tmp_path / "run"), "--cfg-options", *opts]) == 0

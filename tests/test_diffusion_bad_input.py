@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recipes.train.config import load_config
+from recipes.train.config_check import check_config
 from recipes.train.data.captioned import CaptionedImages
 from recipes.train.tasks.base import build_task
 from tests.test_diffusion_data import PHOTOS, write_photos
@@ -93,14 +94,20 @@ def test_bad_bucket_step_is_named(tmp_path, kwargs, match):
 
 @pytest.mark.parametrize(
     ("option", "match"),
-    [("task.lora.r=0", r"task.lora.r must be a whole number >= 1 \(the LoRA rank, e.g. 16\), got 0"),
-     ("task.lora.alpha=0", r"task.lora.alpha must be a number > 0"),
-     ("task.lora.dropout=1.0", r"task.lora.dropout must lie in \[0, 1\)")],
+    [("policy.r=0", r"policy.r must be a whole number >= 1 \(the adapter's rank, e.g. 16\), got 0"),
+     ("policy.alpha=0", r"policy.alpha must be a number > 0"),
+     ("policy.dropout=1.0", r"policy.dropout must lie in \[0, 1\)"),
+     ("policy.kind=lycoris", r"policy.kind must be one of \('lora', 'lokr', 'loha'\)"),
+     ("policy.dora=True policy.kind=lokr", r"policy.dora=True is LoRA's DoRA; policy.kind='lokr' has no DoRA"),
+     ("policy.type=norm_only", r"policy.type='norm_only' does not apply to the diffusion task"),
+     ("policy.layout=deep_lora", r"policy.layout does not apply to the diffusion task"),
+     ("policy.type=full", r"policy.type='full' trains every denoiser weight: \['alpha', 'r'\] would do nothing")],
 )  # fmt: skip
 def test_bad_lora_numbers_are_named(option, match):
-    cfg = load_config(ROOT / "configs" / "diffusion" / "sd15_lora.py", [option])
+    """Checked with the whole config, before any data or model (the config check calls the task's check_policy)."""
+    cfg = load_config(ROOT / "configs" / "diffusion" / "sd15_lora.py", option.split())
     with pytest.raises(ValueError, match=match):
-        build_task(cfg)
+        check_config(cfg)
 
 
 def test_nan_lora_is_not_exported(tmp_path):

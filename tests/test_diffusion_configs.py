@@ -46,7 +46,7 @@ def test_each_config_is_trainable_or_named_grid_only():
             continue
         assert cfg.task["type"] == "diffusion" and cfg.data["train"], path.name
         assert '_base_ = "./_base_/' in path.read_text(), f"{path.name}: build on the family's _base_ file"
-        assert "strategy" in cfg and not cfg.get("policy"), path.name
+        assert "strategy" in cfg and cfg.policy["type"] in ("lora_only", "full"), path.name
         if cfg.strategy.get("depth_strategy") != "inverted_u":  # _delete_: no key of the base's LRs leaks in
             assert "peak_position" not in cfg.strategy, path.name
 
@@ -61,7 +61,7 @@ def test_shipped_config_trains_one_step_on_its_family_tiny_pipeline(path, tmp_pa
     assert summary["steps"] == 1 and torch.isfinite(torch.tensor(summary["final_loss"]))
     assert trainer.task.family.name == family.replace("_dev", "")
     model = trainer.bare_model()
-    lora = cfg.task.get("lora")
+    lora = cfg.policy if cfg.policy["type"] == "lora_only" else None
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     if lora is None:  # a full fine-tune: every denoiser weight trains and is saved with save_pretrained
         assert len(trained) == len(list(model.parameters()))

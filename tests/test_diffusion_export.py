@@ -40,7 +40,7 @@ def test_alpha_not_r_reloads_at_the_trained_strength(tmp_path, dora):
 
     from tests.test_diffusion_task import assert_sd15_lora_reproduces, config, run
 
-    opts = {"task.samples.prompts": "[]", "task.lora.r": 4, "task.lora.alpha": 8, "task.lora.dora": dora}
+    opts = {"task.samples.prompts": "[]", "policy.r": 4, "policy.alpha": 8, "policy.dora": dora}
     trainer, _ = run(config("sd15", steps=1, **opts), tmp_path)
     model, task = trainer.bare_model().eval(), trainer.task
     with torch.no_grad():

@@ -41,19 +41,19 @@ def test_option_changes_the_loss(family, option, value):
 
 
 def test_lora_options_shape_the_adapter():
-    _, _, model = task_loss("sd15", **{"task.lora.r": 2, "task.lora.targets": ["to_q"]})
+    _, _, model = task_loss("sd15", **{"policy.r": 2, "policy.targets": ["to_q"]})
     names = [n for n, _ in model.named_parameters() if "lora_A" in n]
     assert names and all(".to_q." in n for n in names)
     assert all(p.shape[0] == 2 for n, p in model.named_parameters() if "lora_A" in n)
-    _, _, dora = task_loss("sd15", **{"task.lora.dora": True})
+    _, _, dora = task_loss("sd15", **{"policy.dora": True})
     assert any("lora_magnitude_vector" in n for n, _ in dora.named_parameters())
-    _, _, full = task_loss("sd15", **{"task.lora": None})
+    _, _, full = task_loss("sd15", **{"policy": None})
     assert all(p.requires_grad for p in full.parameters()) and not any("lora" in n for n, _ in full.named_parameters())
 
 
 def test_gradient_checkpointing_same_loss_and_grads():
-    a, _, ma = task_loss("flux", **{"task.lora.dropout": 0.0})
-    b, _, mb = task_loss("flux", **{"task.lora.dropout": 0.0, "train.grad_checkpointing": True})
+    a, _, ma = task_loss("flux", **{"policy.dropout": 0.0})
+    b, _, mb = task_loss("flux", **{"policy.dropout": 0.0, "train.grad_checkpointing": True})
     assert mb.is_gradient_checkpointing and not ma.is_gradient_checkpointing
     assert a == pytest.approx(b, rel=1e-6)
 

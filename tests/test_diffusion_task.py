@@ -163,7 +163,7 @@ def test_exact_resume(tmp_path, data):
     would outweigh them (and the engine would then save everything). ``buckets``: aspect-ratio buckets at
     batch size 2 with the latent cache; 3 steps per epoch, so step 2 is in the middle of the first epoch.
     """
-    opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5, "task.lora.r": 1, "task.lora.alpha": 1}
+    opts = {"task.samples.prompts": "[]", "task.caption_dropout": 0.5, "policy.r": 1, "policy.alpha": 1}
     if data == "buckets":
         opts.update({k: v() if callable(v) else v for k, v in BUCKETS.items()}, **{"task.cache_dir": tmp_path / "c"})
     straight, _ = run(config("sd15", steps=4, **opts), tmp_path / "a")
@@ -188,7 +188,7 @@ def test_exact_resume(tmp_path, data):
 
 
 def test_loss_falls_when_overfitting_real_photos(tmp_path):
-    cfg = config("sd15", steps=40, **{"task.samples.prompts": "[]", "task.lora": None, "task.min_snr_gamma": None,
+    cfg = config("sd15", steps=40, **{"task.samples.prompts": "[]", "policy": None, "task.min_snr_gamma": None,
                                       "train.ckpt_every": None})  # fmt: skip
     cfg.strategy = dict(type="flat", lr=3e-3)  # full fine-tune of the tiny U-Net, fast enough to see in 40 steps
     trainer = Trainer(cfg, tmp_path).setup()
@@ -248,8 +248,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
         Trainer(config("flux", **{"data.train.resolution": 34}), tmp_path / "c").setup()
     with pytest.raises(ValueError, match=r"not multiples of 4 .*flux2"):  # Flux.2 folds 2x2 latent patches too
         Trainer(config("flux2", **{"data.train.resolution": 34}), tmp_path / "c2").setup()
-    with pytest.raises(ValueError, match=r"task.lora.targets='nothing_here' match no module"):
-        Trainer(config("sd15", **{"task.lora.targets": "nothing_here"}), tmp_path / "d").setup()
+    with pytest.raises(ValueError, match=r"policy.targets='nothing_here' match no module"):
+        Trainer(config("sd15", **{"policy.targets": "nothing_here"}), tmp_path / "d").setup()
     with pytest.raises(
         ValueError, match=r"model.preset='flux1-dev' is FluxTransformer2DModel, but .* UNet2DConditionModel"
     ):
@@ -288,7 +288,7 @@ def test_best_pt_of_a_lora_run_is_lora_only_and_exports_to_diffusers(tmp_path, c
 
     from tools import export_diffusion
 
-    opts = {"task.samples.prompts": "[]", "task.lora.r": 1, "task.lora.alpha": 1}
+    opts = {"task.samples.prompts": "[]", "policy.r": 1, "policy.alpha": 1}
     trainer, summary = run(config("sd15", steps=2, **opts), tmp_path / "wd")  # 2 steps = 1 epoch: one evaluation
     best_path = tmp_path / "wd" / "best.pt"
     best = torch.load(best_path, weights_only=True)

@@ -12,8 +12,9 @@ task = dict(
     multi_scale=True,  # rfdetr's per-batch multi-scale (MultiScale.PER_BATCH) ...
     expanded_scales=True,  # ... over its expanded range, as rfdetr's TrainConfig defaults
     freeze_encoder=False,  # True: frozen for good; N: frozen for the first N optimizer steps
-    lora=False,  # rfdetr's encoder LoRA (DoRA, rank 16; needs peft)
 )
+# What trains: every weight (no `policy`). policy=dict(type="encoder_lora") is rfdetr's own encoder LoRA
+# (DoRA, rank 16, on the DINOv2 encoder's q/k/v; the decoder and heads train in full; needs peft).
 data = dict(
     train=dict(type="coco_detection", split="train"),
     val=dict(type="coco_detection", split="valid"),

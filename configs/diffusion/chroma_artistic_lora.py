@@ -6,26 +6,25 @@
 #   python tools/show_lr.py configs/diffusion/chroma_artistic_lora.py --cfg-options model.device=meta
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/chroma.py"
-task = dict(
-    lora=dict(
-        r=16,
-        alpha=16,
-        targets=[
-            "to_q",
-            "to_k",
-            "to_v",
-            "to_out.0",
-            "add_q_proj",
-            "add_k_proj",
-            "add_v_proj",
-            "to_add_out",
-            "ff.net.0.proj",
-            "ff.net.2",
-            "ff_context.net.0.proj",
-            "ff_context.net.2",
-            "proj_mlp",
-        ],
-    )
+policy = dict(
+    type="lora_only",
+    r=16,
+    alpha=16,
+    targets=[
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "ff_context.net.0.proj",
+        "ff_context.net.2",
+        "proj_mlp",
+    ],
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

@@ -7,7 +7,7 @@
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/flux2.py"
 model = dict(preset="flux2-dev")
-task = dict(lora=None)  # a full fine-tune: every transformer weight trains
+policy = dict(_delete_=True, type="full")  # a full fine-tune: every transformer weight trains
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's
     type="component_depth",

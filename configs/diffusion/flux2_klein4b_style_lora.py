@@ -6,12 +6,11 @@
 #   python tools/show_lr.py configs/diffusion/flux2_klein4b_style_lora.py --cfg-options model.device=meta
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/flux2.py"
-task = dict(
-    lora=dict(
-        r=16,
-        alpha=16,
-        targets=".*\\.(?:attn\\.(?:to_[qkv]|to_out\\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\\.linear_(?:in|out))|single_transformer_blocks\\.\\d+\\.attn\\.to_out",
-    )
+policy = dict(
+    type="lora_only",
+    r=16,
+    alpha=16,
+    targets=".*\\.(?:attn\\.(?:to_[qkv]|to_out\\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\\.linear_(?:in|out))|single_transformer_blocks\\.\\d+\\.attn\\.to_out",
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

@@ -7,12 +7,11 @@
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/flux2.py"
 model = dict(preset="flux2-klein-9b")
-task = dict(
-    lora=dict(
-        r=32,
-        alpha=32,
-        targets=".*\\.(?:attn\\.(?:to_[qkv]|to_out\\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\\.linear_(?:in|out))|single_transformer_blocks\\.\\d+\\.attn\\.to_out",
-    )
+policy = dict(
+    type="lora_only",
+    r=32,
+    alpha=32,
+    targets=".*\\.(?:attn\\.(?:to_[qkv]|to_out\\.0|add_[qkv]_proj|to_add_out|to_qkv_mlp_proj)|ff(?:_context)?\\.linear_(?:in|out))|single_transformer_blocks\\.\\d+\\.attn\\.to_out",
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

@@ -7,7 +7,7 @@ _base_ = "./_base_/flux.py"
 # float32 weights + bf16 autocast: AdamW's moments and the updates of a 12B model stay in float32
 # (12B x (4 weights + 4 grads + 8 moments) = 192 GB, 24 GB per GPU on 8 GPUs before activations)
 model = dict(dtype="float32")
-task = dict(lora=None)  # every transformer weight trains
+policy = dict(_delete_=True, type="full")  # every transformer weight trains
 strategy = dict(
     _delete_=True,  # full fine-tune LRs replace the family base's LoRA ones
     type="component_depth",

@@ -6,10 +6,11 @@
 #   python tools/show_lr.py configs/diffusion/sd15_character_lora.py --cfg-options model.device=meta
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/sd15.py"
-task = dict(
-    lora=dict(
-        r=8, alpha=8, targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
-    )
+policy = dict(
+    type="lora_only",
+    r=8,
+    alpha=8,
+    targets=["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

@@ -7,8 +7,8 @@
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/wan.py"
 model = dict(preset="wan21-t2v-14b")
-task = dict(
-    lora=dict(r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
+policy = dict(
+    type="lora_only", r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

@@ -6,8 +6,8 @@
 #   python tools/show_lr.py configs/diffusion/zimage_turbo_lora.py --cfg-options model.device=meta
 # The example's learning_rate is not set: with per_layer_lr enabled, component_lr and default_lr give every LR.
 _base_ = "./_base_/zimage.py"
-task = dict(
-    lora=dict(r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"])
+policy = dict(
+    type="lora_only", r=16, alpha=16, targets=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"]
 )  # the example gives rank/alpha
 strategy = dict(
     _delete_=True,  # the example's LRs replace the family base's

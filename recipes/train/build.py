@@ -59,9 +59,7 @@ def build_model(cfg: Any, task: Task, opts: Mapping[str, Any]) -> nn.Module:
     """The model ``tools/train.py`` trains: ``task.build_model()``, the policy, gradient checkpointing."""
     model = task.build_model()
     if cfg.get("policy"):
-        from recipes.policies import apply_policy
-
-        model = apply_policy(model, cfg.policy) or model
+        model = task.apply_policy(model, cfg.policy)
     if opts["grad_checkpointing"]:
         enable_grad_checkpointing(model)
     return model
@@ -79,7 +77,7 @@ def warn_options_without_effect(cfg: Any, model: nn.Module) -> list[str]:
     if any(p.requires_grad and canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters()):
         return []
     msgs = [f"strategy.{k}={strategy[k]!r} has no effect: the model has no trainable LoRA tensor (switch LoRA on "
-            f"with a LoRA policy, or the task's `lora` option where it has one, or remove strategy.{k})" for k in given]  # fmt: skip
+            f"with a LoRA policy, e.g. policy=dict(type='lora_only'), or remove strategy.{k})" for k in given]  # fmt: skip
     for msg in msgs:
         warnings.warn(msg, UserWarning, stacklevel=2)
     return msgs

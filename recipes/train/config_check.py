@@ -25,6 +25,12 @@ RENAMED = {
     "model.init": ("model.pretrained", "a DINOv2 / VideoMAE folder or a VideoMAEv2 .pth"),
     "model.strict_init": ("model.strict_pretrained", "a tensor left random is an error"),
     "task.gradient_checkpointing": ("train.grad_checkpointing", "the one switch of every task"),
+    "task.lora": (
+        "policy",
+        "the one switch of what trains in every task: policy=dict(type='lora_only', r=16, alpha=16) for a diffusion "
+        "LoRA, no policy (or type='full') for a full fine-tune, policy=dict(type='encoder_lora') for "
+        "RF-DETR's encoder LoRA",
+    ),
 }
 
 
@@ -121,16 +127,17 @@ def check_task_and_data(cfg: Any) -> None:
 
 
 def check_library_sections(cfg: Any) -> None:
-    """``strategy`` (built: it needs no model), ``schedule``, ``policy`` and ``adapter``."""
+    """``strategy`` (built: it needs no model), ``schedule``, ``policy`` (by the task: ``Task.check_policy``) and
+    ``adapter``."""
     from recipes.param_groups import build_strategy
-    from recipes.policies import check_policy
     from recipes.registry import ADAPTERS
     from recipes.schedules import check_schedule
+    from recipes.train.registry import TASKS
 
     build_strategy(_section(cfg, "strategy"))
     check_schedule(_section(cfg, "schedule"))
     if cfg.get("policy"):
-        check_policy(_section(cfg, "policy"))
+        TASKS.lookup(_section(cfg, "task").get("type", "classification")).check_policy(_section(cfg, "policy"))
     adapter = cfg.get("adapter", "auto")
     if isinstance(adapter, str) and adapter != "auto":
         ADAPTERS.lookup(adapter)

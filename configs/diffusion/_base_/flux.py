@@ -3,9 +3,11 @@
 # sets strategy=dict(_delete_=True, ...).
 #   python tools/train.py configs/diffusion/flux_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
 model = dict(type="diffusers", preset="flux1-dev", pretrained=None, dtype="bfloat16")
+# what trains (the one switch of every task): LoRA on the family's attention + MLP projections
+# (recipes/train/diffusion/families.py); kind='lokr' / 'loha' for LyCORIS, type='full' for every weight
+policy = dict(type="lora_only", r=16, alpha=16)
 task = dict(
     type="diffusion",
-    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
     # Flux.1 [dev]'s distilled-guidance input while training: 1.0, as kohya / SimpleTuner / ai-toolkit train LoRAs
     # (3.5 is diffusers' example; docs/diffusion.md); [schnell] has no such input: remove the key there
     guidance_scale=1.0,

@@ -3,9 +3,11 @@
 # sets strategy=dict(_delete_=True, ...).
 #   python tools/train.py configs/diffusion/flux2_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
 model = dict(type="diffusers", preset="flux2-klein-4b", pretrained=None, dtype="bfloat16")
+# what trains (the one switch of every task): LoRA on the family's attention + MLP projections
+# (recipes/train/diffusion/families.py); kind='lokr' / 'loha' for LyCORIS, type='full' for every weight
+policy = dict(type="lora_only", r=16, alpha=16)
 task = dict(
     type="diffusion",
-    lora=dict(r=16, alpha=16),  # the family's attention + MLP projections (recipes/train/diffusion/families.py)
     caption_dropout=0.05,  # empty captions keep classifier-free guidance working ([klein] samples with it)
     cache_dir="work_dirs/cache",  # latents + text embeddings, keyed by file content, model and resolution
     samples=dict(prompts=["a photo of sks dog"], seeds=[0, 1], steps=50, guidance_scale=4.0),

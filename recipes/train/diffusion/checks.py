@@ -9,17 +9,6 @@ from typing import Any
 from recipes.train.diffusion.families import BY_PRESET, Family
 
 
-def check_lora(lora: dict[str, Any]) -> None:
-    """``task.lora``'s rank, alpha and dropout, named when wrong (peft would blame ``target_modules``)."""
-    r, alpha, dropout = lora.get("r", 16), lora.get("alpha", 16), lora.get("dropout", 0.0)
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"task.lora.r must be a whole number >= 1 (the LoRA rank, e.g. 16), got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"task.lora.alpha must be a number > 0 (the scale is alpha / r), got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"task.lora.dropout must lie in [0, 1), got {dropout!r}")
-
-
 def check_numbers(caption_dropout: Any, noise_offset: Any, sample_every: Any, samples: dict[str, Any]) -> None:
     """``task.caption_dropout`` / ``noise_offset`` in [0, 1), ``task.sample_every`` a step count with prompts to draw."""
     if not 0.0 <= float(caption_dropout) < 1.0:

@@ -19,32 +19,10 @@ from typing import Any
 
 import torch
 
+from recipes.train.diffusion.adapters import is_lycoris, save_lycoris
+
 FORMATS = ("diffusers", "kohya")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-
-
-def add_lora(model: Any, lora: dict[str, Any], default_targets: Any) -> Any:
-    """``task.lora`` on a diffusers denoiser through its peft integration (``add_adapter``): the base frozen, the
-    LoRA weights in float32 on a bf16 / fp16 / quantized base."""
-    from peft import LoraConfig
-
-    targets = lora.get("targets") or default_targets
-    config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=float(lora.get("alpha", 16)),
-                        lora_dropout=float(lora.get("dropout", 0.0)), target_modules=targets,
-                        use_dora=bool(lora.get("dora", False)))  # fmt: skip
-    model.requires_grad_(False)
-    try:
-        if hasattr(model, "add_adapter"):
-            model.add_adapter(config)
-        else:  # a transformer without diffusers' LoRA support (PixArt): peft injects the same layers
-            __import__("peft").inject_adapter_in_model(config, model)
-    except ValueError as e:
-        raise ValueError(f"task.lora.targets={targets!r} match no module of the {type(model).__name__} "
-                         f"(peft: {str(e)[:200]}); give module-name suffixes or one full-match regex") from None  # fmt: skip
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()  # LoRA weights train in float32 on a bf16/fp16 base
-    return model
 
 
 def lora_state_dict(model: Any, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -102,6 +80,8 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     state = lora_state_dict(model, full)
     config = model.peft_config["default"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if is_lycoris(config):  # LoKr / LoHa (policy.kind): their own layouts
+        return save_lycoris(pipeline_cls, state, config, out_dir, save_key, fmt)
     if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
         return save_peft_adapter(state, config, out_dir)
     if fmt == "diffusers":
@@ -115,7 +95,7 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         raise ValueError("task.save_format='kohya' is supported for the U-Net families (sd15, sdxl) only; kohya's "
                          "DiT names follow the original checkpoints, not diffusers'; use 'diffusers'")  # fmt: skip
     if config.use_dora:
-        raise ValueError("task.save_format='kohya' has no DoRA layout; use save_format='diffusers' with lora.dora=True")
+        raise ValueError("task.save_format='kohya' has no DoRA layout; use save_format='diffusers' with policy.dora=True")
     from safetensors.torch import save_file
 
     out: dict[str, torch.Tensor] = {}

@@ -192,8 +192,9 @@ def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device
     precision = m.get("base_precision")
     check_base_precision(precision, m.get("dtype"), device.type == "cuda")
     if precision not in (None, "bf16") and not lora:
-        raise ValueError(f"model.base_precision={precision!r} freezes a quantized base, but task.lora=None trains "
-                         "every denoiser weight; set task.lora or drop model.base_precision")  # fmt: skip
+        raise ValueError(f"model.base_precision={precision!r} freezes a quantized base, but a full fine-tune "
+                         "(policy.type='full', or no policy) trains every denoiser weight; set "
+                         "policy=dict(type='lora_only') or drop model.base_precision")  # fmt: skip
     listed = {n: s[0] for n, s in read_pipeline_index(m["pretrained"]).items() if isinstance(s, list) and s[0]}
     parts = {n: False for n in DENOISERS if n in listed}
     if not cached:

@@ -68,6 +68,21 @@ class Task:
         """The model to train (the engine applies the trainable policy, freezing and moves it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
 
+    @classmethod
+    def check_policy(cls, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``policy`` section checked without a model (``config_check`` calls it before anything is built).
+        Default: the library's policies (``recipes.policies.check_policy``)."""
+        from recipes.policies import check_policy
+
+        return check_policy(policy)
+
+    def apply_policy(self, model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
+        """The ``policy`` section on the built model: what trains, where LoRA goes (the one switch of every task).
+        Default: ``recipes.policies.apply_policy``; a task whose models need their own injection overrides it."""
+        from recipes.policies import apply_policy
+
+        return apply_policy(model, self.check_policy(policy)) or model
+
     def freeze(self) -> dict[str, Any] | None:
         """Parameters the engine keeps from updating for the first N steps: ``dict(params=regex, steps=N)``.
 

@@ -4,7 +4,8 @@ Written against ``rfdetr`` 1.11 (base install; ``rfdetr.training`` is never impo
 Lightning). The class count follows the training set's ``categories``. Config sketch::
 
     model = dict(type="rfdetr", size="nano", pretrained=None)   # or a local rf-detr-nano.pth
-    task = dict(type="detection", multi_scale=True, freeze_encoder=0, lora=False)
+    task = dict(type="detection", multi_scale=True, freeze_encoder=0)
+    policy = dict(type="encoder_lora")   # optional: rfdetr's own encoder LoRA (below)
     data = dict(train=dict(type="coco_detection", split="train"), val=dict(type="coco_detection", split="valid"))
 
 Freezing the encoder (``backbone.0.encoder``, the DINOv2 ViT): ``freeze_encoder=True`` freezes it
@@ -12,6 +13,13 @@ for good (``requires_grad=False``: no gradients, no optimizer state); an int ``N
 (:meth:`DetectionTask.freeze`) to keep it from updating for the first N optimizer steps: its groups
 exist from step 0 with the strategy's LRs, its gradients are dropped before each step until N (no
 update, no optimizer state, no weight decay), under DDP too, and a resume is exact.
+
+What trains is the ``policy`` section, as in every task. ``policy=dict(type="encoder_lora")`` is
+rfdetr's own encoder LoRA (``backbone_lora=True``, ``rfdetr.models.weights.apply_lora``: DoRA, rank 16,
+alpha 16 on the DINOv2 encoder's q / k / v and its cls / register tokens; the encoder's base weights
+frozen, the projector, decoder and heads train in full), so rfdetr's own tools read the checkpoints.
+Its rank and targets are rfdetr's, fixed: ``policy.r`` and the other adapter keys are errors with it.
+The library's policies (``full``, ``lora_only``, ...) apply to the LWDETR module as to any model.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ ENCODER_PREFIX = "backbone.0.encoder."
 # trainer.py probe finds it the one always-unused tensor). Frozen, so plain DDP works; AdamW skips
 # tensors without gradients, so training is the same as rfdetr's.
 NEVER_USED = ("embeddings.mask_token",)
-MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")  # the last decoder layer's terms, logged as is
+MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")
+ENCODER_LORA = "encoder_lora"  # the policy type of rfdetr's own encoder LoRA  # the last decoder layer's terms, logged as is
 
 
 @TASKS.register_module("detection")
@@ -55,7 +64,6 @@ class DetectionTask(Task):
             each step interpolates the batch to one of ``compute_multi_scale_scales`` (seeded by the step).
         expanded_scales: RF-DETR's wider scale range (its default).
         freeze_encoder: False, True (for good) or the number of steps to keep the encoder frozen.
-        lora: RF-DETR's own encoder LoRA (``backbone_lora=True``: DoRA, rank 16, via peft).
         train_config: extra ``rfdetr`` ``TrainConfig`` fields (loss coefficients, ``focal_alpha``...).
     """
 
@@ -69,7 +77,6 @@ class DetectionTask(Task):
         multi_scale: bool = True,
         expanded_scales: bool = True,
         freeze_encoder: bool | int = False,
-        lora: bool = False,
         train_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(cfg)
@@ -81,10 +88,12 @@ class DetectionTask(Task):
             raise ValueError(
                 f"task.freeze_encoder: expected True/False or a number of steps >= 0, got {freeze_encoder!r}"
             )
-        if lora and self.freeze_steps:
-            raise ValueError("task.freeze_encoder has no effect with lora=True (LoRA already freezes the encoder "
-                             "weights); remove one of them")  # fmt: skip
-        self.multi_scale, self.expanded_scales, self.lora = multi_scale, expanded_scales, lora
+        #: rfdetr's encoder LoRA (``policy.type='encoder_lora'``), built into the model by rfdetr
+        self.lora = (cfg.get("policy") or {}).get("type") == ENCODER_LORA
+        if self.lora and self.freeze_steps:
+            raise ValueError("task.freeze_encoder has no effect with policy.type='encoder_lora' (LoRA already "
+                             "freezes the encoder weights); remove one of them")  # fmt: skip
+        self.multi_scale, self.expanded_scales = multi_scale, expanded_scales
         self.train_config_overrides = dict(train_config or {})
         self.model_config: Any = None
         self.criterion: nn.Module | None = None
@@ -120,6 +129,24 @@ class DetectionTask(Task):
             n = set_encoder_trainable(model, False)
             log.info("encoder frozen for good (%d tensors: no gradients, no optimizer state)", n)
         return model
+
+    @classmethod
+    def check_policy(cls, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """``encoder_lora`` (rfdetr's own, fixed rank and targets), or one of the library's policies."""
+        if isinstance(policy, Mapping) and policy.get("type") == ENCODER_LORA:
+            extra = sorted(set(policy) - {"type", "freeze_lora_steps"})
+            if extra:
+                raise ValueError(f"policy.{extra[0]}: policy.type='encoder_lora' is rfdetr's own encoder LoRA (DoRA, "
+                                 "rank 16, alpha 16 on q / k / v, fixed by rfdetr.models.weights.apply_lora); it "
+                                 "reads only freeze_lora_steps. For another rank use type='lora_only'")  # fmt: skip
+            return dict(policy)
+        return super().check_policy(policy)
+
+    def apply_policy(self, model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
+        """``encoder_lora`` is already in the model (``build_model`` passed ``backbone_lora=True``)."""
+        if self.check_policy(policy)["type"] == ENCODER_LORA:
+            return model
+        return super().apply_policy(model, policy)
 
     def freeze(self) -> dict[str, Any] | None:
         """``freeze_encoder=N``: the engine keeps the encoder from updating for the first N steps."""

@@ -3,15 +3,17 @@
 Config sketch (configs/diffusion/<family>_lora.py)::
 
     model = dict(type="diffusers", pretrained="/path/pipeline_folder", dtype="float32")
-    task = dict(type="diffusion", lora=dict(r=16, alpha=16), cache_dir="work_dirs/cache",
+    policy = dict(type="lora_only", r=16, alpha=16)   # kind="lokr" / "loha", dora=True; type="full": every weight
+    task = dict(type="diffusion", cache_dir="work_dirs/cache",
                 samples=dict(prompts=["a photo of sks dog"], seeds=[0], steps=20))
     data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
 
 The pipeline's VAE and text encoders are loaded with it and frozen; only the denoiser (``unet`` or
 ``transformer``) is the engine's model, so param groups, checkpoints and resume cover it alone.
-LoRA is injected with peft's ``LoraConfig(target_modules=..., use_dora=...)`` through diffusers'
-``add_adapter`` (targets: the family's attention and MLP projections, or ``lora.targets``);
-``lora=None`` trains every denoiser weight. Objectives: see ``recipes/train/diffusion/objectives.py``.
+What trains is the ``policy`` section, as in every task (``diffusion/adapters.py``): ``lora_only``
+injects peft's ``LoraConfig`` / ``LoKrConfig`` / ``LoHaConfig`` through diffusers' ``add_adapter``
+(targets: the family's attention and MLP projections, or ``policy.targets``); ``type="full"`` or no
+policy trains every denoiser weight. Objectives: see ``recipes/train/diffusion/objectives.py``.
 With ``cache_dir`` the latents and text embeddings are computed once (see ``diffusion/cache.py``) and
 the text encoders are dropped. Each evaluation logs a fixed-noise loss and writes a PNG grid (GIF
 for video) of the sample prompts/seeds through the real pipeline (also to TensorBoard with
@@ -31,9 +33,9 @@ from torch import nn
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.data.captioned import validation_set  # also registers the datasets
 from recipes.train.diffusion import draws
+from recipes.train.diffusion.adapters import add_adapter, adapter_settings, check_diffusion_policy
 from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.checks import (
-    check_lora,
     check_numbers,
     check_preset,
     check_sizes,
@@ -42,14 +44,12 @@ from recipes.train.diffusion.checks import (
 )
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS, add_lora
+from recipes.train.diffusion.lora_io import FORMATS
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 
-LORA_KEYS = ("r", "alpha", "dropout", "targets", "dora")
 SAMPLE_KEYS = ("prompts", "seeds", "steps", "guidance_scale", "height", "width", "num_frames")
-DEFAULT_LORA = {"r": 16, "alpha": 16}
 #: flow-matching options and their defaults; another value on a DDPM family is an error
 FLOW_DEFAULTS = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "shift": "auto"}
 DDPM_ONLY = ("prediction_type", "min_snr_gamma")  # None: the scheduler's prediction type, no SNR weighting
@@ -74,7 +74,6 @@ class DiffusionTask(Task):
         self,
         cfg: Any,
         *,
-        lora: Mapping[str, Any] | None = DEFAULT_LORA,
         prediction_type: str | None = None,
         min_snr_gamma: float | None = None,
         timestep_sampling: str = "logit_normal",
@@ -95,13 +94,8 @@ class DiffusionTask(Task):
         want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         self.train_device = torch.device(want)  # the cache fills here; quantized bases and offloading depend on it
         self.cache_batch_size = cache_batch(cache_dir, cache_batch_size)
-        self.lora = None if lora is None else dict(lora)
-        if self.lora is not None:
-            check_keys("task.lora.", self.lora, LORA_KEYS)
-            check_lora(self.lora)
-            if cfg.get("policy"):
-                raise ValueError("task.lora and a `policy` section both set what trains; keep one (task.lora=None "
-                                 "for the policy)")  # fmt: skip
+        #: the adapter the ``policy`` section puts on the denoiser (defaults filled), None for a full fine-tune
+        self.lora = adapter_settings(cfg.get("policy"))
         self.samples = dict(samples or {})
         check_keys("task.samples.", self.samples, SAMPLE_KEYS)
         check_numbers(caption_dropout, noise_offset, sample_every, self.samples)
@@ -185,9 +179,19 @@ class DiffusionTask(Task):
         from recipes.train.models.diffusers import group_offload
 
         group_offload(model, self.model_cfg, self.train_device)
+        self._lora_targets = family.lora_targets
+        return model.requires_grad_(True)
+
+    @classmethod
+    def check_policy(cls, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """``full`` or ``lora_only`` with the adapter's keys (``diffusion/adapters.py``)."""
+        return check_diffusion_policy(policy)
+
+    def apply_policy(self, model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
+        """The adapter through diffusers' ``add_adapter`` (so ``save_lora_weights`` sees it), or every weight."""
         if self.lora is None:
             return model.requires_grad_(True)
-        return add_lora(model, self.lora, family.lora_targets)
+        return add_adapter(model, self.lora, self._lora_targets)
 
     # --- data ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Any, Any]:
