@@ -338,6 +338,25 @@ def test_lora_on_the_encoder(coco_root: Path):
     assert set(trainable) <= names and not any(n in names for n, p in enc.items() if not p.requires_grad)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [(["policy.type=encoder_lora", "policy.r=8"], r"policy.r: policy.type='encoder_lora' is rfdetr's own encoder LoRA"),
+     (["policy.type=encoder_lora", "task.freeze_encoder=True"], r"task.freeze_encoder has no effect with "
+                                                                r"policy.type='encoder_lora'"),
+     (["task.lora=True"], r"`task.lora` is now `policy`")],
+)  # fmt: skip
+def test_encoder_lora_settings_that_cannot_act_are_errors(options, match):
+    """Checked before any data or model: the config check asks the detection task about its policy."""
+    from recipes.train.config import load_config
+    from recipes.train.config_check import check_config
+    from recipes.train.tasks.base import build_task
+
+    cfg = load_config(ROOT / "configs" / "detection" / "rfdetr_nano.py", ["data_root=/nowhere", *options])
+    with pytest.raises((KeyError, ValueError), match=match):
+        check_config(cfg)
+        build_task(cfg)
+
+
 def test_class_count_must_match_the_dataset(coco_root: Path):
     cfg = _cfg(coco_root)
     cfg.model.num_classes = 3

@@ -120,7 +120,7 @@ def test_shipped_lora_config_puts_lora_on_every_component_it_names(path):
     from recipes.train.registry import MODELS
 
     cfg = load_config(path)
-    if (cfg.get("task") or {}).get("type") == "diffusion":  # task.lora: the task adds it (as tools/show_lr.py)
+    if (cfg.get("task") or {}).get("type") == "diffusion":  # the diffusion task adds the policy's LoRA (as show_lr)
         from recipes.train.build import prepare_run
 
         cfg.merge_from_dict({"model.device": "meta", "model.pretrained": None})
@@ -208,3 +208,60 @@ def test_norm_rule_on_a_convnext_stem_and_lr_norm():
     assert lr["stem.0.weight"] == lr["stages.0.blocks.0.conv_dw.bias"] == 1.0
     apply_policy(model, dict(type="norm_only"))
     assert model.stem[1].weight.requires_grad and not model.stem[0].weight.requires_grad
+
+
+# --- LoKr / LoHa (policy.kind): the same modules, the same layer-decay table --------------------------------
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [("blocks.0.attn.qkv.lokr_w1.default", ("blocks.0.attn.qkv.weight", "lokr")),
+     ("base_model.model.blocks.1.mlp.fc2.lokr_w2_b.default", ("blocks.1.mlp.fc2.weight", "lokr")),
+     ("down_blocks.0.resnets.0.conv1.lokr_t2.default", ("down_blocks.0.resnets.0.conv1.weight", "lokr")),
+     ("blocks.0.attn.qkv.hada_w1_a.default", ("blocks.0.attn.qkv.weight", "loha")),
+     ("blocks.0.attn.qkv.hada_t2.default", ("blocks.0.attn.qkv.weight", "loha")),
+     ("blocks.0.attn.qkv.base_layer.weight", ("blocks.0.attn.qkv.weight", None)),
+     ("blocks.0.hada_gate.weight", ("blocks.0.hada_gate.weight", None))],
+)  # fmt: skip
+def test_lycoris_tensors_take_the_name_of_the_weight_they_wrap(name, want):
+    assert canonical_name(name) == want
+
+
+@pytest.mark.parametrize("kind", ["lokr", "loha"])
+def test_lycoris_kinds_go_where_lora_goes_with_its_layer_decay(kind):
+    """peft's LoKrConfig / LoHaConfig on the LoRA's modules; every tensor of a module gets that module's
+    layer-decay LR, the table LoRA gets (ViT, decay 0.5: exact powers of two)."""
+    strategy = dict(type="layer_decay", lr=1.0, decay=0.5)
+    lrs = {}
+    for k in ("lora", kind):
+        vit = _vit(3)
+        apply_policy(vit, dict(type="lora_only", kind=k, r=2, alpha=2, head="^$"))
+        trained = [n for n, p in vit.named_parameters() if p.requires_grad]
+        assert trained and all(canonical_name(n)[1] is not None for n in trained)
+        assert all(canonical_name(n)[1] == kind for n in trained) or k == "lora"
+        groups = build_param_groups(vit, strategy)
+        lrs[k] = {canonical_name(n)[0]: g["lr"] for g in groups for n in g["param_names"]}
+    assert lrs[kind] == lrs["lora"] and set(lrs["lora"].values()) == {2.0**-3, 2.0**-2, 2.0**-1}
+
+
+def test_lycoris_kinds_change_the_trained_tensors():
+    """Same modules and rank, other tensors: LoRA's A / B (2 blocks x (2 x 8 + 24 x 2)), LoKr's Kronecker factors,
+    LoHa's two Hadamard pairs (twice LoRA's)."""
+    counts = {}
+    for kind in ("lora", "lokr", "loha"):
+        vit = _vit(2)
+        apply_policy(vit, dict(type="lora_only", kind=kind, r=2, alpha=2, targets=["qkv"], head="^$"))
+        counts[kind] = sum(p.numel() for p in vit.parameters() if p.requires_grad)
+    assert counts == {"lora": 2 * (2 * 8 + 24 * 2), "lokr": counts["lokr"], "loha": 2 * counts["lora"]}
+    assert counts["lokr"] not in (counts["lora"], counts["loha"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "match"),
+    [(dict(kind="lokr", dora=True), r"policy.dora=True is LoRA's DoRA; policy.kind='lokr' has no DoRA"),
+     (dict(kind="loha", dropout=0.1), r"policy.dropout is LoRA's dropout; peft's loha has rank / module dropout"),
+     (dict(kind="ia3"), r"policy.kind must be one of \('lora', 'lokr', 'loha'\)"),
+     (dict(r=0), r"policy.r must be a whole number >= 1"),
+     (dict(dora="yes"), r"policy.dora must be True or False")],
+)  # fmt: skip
+def test_bad_adapter_settings_are_named(policy, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        apply_policy(_vit(2), dict(type="lora_only", **policy))
