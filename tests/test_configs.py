@@ -147,6 +147,24 @@ def test_lora_options_with_lora_do_not_warn():
         prepare_run(cfg)
 
 
+def test_loraplus_on_lokr_warns_and_lr_lora_acts():
+    """LoKr has no LoRA B tensor, so LoRA+ cannot act (a warning); lr_lora sets its tensors' LR (no warning)."""
+    import warnings
+
+    from recipes.train.build import prepare_run
+
+    lokr = [*TINY, "policy.type=lora_only", "policy.kind=lokr", "policy.r=2"]
+    cfg = load_config(ROOT / "configs" / "default.py", [*lokr, "strategy.loraplus_ratio=4"])
+    with pytest.warns(UserWarning, match=r"strategy.loraplus_ratio=4 has no effect: the model has lokr tensors"):
+        prepare_run(cfg)
+    cfg = load_config(ROOT / "configs" / "default.py", [*lokr, "strategy.lr_lora=1e-4"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        groups = prepare_run(cfg).groups
+    lrs = {g["lr"] for g in groups for n in g["param_names"] if "lokr_" in n}
+    assert lrs and max(lrs) <= 1e-4 and lrs != {g["lr"] for g in groups if "head" in g["name"]}
+
+
 def test_show_lr_default_shows_the_model_train_py_trains(tmp_path, capsys):
     """The default config trains 10 digit classes: show_lr builds that head (it printed a 1000-class one)."""
     from tools.show_lr import main

@@ -46,7 +46,7 @@ def _perturbed(trainer) -> torch.nn.Module:
     model = trainer.bare_model().eval()
     torch.manual_seed(0)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     return model
@@ -107,5 +107,5 @@ def test_loha_and_lokr_on_sd15_reload_from_a_peft_folder(tmp_path, kind):
     with torch.no_grad():  # the whole U-Net too, not only its adapted layers
         torch.testing.assert_close(fresh(x, t, ctx).sample, model(x, t, ctx).sample, atol=1e-5, rtol=1e-5)
     trainer.task.save_format = "kohya"
-    with pytest.raises(ValueError, match=rf"task.save_format='kohya' writes LoRA tensors only; a Lo.. adapter"):
+    with pytest.raises(ValueError, match=r"task.save_format='kohya' writes LoRA tensors only; a Lo.. adapter"):
         trainer.task.final_report(model, torch.device("cpu"), None)

@@ -74,10 +74,19 @@ def warn_options_without_effect(cfg: Any, model: nn.Module) -> list[str]:
     given = [k for k in LORA_OPTIONS if strategy.get(k) is not None]
     if not given:
         return []
-    if any(p.requires_grad and canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters()):
+    roles = {canonical_name(n)[1] for n, p in unwrap_model(model).named_parameters() if p.requires_grad} - {None}
+    if roles & {"lora_A", "lora_B"}:
         return []
-    msgs = [f"strategy.{k}={strategy[k]!r} has no effect: the model has no trainable LoRA tensor (switch LoRA on "
-            f"with a LoRA policy, e.g. policy=dict(type='lora_only'), or remove strategy.{k})" for k in given]  # fmt: skip
+    if roles:  # LoKr / LoHa: lr_lora acts on them, LoRA+ (B tensors) does not
+        given = [k for k in given if k != "lr_lora"]
+        fix = "LoRA+ scales LoRA's B tensors: use policy.kind='lora'"
+    else:
+        fix = "switch LoRA on with a LoRA policy, e.g. policy=dict(type='lora_only')"
+    what = f"{'/'.join(sorted(roles))} tensors, no LoRA A / B" if roles else "no trainable LoRA tensor"
+    msgs = [
+        f"strategy.{k}={strategy[k]!r} has no effect: the model has {what} ({fix}, or remove strategy.{k})"
+        for k in given
+    ]
     for msg in msgs:
         warnings.warn(msg, UserWarning, stacklevel=2)
     return msgs

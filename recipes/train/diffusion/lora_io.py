@@ -95,7 +95,9 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         raise ValueError("task.save_format='kohya' is supported for the U-Net families (sd15, sdxl) only; kohya's "
                          "DiT names follow the original checkpoints, not diffusers'; use 'diffusers'")  # fmt: skip
     if config.use_dora:
-        raise ValueError("task.save_format='kohya' has no DoRA layout; use save_format='diffusers' with policy.dora=True")
+        raise ValueError(
+            "task.save_format='kohya' has no DoRA layout; use save_format='diffusers' with policy.dora=True"
+        )
     from safetensors.torch import save_file
 
     out: dict[str, torch.Tensor] = {}

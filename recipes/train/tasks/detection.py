@@ -51,8 +51,8 @@ ENCODER_PREFIX = "backbone.0.encoder."
 # trainer.py probe finds it the one always-unused tensor). Frozen, so plain DDP works; AdamW skips
 # tensors without gradients, so training is the same as rfdetr's.
 NEVER_USED = ("embeddings.mask_token",)
-MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")
-ENCODER_LORA = "encoder_lora"  # the policy type of rfdetr's own encoder LoRA  # the last decoder layer's terms, logged as is
+MAIN_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")  # the last decoder layer's terms, logged as is
+ENCODER_LORA = "encoder_lora"  # the policy type of rfdetr's own encoder LoRA
 
 
 @TASKS.register_module("detection")

@@ -33,7 +33,7 @@ from torch import nn
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.data.captioned import validation_set  # also registers the datasets
 from recipes.train.diffusion import draws
-from recipes.train.diffusion.adapters import add_adapter, adapter_settings, check_diffusion_policy
+from recipes.train.diffusion.adapters import adapter_settings, add_adapter, check_diffusion_policy
 from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.checks import (
     check_numbers,
