@@ -239,7 +239,7 @@ def test_tiny_flux_lora_dora_and_loraplus_compose_with_layer_decay():
 
 
 SEED_CONFIGS = sorted((ROOT / "configs").glob("diffusion/*.py"))
-#: configs whose LoRA the diffusion task adds (``task.lora``): full size, built on the meta device as show_lr does
+#: configs whose LoRA (``policy``) the diffusion task adds: full size, built on the meta device as show_lr does
 TASK_LORA = {p.stem for p in SEED_CONFIGS if load_config(p).get("task")}
 
 
