@@ -29,6 +29,7 @@ def _lr_by_module(plan) -> dict[str, tuple[float, str]]:
     return out
 
 
+@pytest.mark.slow  # three full-size denoisers on the meta device per family: ~30 s on a shared 2-core CPU
 @pytest.mark.parametrize("family", ["sd15", "flux"])
 def test_lokr_and_loha_get_the_loras_lr_grid(family):
     """The same module gets the same LR and the same (layer, component) group with LoKr, LoHa and LoRA
