@@ -54,7 +54,7 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
     if task.lora is None:
         model.save_pretrained(str(out))
         return out
-    return save_lora(type(task.pipe), model, out, task.family.lora_save_key, task.save_format)
+    return save_lora(type(task.pipe), model, out, task.family.lora_save_key, task.save_format, None, task.family.name)
 
 
 @cli

@@ -1,0 +1,133 @@
+"""``task.save_format="kohya"`` for every family with a kohya / musubi layout, checked against the peer's own mapping:
+diffusers' ``load_lora_weights`` reads kohya files through the converters in ``lora_conversion_utils`` (kohya Flux.1
+and Flux.2, musubi WAN, Z-Image), so a kohya file must give the same denoiser as the diffusers-format file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recipes.train.diffusion.families import FAMILIES
+from recipes.train.diffusion.kohya_keys import kohya_state, original_path
+from recipes.train.diffusion.lora_io import add_lora, save_lora
+from recipes.train.diffusion.testing import build_test_pipeline
+
+_MMDIT = r"attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|ff(?:_context)?\.net\.(?:0\.proj|2)"
+# Flux.1's single-block linear1 (q, k, v, mlp fused) is split by diffusers' converter at Flux.1's full widths
+# (3072 x 3 + 12288): on the tiny pipeline the double blocks and linear2 go through load_lora_weights, and
+# linear1 is checked at full width below
+TARGETS = {
+    "flux": rf"transformer_blocks\.\d+\.(?:{_MMDIT})|single_transformer_blocks\.\d+\.proj_out",
+    "chroma": rf"transformer_blocks\.\d+\.(?:{_MMDIT})|single_transformer_blocks\.\d+\.proj_out",
+}
+
+
+def _trained(family: str, dora: bool = False, r: int = 2, alpha: float = 8.0):
+    """The family's test pipeline with a LoRA whose A and B are random (a LoRA that changes every target)."""
+    pipe = build_test_pipeline(family)
+    fam = FAMILIES[family]
+    model = getattr(pipe, fam.denoiser)
+    lora = {"r": r, "alpha": alpha, "dora": dora, "targets": TARGETS.get(family)}
+    add_lora(model, lora, fam.lora_targets)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return pipe, model
+
+
+def _fused_weights(pipe, family: str, folder) -> dict[str, torch.Tensor]:
+    fresh = build_test_pipeline(family)
+    fresh.load_lora_weights(str(folder))  # diffusers' converter for this family's kohya / musubi keys
+    fresh.fuse_lora()
+    model = getattr(fresh, FAMILIES[family].denoiser)
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+
+
+@pytest.mark.slow  # builds four tiny pipelines per family and fuses their LoRAs: ~3-8 s each on a shared CPU
+@pytest.mark.parametrize("family", ["flux", "chroma", "flux2", "wan", "zimage"])
+def test_kohya_file_gives_the_denoiser_of_the_diffusers_file(family, tmp_path):
+    from safetensors import safe_open
+
+    pipe, model = _trained(family)
+    cls, key = type(pipe), FAMILIES[family].lora_save_key
+    save_lora(cls, model, tmp_path / "diffusers", key, "diffusers", family=family)
+    path = save_lora(cls, model, tmp_path / "kohya", key, "kohya", family=family)
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+        alphas = {k: float(f.get_tensor(k)) for k in keys if k.endswith(".alpha")}
+        ranks = {k: f.get_tensor(k).shape[0] for k in keys if k.endswith(".lora_down.weight")}
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert len(alphas) == len(ranks)  # every module carries its .alpha
+    for k, rank in ranks.items():  # kohya's (and ComfyUI's) scale alpha / rank is the trained 8 / 2
+        assert alphas[k.replace(".lora_down.weight", ".alpha")] / rank == pytest.approx(4.0), k
+    from_kohya, from_diffusers = (
+        _fused_weights(pipe, family, tmp_path / "kohya"),
+        _fused_weights(pipe, family, tmp_path / "diffusers"),
+    )
+    base = {n: p for n, p in getattr(build_test_pipeline(family), FAMILIES[family].denoiser).named_parameters()}
+    changed = [n for n in from_kohya if not torch.equal(from_kohya[n], base[n])]
+    for name, w in from_diffusers.items():
+        torch.testing.assert_close(from_kohya[name], w, atol=1e-5, rtol=1e-5, msg=name)
+    assert len(changed) >= len(ranks)  # the LoRA acts on every module it names (a fused one on each part)
+
+
+def test_flux_single_block_linear1_at_full_width_maps_back_through_kohyas_converter():
+    """Flux.1 [dev]'s single block at its real widths (meta-device shapes): q, k, v and proj_mlp fused into
+    ``linear1`` come back from diffusers' ``_convert_kohya_flux_lora_to_diffusers`` as the trained deltas."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
+    from peft import LoraConfig
+
+    with torch.device("meta"):
+        flux = FluxTransformer2DModel(num_layers=1, num_single_layers=1)  # the release's widths (3072, mlp 12288)
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for part in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out"):
+        lin = flux.get_submodule(f"single_transformer_blocks.0.{part}")
+        state[f"single_transformer_blocks.0.{part}.lora_A.weight"] = torch.randn(2, lin.in_features, generator=gen)
+        state[f"single_transformer_blocks.0.{part}.lora_B.weight"] = torch.randn(lin.out_features, 2, generator=gen)
+    config = LoraConfig(r=2, lora_alpha=8)
+    out = _convert_kohya_flux_lora_to_diffusers(kohya_state(state, "flux", config))
+    assert len(out) == len(state)
+    for key in state:
+        if key.endswith("lora_A.weight"):
+            b = key.replace("lora_A", "lora_B")
+            want = state[b] @ state[key] * 4.0
+            torch.testing.assert_close(out["transformer." + b] @ out["transformer." + key], want, msg=key)
+
+
+def test_kohya_names_follow_the_original_checkpoints():
+    assert original_path("flux", "transformer_blocks.3.attn.add_k_proj") == (
+        "double_blocks.3.txt_attn.qkv", 1, ("add_q_proj", "add_k_proj", "add_v_proj"))  # fmt: skip
+    assert original_path("flux", "single_transformer_blocks.0.proj_mlp")[:2] == ("single_blocks.0.linear1", 3)
+    assert original_path("flux", "proj_out")[0] == "final_layer.linear"
+    assert original_path("wan22", "blocks.7.attn2.to_out.0")[0] == "blocks.7.cross_attn.o"
+    assert original_path("sd3", "transformer_blocks.1.ff_context.net.2")[0] == "joint_blocks.1.context_block.mlp.fc2"
+    assert original_path("zimage", "layers.0.feed_forward.w1")[0] == "layers.0.feed_forward.w1"
+
+
+def test_kohya_format_errors_name_the_module_or_the_family():
+    from peft import LoraConfig
+
+    config = LoraConfig(r=2, lora_alpha=2)
+    a, b = torch.zeros(2, 4), torch.zeros(4, 2)
+    partial = {"transformer_blocks.0.attn.to_q.lora_A.weight": a, "transformer_blocks.0.attn.to_q.lora_B.weight": b}
+    with pytest.raises(ValueError, match=r"double_blocks.0.img_attn.qkv .* lacks \['to_k', 'to_v'\]"):
+        kohya_state(partial, "flux", config)
+    with pytest.raises(ValueError, match=r"'pos_embed.proj' has no name in kohya's wan layout"):
+        kohya_state({"pos_embed.proj.lora_A.weight": a, "pos_embed.proj.lora_B.weight": b}, "wan", config)
+    with pytest.raises(ValueError, match="no kohya / ComfyUI key layout is known for the pixart family"):
+        kohya_state(partial, "pixart", config)
+    with pytest.raises(ValueError, match="rank_pattern"):
+        kohya_state(partial, "flux", LoraConfig(r=2, lora_alpha=2, rank_pattern={"to_q": 4}))
+
+
+def test_rslora_scale_goes_into_alpha():
+    from peft import LoraConfig
+
+    a, b = torch.ones(4, 3), torch.ones(5, 4)
+    out = kohya_state({"blocks.0.ffn.net.2.lora_A.weight": a, "blocks.0.ffn.net.2.lora_B.weight": b}, "wan",
+                      LoraConfig(r=4, lora_alpha=8, use_rslora=True))  # fmt: skip
+    assert float(out["lora_unet_blocks_0_ffn_2.alpha"]) / 4 == pytest.approx(8 / 4**0.5)  # alpha / sqrt(r)
