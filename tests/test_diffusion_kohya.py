@@ -9,7 +9,7 @@ import torch
 
 from recipes.train.diffusion.families import FAMILIES
 from recipes.train.diffusion.kohya_keys import kohya_state, original_path
-from recipes.train.diffusion.lora_io import add_lora, save_lora
+from recipes.train.diffusion.lora_io import add_lora, lora_state_dict, save_lora
 from recipes.train.diffusion.testing import build_test_pipeline
 
 _MMDIT = r"attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|ff(?:_context)?\.net\.(?:0\.proj|2)"
@@ -131,3 +131,30 @@ def test_rslora_scale_goes_into_alpha():
     out = kohya_state({"blocks.0.ffn.net.2.lora_A.weight": a, "blocks.0.ffn.net.2.lora_B.weight": b}, "wan",
                       LoraConfig(r=4, lora_alpha=8, use_rslora=True))  # fmt: skip
     assert float(out["lora_unet_blocks_0_ffn_2.alpha"]) / 4 == pytest.approx(8 / 4**0.5)  # alpha / sqrt(r)
+
+
+def test_dora_magnitude_is_written_as_dora_scale_per_output_row():
+    """DoRA in the kohya file: ``<module>.dora_scale`` (the key comfy/lora.py reads), shape ``(out, 1)`` (ComfyUI's
+    ``weight_decompose`` and LyCORIS's ``wd_on_out`` layout), and the merged weight by DoRA's definition,
+    ``dora_scale * (W + alpha / rank * up @ down) / ||W + alpha / rank * up @ down||`` per output row, is peft's
+    merged weight, also for q, k, v fused into one module. (diffusers drops ``dora_scale`` keys when it loads.)"""
+    pipe, model = _trained("flux", dora=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1.0 + 0.2 * torch.rand(p.shape, generator=torch.Generator().manual_seed(2)))
+    state = kohya_state(lora_state_dict(model), "flux", model.peft_config["default"])
+    base = {n: m.base_layer.weight.detach().clone() for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    for _, m in model.named_modules():
+        if hasattr(m, "lora_A"):
+            m.merge()
+    for stem, fused in (("double_blocks_0_img_attn_qkv", ("attn.to_q", "attn.to_k", "attn.to_v")),
+                        ("double_blocks_0_img_attn_proj", ("attn.to_out.0",))):  # fmt: skip
+        down, up = state[f"lora_unet_{stem}.lora_down.weight"], state[f"lora_unet_{stem}.lora_up.weight"]
+        scale = float(state[f"lora_unet_{stem}.alpha"]) / down.shape[0]
+        w = torch.cat([base[f"transformer_blocks.0.{p}"] for p in fused]) + scale * up @ down
+        dora_scale = state[f"lora_unet_{stem}.dora_scale"]
+        assert dora_scale.shape == (w.shape[0], 1)
+        merged = dora_scale * w / w.norm(dim=1, keepdim=True)
+        want = torch.cat([model.get_submodule(f"transformer_blocks.0.{p}").base_layer.weight for p in fused])
+        torch.testing.assert_close(merged, want.detach(), atol=1e-5, rtol=1e-5)
