@@ -376,15 +376,16 @@ class DiffusionTask(Task):
         return Path(self.work_dir)
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
-        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser; rank 0 writes
-        (under FSDP every rank first takes part in gathering the shards)."""
+        """Save the trained weights (with ``train.ema``, the EMA's): LoRA in diffusers' (or kohya's) format, or the
+        full denoiser; rank 0 writes (under FSDP every rank first takes part in gathering the shards)."""
         from recipes.train.diffusion.lora_io import save_trained
         from recipes.train.distributed import is_main_process
         from recipes.train.fsdp import full_state, is_sharded
 
+        model, weights = (model, "model") if self.ema is None else (self.ema.module, "ema")  # train.ema: its average
         state = full_state(model) if is_sharded(model) else None
         if not is_main_process():
             return {}
-        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora}
+        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora, "weights": weights}
         path = save_trained(model, self.output_dir(), type(self.pipe), self.family, self.save_format, info, state)
         return {"saved": str(path)}
