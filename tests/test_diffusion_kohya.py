@@ -158,3 +158,22 @@ def test_dora_magnitude_is_written_as_dora_scale_per_output_row():
         merged = dora_scale * w / w.norm(dim=1, keepdim=True)
         want = torch.cat([model.get_submodule(f"transformer_blocks.0.{p}").base_layer.weight for p in fused])
         torch.testing.assert_close(merged, want.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("config", "options", "match"),
+    [
+        ("pixart_lora.py", [], "no kohya / ComfyUI key layout is known for the pixart family"),
+        ("flux_lora.py", [r"task.lora.targets='.*attn\.to_[qv]'"], r"double_blocks.0.img_attn.qkv .* lacks \['to_k'\]"),
+    ],
+)
+def test_kohya_format_is_checked_when_the_model_is_built_not_at_the_end(config, options, match):
+    """The full-size denoiser on the meta device (no weights): the layout error comes before any training step."""
+    from recipes.train.build import prepare_run
+    from recipes.train.config import load_config
+    from tests.test_diffusion_task import ROOT
+
+    opts = ["model.device=meta", "model.pretrained=None", "task.save_format=kohya", *options]
+    cfg = load_config(ROOT / "configs" / "diffusion" / config, opts)
+    with pytest.raises(ValueError, match=match):
+        prepare_run(cfg, data=False)

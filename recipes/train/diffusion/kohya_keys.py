@@ -126,20 +126,14 @@ def lora_scale(config: Any) -> float:
     return alpha / math.sqrt(r) if config.use_rslora else alpha / r
 
 
-def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
-    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
-    scale = lora_scale(config)
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        module, _, kind = key.rpartition(".lora_")
-        modules.setdefault(module, {})[kind.split(".")[0]] = value
-    groups: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+def kohya_modules(modules: dict[str, Any], family: str) -> dict[str, list[Any]]:
+    """``{diffusers module path: value}`` grouped by kohya module (``{original path: [values of its parts]}``)."""
+    groups: dict[str, dict[int, Any]] = {}
     parts_of: dict[str, tuple[str, ...] | None] = {}
-    for module, tensors in modules.items():
+    for module, value in modules.items():
         target, index, parts = original_path(family, module)
-        groups.setdefault(target, {})[index] = tensors
+        groups.setdefault(target, {})[index] = value
         parts_of[target] = parts
-    out: dict[str, torch.Tensor] = {}
     for target, members in groups.items():
         parts = parts_of[target]
         if parts and len(members) != len(parts):
@@ -147,7 +141,24 @@ def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dic
             raise ValueError(f"task.save_format='kohya': {target} is one module in kohya's {family} layout, fused from "
                              f"{list(parts)}; the LoRA lacks {missing}: add them to task.lora.targets or use "
                              "save_format='diffusers'")  # fmt: skip
-        ordered = [members[i] for i in sorted(members)]
+    return {target: [members[i] for i in sorted(members)] for target, members in groups.items()}
+
+
+def check_kohya_layout(model: Any, family: str) -> None:
+    """Before training: every LoRA module of ``model`` (peft-injected) has a kohya name and one alpha."""
+    lora_scale(model.peft_config["default"])
+    kohya_modules({n: n for n, m in model.named_modules() if hasattr(m, "lora_A")}, family)
+
+
+def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
+    scale = lora_scale(config)
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".lora_")
+        modules.setdefault(module, {})[kind.split(".")[0]] = value
+    out: dict[str, torch.Tensor] = {}
+    for target, ordered in kohya_modules(modules, family).items():
         down = torch.cat([m["A"] for m in ordered])
         up = torch.block_diag(*[m["B"] for m in ordered])
         stem = "lora_unet_" + target.replace(".", "_")

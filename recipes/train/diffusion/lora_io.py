@@ -46,6 +46,16 @@ def add_lora(model: Any, lora: dict[str, Any], default_targets: Any) -> Any:
     return model
 
 
+def ready_to_save(model: Any, family: str, fmt: str) -> Any:
+    """``model`` once its LoRA can be saved in ``fmt``: with kohya's names, every LoRA module has one (checked
+    before training, not at its end)."""
+    if fmt == "kohya":
+        from recipes.train.diffusion.kohya_keys import check_kohya_layout
+
+        check_kohya_layout(model, family)
+    return model
+
+
 def lora_state_dict(model: Any, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """peft's adapter state dict of ``model``; ``full``: read it from this whole state dict (FSDP's gathered one)."""
     from peft.utils import get_peft_model_state_dict

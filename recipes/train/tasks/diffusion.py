@@ -42,7 +42,7 @@ from recipes.train.diffusion.checks import (
 )
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS, add_lora
+from recipes.train.diffusion.lora_io import FORMATS, add_lora, ready_to_save
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -187,7 +187,7 @@ class DiffusionTask(Task):
         group_offload(model, self.model_cfg, self.train_device)
         if self.lora is None:
             return model.requires_grad_(True)
-        return add_lora(model, self.lora, family.lora_targets)
+        return ready_to_save(add_lora(model, self.lora, family.lora_targets), family.name, self.save_format)
 
     # --- data ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Any, Any]:
