@@ -4,6 +4,8 @@ and Flux.2, musubi WAN, Z-Image), so a kohya file must give the same denoiser as
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -177,3 +179,45 @@ def test_kohya_format_is_checked_when_the_model_is_built_not_at_the_end(config, 
     cfg = load_config(ROOT / "configs" / "diffusion" / config, opts)
     with pytest.raises(ValueError, match=match):
         prepare_run(cfg, data=False)
+
+
+class _Markers(dict):
+    """An SD3 checkpoint in the original (MMDiT) names whose every tensor says where it came from: row ``j`` of the
+    ``i``-th key read holds ``i * 1000 + j``, so each converted diffusers tensor names its original key and rows."""
+
+    def __init__(self, seed: dict[str, torch.Tensor]) -> None:
+        super().__init__(seed)
+        self.read: list[str] = []
+
+    def pop(self, key, *default):
+        super().pop(key, None)
+        self.read.append(key)
+        return (len(self.read) * 1000 + torch.arange(12.0)).reshape(12, 1)
+
+
+def test_sd3_kohya_names_are_the_original_mmdit_keys_diffusers_converts_from():
+    """kohya's ``networks/lora_sd3.py`` and ComfyUI name SD3 LoRA modules after the original MMDiT checkpoint
+    (``lora_unet_joint_blocks_0_x_block_attn_qkv``); diffusers' own single-file converter
+    (``convert_sd3_transformer_checkpoint_to_diffusers``) says which original key and which third of a fused qkv
+    each diffusers module comes from: that must be the kohya module and part this exporter writes."""
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+    from recipes.train.diffusion.kohya_keys import RULES
+
+    seed = {f"joint_blocks.{i}.x_block.attn.qkv.weight": torch.zeros(1) for i in range(2)}
+    seed["joint_blocks.0.x_block.attn2.qkv.weight"] = torch.zeros(1)  # SD3.5's second attention in block 0
+    seed["context_embedder.weight"] = torch.zeros(8, 1)
+    markers = _Markers(seed)
+    converted = convert_sd3_transformer_checkpoint_to_diffusers(markers)
+    used, checked = set(), 0
+    for key, value in converted.items():
+        module = key.removesuffix(".weight")
+        if not key.endswith(".weight") or not any(re.fullmatch(p, module) for p, _, _ in RULES["sd3"]):
+            continue
+        source = markers.read[int(value[0, 0]) // 1000 - 1]
+        target, index, parts = original_path("sd3", module)
+        assert source == f"{target}.weight", module
+        assert int(value[0, 0]) % 1000 == index * (12 // len(parts or [1])), module  # the part's rows
+        used.add(next(p for p, _, _ in RULES["sd3"] if re.fullmatch(p, module)))
+        checked += 1
+    assert used == {p for p, _, _ in RULES["sd3"]} and checked >= 20  # every rule met a converted module
