@@ -47,7 +47,7 @@ def _fused_weights(pipe, family: str, folder) -> dict[str, torch.Tensor]:
     return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
 
 
-@pytest.mark.slow  # builds four tiny pipelines per family and fuses their LoRAs: ~3-8 s each on a shared CPU
+@pytest.mark.slow  # builds four tiny pipelines per family and fuses their LoRAs: 0.2-9 s each on a shared CPU
 @pytest.mark.parametrize("family", ["flux", "chroma", "flux2", "wan", "zimage"])
 def test_kohya_file_gives_the_denoiser_of_the_diffusers_file(family, tmp_path):
     from safetensors import safe_open
