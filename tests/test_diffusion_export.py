@@ -1,5 +1,6 @@
-"""The diffusers-format LoRA carries its strength in the weights: loaders that read the adapter metadata (diffusers)
-and loaders that do not (ComfyUI: no ``.alpha`` key -> scale 1) apply the trained alpha / r."""
+"""Exports: the diffusers-format LoRA carries its strength in the weights (loaders that read the adapter metadata,
+diffusers, and loaders that do not, ComfyUI: no ``.alpha`` key -> scale 1, apply the trained alpha / r); a run with
+``train.ema`` exports its EMA weights; tools/export_diffusion.py's bad input is one error line (exit 2)."""
 
 from __future__ import annotations
 

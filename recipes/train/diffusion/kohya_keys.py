@@ -99,7 +99,7 @@ RULES: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
 }
 RULES["chroma"] = [r for r in RULES["flux"] if "mod" not in r[1]]  # Chroma's blocks have no modulation linears
 RULES["wan22"] = RULES["wan"]
-SAME_PATH = ("sd15", "sdxl", "zimage")  # kohya / musubi name these with the diffusers module path
+SAME_PATH = ("sd15", "sdxl", "zimage")  # kohya (U-Nets) and musubi-tuner (Z-Image) use the diffusers module path
 
 
 def original_path(family: str, module: str) -> tuple[str, int, tuple[str, ...] | None]:
