@@ -182,8 +182,10 @@ def test_kohya_format_is_checked_when_the_model_is_built_not_at_the_end(config, 
 
 
 class _Markers(dict):
-    """An SD3 checkpoint in the original (MMDiT) names whose every tensor says where it came from: row ``j`` of the
-    ``i``-th key read holds ``i * 1000 + j``, so each converted diffusers tensor names its original key and rows."""
+    """An original-format checkpoint whose every tensor read says where it came from: row ``j`` of the ``i``-th key
+    read holds ``i * 100000 + j``, so each converted diffusers tensor names its original key and first row."""
+
+    ROWS = 3 * 3072 + 12288  # splits as Flux.1's single-block linear1 and in thirds / halves like any qkv
 
     def __init__(self, seed: dict[str, torch.Tensor]) -> None:
         super().__init__(seed)
@@ -192,32 +194,47 @@ class _Markers(dict):
     def pop(self, key, *default):
         super().pop(key, None)
         self.read.append(key)
-        return (len(self.read) * 1000 + torch.arange(12.0)).reshape(12, 1)
+        return (len(self.read) * 100000 + torch.arange(float(self.ROWS))).reshape(self.ROWS, 1)
 
 
-def test_sd3_kohya_names_are_the_original_mmdit_keys_diffusers_converts_from():
-    """kohya's ``networks/lora_sd3.py`` and ComfyUI name SD3 LoRA modules after the original MMDiT checkpoint
-    (``lora_unet_joint_blocks_0_x_block_attn_qkv``); diffusers' own single-file converter
-    (``convert_sd3_transformer_checkpoint_to_diffusers``) says which original key and which third of a fused qkv
-    each diffusers module comes from: that must be the kohya module and part this exporter writes."""
-    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+SINGLE_FILE = {  # diffusers' converter of each release's original checkpoint, and what it reads besides the blocks
+    "flux": ("convert_flux_transformer_checkpoint_to_diffusers", ["guidance_in.in_layer.weight"]),
+    "chroma": (
+        "convert_chroma_transformer_checkpoint_to_diffusers",
+        ["distilled_guidance_layer.layers.0.in_layer.weight"],
+    ),
+    "flux2": ("convert_flux2_transformer_checkpoint_to_diffusers", []),
+    "sd3": ("convert_sd3_transformer_checkpoint_to_diffusers", []),
+    "wan": ("convert_wan_transformer_to_diffusers", []),
+}
+
+
+@pytest.mark.parametrize("family", sorted(SINGLE_FILE))
+def test_kohya_names_are_the_original_keys_diffusers_converts_from(family):
+    """kohya, musubi-tuner and ComfyUI (``model_lora_keys_unet``: ``lora_unet_`` + the native key, '_' for '.') name
+    a LoRA module after the release's original checkpoint. diffusers' own single-file converter of that checkpoint
+    says which original key, and which rows of a fused one, each diffusers module comes from: they must be the
+    kohya module and part this exporter writes, for every rule of the family (SD3 ``joint_blocks``, BFL
+    ``double_blocks`` / ``single_blocks``, WAN ``self_attn.q`` ...)."""
+    import diffusers.loaders.single_file_utils as single_file
 
     from recipes.train.diffusion.kohya_keys import RULES
 
-    seed = {f"joint_blocks.{i}.x_block.attn.qkv.weight": torch.zeros(1) for i in range(2)}
-    seed["joint_blocks.0.x_block.attn2.qkv.weight"] = torch.zeros(1)  # SD3.5's second attention in block 0
-    seed["context_embedder.weight"] = torch.zeros(8, 1)
+    converter, extra = SINGLE_FILE[family]
+    seed = {f"{target.format(i)}.weight": torch.zeros(1) for _, target, _ in RULES[family] for i in (0, 1)}
+    seed.update({k: torch.zeros(1) for k in extra}, **{"context_embedder.weight": torch.zeros(8, 1)})
     markers = _Markers(seed)
-    converted = convert_sd3_transformer_checkpoint_to_diffusers(markers)
-    used, checked = set(), 0
+    converted = getattr(single_file, converter)(markers)
+    used, first_rows = set(), {}
     for key, value in converted.items():
         module = key.removesuffix(".weight")
-        if not key.endswith(".weight") or not any(re.fullmatch(p, module) for p, _, _ in RULES["sd3"]):
+        rule = next((p for p, _, _ in RULES[family] if re.fullmatch(p, module)), None)
+        if rule is None or not key.endswith(".weight"):
             continue
-        source = markers.read[int(value[0, 0]) // 1000 - 1]
-        target, index, parts = original_path("sd3", module)
-        assert source == f"{target}.weight", module
-        assert int(value[0, 0]) % 1000 == index * (12 // len(parts or [1])), module  # the part's rows
-        used.add(next(p for p, _, _ in RULES["sd3"] if re.fullmatch(p, module)))
-        checked += 1
-    assert used == {p for p, _, _ in RULES["sd3"]} and checked >= 20  # every rule met a converted module
+        target, index, parts = original_path(family, module)
+        assert markers.read[int(value[0, 0]) // 100000 - 1] == f"{target}.weight", module
+        first_rows.setdefault(target, {})[index] = int(value[0, 0]) % 100000
+        used.add(rule)
+    assert used == {p for p, _, _ in RULES[family]}  # every rule met a converted module
+    for target, rows in first_rows.items():  # a fused module's parts in kohya's order: q, k, v (, mlp)
+        assert rows[0] == 0 and [rows[i] for i in sorted(rows)] == sorted(rows.values()), target

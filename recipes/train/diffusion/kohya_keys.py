@@ -97,7 +97,8 @@ RULES: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
         (r"blocks\.(\d+)\.ffn\.net\.2", "blocks.{0}.ffn.2", None),
     ],
 }
-RULES["chroma"] = [r for r in RULES["flux"] if "mod" not in r[1]]  # Chroma's blocks have no modulation linears
+_NOT_IN_CHROMA = ("mod", "time_in.", "guidance_in.", "vector_in.")  # its modulation comes from one approximator
+RULES["chroma"] = [r for r in RULES["flux"] if not any(w in r[1] for w in _NOT_IN_CHROMA)]
 RULES["wan22"] = RULES["wan"]
 SAME_PATH = ("sd15", "sdxl", "zimage")  # kohya (U-Nets) and musubi-tuner (Z-Image) use the diffusers module path
 
