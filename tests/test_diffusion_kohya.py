@@ -238,3 +238,34 @@ def test_kohya_names_are_the_original_keys_diffusers_converts_from(family):
     assert used == {p for p, _, _ in RULES[family]}  # every rule met a converted module
     for target, rows in first_rows.items():  # a fused module's parts in kohya's order: q, k, v (, mlp)
         assert rows[0] == 0 and [rows[i] for i in sorted(rows)] == sorted(rows.values()), target
+
+
+@pytest.mark.slow  # trains the tiny Z-Image pipeline two steps and exports a checkpoint: ~30 s on a shared CPU
+def test_a_dit_run_saves_and_exports_kohya_names_that_load_back(tmp_path):
+    """A DiT run with save_format='kohya' ends with musubi-tuner's Z-Image names, which diffusers loads onto the
+    weights the run trained; tools/export_diffusion.py writes the same file from the last step checkpoint."""
+    from safetensors.torch import load_file
+
+    from tests.test_diffusion_task import config, pipeline_dir, run
+    from tools import export_diffusion
+
+    opts = {"task.samples.prompts": "[]", "task.save_format": "kohya", "task.lora.r": 2, "task.lora.alpha": 4}
+    trainer, summary = run(config("zimage", steps=2, **opts), tmp_path / "wd")
+    saved = load_file(summary["saved"])
+    assert (
+        "lora_unet_layers_0_attention_to_q.lora_down.weight" in saved
+        and "lora_unet_layers_0_attention_to_q.alpha" in saved
+    )
+    import diffusers
+
+    fresh = diffusers.ZImagePipeline.from_pretrained(pipeline_dir("zimage"))
+    fresh.load_lora_weights(str(tmp_path / "wd" / "lora_kohya"))
+    fresh.fuse_lora()
+    model = trainer.bare_model()
+    module = model.get_submodule("layers.0.attention.to_q")
+    want = module.base_layer.weight + module.get_delta_weight("default")
+    torch.testing.assert_close(fresh.transformer.get_submodule("layers.0.attention.to_q").weight, want.detach())
+    step = sorted((tmp_path / "wd" / "checkpoints").glob("step_*.pt"))[-1]
+    assert export_diffusion.main([str(tmp_path / "wd" / "config.py"), str(step), "--out", str(tmp_path / "e")]) == 0
+    exported = load_file(tmp_path / "e" / "pytorch_lora_weights.safetensors")
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)

@@ -106,7 +106,7 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | Non
         model.save_pretrained(str(out))
         return out, which
     fmt, family = task.save_format, task.family
-    return save_lora(type(task.pipe), model, out, family.lora_save_key, fmt, None, family.name), which
+    return save_lora(type(task.pipe), model, out, family.lora_save_key, fmt, family=family.name), which
 
 
 @cli

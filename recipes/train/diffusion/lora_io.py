@@ -106,7 +106,7 @@ def bake_scale(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[di
 
 
 def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers",
-              full: dict[str, torch.Tensor] | None = None, family: str = "sd15") -> Path:  # fmt: skip
+              full: dict[str, torch.Tensor] | None = None, *, family: str) -> Path:  # fmt: skip
     """Write the LoRA of ``model`` (a ``family`` denoiser) to ``out_dir`` and return the weight file's path
     (``full``: see lora_state_dict)."""
     if fmt not in FORMATS:
@@ -177,6 +177,6 @@ def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str
     where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
     if where.exists():
         where = where.with_name(f"{where.name}_step_{info['step']}")
-    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt, full, family.name)
+    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt, full, family=family.name)
     (path.parent / "training.json").write_text(json.dumps(info, default=str))
     return path
