@@ -104,6 +104,7 @@ class CaptionedImages(_CaptionedFolder):
 
         with Image.open(self.files[index]) as im:
             img = np.asarray(im.convert("RGB"))
+        self.check_unchanged(index, img.shape[:2])
         placement = self._placement(index, img.shape[:2], self._rng(index))
         sample = self.sample_dict(index, _to_tensor(_place(img, placement)), placement)
         if any(m is not None for m in self.masks):
@@ -159,5 +160,6 @@ class CaptionedVideos(_CaptionedFolder):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         video = self._read(self.files[index])
+        self.check_unchanged(index, video.shape[1:3])
         placement = self._placement(index, video.shape[1:3], self._rng(index))
         return self.sample_dict(index, _to_tensor(np.stack([_place(f, placement) for f in video])), placement)

@@ -219,6 +219,14 @@ class _CaptionedFolder(Dataset):
         flipped = bool(self.flip_p > 0 and rng.random() < self.flip_p)
         return (rh, rw), (top, left), (th, tw), flipped
 
+    def check_unchanged(self, index: int, hw: tuple[int, int]) -> None:
+        """A file read in training still has the size it had at start-up (buckets, crops, cache keys follow it)."""
+        if tuple(hw) != tuple(self.sizes[index]):
+            (h, w), (nh, nw) = self.sizes[index], hw
+            raise ValueError(f"data: {str(self.files[index])!r} is {nw}x{nh} now but was {w}x{h} when the run "
+                             "started (its bucket, crop and cache key follow that size); put the original back, or "
+                             "restart the run to train on the new file")  # fmt: skip
+
     def sample_dict(self, index: int, pixels: torch.Tensor, placement: tuple[Any, ...]) -> dict[str, Any]:
         caption = self.caption_options.augment(self.captions[index], self.seed, self.epoch, index)
         return {"pixels": pixels, "caption": caption, "key": self.keys[index],
@@ -232,9 +240,11 @@ def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _
     held = train.split_off_val()
     if held is not None and given is not None:
         raise ValueError("data.train.val_split and data.val both give a validation set; keep one")
-    if given is not None and given.root.resolve() == train.root.resolve():
-        raise ValueError(f"data.val.root={str(given.root)!r} is the training folder: its loss is a training loss; "
-                         "give a folder of held-out files, or data.train.val_split instead")  # fmt: skip
+    train_roots = {p.root.resolve() for p in getattr(train, "parts", [train])}  # captioned_mix: every part's folder
+    for p in getattr(given, "parts", [given]) if given is not None else []:
+        if p.root.resolve() in train_roots:
+            raise ValueError(f"data.val.root={str(p.root)!r} is a training folder: its loss is a training loss; "
+                             "give a folder of held-out files, or data.train.val_split instead")  # fmt: skip
     if held is None and given is None:
         logging.getLogger("recipes.train").warning(
             "no validation set (data.val or data.train.val_split): the evaluation loss and best.pt use the training "
