@@ -48,7 +48,7 @@ def test_safetensors_header_and_length_are_checked(tmp_path):
     weights.write_bytes(b"\x05")
     assert "too short" in safetensors_problem(weights)
     weights.write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    assert "header claims 1000000000 bytes" in safetensors_problem(weights)
+    assert "truncated: its header claims 1000000000 bytes, the file has 10 in all" == safetensors_problem(weights)
     weights.write_bytes((4).to_bytes(8, "little") + b"nope")
     assert "header is not safetensors JSON" in safetensors_problem(weights)
 
@@ -64,7 +64,7 @@ def test_a_truncated_pipeline_weight_file_is_one_error_line_naming_it(tmp_path, 
     code, line = tool(["--work-dir", str(tmp_path / "wd"), "--cfg-options", f"data_root={root}",
                        f"model.pretrained={pipe}", "data.train.resolution=32"], capsys)  # fmt: skip
     assert code == 2 and line.startswith("error: model.pretrained: ") and "unet/diffusion_pytorch_model" in line
-    assert "is damaged (truncated: 1000 of the" in line
+    assert "is damaged (truncated: its header claims" in line and "the file has 1000 in all" in line
 
 
 def test_an_image_of_another_size_mid_training_is_named(tmp_path):
@@ -142,3 +142,34 @@ def test_cache_fill_shows_progress_and_rebuilds_a_damaged_entry(tmp_path, capsys
     assert "items/s" not in capsys.readouterr().err  # train.progress=False: no bar
     assert f"[cache] {path} is damaged" in caplog.text and again.cache.misses == 1
     assert torch.isfinite(again[0]["latent"]).all()  # encoded anew
+
+
+@pytest.mark.slow  # two short runs of the SD 1.5 test pipeline through tools/train.py: ~20 s on a shared 2-core CPU
+@pytest.mark.parametrize("fault", ["image", "cache"])
+def test_tools_train_stops_mid_run_with_one_error_line(tmp_path, capsys, monkeypatch, fault):
+    """A photo replaced by one of another size, or a cache entry damaged, after step 1: exit 2, one line naming it."""
+    from recipes.train.tasks.diffusion import DiffusionTask
+    from tests.test_diffusion_task import pipeline_dir
+
+    root = write_photos(tmp_path / "p", size=64)
+    on_step = DiffusionTask.on_step
+
+    def damage(self, model, optimizer, step):
+        if step == 1 and fault == "image":
+            for name in ("chelsea", "coffee", "rocket"):
+                Image.open(root / "astronaut.jpg").save(root / f"{name}.jpg")
+        if step == 1 and fault == "cache":
+            for path in (tmp_path / "cache").rglob("*.safetensors"):
+                path.write_bytes(path.read_bytes()[:40])
+        on_step(self, model, optimizer, step)
+
+    monkeypatch.setattr(DiffusionTask, "on_step", damage)
+    cache = str(tmp_path / "cache") if fault == "cache" else "None"
+    code, line = tool(["--work-dir", str(tmp_path / "wd"), "--cfg-options", f"data_root={root}",
+                       f"model.pretrained={pipeline_dir('sd15')}", "data.train.resolution=32", "model.dtype=float32",
+                       "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1", "train.progress=False",
+                       "train.tensorboard=False", "task.samples.prompts=[]", f"task.cache_dir={cache}",
+                       "schedule.warmup_steps=0", "data.train.flip_p=0"], capsys)  # fmt: skip
+    assert code == 2, line
+    want = r"is 64x64 now but was 64x43 when the run started" if fault == "image" else r"is damaged \(SafetensorError"
+    assert line.startswith("error: ") and __import__("re").search(want, line), line

@@ -24,7 +24,7 @@ def safetensors_problem(path: Path) -> str | None:
             return f"{size} bytes, too short for a safetensors header"
         (n,) = struct.unpack("<Q", head)
         if n > min(MAX_HEADER, size - 8):
-            return f"its header claims {n} bytes but the file has {size}"
+            return f"truncated: its header claims {n} bytes, the file has {size} in all"
         try:
             header = json.loads(f.read(n))
             need = 8 + n + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
