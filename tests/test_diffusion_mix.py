@@ -119,7 +119,7 @@ def test_validation_holds_out_of_each_part_and_refuses_a_training_folder(folders
     val = validation_set(ds, None)
     assert len(val) == 2 and len(ds) == 3 and {val.part_of(k) for k in range(2)} == {0, 1}
     assert [val[k]["index"] for k in range(2)] == [0, 1] and val[0]["caption"] == val[0]["caption"]
-    with pytest.raises(ValueError, match=r"data.val.root='.*/b' is a training folder"):
+    with pytest.raises(ValueError, match=r"data.val.root='.*/b' is one of data.train.datasets' folders"):
         validation_set(mix(folders), CaptionedImages(folders[1], resolution=32))
 
 

@@ -243,7 +243,8 @@ def validation_set(train: _CaptionedFolder, given: _CaptionedFolder | None) -> _
     train_roots = {p.root.resolve() for p in getattr(train, "parts", [train])}  # captioned_mix: every part's folder
     for p in getattr(given, "parts", [given]) if given is not None else []:
         if p.root.resolve() in train_roots:
-            raise ValueError(f"data.val.root={str(p.root)!r} is a training folder: its loss is a training loss; "
+            which = "one of data.train.datasets' folders" if hasattr(train, "parts") else "the training folder"
+            raise ValueError(f"data.val.root={str(p.root)!r} is {which}: its loss is a training loss; "
                              "give a folder of held-out files, or data.train.val_split instead")  # fmt: skip
     if held is None and given is None:
         logging.getLogger("recipes.train").warning(
