@@ -213,3 +213,23 @@ def test_mix_with_regularisation_trains_and_resumes_exactly(folders, tmp_path):
     b = dict(resumed.bare_model().named_parameters())
     assert a and all(torch.equal(p, b[n]) for n, p in a.items())
     assert [x[1] for x in straight.history[2:]] == [x[1] for x in resumed.history]
+
+
+def test_video_parts_mix_with_one_frame_count(tmp_path):
+    from tests.test_diffusion_data import write_video
+
+    roots = []
+    for name in ("x", "y"):
+        root = tmp_path / name
+        root.mkdir()
+        write_video(root / "pan.mp4")
+        (root / "pan.txt").write_text(f"clip {name}")
+        roots.append(str(root))
+    parts = [dict(type="captioned_videos", root=r, resolution=16, num_frames=5) for r in roots]
+    ds = CaptionedMix(parts, weights=[2, 1])
+    assert ds.kind == "video" and ds.num_frames == 5 and ds.counts == [1, 1]  # 2 places: one each, at least one
+    assert ds[0]["pixels"].shape == (3, 5, 16, 16) and {ds[k]["caption"] for k in range(2)} == {"clip x", "clip y"}
+    with pytest.raises(ValueError, match=r"the video parts have num_frames \[3, 5\]"):
+        CaptionedMix([parts[0], {**parts[1], "num_frames": 3}])
+    with pytest.raises(ValueError, match=r"mixes \['image', 'video'\]"):
+        CaptionedMix([parts[0], dict(root=str(write_photos(tmp_path / "p", size=32)), resolution=16)])
