@@ -125,7 +125,8 @@ def test_cache_fill_shows_progress_and_rebuilds_a_damaged_entry(tmp_path, capsys
     from tests.test_diffusion_task import config
 
     def fill(progress):
-        cfg = config("sd15", **{"task.cache_dir": str(tmp_path / "cache"), "train.progress": progress})
+        cfg = config("sd15", **{"task.cache_dir": str(tmp_path / "cache"), "train.progress": progress,
+                                "data.train.repeats": 2})  # fmt: skip
         task = build_task(cfg)
         task.cache_dir = None  # build the folder without the cache, then fill it here
         train, val = task.build_datasets()
@@ -134,7 +135,8 @@ def test_cache_fill_shows_progress_and_rebuilds_a_damaged_entry(tmp_path, capsys
 
     cached = fill(True)
     err = capsys.readouterr().err
-    assert "cache" in err and "items/s" in err  # 4 latents + 4 captions
+    assert "cache" in err and "12/12" in err and "items/s" in err  # 4 photos x 2 flips + 4 captions
+    assert len(cached) == 8 and cached.cache.misses == 12  # each photo listed twice (repeats), encoded once
     path = cached.cache._path("latent", cached.latent_parts(0, False))[0]
     path.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING, logger="recipes.train"):

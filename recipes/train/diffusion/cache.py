@@ -143,10 +143,13 @@ def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str], batch
     flips = (False, True) if ds.flip_p > 0 else (False,)
     missing: dict[tuple[Any, ...], list[tuple[int, bool]]] = {}  # (size, flip) -> samples; a batch stacks
     captions: list[str] = []
+    queued: set[str] = set()  # a file listed `repeats` times has one latent per (size, flip): encode it once
     for i in range(len(ds)):
         for flip in flips:
-            if cache.get("latent", cached.latent_parts(i, flip), rebuild=True) is None:
+            key = json.dumps(cached.latent_parts(i, flip), sort_keys=True)
+            if key not in queued and cache.get("latent", cached.latent_parts(i, flip), rebuild=True) is None:
                 missing.setdefault((tuple(ds.targets[i]), flip), []).append((i, flip))
+                queued.add(key)
         if ds.captions[i] not in captions and cache.get("text", {"caption": ds.captions[i]}, rebuild=True) is None:
             captions.append(ds.captions[i])
     bar = FillProgress(sum(map(len, missing.values())) + len(captions), getattr(task, "progress", True))
