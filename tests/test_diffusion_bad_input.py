@@ -101,13 +101,16 @@ def test_bad_bucket_step_is_named(tmp_path, kwargs, match):
      ("policy.dora=True policy.kind=lokr", r"policy.dora=True is LoRA's DoRA; policy.kind='lokr' has no DoRA"),
      ("policy.type=norm_only", r"policy.type='norm_only' does not apply to the diffusion task"),
      ("policy.layout=deep_lora", r"policy.layout does not apply to the diffusion task"),
-     ("policy.type=full", r"policy.type='full' trains every denoiser weight: \['alpha', 'r'\] would do nothing")],
+     ("policy.type=full", r"policy.type='full' trains every denoiser weight: \['alpha', 'r'\] would do nothing"),
+     ("policy.kind=loha task.save_format=kohya", r"task.save_format='kohya' writes LoRA tensors only; "
+                                                 r"policy.kind='loha' is saved with save_format='diffusers'")],
 )  # fmt: skip
 def test_bad_lora_numbers_are_named(option, match):
-    """Checked with the whole config, before any data or model (the config check calls the task's check_policy)."""
+    """Checked with the config, before any data or model (the config check calls the task's check_policy)."""
     cfg = load_config(ROOT / "configs" / "diffusion" / "sd15_lora.py", option.split())
     with pytest.raises(ValueError, match=match):
         check_config(cfg)
+        build_task(cfg)
 
 
 def test_nan_lora_is_not_exported(tmp_path):

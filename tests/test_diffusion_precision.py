@@ -68,7 +68,9 @@ def test_pipeline_quantization_covers_the_denoiser_and_uncached_text_encoders(tm
     assert set(pipeline_quantization(m, True, True, cpu)[0].quant_mapping) == {"transformer"}  # cached: not quantized
     assert pipeline_quantization({**m, "base_precision": "bf16"}, True, False, cpu) == (None, "bfloat16")
     assert pipeline_quantization({**m, "base_precision": None}, True, False, cpu) == (None, None)
-    with pytest.raises(ValueError, match=r"a full fine-tune \(policy.type='full', or no policy\) trains every denoiser weight"):
+    with pytest.raises(
+        ValueError, match=r"a full fine-tune \(policy.type='full', or no policy\) trains every denoiser weight"
+    ):
         pipeline_quantization(m, False, False, cpu)
 
 

@@ -58,14 +58,19 @@ def check_diffusion_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def adapter_settings(policy: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The adapter a diffusion run trains (defaults filled), or None for a full fine-tune."""
+def adapter_settings(policy: Mapping[str, Any] | None, save_format: str = "diffusers") -> dict[str, Any] | None:
+    """The adapter a diffusion run trains (defaults filled), or None for a full fine-tune; checked against the
+    export format it will be saved in."""
     if not policy:
         return None
     cfg = check_diffusion_policy(policy)
     if cfg["type"] == "full":
         return None
-    return {**DIFFUSION_DEFAULTS, **{k: v for k, v in cfg.items() if k in DIFFUSION_DEFAULTS}}
+    out = {**DIFFUSION_DEFAULTS, **{k: v for k, v in cfg.items() if k in DIFFUSION_DEFAULTS}}
+    if out["kind"] != "lora" and save_format != "diffusers":
+        raise ValueError(f"task.save_format={save_format!r} writes LoRA tensors only; policy.kind={out['kind']!r} "
+                         "is saved with save_format='diffusers' (see docs/diffusion.md, What trains)")  # fmt: skip
+    return out
 
 
 def add_adapter(model: Any, settings: Mapping[str, Any], default_targets: Any) -> Any:
