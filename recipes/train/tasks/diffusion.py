@@ -247,16 +247,13 @@ class DiffusionTask(Task):
     @torch.no_grad()
     def latent_params(self, pixels: torch.Tensor) -> torch.Tensor:
         """The VAE's latent distribution (mean and log-variance stacked on channels), as diffusers stores it."""
-        vae = self.pipe.vae
-        return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
+        return self.family.latent_params(self.pipe.vae, pixels)
 
     def latents(self, batch: dict[str, Any], device: torch.device, generator: Draw = None) -> torch.Tensor:
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
         if "latent" not in batch:  # cached latents: the VAE stays where the cache left it (the CPU)
             self._encoders_to(device)
         params = batch["latent"].to(device) if "latent" in batch else self.latent_params(batch["pixels"].to(device))
-        x0 = DiagonalGaussianDistribution(params).sample(generator)
+        x0 = self.family.sample_latents(params, generator)
         return self.family.normalize(self.pipe.vae, x0)
 
     def conditions(self, batch: dict[str, Any], device: torch.device, drop: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,111 @@
+"""The families of ``families_more.py`` on their tiny real pipelines: each family's denoiser call is the one its
+pipeline's ``__call__`` makes (recorded with a forward hook at each step) and one step from sigma 1 is an Euler step on
+its prediction; the shipped config trains, samples, and its LoRA loaded into a fresh pipeline gives the trained loss."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipes.train.diffusion.families import FAMILIES
+from recipes.train.diffusion.objectives import FlowObjective
+from recipes.train.diffusion.testing import build_test_pipeline
+
+pytestmark = pytest.mark.slow  # tiny pipelines with long prompts (Sana: a 1,000-token instruction): 10-60 s each
+
+
+def denoiser_calls(pipe, name: str, **call) -> tuple[list[tuple[tuple, dict, torch.Tensor]], torch.Tensor]:
+    """``pipe(**call)``'s output and each call of its denoiser ``name``: (args, kwargs, output)."""
+    calls = []
+    hook = getattr(pipe, name).register_forward_hook(
+        lambda m, args, kwargs, out: calls.append((args, kwargs, out[0])), with_kwargs=True
+    )
+    try:
+        out = pipe(**call).images
+    finally:
+        hook.remove()
+    return calls, out
+
+
+def flow_steps(pipe, fam, x0: torch.Tensor, steps: int) -> tuple[FlowObjective, torch.Tensor]:
+    """The training objective on ``pipe``'s scheduler; asserts its shifted sigmas are the pipeline's schedule."""
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    seq = fam.image_seq_len(x0, getattr(pipe, fam.denoiser))
+    pipe.scheduler.set_timesteps(steps)
+    t = torch.linspace(1.0 - 1.0 / 1000, 0.0, steps + 1)[:-1]  # the flow sigmas before the shift (use_flow_sigmas)
+    torch.testing.assert_close(obj.shift_sigmas(t, seq), pipe.scheduler.sigmas[:-1].float(), atol=1e-5, rtol=1e-5)
+    return obj, obj.shift_sigmas(t, seq)
+
+
+def test_sana_prediction_is_the_pipelines_denoiser_call_and_one_step_is_euler():
+    pipe, fam = build_test_pipeline("sana"), FAMILIES["sana"]
+    pipe.set_progress_bar_config(disable=True)
+    x0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))  # a 32 px image (DC-AE factor 2 here)
+    obj, sigmas = flow_steps(pipe, fam, x0, 3)
+    assert pipe.scheduler.config.flow_shift == 3.0
+    with torch.no_grad():
+        cond = fam.encode_prompts(pipe, ["a photo of a cat", ""], torch.device("cpu"))
+        chi, _, _, _ = pipe.encode_prompt("a photo of a cat", False, device="cpu", complex_human_instruction=None)
+        assert not torch.allclose(cond["prompt_embeds"][:1], chi)  # the instruction is prepended for prompts ...
+        empty, mask, _, _ = pipe.encode_prompt("", False, device="cpu", complex_human_instruction=None)
+        torch.testing.assert_close(cond["prompt_embeds"][1:], empty)  # ... not for the empty (negative) prompt
+        assert cond["prompt_attention_mask"][1].sum() == mask.sum() == 1  # <bos> only
+        one = {k: v[:1] for k, v in cond.items()}
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+        nb = obj.noise(x0, noise, 0, sigmas[:1])
+        calls, _ = denoiser_calls(pipe, "transformer", prompt_embeds=one["prompt_embeds"], latents=nb.noisy,
+                                  prompt_attention_mask=one["prompt_attention_mask"], num_inference_steps=3,
+                                  guidance_scale=1.0, height=32, width=32, use_resolution_binning=False,
+                                  output_type="latent")  # fmt: skip
+        assert len(calls) == 3 and torch.equal(calls[0][0][0], nb.noisy)
+        for (args, kwargs, out), sigma in zip(calls, sigmas, strict=True):
+            t = kwargs["timestep"]
+            # DPM-Solver keeps integer timesteps: sigma * 1000 rounded down (training gives the exact float)
+            assert t.tolist() == [int(sigma * 1000)] and pipe.transformer.config.timestep_scale == 1.0
+            torch.testing.assert_close(fam.predict(pipe.transformer, args[0], t, one, {}), out)
+        _, (sigma,) = flow_steps(pipe, fam, x0, 1)
+        nb = obj.noise(x0, noise, 0, sigma.view(1))
+        stepped = pipe(prompt_embeds=one["prompt_embeds"], prompt_attention_mask=one["prompt_attention_mask"],
+                       latents=nb.noisy, num_inference_steps=1, guidance_scale=1.0, height=32, width=32,
+                       use_resolution_binning=False, output_type="latent").images  # fmt: skip
+        pred = fam.predict(pipe.transformer, nb.noisy, pipe.scheduler.timesteps.float(), one, {})
+        # DPM-Solver++ to sigma 0 is the Euler step x - sigma * v: the prediction is the flow velocity
+        torch.testing.assert_close(stepped, nb.noisy - sigma * pred, atol=5e-5, rtol=1e-5)
+        z = fam.latent_params(pipe.vae, torch.rand(1, 3, 16, 16) * 2 - 1)
+        assert torch.equal(fam.sample_latents(z), z)  # DC-AE: deterministic latents
+
+
+@pytest.mark.parametrize("family", ["sana"])
+def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(family, tmp_path):
+    import diffusers
+
+    from tests.test_diffusion_task import config, pipeline_dir, run
+
+    cfg = config(family, steps=2, **{"train.batch_size": 2, "task.cache_dir": str(tmp_path / "cache")})
+    trainer, summary = run(cfg, tmp_path / "wd")
+    assert Path(summary["saved"]).is_file() and torch.isfinite(torch.tensor(summary["final_loss"]))
+    assert trainer.task.family.name == family and list((tmp_path / "wd" / "samples").glob("step_*.png"))
+    model, task = trainer.bare_model().eval(), trainer.task
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter's effect large enough to see
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(torch.randn_like(p) * 0.05)
+    shutil.rmtree(tmp_path / "wd" / "lora")
+    task.final_report(model, torch.device("cpu"), None)
+    fresh = getattr(diffusers, type(task.pipe).__name__).from_pretrained(pipeline_dir(family))
+    fresh.load_lora_weights(str(tmp_path / "wd" / "lora"))
+    base = type(task.pipe).from_pretrained(pipeline_dir(family))
+    batch = task.collate([trainer.train_set[0]])
+    losses = []
+    with torch.no_grad():
+        for m in (model, getattr(fresh, fam_denoiser(family)).eval(), getattr(base, fam_denoiser(family)).eval()):
+            losses.append(float(task.loss(m, batch, torch.device("cpu"), torch.Generator().manual_seed(1))[0]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-7)
+    assert abs(losses[2] - losses[0]) > 1e-5  # the LoRA changes the prediction, so the match means something
+
+
+def fam_denoiser(family: str) -> str:
+    return FAMILIES[family].denoiser
