@@ -78,7 +78,7 @@ def test_sana_prediction_is_the_pipelines_denoiser_call_and_one_step_is_euler():
         assert torch.equal(fam.sample_latents(z), z)  # DC-AE: deterministic latents
 
 
-@pytest.mark.parametrize("family", ["sana"])
+@pytest.mark.parametrize("family", ["sana", "qwen_image"])
 def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(family, tmp_path):
     import diffusers
 
@@ -109,3 +109,43 @@ def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(
 
 def fam_denoiser(family: str) -> str:
     return FAMILIES[family].denoiser
+
+
+def test_qwen_image_prediction_is_the_pipelines_denoiser_call_and_its_last_step_is_euler():
+    """Padded + masked prompt embeddings give what the pipeline's unpadded ones give; each transformer call of a
+    3-step ``__call__`` is the family's call on the unpacked latents; the last step is Euler on that prediction; the
+    training shift is the scheduler's resolution-dependent one (its ``shift_terminal`` stretches only the grid)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
+    pipe, fam = build_test_pipeline("qwen_image"), FAMILIES["qwen_image"]
+    pipe.set_progress_bar_config(disable=True)
+    f = pipe.vae_scale_factor
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # a 32 px image (VAE factor 4 here)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    no_terminal = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift_terminal=None)
+    t = torch.linspace(1.0, 1 / 3, 3)
+    no_terminal.set_timesteps(sigmas=t.tolist(), mu=obj.mu(seq))
+    torch.testing.assert_close(obj.shift_sigmas(t, seq), no_terminal.sigmas[:-1], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        cond = fam.encode_prompts(pipe, ["a photo of a cat", "a red rocket in space"], torch.device("cpu"))
+        one = {k: v[:1] for k, v in cond.items()}
+        ref, ref_mask = pipe.encode_prompt(["a photo of a cat"], device="cpu")
+        n = int(one["prompt_embeds_mask"].sum())
+        assert ref_mask is None and ref.shape[1] == n < cond["prompt_embeds"].shape[1] == 512
+        assert torch.equal(one["prompt_embeds"][0, :n], ref[0]) and not one["prompt_embeds"][0, n:].any()
+        nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq,
+                       obj.shift_sigmas(t[:1], seq))  # fmt: skip
+        packed = QwenImagePipeline._pack_latents(nb.noisy, 1, 4, 8, 8)
+        calls, out = denoiser_calls(pipe, "transformer", prompt_embeds=ref, latents=packed, num_inference_steps=3,
+                                    height=32, width=32, output_type="latent")  # fmt: skip
+        assert len(calls) == 3 and torch.equal(calls[0][1]["hidden_states"], packed)
+        for _, kwargs, got in calls:
+            x = QwenImagePipeline._unpack_latents(kwargs["hidden_states"], 32, 32, f).squeeze(2)
+            pred = fam.predict(pipe.transformer, x, kwargs["timestep"] * 1000, one, {"vae_factor": f})
+            torch.testing.assert_close(pred, QwenImagePipeline._unpack_latents(got, 32, 32, f).squeeze(2),
+                                       atol=1e-5, rtol=1e-4)  # fmt: skip
+        last = pipe.scheduler.sigmas[-2]
+        assert float(last) == pytest.approx(0.02)  # the release's shift_terminal
+        torch.testing.assert_close(out, calls[-1][1]["hidden_states"] - last * calls[-1][2], atol=1e-5, rtol=1e-5)
+        assert float(calls[0][1]["timestep"]) == pytest.approx(float(nb.sigmas), rel=1e-5)  # first sigma unstretched

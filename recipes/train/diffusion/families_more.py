@@ -61,4 +61,63 @@ class Sana(Family):
                 "prompt": None}  # fmt: skip
 
 
-MORE_FAMILIES: tuple[Family, ...] = (Sana(),)
+class QwenImage(Family):
+    """Qwen-Image (``QwenImagePipeline``: Qwen2.5-VL text encoder, a Wan-style 3D VAE, MMDiT), as
+    pipeline_qwenimage.py does it:
+
+    - prompts: the pipeline's ``encode_prompt`` (its system template, the template's tokens dropped, the last
+      hidden state), padded here to ``max_sequence_length`` (the ``__call__`` default, 512) with the mask so
+      conditions batch and cache; the transformer masks the padding (``encoder_hidden_states_mask``);
+    - latents: the VAE's one-frame video latent, normalised by its per-channel ``latents_mean`` / ``latents_std``
+      (the decode step does ``x * std + mean``), trained as an image ``(B, C, H, W)``; 2x2 patches packed into
+      tokens (``_pack_latents``) with ``img_shapes`` ``(1, H/2, W/2)``;
+    - timesteps: ``sigma`` (the pipeline passes ``t / 1000``), the scheduler's resolution-dependent shift (mu
+      linear in the token count between ``base_shift`` and ``max_shift``); the release's ``shift_terminal``
+      (0.02) only stretches the inference grid so its last step ends at 0.02, not the training sigmas;
+    - samples: true classifier-free guidance, ``true_cfg_scale`` (``task.samples.guidance_scale``).
+    """
+
+    name, pipelines, presets = "qwen_image", ("QwenImagePipeline",), ("qwen-image",)
+    pack = 2
+    guidance_argument = "true_cfg_scale"  # its ``guidance_scale`` applies to guidance-distilled weights only
+    lora_targets = (r".*transformer_blocks\.\d+\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|"
+                    r"(?:img|txt)_mlp\.net\.(?:0\.proj|2))")  # fmt: skip
+
+    def encode_prompts(self, pipe, prompts, device):
+        n = call_default(pipe, "max_sequence_length")
+        embeds, mask = pipe.encode_prompt(list(prompts), device=device, max_sequence_length=n)
+        b, length, dim = embeds.shape
+        padded = torch.zeros(b, n, dim, dtype=embeds.dtype, device=embeds.device)
+        full = torch.zeros(b, n, dtype=torch.long, device=embeds.device)
+        padded[:, :length] = embeds
+        full[:, :length] = 1 if mask is None else mask
+        return {"prompt_embeds": padded, "prompt_embeds_mask": full}
+
+    def latent_params(self, vae, pixels):
+        return vae.encode(pixels.unsqueeze(2).to(vae.device, vae.dtype)).latent_dist.parameters  # one frame
+
+    def normalize(self, vae, latents):
+        x = latents.squeeze(2) if latents.dim() == 5 else latents
+        c = vae.config
+        mean = torch.tensor(c.latents_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(c.latents_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def image_seq_len(self, latents, model):
+        return (latents.shape[-2] // 2) * (latents.shape[-1] // 2)  # the packed token count the pipeline uses
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        from diffusers import QwenImagePipeline
+
+        b, c, h, w = noisy.shape
+        f = extra["vae_factor"]
+        out = model(hidden_states=QwenImagePipeline._pack_latents(noisy, b, c, h, w), timestep=timesteps / 1000,
+                    encoder_hidden_states=cond["prompt_embeds"], encoder_hidden_states_mask=cond["prompt_embeds_mask"],
+                    img_shapes=[[(1, h // 2, w // 2)]] * b, return_dict=False)[0]  # fmt: skip
+        return QwenImagePipeline._unpack_latents(out, h * f, w * f, f).squeeze(2)
+
+    def sample_kwargs(self, cond):
+        return {"prompt_embeds": cond["prompt_embeds"], "prompt_embeds_mask": cond["prompt_embeds_mask"]}
+
+
+MORE_FAMILIES: tuple[Family, ...] = (Sana(), QwenImage())

@@ -29,6 +29,7 @@ class Family:
     pack = 1  # latent patches folded into channels before the denoiser (Flux: 2x2); sizes must divide by it
     negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
     sample_options: dict[str, Any] = {}  # further ``__call__`` arguments of the sample grids
+    guidance_argument = "guidance_scale"  # the ``__call__`` argument ``task.samples.guidance_scale`` sets
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -7,19 +7,41 @@ Where each value comes from:
   (flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction")`` below 4K, the DC-AE
   ``dc-ae-f32c32-sana-1.1`` (``scaling_factor`` 0.41407), a Gemma-2 decoder as text encoder (2304 channels: here 16),
   ``patch_size`` 1, ``mlp_ratio`` 2.5, ``norm_elementwise_affine`` False, ``norm_eps`` 1e-6, no attention bias.
+- Qwen-Image: ``Qwen/Qwen-Image``'s ``scheduler_config.json`` (``FlowMatchEulerDiscreteScheduler``, dynamic shift
+  ``base_shift`` 0.5 .. ``max_shift`` 0.9 over 256 .. 8192 tokens, ``shift_terminal`` 0.02, exponential); the VAE
+  is ``AutoencoderKLQwenImage`` whose class defaults are the release's (16 channels): here 4 channels with the
+  first 4 of its ``latents_mean`` / ``latents_std``; the transformer's ``in_channels`` are 4 x the latent channels
+  (2x2 packing), ``patch_size`` 2, the text encoder a ``Qwen2_5_VLForConditionalGeneration`` (mrope sections as
+  diffusers' own pipeline test), the tokenizer ``testing.qwen_tokenizer`` with the vision tokens added.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-MORE_TEST_FAMILIES = ("sana",)
+MORE_TEST_FAMILIES = ("sana", "qwen_image")
 RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
     "sana": (
         "DPMSolverMultistepScheduler",
         dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"),
         "Efficient-Large-Model/Sana_1600M_1024px_diffusers (scripts/convert_sana_to_diffusers.py)",
     ),
+    "qwen_image": (
+        "FlowMatchEulerDiscreteScheduler",
+        dict(
+            num_train_timesteps=1000,
+            shift=1.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=0.9,
+            base_image_seq_len=256,
+            max_image_seq_len=8192,
+            shift_terminal=0.02,
+            time_shift_type="exponential",
+        ),
+        "Qwen/Qwen-Image",
+    ),  # fmt: skip
 }
 
 
@@ -70,6 +92,39 @@ def _sana() -> Any:
                           scheduler=_scheduler("sana"))  # fmt: skip
 
 
+def _qwen_image() -> Any:
+    import diffusers as d
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from recipes.train.diffusion.testing import qwen_tokenizer
+
+    tok = qwen_tokenizer(max_length=2048)
+    vision = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
+    tok.add_tokens(vision, special_tokens=True)
+    start, end, pad = tok.convert_tokens_to_ids(vision)
+    ids = dict(
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>")
+    )
+    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                rope_theta=1000000.0, vocab_size=len(tok), max_position_embeddings=4096, **ids)  # fmt: skip
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=dict(depth=1, hidden_size=16, intermediate_size=16,
+                           num_heads=2, out_hidden_size=16), hidden_size=16, vocab_size=len(tok),
+                           vision_start_token_id=start, vision_end_token_id=end, vision_token_id=pad,
+                           image_token_id=pad, **ids)  # fmt: skip
+    te = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    tr = d.QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                       attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                       guidance_embeds=False, axes_dims_rope=(2, 2, 4))  # fmt: skip
+    defaults = inspect.signature(d.AutoencoderKLQwenImage.__init__).parameters
+    vae = d.AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                   temperal_downsample=[False, True],
+                                   latents_mean=defaults["latents_mean"].default[:4],
+                                   latents_std=defaults["latents_std"].default[:4]).eval()  # fmt: skip
+    return d.QwenImagePipeline(scheduler=_scheduler("qwen_image"), vae=vae, text_encoder=te, tokenizer=tok,
+                               transformer=tr)  # fmt: skip
+
+
 def build_more(family: str) -> Any:
     """The test pipeline of ``family`` (one of ``MORE_TEST_FAMILIES``), random weights, on the CPU."""
-    return {"sana": _sana}[family]()
+    return {"sana": _sana, "qwen_image": _qwen_image}[family]()

@@ -215,7 +215,8 @@ class DiffusionTask(Task):
         text = self.objective.describe()
         if getattr(self.objective, "dynamic", False):  # mu at the first training size's token count, as the loss has it
             h, w = self.train_targets[0]
-            z = torch.zeros(1, self.pipe.vae.config.latent_channels, h // self.vae_factor, w // self.vae_factor)
+            c = self.pipe.vae.config  # AutoencoderKL: latent_channels; the Wan / Qwen-Image VAEs: z_dim
+            z = torch.zeros(1, c.get("latent_channels") or c["z_dim"], h // self.vae_factor, w // self.vae_factor)
             model = getattr(self.pipe, self.family.denoiser)
             text = self.objective.describe(self.family.image_seq_len(self.family.normalize(self.pipe.vae, z), model))
         guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
