@@ -24,7 +24,7 @@ def denoiser_calls(pipe, name: str, **call) -> tuple[list[tuple[tuple, dict, tor
         lambda m, args, kwargs, out: calls.append((args, kwargs, out[0])), with_kwargs=True
     )
     try:
-        out = pipe(**call).images
+        out = pipe(**call, return_dict=False)[0]  # images or frames
     finally:
         hook.remove()
     return calls, out
@@ -78,13 +78,16 @@ def test_sana_prediction_is_the_pipelines_denoiser_call_and_one_step_is_euler():
         assert torch.equal(fam.sample_latents(z), z)  # DC-AE: deterministic latents
 
 
-@pytest.mark.parametrize("family", ["sana", "qwen_image"])
+@pytest.mark.parametrize("family", ["sana", "qwen_image", "ltx_video"])
 def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(family, tmp_path):
     import diffusers
 
-    from tests.test_diffusion_task import config, pipeline_dir, run
+    from tests.test_diffusion_task import config, pipeline_dir, run, videos
 
-    cfg = config(family, steps=2, **{"train.batch_size": 2, "task.cache_dir": str(tmp_path / "cache")})
+    opts = {"train.batch_size": 2, "task.cache_dir": str(tmp_path / "cache")}
+    if FAMILIES[family].video:  # 5-frame clips of 32 px (the tiny VAEs compress 4x in time)
+        opts.update({"data_root": videos(), "data.train.resolution": "(32,32)", "data.train.num_frames": 5})
+    cfg = config(family, steps=2, **opts)
     trainer, summary = run(cfg, tmp_path / "wd")
     assert Path(summary["saved"]).is_file() and torch.isfinite(torch.tensor(summary["final_loss"]))
     assert trainer.task.family.name == family and list((tmp_path / "wd" / "samples").glob("step_*.png"))
@@ -149,3 +152,59 @@ def test_qwen_image_prediction_is_the_pipelines_denoiser_call_and_its_last_step_
         assert float(last) == pytest.approx(0.02)  # the release's shift_terminal
         torch.testing.assert_close(out, calls[-1][1]["hidden_states"] - last * calls[-1][2], atol=1e-5, rtol=1e-5)
         assert float(calls[0][1]["timestep"]) == pytest.approx(float(nb.sigmas), rel=1e-5)  # first sigma unstretched
+
+
+def test_ltx_video_prediction_is_the_pipelines_denoiser_call_and_its_last_step_is_euler():
+    """Each transformer call of a 3-step ``LTXPipeline.__call__`` (packed video tokens, grid, RoPE scale at the
+    call's frame rate) is the family's call on the unpacked latents; the last step is Euler on that prediction; the
+    training shift is the scheduler's over the video's token count; latents are normalised as the pipeline does."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+
+    pipe = build_test_pipeline("ltx_video")
+    fam = FAMILIES["ltx_video"].for_pipeline(pipe, None)
+    pipe.set_progress_bar_config(disable=True)
+    assert (fam.temporal_ratio, fam.frame_rate) == (pipe.vae_temporal_compression_ratio, 25.0)
+    vae = pipe.vae
+    z = torch.randn(1, 8, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    back = LTXPipeline._denormalize_latents(fam.normalize(vae, z), vae.latents_mean, vae.latents_std,
+                                            vae.config.scaling_factor)  # fmt: skip
+    torch.testing.assert_close(back, z)  # what the pipeline's decode step undoes
+    x0 = torch.randn(1, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 5 frames of 32 px (ratios 4, 4)
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    seq = fam.image_seq_len(x0, pipe.transformer)
+    assert seq == 2 * 8 * 8
+    no_terminal = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift_terminal=None)
+    t = torch.linspace(1.0, 1 / 3, 3)
+    no_terminal.set_timesteps(sigmas=t.tolist(), mu=obj.mu(seq))
+    torch.testing.assert_close(obj.shift_sigmas(t, seq), no_terminal.sigmas[:-1], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        cond = {k: v[:1] for k, v in fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu")).items()}
+        nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq,
+                       obj.shift_sigmas(t[:1], seq))  # fmt: skip
+        packed = LTXPipeline._pack_latents(nb.noisy)
+        calls, out = denoiser_calls(pipe, "transformer", prompt_embeds=cond["prompt_embeds"], latents=packed,
+                                    prompt_attention_mask=cond["prompt_attention_mask"], num_inference_steps=3,
+                                    guidance_scale=1.0, height=32, width=32, num_frames=5, output_type="latent")  # fmt: skip
+        assert len(calls) == 3 and torch.equal(calls[0][1]["hidden_states"], packed)
+        for _, kwargs, got in calls:
+            x = LTXPipeline._unpack_latents(kwargs["hidden_states"], 2, 8, 8)
+            pred = fam.predict(pipe.transformer, x, kwargs["timestep"], cond, {"vae_factor": 4})
+            torch.testing.assert_close(pred, LTXPipeline._unpack_latents(got, 2, 8, 8), atol=1e-5, rtol=1e-4)
+        no_mask = dict(cond, prompt_attention_mask=torch.ones_like(cond["prompt_attention_mask"]))
+        x = LTXPipeline._unpack_latents(calls[0][1]["hidden_states"], 2, 8, 8)
+        assert not torch.allclose(fam.predict(pipe.transformer, x, calls[0][1]["timestep"], no_mask, {"vae_factor": 4}),
+                                  LTXPipeline._unpack_latents(calls[0][2], 2, 8, 8))  # the mask is used  # fmt: skip
+        last = pipe.scheduler.sigmas[-2]
+        assert float(last) == pytest.approx(0.1)  # the release's shift_terminal
+        torch.testing.assert_close(out, calls[-1][1]["hidden_states"] - last * calls[-1][2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(calls[0][1]["timestep"].float(), nb.timesteps, atol=1e-3, rtol=1e-5)
+
+
+def test_one_sample_step_on_a_scheduler_with_a_terminal_shift_is_an_error(tmp_path):
+    """Qwen-Image's and LTX-Video's schedulers stretch the sigmas to ``shift_terminal``: with one step that is 0 / 0
+    (NaN samples for Qwen-Image), so ``task.samples.steps=1`` is an error naming the option; 2 steps train."""
+    from recipes.train.engine import Trainer
+    from tests.test_diffusion_task import config
+
+    with pytest.raises(ValueError, match=r"task.samples.steps=1: .*shift_terminal=0.02"):
+        Trainer(config("qwen_image", steps=1, **{"task.samples.steps": 1}), tmp_path / "wd").setup()

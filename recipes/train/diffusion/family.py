@@ -34,6 +34,14 @@ class Family:
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def vae_factors(self, pipe: Any) -> tuple[int, int | None]:
+        """The VAE's spatial and (video) temporal compression, under the names the pipeline gives them."""
+        spatial = getattr(pipe, "vae_scale_factor_spatial", 0) or getattr(pipe, "vae_spatial_compression_ratio", 0)
+        temporal = getattr(pipe, "vae_scale_factor_temporal", None) or getattr(
+            pipe, "vae_temporal_compression_ratio", None
+        )
+        return int(spatial or pipe.vae_scale_factor), temporal
+
     def latent_params(self, vae: Any, pixels: torch.Tensor) -> torch.Tensor:
         """What the latent cache stores for ``pixels``: the VAE's latent distribution (mean and log-variance
         stacked on channels, as diffusers' ``DiagonalGaussianDistribution`` holds them)."""

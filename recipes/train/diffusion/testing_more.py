@@ -13,6 +13,10 @@ Where each value comes from:
   first 4 of its ``latents_mean`` / ``latents_std``; the transformer's ``in_channels`` are 4 x the latent channels
   (2x2 packing), ``patch_size`` 2, the text encoder a ``Qwen2_5_VLForConditionalGeneration`` (mrope sections as
   diffusers' own pipeline test), the tokenizer ``testing.qwen_tokenizer`` with the vision tokens added.
+- LTX-Video: ``Lightricks/LTX-Video``'s scheduler (dynamic shift 0.95 .. 2.05 over 1024 .. 4096 tokens, terminal 0.1:
+  the values ComfyUI's ``LTXVScheduler`` also uses), the T5 encoder (``testing._t5``), ``AutoencoderKLLTXVideo`` with
+  two of its four blocks compressing (spatial and temporal ratio 4 here, 32 and 8 released), ``patch_size`` 1, and
+  random ``latents_mean`` / ``latents_std`` buffers (the release's are stored in its weights, not its config).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-MORE_TEST_FAMILIES = ("sana", "qwen_image")
+import torch
+
+MORE_TEST_FAMILIES = ("sana", "qwen_image", "ltx_video")
 RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
     "sana": (
         "DPMSolverMultistepScheduler",
@@ -41,6 +47,20 @@ RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
             time_shift_type="exponential",
         ),
         "Qwen/Qwen-Image",
+    ),  # fmt: skip
+    "ltx_video": (
+        "FlowMatchEulerDiscreteScheduler",
+        dict(
+            num_train_timesteps=1000,
+            shift=1.0,
+            use_dynamic_shifting=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            base_image_seq_len=1024,
+            max_image_seq_len=4096,
+            shift_terminal=0.1,
+        ),
+        "Lightricks/LTX-Video",
     ),  # fmt: skip
 }
 
@@ -125,6 +145,24 @@ def _qwen_image() -> Any:
                                transformer=tr)  # fmt: skip
 
 
+def _ltx_video() -> Any:
+    import diffusers as d
+
+    from recipes.train.diffusion.testing import _t5, t5_tokenizer
+
+    tok = t5_tokenizer(max_length=128)
+    tr = d.LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                                      attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=32)  # fmt: skip
+    vae = d.AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+                                  spatio_temporal_scaling=(True, True, False, False), patch_size=1, patch_size_t=1,
+                                  encoder_causal=True, decoder_causal=False).eval()  # fmt: skip
+    with torch.no_grad():  # the released VAE stores per-channel latent statistics: not the identity
+        vae.latents_mean.normal_(0, 0.5)
+        vae.latents_std.uniform_(0.5, 2.0)
+    return d.LTXPipeline(scheduler=_scheduler("ltx_video"), vae=vae, text_encoder=_t5(tok), tokenizer=tok,
+                         transformer=tr)  # fmt: skip
+
+
 def build_more(family: str) -> Any:
     """The test pipeline of ``family`` (one of ``MORE_TEST_FAMILIES``), random weights, on the CPU."""
-    return {"sana": _sana, "qwen_image": _qwen_image}[family]()
+    return {"sana": _sana, "qwen_image": _qwen_image, "ltx_video": _ltx_video}[family]()

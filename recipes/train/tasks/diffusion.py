@@ -36,6 +36,7 @@ from recipes.train.diffusion.checks import (
     check_lora,
     check_numbers,
     check_preset,
+    check_sample_steps,
     check_sizes,
     guidance_for,
     report_data,
@@ -143,9 +144,10 @@ class DiffusionTask(Task):
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
             self.family = self.family.for_pipeline(self.pipe, self.expert)
             check_preset(m.get("preset"), self.family, self.pipe)
-            self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
+            self.vae_factor = self.family.vae_factors(self.pipe)[0]
             self.objective = self._objective()
             self.guidance_scale = guidance_for(self.guidance_scale, self.pipe, self.family)
+            check_sample_steps(self.samples, self.pipe)
             for name, module in self.pipe.components.items():
                 if isinstance(module, nn.Module) and name != self.family.denoiser:
                     module.requires_grad_(False).eval()
