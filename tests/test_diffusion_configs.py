@@ -18,7 +18,7 @@ from tests.test_diffusion_task import ROOT, photos, pipeline_dir, run, videos
 
 CONFIGS = sorted((ROOT / "configs" / "diffusion").glob("*.py"))
 #: recipe-example configs of families with an LR grid (tools/show_lr.py) but no training path yet (issue 21, item 6)
-GRID_ONLY = {"hunyuan_video_lora", "ltx2_video_lora"}
+GRID_ONLY = {"ltx2_video_lora"}  # LTX-2 (LTX2Pipeline, audio + video)
 TRAINABLE = [p for p in CONFIGS if p.stem not in GRID_ONLY]
 VIDEO_FAMILIES = {"wan", "wan22", "ltx_video", "hunyuan_video"}  # trained on 5-frame clips
 

@@ -78,7 +78,7 @@ def test_sana_prediction_is_the_pipelines_denoiser_call_and_one_step_is_euler():
         assert torch.equal(fam.sample_latents(z), z)  # DC-AE: deterministic latents
 
 
-@pytest.mark.parametrize("family", ["sana", "qwen_image", "ltx_video"])
+@pytest.mark.parametrize("family", ["sana", "qwen_image", "ltx_video", "hunyuan_video"])
 def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(family, tmp_path):
     import diffusers
 
@@ -208,3 +208,36 @@ def test_one_sample_step_on_a_scheduler_with_a_terminal_shift_is_an_error(tmp_pa
 
     with pytest.raises(ValueError, match=r"task.samples.steps=1: .*shift_terminal=0.02"):
         Trainer(config("qwen_image", steps=1, **{"task.samples.steps": 1}), tmp_path / "wd").setup()
+
+
+@pytest.mark.parametrize("guidance", [1.0, 6.0])
+def test_hunyuan_video_step_is_euler_on_the_family_prediction(guidance):
+    """One step of ``HunyuanVideoPipeline.__call__`` (``sigmas=[t]``, the static shift 7 applied) from the same noisy
+    latent equals Euler on the family's prediction with ``task.guidance_scale`` = the call's ``guidance_scale``; the
+    template is cropped exactly (the tiny tokenizer spends ``crop_start`` tokens on it)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    pipe = build_test_pipeline("hunyuan_video")
+    fam = FAMILIES["hunyuan_video"].for_pipeline(pipe, None)
+    pipe.set_progress_bar_config(disable=True)
+    prefix = DEFAULT_PROMPT_TEMPLATE["template"].split("{}")[0]
+    assert len(pipe.tokenizer(prefix).input_ids) == DEFAULT_PROMPT_TEMPLATE["crop_start"]
+    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
+    x0 = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))  # 5 frames of 32 px (ratios 8, 4)
+    with torch.no_grad():
+        cond = fam.encode_prompts(pipe, ["a photo of a cat", ""], torch.device("cpu"))
+        assert cond["prompt_attention_mask"].sum(1).tolist() == [6, 1]  # 5 words + <|eot_id|>; the template cropped
+        one = {k: v[:1] for k, v in cond.items()}
+        extra = {"vae_factor": 8, "guidance_scale": guidance}
+        for t in (0.3, 0.8):
+            sigma = obj.shift_sigmas(torch.tensor([t]), 0)
+            torch.testing.assert_close(sigma, torch.tensor([7 * t / (1 + 6 * t)]))
+            nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), 0, sigma)
+            pred = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, one, extra)
+            stepped = pipe(**fam.sample_kwargs(one), latents=nb.noisy, sigmas=[t], num_inference_steps=1,
+                           guidance_scale=guidance, height=32, width=32, num_frames=5,
+                           output_type="latent").frames  # fmt: skip
+            torch.testing.assert_close(pipe.scheduler.sigmas[:1], sigma)
+            torch.testing.assert_close(stepped, nb.noisy - sigma * pred, atol=5e-5, rtol=1e-5)
+        other = fam.predict(pipe.transformer, nb.noisy, nb.timesteps, one, dict(extra, guidance_scale=guidance + 1))
+        assert not torch.allclose(other, pred)  # the guidance input acts

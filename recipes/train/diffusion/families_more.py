@@ -178,4 +178,45 @@ class LTXVideo(Family):
         return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"]}
 
 
-MORE_FAMILIES: tuple[Family, ...] = (Sana(), QwenImage(), LTXVideo())
+class HunyuanVideo(Family):
+    """HunyuanVideo (``HunyuanVideoPipeline``: Llama encoder with the pipeline's video template, CLIP pooled vector,
+    3D VAE, dual- then single-stream DiT), as pipeline_hunyuan_video.py does it:
+
+    - prompts: the pipeline's ``encode_prompt`` (the template's tokens cropped, the hidden state 2 layers before
+      the last, 256 tokens + mask; CLIP's pooled vector);
+    - latents: the VAE's sample x ``scaling_factor`` (``(B, C, F, H, W)``; the denoiser patchifies itself);
+    - the denoiser gets ``sigma * 1000`` and, guidance-distilled, the guidance scale x 1000 (``task.guidance_scale``,
+      1.0 by default as musubi-tuner trains it; the pipeline samples at 6.0); the static shift is the scheduler's.
+    """
+
+    name, pipelines, presets, video = "hunyuan_video", ("HunyuanVideoPipeline",), ("hunyuan-video",), True
+    negative_prompt = False  # guidance-distilled: samples use the guidance input, no negative prompt
+    lora_targets = (
+        r".*(?:transformer_blocks\.\d+\.(?:attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)|"
+        r"ff(?:_context)?\.net\.(?:0\.proj|2))|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp|proj_out))"
+    )
+
+    def encode_prompts(self, pipe, prompts, device):
+        embeds, pooled, mask = pipe.encode_prompt(list(prompts), device=device,
+                                                  max_sequence_length=call_default(pipe, "max_sequence_length"))  # fmt: skip
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "prompt_attention_mask": mask}
+
+    def predict(self, model, noisy, timesteps, cond, extra):
+        guidance = None
+        if denoiser_config(model).guidance_embeds:  # the pipeline passes guidance_scale * 1000
+            guidance = torch.full((noisy.shape[0],), float(extra["guidance_scale"]) * 1000.0, device=noisy.device,
+                                  dtype=noisy.dtype)  # fmt: skip
+        return model(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=cond["prompt_embeds"],
+                     encoder_attention_mask=cond["prompt_attention_mask"],
+                     pooled_projections=cond["pooled_prompt_embeds"], guidance=guidance, return_dict=False)[0]  # fmt: skip
+
+    def image_seq_len(self, latents, model):
+        c = denoiser_config(model)
+        f, h, w = latents.shape[-3:]
+        return (f // c.patch_size_t) * (h // c.patch_size) * (w // c.patch_size)
+
+    def sample_kwargs(self, cond):
+        return {k: cond[k] for k in ("prompt_embeds", "pooled_prompt_embeds", "prompt_attention_mask")}
+
+
+MORE_FAMILIES: tuple[Family, ...] = (Sana(), QwenImage(), LTXVideo(), HunyuanVideo())

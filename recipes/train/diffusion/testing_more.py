@@ -17,6 +17,11 @@ Where each value comes from:
   the values ComfyUI's ``LTXVScheduler`` also uses), the T5 encoder (``testing._t5``), ``AutoencoderKLLTXVideo`` with
   two of its four blocks compressing (spatial and temporal ratio 4 here, 32 and 8 released), ``patch_size`` 1, and
   random ``latents_mean`` / ``latents_std`` buffers (the release's are stored in its weights, not its config).
+- HunyuanVideo: ``hunyuanvideo-community/HunyuanVideo``'s ``FlowMatchEulerDiscreteScheduler(shift=7.0)``,
+  ``AutoencoderKLHunyuanVideo`` (``scaling_factor`` 0.476986, ratios 8 / 4: the class defaults), a guidance-distilled
+  transformer, a ``LlamaModel`` (3 layers: the pipeline reads the hidden state 2 before the last) and CLIP;
+  the Llama tokenizer has the pipeline's template words as whole tokens, so its template takes 95 tokens, the
+  ``crop_start`` of ``DEFAULT_PROMPT_TEMPLATE`` (the count Llama-3's tokenizer gives), and is cropped exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 
-MORE_TEST_FAMILIES = ("sana", "qwen_image", "ltx_video")
+MORE_TEST_FAMILIES = ("sana", "qwen_image", "ltx_video", "hunyuan_video")
 RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
     "sana": (
         "DPMSolverMultistepScheduler",
@@ -62,6 +67,11 @@ RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
         ),
         "Lightricks/LTX-Video",
     ),  # fmt: skip
+    "hunyuan_video": (
+        "FlowMatchEulerDiscreteScheduler",
+        dict(num_train_timesteps=1000, shift=7.0),
+        "hunyuanvideo-community/HunyuanVideo",
+    ),
 }
 
 
@@ -163,6 +173,64 @@ def _ltx_video() -> Any:
                          transformer=tr)  # fmt: skip
 
 
+_LLAMA_SPECIALS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+#: template words left as characters, so the template is exactly ``crop_start`` (95) tokens long
+_SPELLED_OUT = {"1.", "The", "by", "main", "used"}
+
+
+def llama_tokenizer() -> Any:
+    """A ``LlamaTokenizer`` (BPE, byte fallback): Llama-3's text and header tokens, single characters, and each
+    word of HunyuanVideo's prompt template and ``testing._WORDS`` as one token (merges built letter by letter)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+    from transformers import LlamaTokenizer
+
+    from recipes.train.diffusion.testing import _WORDS
+
+    vocab = {"<unk>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    for c in "\u2581abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"-()":
+        vocab.setdefault(c, len(vocab))
+    text = DEFAULT_PROMPT_TEMPLATE["template"]
+    for t in _LLAMA_SPECIALS:
+        text = text.replace(t, " ")
+    words = ({w for w in text.split() if w != "{}"} - _SPELLED_OUT) | set(_WORDS)
+    merges = []
+    for w in sorted(words):
+        t = "\u2581" + w
+        for i in range(2, len(t) + 1):
+            if t[:i] not in vocab:
+                vocab[t[:i]] = len(vocab)
+                merges.append((t[: i - 1], t[i - 1]))
+    tok = LlamaTokenizer(vocab=vocab, merges=merges, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                         unk_token="<unk>", add_bos_token=True, model_max_length=4096,
+                         padding_side="right")  # fmt: skip  # as the release's tokenizer_config: the crop is at the start
+    tok.add_tokens(_LLAMA_SPECIALS, special_tokens=True)
+    tok.pad_token = "<unk>"
+    return tok
+
+
+def _hunyuan_video() -> Any:
+    import diffusers as d
+    from transformers import LlamaConfig, LlamaModel
+
+    from recipes.train.diffusion.testing import _clip, clip_tokenizer
+
+    tok, tok2 = llama_tokenizer(), clip_tokenizer()
+    llama = LlamaModel(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                   max_position_embeddings=1024, pad_token_id=0)).eval()  # fmt: skip
+    tr = d.HunyuanVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
+                                          num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1,
+                                          patch_size_t=1, guidance_embeds=True, text_embed_dim=16,
+                                          pooled_projection_dim=16, rope_axes_dim=(2, 4, 4))  # fmt: skip
+    vae = d.AutoencoderKLHunyuanVideo(latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                                      norm_num_groups=4).eval()  # fmt: skip
+    return d.HunyuanVideoPipeline(text_encoder=llama, tokenizer=tok, transformer=tr, vae=vae,
+                                  scheduler=_scheduler("hunyuan_video"), text_encoder_2=_clip(tok2),
+                                  tokenizer_2=tok2)  # fmt: skip
+
+
 def build_more(family: str) -> Any:
     """The test pipeline of ``family`` (one of ``MORE_TEST_FAMILIES``), random weights, on the CPU."""
-    return {"sana": _sana, "qwen_image": _qwen_image, "ltx_video": _ltx_video}[family]()
+    builders = {"sana": _sana, "qwen_image": _qwen_image, "ltx_video": _ltx_video, "hunyuan_video": _hunyuan_video}
+    return builders[family]()
