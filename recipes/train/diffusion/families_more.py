@@ -1,5 +1,6 @@
-"""More diffusion families (Sana, Qwen-Image), registered into ``families.FAMILIES``; each mirrors one step of its
-pipeline's ``__call__`` in diffusers 0.42, as the families in ``families.py`` do."""
+"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo), registered into ``families.FAMILIES``; each
+mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the families in ``families.py`` do
+(tests/test_diffusion_more_families.py records those calls and compares)."""
 
 from __future__ import annotations
 
