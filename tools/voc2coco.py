@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from recipes.train.workdir import check_output_folder  # noqa: E402
 
 ANN_NAME = "_annotations.coco.json"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", default=None, help="xml only: a VOC ImageSets file of ids to convert")
     ap.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     args = ap.parse_args(argv)
+    check_output_folder(args.out, "--out")  # before anything is read or written
 
     if args.format == "xml":
         src = Path(args.source)
