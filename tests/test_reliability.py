@@ -1143,3 +1143,30 @@ def test_detection_resolution_zero_is_named_before_the_model_is_built(tmp_path, 
     assert "model.resolution must be a whole number > 0 (the square input side in pixels), got 0" in one_error_line(
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("size", [("0", "300"), ("451", "nan"), ("-451", "300"), ("451.5", "300")])
+@pytest.mark.parametrize("source", ["csv", "xml"])
+def test_voc2coco_image_size_zero_negative_or_nan_is_named(tmp_path, capsys, size, source):
+    """A width of 0 skipped the outside-the-image check and wrote the box; NaN in xml was a bare float error."""
+    images, labels = _raccoon_like(tmp_path)
+    name = labels.read_text().splitlines()[1].split(",")[0]
+    if source == "csv":
+        rows = labels.read_text().splitlines()
+        rows[1] = ",".join([name, *size, "cat", "10", "20", "200", "250"])
+        labels.write_text("\n".join(rows) + "\n")
+        argv = ["csv", str(labels)]
+    else:
+        (tmp_path / "xml").mkdir()
+        (tmp_path / "xml" / "a.xml").write_text(
+            f"<annotation><filename>{name}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+            "</size><object><name>cat</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>200</xmax><ymax>250</ymax>"
+            "</bndbox></object></annotation>"
+        )
+        argv = ["xml", str(tmp_path / "xml")]
+    out = tmp_path / "coco"
+    assert voc2coco.main([*argv, "--images", str(images), "--out", str(out)]) == 2
+    assert f"width/height must be whole numbers > 0, got {size[0]!r}, {size[1]!r}" in one_error_line(
+        capsys.readouterr().err
+    )
+    assert not out.exists()

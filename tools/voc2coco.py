@@ -58,6 +58,17 @@ def _box(where: str, xmin: Any, ymin: Any, xmax: Any, ymax: Any) -> list[float]:
     return [x0 - 1.0, y0 - 1.0, x1 - x0 + 1.0, y1 - y0 + 1.0]
 
 
+def _size(where: str, width: Any, height: Any) -> dict[str, int]:
+    """The image's width and height: whole numbers > 0 (a box is checked against them)."""
+    try:
+        size = {"width": float(width), "height": float(height)}
+    except (TypeError, ValueError):
+        size = {}
+    if not size or not all(math.isfinite(v) and v >= 1 and v == int(v) for v in size.values()):
+        raise ValueError(f"{where}: width/height must be whole numbers > 0, got {width!r}, {height!r}")
+    return {k: int(v) for k, v in size.items()}
+
+
 def _text(node: ET.Element, path: str, where: str) -> str:
     found = node.find(path)
     if found is None or found.text is None or not found.text.strip():
@@ -74,8 +85,7 @@ def read_voc_xml(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, list
         raise ValueError(f"{path}: not a valid xml file ({e})") from None
     image = {
         "file_name": safe_image_name(_text(root, "filename", str(path)), str(path)),
-        "width": int(float(_text(root, "size/width", str(path)))),
-        "height": int(float(_text(root, "size/height", str(path)))),
+        **_size(str(path), _text(root, "size/width", str(path)), _text(root, "size/height", str(path))),
     }
     boxes = []
     for k, obj in enumerate(root.findall("object")):
@@ -101,13 +111,7 @@ def read_box_csv(path: str | Path) -> list[tuple[dict[str, Any], list[tuple[str,
             where = f"{path}:{line}"
             name = safe_image_name(row["filename"], where)
             if name not in images:
-                try:
-                    size = {"width": int(float(row["width"])), "height": int(float(row["height"]))}
-                except ValueError:
-                    raise ValueError(
-                        f"{where}: width/height must be numbers, got {row['width']!r}, {row['height']!r}"
-                    ) from None
-                images[name] = ({"file_name": name, **size}, [])
+                images[name] = ({"file_name": name, **_size(where, row["width"], row["height"])}, [])
             images[name][1].append((row["class"], _box(where, row["xmin"], row["ymin"], row["xmax"], row["ymax"])))
     return list(images.values())
 
