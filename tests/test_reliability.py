@@ -702,7 +702,9 @@ def test_lora_safetensors_follow_the_umask(tmp_path, fmt):
     unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
     old = os.umask(0o022)
     try:
-        path = save_lora(diffusers.StableDiffusionPipeline, unet, tmp_path / "lora", "unet_lora_layers", fmt)
+        path = save_lora(
+            diffusers.StableDiffusionPipeline, unet, tmp_path / "lora", "unet_lora_layers", fmt, family="sd15"
+        )
     finally:
         os.umask(old)
     assert path.is_file() and path.stat().st_mode & 0o777 == 0o644

@@ -12,12 +12,16 @@ only the LoRA tensors (``frozen_omitted``): the frozen denoiser comes from ``mod
 must match the fingerprint the run saved. Output: ``task.save_format`` (diffusers'
 ``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights(OUT)``, or kohya's names), or
 ``save_pretrained`` of the whole denoiser for a full fine-tune. ``--out`` must be a new or empty
-folder. Exit status: 0 done, 2 bad input, 4 unexpected.
+folder. A run with ``train.ema`` exports its EMA weights, as its end of run does (``--weights model``:
+the plain ones of a ``step_*.pt``); ``best.pt`` holds whichever scored best. Exit status: 0 done,
+2 bad input (a LoRA of another rank than ``task.lora.r``, a mis-shaped tensor, a NaN, an ``--out``
+that holds files or links nowhere), 4 unexpected.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,41 +32,89 @@ from recipes.train.checkpoint import read_checkpoint  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
 
+WEIGHTS = ("ema", "model")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("checkpoint", help="a diffusion run's best.pt or checkpoints/step_*.pt")
     ap.add_argument("--out", required=True, help="a new or empty folder")
+    ap.add_argument("--weights", choices=WEIGHTS, default=None,
+                    help="a step_*.pt of a run with train.ema holds both: export its EMA (the default, as the end of "
+                         "the run does) or the plain weights; best.pt holds the ones that scored best")  # fmt: skip
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     return ap.parse_args(argv)
 
 
-def export(cfg: Any, checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder."""
+def check_out(out: Path) -> None:
+    """``--out`` must be a new folder or an empty one; a link to nowhere or a file is named, never written through."""
+    if out.is_symlink() and not out.exists():
+        raise BadInput(f"--out {out} is a symbolic link to {os.readlink(out)!r}, which does not exist; give a new "
+                       "or empty folder")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file; give a new or empty folder (nothing is replaced)")
+    if out.exists() and any(out.iterdir()):
+        raise BadInput(f"--out {out} already holds files; give a new or empty folder (nothing is replaced)")
+
+
+def chosen_weights(ckpt: dict[str, Any], weights: str | None) -> tuple[dict[str, Any], str]:
+    """The checkpoint with ``model`` = the weights to export, and which they are (``ema`` / ``model``)."""
+    ema = ckpt.get("ema")
+    if isinstance(ema, dict) and ema:  # a step checkpoint of a run with train.ema
+        return ({**ckpt, "model": ema}, "ema") if weights in (None, "ema") else (ckpt, "model")
+    held = ckpt.get("weights", "model")  # best.pt says which it holds; other files hold plain weights
+    if weights not in (None, held):
+        raise BadInput(f"{ckpt['path']}: --weights {weights} given, but it holds only the {held} weights"
+                       + (" (they scored best); export a checkpoints/step_*.pt for the others" if "weights" in ckpt
+                          else " (its run had no train.ema)"))  # fmt: skip
+    return ckpt, held
+
+
+def check_lora_rank(cfg: Any, ckpt: dict[str, Any]) -> None:
+    """The checkpoint's LoRA rank is the config's ``task.lora.r`` (peft would stop on a size mismatch)."""
+    from recipes.train.tasks.diffusion import DEFAULT_LORA
+
+    lora = (cfg.get("task") or {}).get("lora", DEFAULT_LORA)
+    ranks = {k: v.shape[0] for k, v in ckpt["model"].items() if ".lora_A." in k and v.dim() == 2}
+    if ranks and lora is None:
+        raise BadInput(f"{ckpt['path']} holds LoRA tensors (e.g. {next(iter(ranks))!r}), but the config trains "
+                       "the whole denoiser (task.lora=None): export with the config the run was trained with")  # fmt: skip
+    r = int(dict(lora or {}).get("r", 16))
+    name, rank = next(((k, v) for k, v in ranks.items() if v != r), (None, r))
+    if name is not None:
+        raise BadInput(f"{ckpt['path']}: the LoRA tensor {name!r} has rank {rank}, the config says task.lora.r={r}; "
+                       f"export with the rank it was trained with (--cfg-options task.lora.r={rank})")  # fmt: skip
+
+
+def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | None = None) -> tuple[Path, str]:
+    """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder and which weights
+    (``ema`` / ``model``) they are."""
     from recipes.train.build import rebuild_model
     from recipes.train.diffusion.lora_io import check_finite, save_lora
     from recipes.train.tasks.diffusion import DiffusionTask
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"--out {out} already holds files; give a new or empty folder (nothing is replaced)")
+    check_out(out)
+    ckpt, which = chosen_weights(read_checkpoint(checkpoint), weights)
+    check_lora_rank(cfg, ckpt)
     # the pipeline's other parts (its class, for the LoRA file) come from model.pretrained even for a full fine-tune
-    task, model = rebuild_model(cfg, read_checkpoint(checkpoint), DiffusionTask, needs_pretrained=True)
+    task, model = rebuild_model(cfg, ckpt, DiffusionTask, needs_pretrained=True)
     check_finite(model)  # a NaN/inf weight is an error naming it, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if task.lora is None:
         model.save_pretrained(str(out))
-        return out
-    return save_lora(type(task.pipe), model, out, task.family.lora_save_key, task.save_format)
+        return out, which
+    fmt, family = task.save_format, task.family
+    return save_lora(type(task.pipe), model, out, family.lora_save_key, fmt, family=family.name), which
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    path = export(cfg, args.checkpoint, args.out)
-    print(f"{args.checkpoint} -> {path}")
+    path, which = export(cfg, args.checkpoint, args.out, args.weights)
+    print(f"{args.checkpoint} ({which} weights) -> {path}")
     return 0
 
 

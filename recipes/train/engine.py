@@ -104,7 +104,7 @@ class Trainer:
             raise ValueError(f"train.amp must be None, 'bf16' or 'fp16', got {amp!r}")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
-        self.ema = ModelEMA.from_option(self.model, self.opts["ema"])
+        self.ema = self.task.ema = ModelEMA.from_option(self.model, self.opts["ema"])  # the task may export it
 
     def _load_training_state(self, ckpt: dict[str, Any]) -> None:
         self.step = int(ckpt["step"])

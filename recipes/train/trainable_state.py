@@ -61,6 +61,12 @@ def load_model(model: nn.Module, ckpt: Mapping[str, Any], fingerprint: torch.Ten
     if not ckpt.get("frozen_omitted"):
         load_model_state(model, ckpt["model"], ckpt["path"], ckpt.get("model_cfg"))
         return
+    own = model.state_dict()
+    for name, t in ckpt["model"].items():  # torch would stop on the first with a size-mismatch RuntimeError
+        if name in own and tuple(t.shape) != tuple(own[name].shape):
+            raise ValueError(f"checkpoint {ckpt['path']!r}: the tensor {name!r} has shape {tuple(t.shape)} where this "
+                             f"model's is {tuple(own[name].shape)}; it was saved from model={ckpt.get('model_cfg')}: "
+                             "use the config (and adapter rank) it was trained with")  # fmt: skip
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     skip = frozen_names(model)
     wrong = sorted(set(missing) - skip) + sorted(unexpected)

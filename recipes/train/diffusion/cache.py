@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +51,31 @@ class EmbeddingCache:
         key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
         return self.dir / kind / f"{key}.safetensors", meta
 
-    def get(self, kind: str, parts: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    def get(self, kind: str, parts: dict[str, Any], rebuild: bool = False) -> dict[str, torch.Tensor] | None:
+        """The entry's tensors, None when missing. A damaged file (truncated, not safetensors) is an error naming
+        it, or with ``rebuild`` (while the cache fills) a miss, said in a warning, so it is encoded again."""
         from safetensors import safe_open
 
         path, meta = self._path(kind, parts)
         if not path.is_file():
             self.misses += 1
             return None
-        with safe_open(str(path), framework="pt") as f:
-            stored = f.metadata() or {}
-            if stored != meta:
-                diff = sorted(k for k in set(meta) | set(stored) if meta.get(k) != stored.get(k))
-                raise ValueError(f"cache: {path} was written for another input ({', '.join(diff)} differ: "
-                                 f"{ {k: stored.get(k) for k in diff} } vs {({k: meta.get(k) for k in diff})}); "
-                                 "delete that file or point task.cache_dir at a new folder")  # fmt: skip
-            out = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                stored = f.metadata() or {}
+                out = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError (or OSError) for a bad file
+            why = f"{path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+            if not rebuild:
+                raise ValueError(f"cache: {why}; run again: the cache fill at start-up encodes it anew") from None
+            logging.getLogger("recipes.train").warning(f"[cache] {why}; encoding it again")
+            self.misses += 1
+            return None
+        if stored != meta:
+            diff = sorted(k for k in set(meta) | set(stored) if meta.get(k) != stored.get(k))
+            raise ValueError(f"cache: {path} was written for another input ({', '.join(diff)} differ: "
+                             f"{ {k: stored.get(k) for k in diff} } vs {({k: meta.get(k) for k in diff})}); "
+                             "delete that file or point task.cache_dir at a new folder")  # fmt: skip
         self.hits += 1
         return out
 
@@ -124,18 +136,23 @@ def cache_batch(cache_dir: str | None, batch_size: int | None) -> int:
 
 
 def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str], batch_size: int) -> CachedDataset:
-    """Encode the missing entries on the training device, ``batch_size`` at a time (latents: per size and flip)."""
+    """Encode the missing entries on the training device, ``batch_size`` at a time (latents: per size and flip),
+    with a progress bar (``train.progress``) in items per second."""
     cached = CachedDataset(ds, cache, spec)
     device = task.train_device
     flips = (False, True) if ds.flip_p > 0 else (False,)
     missing: dict[tuple[Any, ...], list[tuple[int, bool]]] = {}  # (size, flip) -> samples; a batch stacks
     captions: list[str] = []
+    queued: set[str] = set()  # a file listed `repeats` times has one latent per (size, flip): encode it once
     for i in range(len(ds)):
         for flip in flips:
-            if cache.get("latent", cached.latent_parts(i, flip)) is None:
+            key = json.dumps(cached.latent_parts(i, flip), sort_keys=True)
+            if key not in queued and cache.get("latent", cached.latent_parts(i, flip), rebuild=True) is None:
                 missing.setdefault((tuple(ds.targets[i]), flip), []).append((i, flip))
-        if ds.captions[i] not in captions and cache.get("text", {"caption": ds.captions[i]}) is None:
+                queued.add(key)
+        if ds.captions[i] not in captions and cache.get("text", {"caption": ds.captions[i]}, rebuild=True) is None:
             captions.append(ds.captions[i])
+    bar = FillProgress(sum(map(len, missing.values())) + len(captions), getattr(task, "progress", True))
     saved_flip, ds.flip_p = ds.flip_p, 0.0
     try:
         for group in missing.values():
@@ -144,14 +161,53 @@ def _fill(task: Any, ds: Any, cache: EmbeddingCache, spec: dict[str, str], batch
                 pixels = torch.stack([ds[i]["pixels"].flip(-1) if flip else ds[i]["pixels"] for i, flip in chunk])
                 for (i, flip), params in zip(chunk, task.latent_params(pixels.to(device)), strict=True):
                     cache.put("latent", cached.latent_parts(i, flip), {"params": params})
+                bar.update(len(chunk))
+        for start in range(0, len(captions), batch_size):
+            chunk = captions[start : start + batch_size]
+            embeds = task.encode_prompts(chunk, device)
+            for j, caption in enumerate(chunk):
+                cache.put("text", {"caption": caption}, {k: v[j] for k, v in embeds.items()})
+            bar.update(len(chunk))
     finally:
         ds.flip_p = saved_flip
-    for start in range(0, len(captions), batch_size):
-        chunk = captions[start : start + batch_size]
-        embeds = task.encode_prompts(chunk, device)
-        for j, caption in enumerate(chunk):
-            cache.put("text", {"caption": caption}, {k: v[j] for k, v in embeds.items()})
+        bar.close()
     return cached
+
+
+class FillProgress:
+    """A bar over the entries the cache encodes, its rate in items/s as the training bar shows img/s (decimals
+    below 1: ``run_log.per_second``); nothing when ``enabled`` is False, on other ranks, or with nothing to do."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        from recipes.train.distributed import is_main_process
+
+        self.t0, self.done = time.perf_counter(), 0
+        self.bar = tqdm(total=total, desc="cache", disable=not (enabled and total and is_main_process()),
+                        dynamic_ncols=True, mininterval=1.0,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+
+    def rate(self) -> float:
+        return self.done / max(1e-9, time.perf_counter() - self.t0)
+
+    def update(self, n: int) -> None:
+        from recipes.train.run_log import per_second
+
+        self.done += n
+        self.bar.set_postfix_str(f"{per_second(self.rate())} items/s", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fill_all(task: Any, ds: Any, cache: EmbeddingCache) -> Any:
+    """``_fill`` of a captioned folder, or of each part of a ``captioned_mix`` (each with its own crop and frames)."""
+    if hasattr(ds, "parts"):
+        return ds.with_parts([_fill_all(task, p, cache) for p in ds.parts])
+    spec = {"crop": ds.crop, "frames": str(getattr(ds, "num_frames", 1)), "stride": str(getattr(ds, "frame_stride", 1))}
+    return _fill(task, ds, cache, spec, task.cache_batch_size)
 
 
 def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, CachedDataset]:
@@ -167,11 +223,9 @@ def cache_datasets(task: Any, train: Any, val: Any) -> tuple[CachedDataset, Cach
     pipe, fam = task.pipe, task.family
     encoders = [n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module) and n != fam.denoiser]
     cache = EmbeddingCache(task.cache_dir, model_fingerprint(task.model_cfg["pretrained"], encoders))
-    spec = {"crop": train.crop, "frames": str(getattr(train, "num_frames", 1)),
-            "stride": str(getattr(train, "frame_stride", 1))}  # fmt: skip
     task._encoders_to(task.train_device)
-    out_train = _fill(task, train, cache, spec, task.cache_batch_size)
-    out_val = out_train if val is train else _fill(task, val, cache, spec, task.cache_batch_size)
+    out_train = _fill_all(task, train, cache)
+    out_val = out_train if val is train else _fill_all(task, val, cache)
     for prompt in ["", *task.samples.get("prompts", [])]:
         task.prompt_cond(prompt, task.train_device)
     for name in encoders:

@@ -65,7 +65,8 @@ def check_preset(preset: str | None, family: Family, pipe: Any) -> None:
 def report_data(train: Any, val: Any) -> None:
     """The setup report's data line: sizes, where validation comes from, metadata rows that name no file."""
     where = "the training set" if val is train else f"{len(val)} held out"
-    line = f"[data] train {len(train)} {train.kind}s from {str(train.root)!r}; validation: {where}"
+    parts = f"per epoch, {train.describe()}" if hasattr(train, "describe") else f"from {str(train.root)!r}"
+    line = f"[data] train {len(train)} {train.kind}s {parts}; validation: {where}"
     skipped = getattr(train, "unmatched_rows", 0)
     if skipped:
         line += f"; {skipped} metadata.jsonl row(s) name files that are not in the folder (left out)"

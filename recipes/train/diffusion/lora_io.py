@@ -4,9 +4,8 @@ diffusers format: the pipeline class's own ``save_lora_weights`` with peft's ada
 (``get_peft_model_state_dict``) and the LoRA config as adapter metadata, so rank and DoRA come back
 exactly on load; the scale alpha / r is baked into ``lora_B`` and the metadata says alpha = r
 (``bake_scale``), so loaders that ignore the metadata (ComfyUI) apply the same strength.
-kohya / ComfyUI format (U-Net families, whose kohya module names are
-the diffusers ones): ``lora_unet_<module path with '_'>.lora_down.weight`` / ``.lora_up.weight`` /
-``.alpha``, the layout diffusers' loader converts from.
+kohya / ComfyUI / musubi format: ``lora_unet_<original module path with '_'>.lora_down.weight`` /
+``.lora_up.weight`` / ``.alpha`` (/ ``.dora_scale``) for every family with a kohya layout (``kohya_keys``).
 """
 
 from __future__ import annotations
@@ -44,6 +43,16 @@ def add_lora(model: Any, lora: dict[str, Any], default_targets: Any) -> Any:
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights train in float32 on a bf16/fp16 base
+    return model
+
+
+def ready_to_save(model: Any, family: str, fmt: str) -> Any:
+    """``model`` once its LoRA can be saved in ``fmt``: with kohya's names, every LoRA module has one (checked
+    before training, not at its end)."""
+    if fmt == "kohya":
+        from recipes.train.diffusion.kohya_keys import check_kohya_layout
+
+        check_kohya_layout(model, family)
     return model
 
 
@@ -97,10 +106,17 @@ def bake_scale(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[di
 
 
 def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: str = "diffusers",
-              full: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
-    """Write the LoRA of ``model`` to ``out_dir`` and return the weight file's path (``full``: see lora_state_dict)."""
+              full: dict[str, torch.Tensor] | None = None, *, family: str) -> Path:  # fmt: skip
+    """Write the LoRA of ``model`` (a ``family`` denoiser) to ``out_dir`` and return the weight file's path
+    (``full``: see lora_state_dict)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"task.save_format must be one of {FORMATS}, got {fmt!r}")
     state = lora_state_dict(model, full)
     config = model.peft_config["default"]
+    if fmt == "kohya":  # every name and fused module is resolved before anything is written
+        from recipes.train.diffusion.kohya_keys import kohya_state, lora_scale
+
+        state, scale = kohya_state(state, family, config), lora_scale(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
         return save_peft_adapter(state, config, out_dir)
@@ -109,23 +125,11 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         state, meta = bake_scale(state, config.to_dict())
         pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: meta}, safe_serialization=True)
         return readable_as_umask_says(out_dir / WEIGHT_NAME)
-    if fmt != "kohya":
-        raise ValueError(f"task.save_format must be one of {FORMATS}, got {fmt!r}")
-    if save_key != "unet_lora_layers":
-        raise ValueError("task.save_format='kohya' is supported for the U-Net families (sd15, sdxl) only; kohya's "
-                         "DiT names follow the original checkpoints, not diffusers'; use 'diffusers'")  # fmt: skip
-    if config.use_dora:
-        raise ValueError("task.save_format='kohya' has no DoRA layout; use save_format='diffusers' with lora.dora=True")
     from safetensors.torch import save_file
 
-    out: dict[str, torch.Tensor] = {}
-    for name, value in state.items():
-        module, _, kind = name.rpartition(".lora_")
-        stem = "lora_unet_" + module.replace(".", "_")
-        out[f"{stem}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
-        out[f"{stem}.alpha"] = torch.tensor(float(config.lora_alpha))
     path = out_dir / WEIGHT_NAME
-    save_file(out, str(path), metadata={"ss_network_dim": str(config.r), "ss_network_alpha": str(config.lora_alpha)})
+    meta = {"ss_network_dim": str(config.r), "ss_network_alpha": str(scale * config.r)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
     return readable_as_umask_says(path)
 
 
@@ -173,6 +177,6 @@ def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str
     where = out / ("lora" if fmt == "diffusers" else "lora_kohya")
     if where.exists():
         where = where.with_name(f"{where.name}_step_{info['step']}")
-    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt, full)
+    path = save_lora(pipeline_cls, model, where, family.lora_save_key, fmt, full, family=family.name)
     (path.parent / "training.json").write_text(json.dumps(info, default=str))
     return path

@@ -127,6 +127,9 @@ def read_pipeline_index(pretrained: str | Path) -> dict[str, Any]:
         if not (root / name).is_dir():
             raise FileNotFoundError(f"model.pretrained={str(root)!r}: component {name!r} ({spec[1]}) is listed in "
                                     f"model_index.json but the folder {str(root / name)!r} is missing")  # fmt: skip
+    from recipes.train.diffusion.weight_files import check_weight_files
+
+    check_weight_files(root, [n for n, s in info.items() if not n.startswith("_") and isinstance(s, list) and s[0]])
     return info
 
 
@@ -234,7 +237,11 @@ def load_pipeline(pretrained: str | Path, dtype: str | None = None, quantization
         raise ValueError(f"model.pretrained={str(pretrained)!r}: diffusers {diffusers.__version__} has no pipeline "
                          f"class {info.get('_class_name')!r}")  # fmt: skip
     extra = {"quantization_config": quantization} if quantization is not None else {}
-    return klass.from_pretrained(str(pretrained), torch_dtype=_torch_dtype(dtype), **extra)
+    try:
+        return klass.from_pretrained(str(pretrained), torch_dtype=_torch_dtype(dtype), **extra)
+    except OSError as e:  # diffusers' "Unable to load weights from checkpoint file ..." (a damaged .bin)
+        raise ValueError(f"model.pretrained={str(pretrained)!r}: {e}; the file is damaged or incomplete, copy or "
+                         "download it again") from None  # fmt: skip
 
 
 def _load_denoiser(pretrained: str, preset: str | None, cls: str | None, dtype: str | None) -> nn.Module:

@@ -40,6 +40,9 @@ class Task:
     #: the run's work dir, set by the engine before training (None in tools that only build the model):
     #: where a task writes its own outputs (samples, exported weights)
     work_dir: Path | None = None
+    #: the run's ``ModelEMA`` when ``train.ema`` is set (by the engine, before training), else None: a task that
+    #: exports weights at the end of the run exports its averaged module
+    ema: Any = None
 
     def __init__(self, cfg: Any) -> None:
         #: ``model`` section (a copy): the task passes it to ``MODELS`` with the class count filled in

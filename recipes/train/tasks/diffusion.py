@@ -30,6 +30,7 @@ from torch import nn
 
 from recipes.train.config import build_with_keys, check_keys
 from recipes.train.data.captioned import validation_set  # also registers the datasets
+from recipes.train.data.captioned_mix import prior_weights
 from recipes.train.diffusion import draws
 from recipes.train.diffusion.cache import cache_batch
 from recipes.train.diffusion.checks import (
@@ -42,7 +43,7 @@ from recipes.train.diffusion.checks import (
 )
 from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
-from recipes.train.diffusion.lora_io import FORMATS, add_lora
+from recipes.train.diffusion.lora_io import FORMATS, add_lora, ready_to_save
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
@@ -94,6 +95,7 @@ class DiffusionTask(Task):
         super().__init__(cfg)
         want = (cfg.get("train") or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         self.train_device = torch.device(want)  # the cache fills here; quantized bases and offloading depend on it
+        self.progress = bool((cfg.get("train") or {}).get("progress", True))  # the cache fill's bar too
         self.cache_batch_size = cache_batch(cache_dir, cache_batch_size)
         self.lora = None if lora is None else dict(lora)
         if self.lora is not None:
@@ -187,7 +189,7 @@ class DiffusionTask(Task):
         group_offload(model, self.model_cfg, self.train_device)
         if self.lora is None:
             return model.requires_grad_(True)
-        return add_lora(model, self.lora, family.lora_targets)
+        return ready_to_save(add_lora(model, self.lora, family.lora_targets), family.name, self.save_format)
 
     # --- data ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Any, Any]:
@@ -197,7 +199,8 @@ class DiffusionTask(Task):
         val = validation_set(train, self.build_dataset("val", seed=self.seed))
         self.pipeline()
         for ds in {id(train): train, id(val): val}.values():
-            check_sizes(ds, self.pipe, self.family, self.vae_factor)
+            for part in getattr(ds, "parts", [ds]):  # captioned_mix: each folder's sizes
+                check_sizes(part, self.pipe, self.family, self.vae_factor)
         self.train_targets, self.num_frames = train.targets, getattr(train, "num_frames", 1)
         print(f"[objective] {self.describe_objective()}")
         report_data(train, val)
@@ -318,12 +321,13 @@ class DiffusionTask(Task):
         pred = self.family.predict(
             model, nb.noisy.to(dtype), nb.timesteps, {k: v.to(dtype) for k, v in cond.items()}, extra
         )
+        weights = nb.weights if at is not None else prior_weights(batch, nb.weights)  # regularisation images
         if "mask" in batch:  # <name>.mask.png: each latent pixel's error weighted by the mask's mean over it (kohya)
             m = torch.nn.functional.interpolate(batch["mask"].to(device, torch.float32), size=pred.shape[-2:],
                                                 mode="area")  # fmt: skip
             per_sample = ((pred.float() - nb.target.float()).pow(2) * m).flatten(1).mean(1)
-            return (per_sample * nb.weights).mean(), nb
-        return weighted_mse(pred, nb.target, nb.weights), nb
+            return (per_sample * weights).mean(), nb
+        return weighted_mse(pred, nb.target, weights), nb
 
     def _sigmas(self, u: torch.Tensor, seq: int) -> torch.Tensor:
         o = self.objective
@@ -376,15 +380,16 @@ class DiffusionTask(Task):
         return Path(self.work_dir)
 
     def final_report(self, model: nn.Module, device: torch.device, make_loader: Any) -> dict[str, Any]:
-        """Save the trained weights: LoRA in diffusers' (or kohya's) format, or the full denoiser; rank 0 writes
-        (under FSDP every rank first takes part in gathering the shards)."""
+        """Save the trained weights (with ``train.ema``, the EMA's): LoRA in diffusers' (or kohya's) format, or the
+        full denoiser; rank 0 writes (under FSDP every rank first takes part in gathering the shards)."""
         from recipes.train.diffusion.lora_io import save_trained
         from recipes.train.distributed import is_main_process
         from recipes.train.fsdp import full_state, is_sharded
 
+        model, weights = (model, "model") if self.ema is None else (self.ema.module, "ema")  # train.ema: its average
         state = full_state(model) if is_sharded(model) else None
         if not is_main_process():
             return {}
-        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora}
+        info = {"step": self.step + 1, "family": self.family.name, "lora": self.lora, "weights": weights}
         path = save_trained(model, self.output_dir(), type(self.pipe), self.family, self.save_format, info, state)
         return {"saved": str(path)}

@@ -1,0 +1,170 @@
+"""A trained LoRA in kohya's key layout (``task.save_format="kohya"``), for every family this trainer saves.
+
+kohya sd-scripts, musubi-tuner and ComfyUI name a LoRA module after the model's *original* checkpoint
+(``lora_unet_`` + its module path with ``_`` for ``.``), where diffusers renamed and split modules:
+
+- U-Net families (SD 1.5, SDXL) and Z-Image: the diffusers module path itself (diffusers' readers map it back);
+- Flux.1 / Chroma / Flux.2 (BFL names, kohya ``networks/lora_flux.py``): ``double_blocks_N_img_attn_qkv``
+  holds ``to_q``, ``to_k``, ``to_v`` fused, ``single_blocks_N_linear1`` Flux.1's ``to_q``, ``to_k``, ``to_v``
+  and ``proj_mlp`` (Flux.2's ``to_qkv_mlp_proj`` is already one module);
+- SD3 (``networks/lora_sd3.py``): ``joint_blocks_N_x_block_attn_qkv`` / ``context_block``;
+- WAN 2.1 / 2.2 (musubi-tuner ``networks/lora_wan.py``): ``blocks_N_self_attn_q`` ... ``ffn_0``.
+
+A fused module is written as one LoRA of rank ``n * r``: ``lora_down`` the parts' ``lora_A`` stacked,
+``lora_up`` their ``lora_B`` on the block diagonal, so ``up @ down`` is the parts' deltas stacked on the
+output rows (what kohya's and diffusers' converters split again). Each module gets ``.alpha`` with
+``alpha / rank`` equal to the trained scale (alpha / r, or alpha / sqrt(r) with rsLoRA), and with DoRA its
+magnitude as ``.dora_scale`` of shape ``(out, 1)``, the norm over the input of each output row (ComfyUI
+``weight_decompose`` with ``wd_on_output_axis``; LyCORIS writes the same).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+_QKV = ("to_q", "to_k", "to_v")
+_ADD_QKV = ("add_q_proj", "add_k_proj", "add_v_proj")
+_BFL_EMBED = [  # Flux.1's embedders and output layer (diffusers' converter maps these back too)
+    (r"x_embedder", "img_in", None),
+    (r"context_embedder", "txt_in", None),
+    (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.in_layer", None),
+    (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.out_layer", None),
+    (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer", None),
+    (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer", None),
+    (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer", None),
+    (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer", None),
+    (r"proj_out", "final_layer.linear", None),
+]
+_WAN_PROJ = (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), (r"to_out\.0", "o"), ("add_k_proj", "k_img"),
+             ("add_v_proj", "v_img"))  # fmt: skip
+#: (full-match pattern of a diffusers module path, original path with ``{0}`` the block number, fused parts)
+RULES: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
+    "flux": [
+        (r"transformer_blocks\.(\d+)\.attn\.(to_[qkv])", "double_blocks.{0}.img_attn.qkv", _QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.(add_[qkv]_proj)", "double_blocks.{0}.txt_attn.qkv", _ADD_QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", "double_blocks.{0}.img_attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.attn\.to_add_out", "double_blocks.{0}.txt_attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.ff\.net\.0\.proj", "double_blocks.{0}.img_mlp.0", None),
+        (r"transformer_blocks\.(\d+)\.ff\.net\.2", "double_blocks.{0}.img_mlp.2", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.net\.0\.proj", "double_blocks.{0}.txt_mlp.0", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.net\.2", "double_blocks.{0}.txt_mlp.2", None),
+        (r"transformer_blocks\.(\d+)\.norm1\.linear", "double_blocks.{0}.img_mod.lin", None),
+        (r"transformer_blocks\.(\d+)\.norm1_context\.linear", "double_blocks.{0}.txt_mod.lin", None),
+        (
+            r"single_transformer_blocks\.(\d+)\.(attn\.to_[qkv]|proj_mlp)",
+            "single_blocks.{0}.linear1",
+            ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+        ),  # fmt: skip
+        (r"single_transformer_blocks\.(\d+)\.proj_out", "single_blocks.{0}.linear2", None),
+        (r"single_transformer_blocks\.(\d+)\.norm\.linear", "single_blocks.{0}.modulation.lin", None),
+        *_BFL_EMBED,
+    ],
+    "flux2": [
+        (r"transformer_blocks\.(\d+)\.attn\.(to_[qkv])", "double_blocks.{0}.img_attn.qkv", _QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.(add_[qkv]_proj)", "double_blocks.{0}.txt_attn.qkv", _ADD_QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", "double_blocks.{0}.img_attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.attn\.to_add_out", "double_blocks.{0}.txt_attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.ff\.linear_in", "double_blocks.{0}.img_mlp.0", None),
+        (r"transformer_blocks\.(\d+)\.ff\.linear_out", "double_blocks.{0}.img_mlp.2", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.linear_in", "double_blocks.{0}.txt_mlp.0", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.linear_out", "double_blocks.{0}.txt_mlp.2", None),
+        (r"single_transformer_blocks\.(\d+)\.attn\.to_qkv_mlp_proj", "single_blocks.{0}.linear1", None),
+        (r"single_transformer_blocks\.(\d+)\.attn\.to_out", "single_blocks.{0}.linear2", None),
+    ],
+    "sd3": [
+        (r"transformer_blocks\.(\d+)\.attn\.(to_[qkv])", "joint_blocks.{0}.x_block.attn.qkv", _QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.(add_[qkv]_proj)", "joint_blocks.{0}.context_block.attn.qkv", _ADD_QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", "joint_blocks.{0}.x_block.attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.attn\.to_add_out", "joint_blocks.{0}.context_block.attn.proj", None),
+        (r"transformer_blocks\.(\d+)\.attn2\.(to_[qkv])", "joint_blocks.{0}.x_block.attn2.qkv", _QKV),
+        (r"transformer_blocks\.(\d+)\.attn2\.to_out\.0", "joint_blocks.{0}.x_block.attn2.proj", None),
+        (r"transformer_blocks\.(\d+)\.ff\.net\.0\.proj", "joint_blocks.{0}.x_block.mlp.fc1", None),
+        (r"transformer_blocks\.(\d+)\.ff\.net\.2", "joint_blocks.{0}.x_block.mlp.fc2", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.net\.0\.proj", "joint_blocks.{0}.context_block.mlp.fc1", None),
+        (r"transformer_blocks\.(\d+)\.ff_context\.net\.2", "joint_blocks.{0}.context_block.mlp.fc2", None),
+    ],
+    "wan": [
+        *[
+            (rf"blocks\.(\d+)\.{attn}\.{diffusers}", f"blocks.{{0}}.{wan_attn}.{wan}", None)
+            for attn, wan_attn in (("attn1", "self_attn"), ("attn2", "cross_attn"))
+            for diffusers, wan in _WAN_PROJ
+        ],
+        (r"blocks\.(\d+)\.ffn\.net\.0\.proj", "blocks.{0}.ffn.0", None),
+        (r"blocks\.(\d+)\.ffn\.net\.2", "blocks.{0}.ffn.2", None),
+    ],
+}
+_NOT_IN_CHROMA = ("mod", "time_in.", "guidance_in.", "vector_in.")  # its modulation comes from one approximator
+RULES["chroma"] = [r for r in RULES["flux"] if not any(w in r[1] for w in _NOT_IN_CHROMA)]
+RULES["wan22"] = RULES["wan"]
+SAME_PATH = ("sd15", "sdxl", "zimage")  # kohya (U-Nets) and musubi-tuner (Z-Image) use the diffusers module path
+
+
+def original_path(family: str, module: str) -> tuple[str, int, tuple[str, ...] | None]:
+    """``(original module path, part index, fused parts)`` of a diffusers LoRA module in ``family``."""
+    if family in SAME_PATH:
+        return module, 0, None
+    if family not in RULES:
+        raise ValueError(f"task.save_format='kohya': no kohya / ComfyUI key layout is known for the {family} family "
+                         f"(known: {sorted([*RULES, *SAME_PATH])}); use save_format='diffusers'")  # fmt: skip
+    for pattern, target, parts in RULES[family]:
+        m = re.fullmatch(pattern, module)
+        if m:
+            return target.format(*m.groups()[:1]), parts.index(m.group(2)) if parts else 0, parts
+    raise ValueError(f"task.save_format='kohya': the LoRA module {module!r} has no name in kohya's {family} layout; "
+                     "leave it out of task.lora.targets or use save_format='diffusers'")  # fmt: skip
+
+
+def lora_scale(config: Any) -> float:
+    """The trained LoRA scale of a peft ``LoraConfig``: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    if getattr(config, "rank_pattern", None) or getattr(config, "alpha_pattern", None):
+        raise ValueError("task.save_format='kohya' writes one alpha per module from lora.r and lora.alpha; this "
+                         "LoRA has per-module rank_pattern / alpha_pattern: use save_format='diffusers'")  # fmt: skip
+    r, alpha = int(config.r), float(config.lora_alpha)
+    return alpha / math.sqrt(r) if config.use_rslora else alpha / r
+
+
+def kohya_modules(modules: dict[str, Any], family: str) -> dict[str, list[Any]]:
+    """``{diffusers module path: value}`` grouped by kohya module (``{original path: [values of its parts]}``)."""
+    groups: dict[str, dict[int, Any]] = {}
+    parts_of: dict[str, tuple[str, ...] | None] = {}
+    for module, value in modules.items():
+        target, index, parts = original_path(family, module)
+        groups.setdefault(target, {})[index] = value
+        parts_of[target] = parts
+    for target, members in groups.items():
+        parts = parts_of[target]
+        if parts and len(members) != len(parts):
+            missing = [p for i, p in enumerate(parts) if i not in members]
+            raise ValueError(f"task.save_format='kohya': {target} is one module in kohya's {family} layout, fused from "
+                             f"{list(parts)}; the LoRA lacks {missing}: add them to task.lora.targets or use "
+                             "save_format='diffusers'")  # fmt: skip
+    return {target: [members[i] for i in sorted(members)] for target, members in groups.items()}
+
+
+def check_kohya_layout(model: Any, family: str) -> None:
+    """Before training: every LoRA module of ``model`` (peft-injected) has a kohya name and one alpha."""
+    lora_scale(model.peft_config["default"])
+    kohya_modules({n: n for n, m in model.named_modules() if hasattr(m, "lora_A")}, family)
+
+
+def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
+    scale = lora_scale(config)
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".lora_")
+        modules.setdefault(module, {})[kind.split(".")[0]] = value
+    out: dict[str, torch.Tensor] = {}
+    for target, ordered in kohya_modules(modules, family).items():
+        down = torch.cat([m["A"] for m in ordered])
+        up = torch.block_diag(*[m["B"] for m in ordered])
+        stem = "lora_unet_" + target.replace(".", "_")
+        out[f"{stem}.lora_down.weight"], out[f"{stem}.lora_up.weight"] = down, up
+        out[f"{stem}.alpha"] = torch.tensor(scale * down.shape[0])
+        if "magnitude_vector" in ordered[0]:
+            out[f"{stem}.dora_scale"] = torch.cat([m["magnitude_vector"] for m in ordered]).reshape(-1, 1)
+    return out
