@@ -18,8 +18,9 @@ from tests.test_diffusion_task import ROOT, photos, pipeline_dir, run, videos
 
 CONFIGS = sorted((ROOT / "configs" / "diffusion").glob("*.py"))
 #: recipe-example configs of families with an LR grid (tools/show_lr.py) but no training path yet (issue 21, item 6)
-GRID_ONLY = {"hunyuan_video_lora", "ltx2_video_lora", "qwen_image_lora"}
+GRID_ONLY = {"ltx2_video_lora"}  # LTX-2 (LTX2Pipeline, audio + video)
 TRAINABLE = [p for p in CONFIGS if p.stem not in GRID_ONLY]
+VIDEO_FAMILIES = {"wan", "wan22", "ltx_video", "hunyuan_video"}  # trained on 5-frame clips
 
 
 def tiny_family(cfg) -> str:
@@ -29,11 +30,14 @@ def tiny_family(cfg) -> str:
 
 
 def one_step_options(family: str) -> list[str]:
-    video = family.startswith("wan")
-    data = ["data.train.resolution=(16,16)", "data.train.num_frames=5"] if video else ["data.train.resolution=32"]
+    video = family in VIDEO_FAMILIES
+    side = 16 if family.startswith("wan") else 32  # LTX-Video's pipeline asks for multiples of 32 px
+    data = (
+        [f"data.train.resolution=({side},{side})", "data.train.num_frames=5"] if video else ["data.train.resolution=32"]
+    )
     return [f"model.pretrained={pipeline_dir(family)}", f"data_root={videos() if video else photos()}",
             "model.dtype=float32", "train.max_steps=1", "train.batch_size=1", "train.grad_accum=1",
-            "train.progress=False", "train.tensorboard=False", "train.fsdp=False", "task.cache_dir=None", "task.samples.steps=1",
+            "train.progress=False", "train.tensorboard=False", "train.fsdp=False", "task.cache_dir=None", "task.samples.steps=2",
             "task.samples.seeds=[0]", "schedule.warmup_steps=0", *data]  # fmt: skip
 
 

@@ -85,6 +85,16 @@ def check_sizes(ds: Any, pipe: Any, family: Family, vae_factor: int) -> None:
     if family.video != hasattr(ds, "num_frames"):
         want = "captioned_videos" if family.video else "captioned_images"
         raise ValueError(f"data.train: {family.name} trains on {want}, got {type(ds).__name__}")
-    t = getattr(pipe, "vae_scale_factor_temporal", None)
+    t = family.vae_factors(pipe)[1]
     if family.video and t and (ds.num_frames - 1) % t:
         raise ValueError(f"data.num_frames={ds.num_frames}: the VAE needs 1 + a multiple of {t} frames (e.g. {t + 1})")
+
+
+def check_sample_steps(samples: dict[str, Any], pipe: Any) -> None:
+    """A scheduler that stretches its sigmas to ``shift_terminal`` (Qwen-Image, LTX-Video) needs 2 steps or more:
+    with one, the stretch divides 0 by 0 (Qwen-Image's samples come out NaN, LTX-Video's call fails)."""
+    terminal = pipe.scheduler.config.get("shift_terminal")
+    steps = samples.get("steps", 20)
+    if samples.get("prompts") and terminal and int(steps) < 2:
+        raise ValueError(f"task.samples.steps={steps}: this pipeline's scheduler stretches its sigmas to "
+                         f"shift_terminal={terminal}, which takes 2 steps or more; set task.samples.steps >= 2")  # fmt: skip

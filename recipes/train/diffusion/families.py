@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from recipes.train.diffusion.families_more import MORE_FAMILIES
 from recipes.train.diffusion.family import Family, denoiser_config
 
 __all__ = ["FAMILIES", "Family", "denoiser_config", "family_of", "family_of_preset"]
@@ -324,9 +325,8 @@ class PixArtSigma(Family):
                 "prompt": None}  # fmt: skip
 
 
-FAMILIES: dict[str, Family] = {
-    f.name: f for f in (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert(), PixArtSigma())
-}
+_FAMILIES = (SD15(), SDXL(), SD3(), Flux(), Flux2(), Chroma(), ZImage(), Wan(), WanExpert(), PixArtSigma())
+FAMILIES: dict[str, Family] = {f.name: f for f in (*_FAMILIES, *MORE_FAMILIES)}
 BY_PIPELINE = {p: f for f in FAMILIES.values() for p in f.pipelines}
 BY_PRESET = {p: f for f in FAMILIES.values() for p in f.presets}
 

@@ -28,9 +28,30 @@ class Family:
     lora_save_key = "transformer_lora_layers"
     pack = 1  # latent patches folded into channels before the denoiser (Flux: 2x2); sizes must divide by it
     negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
+    sample_options: dict[str, Any] = {}  # further ``__call__`` arguments of the sample grids
+    guidance_argument = "guidance_scale"  # the ``__call__`` argument ``task.samples.guidance_scale`` sets
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def vae_factors(self, pipe: Any) -> tuple[int, int | None]:
+        """The VAE's spatial and (video) temporal compression, under the names the pipeline gives them."""
+        spatial = getattr(pipe, "vae_scale_factor_spatial", 0) or getattr(pipe, "vae_spatial_compression_ratio", 0)
+        temporal = getattr(pipe, "vae_scale_factor_temporal", None) or getattr(
+            pipe, "vae_temporal_compression_ratio", None
+        )
+        return int(spatial or pipe.vae_scale_factor), temporal
+
+    def latent_params(self, vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """What the latent cache stores for ``pixels``: the VAE's latent distribution (mean and log-variance
+        stacked on channels, as diffusers' ``DiagonalGaussianDistribution`` holds them)."""
+        return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
+
+    def sample_latents(self, params: torch.Tensor, generator: Any = None) -> torch.Tensor:
+        """A latent drawn from ``latent_params``' output (a deterministic VAE: the latent itself)."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        return DiagonalGaussianDistribution(params).sample(generator)
 
     def normalize(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
         c = vae.config

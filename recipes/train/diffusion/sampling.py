@@ -31,8 +31,9 @@ def sample_call_kwargs(task: Any, prompt: str, device: torch.device) -> dict[str
         kw.update({f"negative_{k}": v for k, v in neg.items()})
     size = task.sample_size()
     kw.update(num_inference_steps=int(s.get("steps", 20)), height=size[0], width=size[1], output_type="np")
+    kw.update(fam.sample_options)
     if "guidance_scale" in s:
-        kw["guidance_scale"] = float(s["guidance_scale"])
+        kw[fam.guidance_argument] = float(s["guidance_scale"])
     if fam.video:
         kw["num_frames"] = int(s.get("num_frames", task.train_frames()))
     return kw

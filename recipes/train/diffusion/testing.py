@@ -18,7 +18,10 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "wan22", "pixart")
+from recipes.train.diffusion.testing_more import MORE_TEST_FAMILIES, build_more
+
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "wan22", "pixart",
+            *MORE_TEST_FAMILIES)  # fmt: skip
 _WORDS = ("a photo of the cat dog coffee cup astronaut woman man rocket red blue green small big sitting on table "
           "in space with hat style painting portrait close up sks person camera grass white black brown").split()  # fmt: skip
 
@@ -293,6 +296,8 @@ def build_test_pipeline(family: str, seed: int = 0) -> Any:
         return _wan22()
     if family == "pixart":
         return _pixart_sigma()
+    if family in MORE_TEST_FAMILIES:
+        return build_more(family)
     tok = t5_tokenizer()
     tr = d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16,
                                  out_channels=16, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)  # fmt: skip

@@ -37,6 +37,7 @@ from recipes.train.diffusion.checks import (
     check_lora,
     check_numbers,
     check_preset,
+    check_sample_steps,
     check_sizes,
     guidance_for,
     report_data,
@@ -145,9 +146,10 @@ class DiffusionTask(Task):
             self.family: Family = family_of(type(self.pipe).__name__, f"model.pretrained={m['pretrained']!r}")
             self.family = self.family.for_pipeline(self.pipe, self.expert)
             check_preset(m.get("preset"), self.family, self.pipe)
-            self.vae_factor = int(getattr(self.pipe, "vae_scale_factor_spatial", 0) or self.pipe.vae_scale_factor)
+            self.vae_factor = self.family.vae_factors(self.pipe)[0]
             self.objective = self._objective()
             self.guidance_scale = guidance_for(self.guidance_scale, self.pipe, self.family)
+            check_sample_steps(self.samples, self.pipe)
             for name, module in self.pipe.components.items():
                 if isinstance(module, nn.Module) and name != self.family.denoiser:
                     module.requires_grad_(False).eval()
@@ -218,7 +220,8 @@ class DiffusionTask(Task):
         text = self.objective.describe()
         if getattr(self.objective, "dynamic", False):  # mu at the first training size's token count, as the loss has it
             h, w = self.train_targets[0]
-            z = torch.zeros(1, self.pipe.vae.config.latent_channels, h // self.vae_factor, w // self.vae_factor)
+            c = self.pipe.vae.config  # AutoencoderKL: latent_channels; the Wan / Qwen-Image VAEs: z_dim
+            z = torch.zeros(1, c.get("latent_channels") or c["z_dim"], h // self.vae_factor, w // self.vae_factor)
             model = getattr(self.pipe, self.family.denoiser)
             text = self.objective.describe(self.family.image_seq_len(self.family.normalize(self.pipe.vae, z), model))
         guidance = "none" if self.guidance_scale is None else f"{self.guidance_scale:g} (denoiser guidance input)"
@@ -250,16 +253,13 @@ class DiffusionTask(Task):
     @torch.no_grad()
     def latent_params(self, pixels: torch.Tensor) -> torch.Tensor:
         """The VAE's latent distribution (mean and log-variance stacked on channels), as diffusers stores it."""
-        vae = self.pipe.vae
-        return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
+        return self.family.latent_params(self.pipe.vae, pixels)
 
     def latents(self, batch: dict[str, Any], device: torch.device, generator: Draw = None) -> torch.Tensor:
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
         if "latent" not in batch:  # cached latents: the VAE stays where the cache left it (the CPU)
             self._encoders_to(device)
         params = batch["latent"].to(device) if "latent" in batch else self.latent_params(batch["pixels"].to(device))
-        x0 = DiagonalGaussianDistribution(params).sample(generator)
+        x0 = self.family.sample_latents(params, generator)
         return self.family.normalize(self.pipe.vae, x0)
 
     def conditions(self, batch: dict[str, Any], device: torch.device, drop: torch.Tensor) -> dict[str, torch.Tensor]:
