@@ -964,3 +964,211 @@ def test_voc2coco_refuses_inverted_nan_and_outside_boxes(tmp_path, capsys, box, 
     out = tmp_path / "coco"
     assert voc2coco.main(["csv", str(labels), "--images", str(images), "--out", str(out)]) == 2
     assert expected in one_error_line(capsys.readouterr().err) and not out.exists()
+
+
+# ---------------------------------------------------------------------------- issue 23, the rest: crafted checkpoints
+@pytest.fixture(scope="module")
+def one_step_checkpoint(tmp_path_factory) -> dict:
+    """The entries of a real checkpoint tools/train.py wrote after one step."""
+    work_dir = tmp_path_factory.mktemp("one_step") / "wd"
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    return torch.load(work_dir / "checkpoints" / "step_0000001.pt", weights_only=True)
+
+
+def _crafted(good: dict, case: str):
+    ckpt = copy.deepcopy(good)
+    first = next(iter(ckpt["optimizer"]["state"]))
+    if case == "not_a_dict":
+        return [ckpt["model"]]
+    if case == "step_text":
+        ckpt["step"] = "abc"
+    elif case == "optimizer_number":
+        ckpt["optimizer"] = 5
+    elif case == "optimizer_state_list":
+        ckpt["optimizer"]["state"] = []
+    elif case == "moment_of_another_shape":
+        ckpt["optimizer"]["state"][first]["exp_avg"] = torch.zeros(7)
+    elif case == "fewer_groups":
+        ckpt["optimizer"]["param_groups"] = ckpt["optimizer"]["param_groups"][:1]
+    elif case == "rng_empty":
+        ckpt["rng"] = []
+    elif case == "rng_damaged":
+        ckpt["rng"] = [{"python": 1}]
+    elif case == "best_short":
+        ckpt["best"] = [1.0]
+    elif case == "weight_text":
+        ckpt["model"]["cls_token"] = "x"
+    elif case == "weight_integer":
+        ckpt["model"]["cls_token"] = ckpt["model"]["cls_token"].long()
+    elif case == "class_names_number":
+        ckpt["class_names"] = 5
+    elif case == "task_number":
+        ckpt["task"] = 5
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("not_a_dict", "expected a dict of tensors, got list"),
+        ("step_text", "entry 'step' must be a whole number >= 0, found str 'abc'"),
+        ("optimizer_number", "entry 'optimizer' must be a dict with 'state'"),
+        ("optimizer_state_list", "entry 'optimizer' must be a dict with 'state'"),  # was exit 4
+        ("moment_of_another_shape", "optimizer.state[0]['exp_avg']\" must be of the parameter's shape (1, 1, 32)"),
+        ("fewer_groups", "its optimizer holds 1 groups of [3] parameters, this config builds 8"),
+        ("rng_empty", "entry 'rng' must be a non-empty list"),  # was exit 4
+        ("rng_damaged", "entry 'rng' (the generator states) is damaged"),
+        ("best_short", "entry 'best' must be None or [score, epoch, 'model' or 'ema']"),  # was exit 4
+        ("weight_text", "entry \"model['cls_token']\" must be a tensor, found str 'x'"),
+        ("weight_integer", "'cls_token' is a torch.int64 tensor where the model holds torch.float32"),  # was cast
+        ("class_names_number", "entry 'class_names' must be a list of strings, found int 5"),  # was accepted
+        ("task_number", "entry 'task' must be a dict (or None), found int 5"),
+    ],
+)
+def test_crafted_checkpoint_entries_are_one_error_line_naming_the_entry(
+    tmp_path, capsys, one_step_checkpoint, case, expected
+):
+    """Entries of the wrong type or shape (t06, t08): exit 2 naming the file and the entry; nothing written."""
+    path = tmp_path / f"{case}.pt"
+    torch.save(_crafted(one_step_checkpoint, case), path)
+    capsys.readouterr()
+    assert train_cli(tmp_path / "wd", "train.max_steps=2", resume=str(path)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert expected in line and str(path) in line, line
+    assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_crafted_class_names_are_refused_by_every_reader(tmp_path, one_step_checkpoint):
+    """detect / track / export_diffusion read weights through read_checkpoint: the same checks."""
+    from recipes.train.checkpoint import read_checkpoint
+
+    path = tmp_path / "names.pt"
+    torch.save(_crafted(one_step_checkpoint, "class_names_number"), path)
+    with pytest.raises(BadInput, match=r"entry 'class_names' must be a list of strings"):
+        read_checkpoint(path)
+    torch.save({**one_step_checkpoint, "rng": "x"}, path)  # a training entry: only resume reads it
+    assert read_checkpoint(path)["class_names"] == one_step_checkpoint["class_names"]
+
+
+# ---------------------------------------------------------------------------- issue 23, the rest: disk, folders, sizes
+@pytest.mark.parametrize("which", ["step_0000002.pt", "last"])
+def test_disk_full_mid_run_is_one_line_and_the_resume_point_is_intact(tmp_path, capsys, which):
+    """A real ENOSPC through tools/train.py: the checkpoint (or the `last` pointer, exit 4 before) lands on /dev/full."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    work_dir = tmp_path / "wd"
+    assert train_cli(work_dir, "train.max_steps=1") == 0
+    before = (work_dir / "checkpoints" / "step_0000001.pt").read_bytes()
+    (work_dir / "checkpoints" / f"{which}.tmp").symlink_to("/dev/full")  # kept at start: a link is not ours
+    capsys.readouterr()
+    assert train_cli(work_dir, "train.max_steps=3", "train.ckpt_every=1", resume=str(work_dir)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot write {work_dir / 'checkpoints' / which}: the disk is full" in line
+    assert (work_dir / "checkpoints" / "step_0000001.pt").read_bytes() == before
+    assert (work_dir / "checkpoints" / "last").read_text() == "step_0000001.pt"
+
+
+def test_disk_full_anywhere_else_is_bad_input_not_a_bug(capsys):
+    import errno
+
+    from recipes.train.errors import cli
+
+    def log_write() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/a/train_log.csv")
+
+    assert cli(log_write)() == 2
+    assert "cannot write /runs/a/train_log.csv: the disk is full" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("tool", ["train", "voc2coco", "show_lr", "detect"])
+def test_dangling_link_as_the_output_folder_is_one_error_line(tmp_path, capsys, tool):
+    """Each tool's output folder given as a link to nowhere (it was exit 4, FileExistsError, in three of them)."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone")
+    if tool == "train":
+        code, option = train_cli(out, "train.max_steps=1"), "--work-dir"
+    elif tool == "voc2coco":
+        images, labels = _raccoon_like(tmp_path)
+        code, option = voc2coco.main(["csv", str(labels), "--images", str(images), "--out", str(out)]), "--out"
+    elif tool == "show_lr":
+        code, option = show_lr.main([DEFAULT, "--out-dir", str(out), "--cfg-options", *TINY]), "--out-dir"
+    else:
+        (img,) = photos(tmp_path, n=1)
+        argv = [str(ROOT / "configs" / "rfdetr_ft.py"), str(tmp_path / "none.pt"), str(img), "--out-dir", str(out)]
+        code, option = detect.main(argv), "--out-dir"
+    assert code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{option} {str(out)!r} is a link to {str(tmp_path / 'gone')!r}, which does not exist" in line
+    assert out.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_syntax_error_in_a_base_config_names_that_file(tmp_path, capsys):
+    base, top = tmp_path / "base.py", tmp_path / "top.py"
+    base.write_text('model = dict(type="timm"\n')
+    top.write_text('_base_ = "./base.py"\n')
+    assert train_cli(tmp_path / "wd", config=str(top)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"config {base}:1: syntax error: '(' was never closed" in line and "<unknown>" not in line
+
+
+@pytest.mark.parametrize("value", [0, -64, 2.5, True])
+def test_image_sizes_zero_or_negative_name_the_key(tmp_path, value):
+    """Classification (timm's img_size), detection (RF-DETR's resolution, the COCO split's size), tracking."""
+    from transformers import VideoMAEConfig
+
+    from recipes.train.data.coco_detection import CocoDetection
+    from recipes.train.models.rfdetr import build_rfdetr_wrapper
+    from recipes.train.models.timm import build_timm_model
+    from recipes.train.models.tracker import VideoMAETracker
+
+    with pytest.raises(ValueError, match=r"model.img_size must be a whole number > 0"):
+        build_timm_model("vit_tiny_patch16_224", img_size=value, depth=1)
+    with pytest.raises(ValueError, match=r"model.resolution must be a whole number > 0"):
+        build_rfdetr_wrapper("nano", resolution=value)
+    ann = tmp_path / "_annotations.coco.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0, "name": "cat"}]}))
+    with pytest.raises(ValueError, match=r"data.size must be a whole number > 0 .* by default model.resolution"):
+        CocoDetection(ann, size=value)
+    config = VideoMAEConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1,
+                            patch_size=14, num_frames=2, tubelet_size=2)  # fmt: skip
+    with pytest.raises(ValueError, match=r"task.template_size must be a whole number > 0"):
+        VideoMAETracker(config, value, 28)
+
+
+def test_detection_resolution_zero_is_named_before_the_model_is_built(tmp_path, capsys):
+    images, labels = _raccoon_like(tmp_path)
+    assert voc2coco.main(["csv", str(labels), "--images", str(images), "--out", str(tmp_path / "coco" / "train")]) == 0
+    config = str(ROOT / "configs" / "rfdetr_ft.py")
+    root = f"data_root={tmp_path / 'coco'}"
+    argv = [config, "--work-dir", str(tmp_path / "wd"), "--cfg-options", root, "model.resolution=0"]
+    assert train_tool.main(argv) == 2  # was a two-error pydantic dump that named no key
+    assert "model.resolution must be a whole number > 0 (the square input side in pixels), got 0" in one_error_line(
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("size", [("0", "300"), ("451", "nan"), ("-451", "300"), ("451.5", "300")])
+@pytest.mark.parametrize("source", ["csv", "xml"])
+def test_voc2coco_image_size_zero_negative_or_nan_is_named(tmp_path, capsys, size, source):
+    """A width of 0 skipped the outside-the-image check and wrote the box; NaN in xml was a bare float error."""
+    images, labels = _raccoon_like(tmp_path)
+    name = labels.read_text().splitlines()[1].split(",")[0]
+    if source == "csv":
+        rows = labels.read_text().splitlines()
+        rows[1] = ",".join([name, *size, "cat", "10", "20", "200", "250"])
+        labels.write_text("\n".join(rows) + "\n")
+        argv = ["csv", str(labels)]
+    else:
+        (tmp_path / "xml").mkdir()
+        (tmp_path / "xml" / "a.xml").write_text(
+            f"<annotation><filename>{name}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+            "</size><object><name>cat</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>200</xmax><ymax>250</ymax>"
+            "</bndbox></object></annotation>"
+        )
+        argv = ["xml", str(tmp_path / "xml")]
+    out = tmp_path / "coco"
+    assert voc2coco.main([*argv, "--images", str(images), "--out", str(out)]) == 2
+    assert f"width/height must be whole numbers > 0, got {size[0]!r}, {size[1]!r}" in one_error_line(
+        capsys.readouterr().err
+    )
+    assert not out.exists()

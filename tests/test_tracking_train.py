@@ -95,12 +95,12 @@ def test_track_tool_on_video_frames_and_eval(run, tmp_path):
     vw.release()
     out = tmp_path / "v"
     assert track_tool.main([str(cfg_path), best, "--video", str(video), "--init", "6,14,12,10", "--out", str(out)]) == 0
-    assert len((out / "boxes.txt").read_text().splitlines()) == 6 and (out / "track.mp4").stat().st_size > 0
+    assert len((out / "boxes.txt").read_text().splitlines()) == 6 and (out / "track.gif").stat().st_size > 0
     write_frames(tmp_path / "frames", frames)
     out2 = tmp_path / "mil"
     assert track_tool.main([str(cfg_path), "--tracker", "opencv_mil", "--frames", str(tmp_path / "frames"),
-                            "--init", "6,14,12,10", "--out", str(out2), "--gif"]) == 0  # fmt: skip
-    assert (out2 / "track.gif").is_file()
+                            "--init", "6,14,12,10", "--out", str(out2), "--format", "mp4"]) == 0  # fmt: skip
+    assert (out2 / "track.mp4").is_file()
     assert track_tool.main([str(cfg_path), best, "--eval", "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["frames"] == 7
     assert (tmp_path / "e" / "success_plot.png").is_file() and (tmp_path / "e" / "v.txt").is_file()

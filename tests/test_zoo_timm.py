@@ -296,8 +296,44 @@ def test_a_module_added_to_a_timm_vit_is_named_and_timms_own_keep_parity():
     theirs = timm_per_param(model)
     own = [n for n in theirs if not n.startswith("extra.")]
     assert len(own) == 152 and {n: ours[n] for n in own} == {n: theirs[n] for n in own}  # timm's parity
-    info = resolve_adapter(model, "timm").describe(model).params["extra.weight"]  # timm's own rule, by name
-    assert (info.layer_id, info.component) == (13, "head")
+    assert resolve_adapter(model, "timm").describe(model).unmatched == ["extra.weight", "extra.bias"]  # by name too
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [("resnet18", "extra"), ("convnext_tiny", "extra"), ("efficientnet_b0", "extra"), ("resnet18", "layer4.extra")],
+)
+def test_a_module_added_to_any_timm_model_is_named_and_timms_own_keep_parity(name, where):
+    """auto on a CNN (the generic adapter): what timm's group_matcher leaves to the head and timm's own
+    architecture does not have is named (timm puts it in the head group at full LR, unsaid)."""
+    model = meta_model(name)
+    parent = model.get_submodule(where.rpartition(".")[0])
+    with torch.device("meta"):
+        parent.add_module(where.rpartition(".")[2], torch.nn.Linear(8, 3))
+    assert resolve_adapter(model).name == "timm"
+    added = [f"{where}.weight", f"{where}.bias"]
+    with pytest.raises(ValueError, match=rf"timm: 2 trainable parameters .* \(e.g. '{added[0]}', '{added[1]}'\)"):
+        build_param_groups(model, dict(type="layer_decay", lr=1.0, decay=0.5))
+    strategy = dict(type="layer_decay", lr=1.0, decay=DECAY, weight_decay=WEIGHT_DECAY, on_unmatched="default")
+    with pytest.warns(UserWarning, match=rf"'{added[0]}', '{added[1]}'\); they get the default LR"):
+        groups = build_param_groups(model, strategy)
+    ours, theirs = _per_param(groups), timm_per_param(model)
+    own = [n for n in theirs if n not in added]
+    assert {n: ours[n] for n in own} == {n: theirs[n] for n in own}  # timm's parity on timm's own
+    assert theirs[added[0]][0] == 1.0 and ours[added[0]][0] == 1.0  # timm: the head's scale; here: said, base LR
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("convnext_tiny", dict(head_norm_first=True)), ("resnet18", dict(num_classes=0, stem_type="deep")),
+     ("levit_128", dict(distilled=False)), ("efficientnet_b0", dict(num_classes=3))],
+)  # fmt: skip
+def test_options_of_timms_own_architectures_are_never_taken_for_added_modules(name, options):
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = timm.create_model(name, **options)
+    assert resolve_adapter(model).describe(model).unmatched == []
+    assert differences(model) == []
 
 
 def test_a_subclass_of_a_timm_vit_class_goes_to_timm_vit_and_other_timm_models_to_timm():

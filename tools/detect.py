@@ -39,6 +39,7 @@ from recipes.train.checkpoint import read_checkpoint  # noqa: E402
 from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
 from recipes.train.run_log import per_second  # noqa: E402
+from recipes.train.workdir import check_output_folder  # noqa: E402
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
@@ -115,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput(f"--out-dir {args.out_dir!r} is a file, not a folder; give a folder for the drawings")
+    out_dir = check_output_folder(args.out_dir, "--out-dir")
 
     from PIL import Image
 

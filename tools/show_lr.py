@@ -49,6 +49,7 @@ from recipes.schedules import build_schedule  # noqa: E402
 from recipes.train.build import RunPlan, prepare_run  # noqa: E402
 from recipes.train.config import load_config, world_size  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from recipes.train.workdir import check_output_folder  # noqa: E402
 
 DEFAULT_STRATEGY = '{"type": "layer_decay", "lr": 1e-3, "decay": 0.75, "weight_decay": 0.05}'
 DEFAULT_SCHEDULE = '{"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.01}'
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_lr_grid(groups, model, title=Path(args.config).stem, mmap=mmap))
     for line in plan.freeze.describe():
         print(f"[freeze] {line}")
-    out = output_paths(Path(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr"),
+    out = output_paths(check_output_folder(args.out_dir or Path("work_dirs") / Path(args.config).stem / "show_lr",
+                                           "--out-dir"),
                        report_names(args.csv, args.per_param))  # fmt: skip
     rows = lr_table(groups, plan.schedule, every=max(1, total // 400))
     plot_lr(rows, str(out["lr_schedule.png"]), title=f"{Path(args.config).stem}: {len(groups)} groups, {total} steps")

@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.train.errors import BadInput, cli  # noqa: E402
+from recipes.train.workdir import check_output_folder  # noqa: E402
 
 ANN_NAME = "_annotations.coco.json"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -57,6 +58,17 @@ def _box(where: str, xmin: Any, ymin: Any, xmax: Any, ymax: Any) -> list[float]:
     return [x0 - 1.0, y0 - 1.0, x1 - x0 + 1.0, y1 - y0 + 1.0]
 
 
+def _size(where: str, width: Any, height: Any) -> dict[str, int]:
+    """The image's width and height: whole numbers > 0 (a box is checked against them)."""
+    try:
+        size = {"width": float(width), "height": float(height)}
+    except (TypeError, ValueError):
+        size = {}
+    if not size or not all(math.isfinite(v) and v >= 1 and v == int(v) for v in size.values()):
+        raise ValueError(f"{where}: width/height must be whole numbers > 0, got {width!r}, {height!r}")
+    return {k: int(v) for k, v in size.items()}
+
+
 def _text(node: ET.Element, path: str, where: str) -> str:
     found = node.find(path)
     if found is None or found.text is None or not found.text.strip():
@@ -73,8 +85,7 @@ def read_voc_xml(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, list
         raise ValueError(f"{path}: not a valid xml file ({e})") from None
     image = {
         "file_name": safe_image_name(_text(root, "filename", str(path)), str(path)),
-        "width": int(float(_text(root, "size/width", str(path)))),
-        "height": int(float(_text(root, "size/height", str(path)))),
+        **_size(str(path), _text(root, "size/width", str(path)), _text(root, "size/height", str(path))),
     }
     boxes = []
     for k, obj in enumerate(root.findall("object")):
@@ -100,13 +111,7 @@ def read_box_csv(path: str | Path) -> list[tuple[dict[str, Any], list[tuple[str,
             where = f"{path}:{line}"
             name = safe_image_name(row["filename"], where)
             if name not in images:
-                try:
-                    size = {"width": int(float(row["width"])), "height": int(float(row["height"]))}
-                except ValueError:
-                    raise ValueError(
-                        f"{where}: width/height must be numbers, got {row['width']!r}, {row['height']!r}"
-                    ) from None
-                images[name] = ({"file_name": name, **size}, [])
+                images[name] = ({"file_name": name, **_size(where, row["width"], row["height"])}, [])
             images[name][1].append((row["class"], _box(where, row["xmin"], row["ymin"], row["xmax"], row["ymax"])))
     return list(images.values())
 
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", default=None, help="xml only: a VOC ImageSets file of ids to convert")
     ap.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     args = ap.parse_args(argv)
+    check_output_folder(args.out, "--out")  # before anything is read or written
 
     if args.format == "xml":
         src = Path(args.source)

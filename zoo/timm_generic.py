@@ -18,6 +18,13 @@ What this adapter adds on top of timm's ids:
   ``ffn`` (``mlp``, ``ffn``, layer scale 2), ``downsample`` (``downsample``, ``reduction``,
   ``transition``...), ``conv`` (``conv*``, ``dw``, ``pw``...); whatever is left is ``block``;
 * stacks: one per block section, so ``component_depth`` counts depth over timm's own blocks;
+* a parameter the architecture does not have is named: where timm's ``group_matcher`` matches no regex
+  (timm puts the name in the head group), the name must be one of ``timm.create_model(<architecture>)``'s
+  own (built once on meta, indices masked), sit in a module that is an empty placeholder there
+  (``Identity``), or under the classifier's module (a replaced head); anything else (a module a user
+  added to the model) is unmatched: an error naming it, a warning with ``on_unmatched="default"``. A model
+  not built by ``timm.create_model`` (no ``pretrained_cfg["architecture"]``) has nothing to compare with,
+  and keeps timm's rule;
 * no weight decay exactly as timm: names in ``model.no_weight_decay()`` (fnmatch patterns); the
   engine adds 1-D tensors and biases. The generic name rules (``rel_pos``, ``pos_embed``...) are not
   applied, because timm decays e.g. ``attn.rel_pos.mlp.fc1.weight`` and Hiera's ``pos_embed_win``.
@@ -26,6 +33,7 @@ What this adapter adds on top of timm's ids:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -213,6 +221,45 @@ def timm_grouping(model: nn.Module, names: list[str]) -> dict[str, Placement]:
     return out
 
 
+def _masked(name: str) -> str:
+    return re.sub(r"(?<![^.])\d+(?![^.])", "#", name)
+
+
+@functools.lru_cache(maxsize=64)
+def _architecture_names(architecture: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(parameter names, modules without parameters of their own) of ``timm.create_model(architecture)``,
+    indices masked; built on meta, once per architecture. None where timm cannot build it by that name."""
+    import warnings
+
+    import timm
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            ref = timm.create_model(architecture)
+    except Exception:  # noqa: BLE001 - a model registered outside timm, or one that needs arguments
+        return None
+    params = frozenset(_masked(n) for n, _ in ref.named_parameters())
+    empty = frozenset(_masked(n) for n, m in ref.named_modules() if n and next(m.parameters(False), None) is None)
+    return params, empty
+
+
+def timm_own_names(model: nn.Module) -> Callable[[str], bool] | None:
+    """Whether a parameter name is one of the timm architecture's own (see the module docstring), or None
+    where the model was not built by ``timm.create_model`` and there is nothing to compare with."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    architecture = cfg.get("architecture") if isinstance(cfg, dict) else None
+    known = _architecture_names(architecture) if isinstance(architecture, str) else None
+    if known is None:
+        return None
+    params, empty = known
+    classifier = cfg.get("classifier")
+    classifier = [classifier] if isinstance(classifier, str) else list(classifier or ())
+    heads = tuple(f"{c.split('.')[0]}." for c in classifier)
+    return lambda n: n.startswith(heads) or _masked(n) in params or _masked(n.rpartition(".")[0]) in empty
+
+
 def no_weight_decay_matcher(model: nn.Module) -> Callable[[str], bool]:
     """``name in model.no_weight_decay()``, with timm's fnmatch wildcards."""
     patterns = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
@@ -273,10 +320,14 @@ class Timm(Adapter):
         unmatched: list[str] = []
         comp_cache: dict[tuple[str, str], str | None] = {}
         head_id = 0
+        own = None if self._components else timm_own_names(base)  # a table names what it does not know itself
         for n in names:
             lid, s, joined, template = placed[n]
             if lid > head_id:
                 head_id = lid
+            if s == HEAD and own is not None and not own(n):  # timm would put it in the head group, unsaid
+                unmatched.append(n)
+                continue
             comp = comp_cache.get((template, s), "?")
             if comp == "?":
                 comp = comp_cache[(template, s)] = self.component(n, s)

@@ -7,7 +7,8 @@ and no weight decay are the generic ``timm`` adapter's (the model's own ``group_
 the final ``norm`` joins the last block, ``fc_norm`` / ``head`` -> the last id).
 What this adapter adds is an explicit component table: a parameter it does not name (a module a
 user added to the model) is unmatched, an error by default (``on_unmatched="default"``: a warning
-naming it, and the base LR), where ``timm`` would put it in ``head``. ``adapter="auto"`` gives it
+naming it, and the base LR), where timm itself would put it in ``head`` (the generic ``timm`` adapter
+names such a parameter by comparing with the architecture's own, built on meta). ``adapter="auto"`` gives it
 every instance of these classes (and of their subclasses): both it and the generic ``timm`` claim
 them, and the more specific adapter wins.
 """

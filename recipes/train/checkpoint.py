@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recipes.train.checkpoint_entries import check_training_entries, check_weights_entries
 from recipes.train.errors import BadInput
 
 LAST = "last"  # text file in the checkpoint folder naming the newest complete checkpoint
@@ -66,7 +67,16 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], path: Any = "checkpoint") -> None:
+    """Restore :func:`rng_state`; a damaged entry is a :class:`BadInput` naming ``path``."""
+    try:
+        _set_rng_state(state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise BadInput(f"checkpoint {str(path)!r}: entry 'rng' (the generator states) is damaged ({type(e).__name__}: "
+                       f"{e}); resume from another checkpoint") from None  # fmt: skip
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
@@ -108,11 +118,17 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     except BaseException as e:
         tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
         if _disk_full(e):
-            free = shutil.disk_usage(path.parent).free / 2**20
-            raise BadInput(f"cannot write {path}: the disk is full ({free:.0f} MB free); nothing was replaced and the "
-                           "earlier checkpoints are intact: free some space, then run again with --resume") from None  # fmt: skip
+            raise _disk_full_error(path) from None
         raise
     _replace_durably(tmp, path)
+
+
+def _disk_full_error(path: Path) -> BadInput:
+    free = shutil.disk_usage(path.parent).free / 2**20
+    return BadInput(
+        f"cannot write {path}: the disk is full ({free:.0f} MB free); nothing was replaced and the "
+        "earlier checkpoints are intact: free some space, then run again with --resume"
+    )
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -130,8 +146,10 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if _disk_full(e):
+            raise _disk_full_error(path) from None
         raise
     _replace_durably(tmp, path)
 
@@ -253,6 +271,7 @@ def read_checkpoint(path: str | Path, ema: bool = False, what: str = "checkpoint
     if isinstance(state.get("module"), dict):  # an EMA wrapper's own state dict
         state = state["module"]
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    check_weights_entries(ckpt, state, path)
     return {**ckpt, "model": state, "path": str(path)}
 
 
@@ -269,11 +288,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     if "step" not in ckpt:
         raise BadInput(f"checkpoint {str(path)!r} was not written by tools/train.py (no 'model'/'step' entries)")
+    check_training_entries(ckpt)
     return ckpt
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, saved_model_cfg: Any) -> None:
-    """``load_state_dict(strict=True)``; a mismatch says which model the checkpoint came from."""
+    """``load_state_dict(strict=True)``; a mismatch says which model the checkpoint came from.
+
+    A tensor whose kind differs (integer weights for a floating parameter) is refused too: torch would cast it.
+    """
+    own = model.state_dict()
+    for name, value in state.items():
+        if name in own and value.is_floating_point() != own[name].is_floating_point():
+            raise BadInput(f"checkpoint {where!r}: {name!r} is a {value.dtype} tensor where the model holds "
+                           f"{own[name].dtype}; the file is damaged or belongs to another model")  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

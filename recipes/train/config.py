@@ -5,6 +5,7 @@ The whole config is checked by :func:`recipes.train.config_check.check_config` b
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.machinery
 import importlib.util
@@ -68,8 +69,8 @@ def _read_config_file(path: Path) -> Config:
     try:
         cfg = Config.fromfile(str(path), import_custom_modules=False)
     except SyntaxError as e:
-        where = f"{e.filename}:{e.lineno}" if e.lineno else str(path)
-        raise BadInput(f"config {where}: syntax error: {e.msg}") from None
+        where, msg = _syntax_error_in(path) or (f"{e.filename}:{e.lineno}" if e.lineno else str(path), e.msg)
+        raise BadInput(f"config {where}: syntax error: {msg}") from None
     except (NameError, ImportError, AttributeError) as e:
         raise BadInput(f"config {_failing_line(e) or path}: {type(e).__name__}: {e}") from None
     custom = cfg.get("custom_imports") or {}
@@ -84,6 +85,29 @@ def _read_config_file(path: Path) -> Config:
                 f"config ({path.resolve().parent}), on PYTHONPATH and among the installed packages"
             ) from None
     return cfg
+
+
+def _syntax_error_in(path: Path, seen: frozenset[Path] = frozenset()) -> tuple[str, str] | None:
+    """``(file:line, message)`` of the first syntax error in ``path`` or its ``_base_`` files (mmengine parses
+    some of them without a file name, so its error says ``<unknown>``)."""
+    path = path.resolve()
+    if path in seen or path.suffix != ".py" or not path.is_file():
+        return None
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as e:
+        return f"{path}:{e.lineno}", str(e.msg)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else list(bases):
+                found = _syntax_error_in(path.parent / str(base), seen | {path})
+                if found:
+                    return found
+    return None
 
 
 def _import_beside(name: str, folder: Path) -> Any:

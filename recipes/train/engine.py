@@ -115,8 +115,8 @@ class Trainer:
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
         self.files.load_best(ckpt.get("best"))
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        rngs = ckpt.get("rng") or [None]  # absent: set_rng_state names the entry
+        set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0], ckpt["path"])
         log.info(f"[resume] {ckpt['path']}: step {self.step} of {self.total_steps}")
 
     def _wrap_model(self, model: nn.Module, ckpt: dict[str, Any] | None) -> nn.Module:

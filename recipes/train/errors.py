@@ -7,6 +7,7 @@ saved and the message says how to resume); 4 an unexpected error (a bug: the tra
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 import traceback
@@ -75,6 +76,15 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
             return EXIT_INTERRUPTED
         except BAD_INPUT_ERRORS as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                traceback.print_exc()
+                print("error: unexpected failure (a bug; please report it with the traceback above)", file=sys.stderr)
+                return EXIT_UNEXPECTED
+            where = f"cannot write {e.filename}: " if e.filename else ""
+            print(f"error: {where}the disk is full (or the quota is used up); free some space and run again (a "
+                  "training run: with --resume, from its last checkpoint)", file=sys.stderr)  # fmt: skip
             return EXIT_BAD_INPUT
         except Exception:  # a bug: say so, with the traceback
             traceback.print_exc()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from recipes.train.checkpoint import all_finite
+from recipes.train.checkpoint_entries import load_optimizer
 from recipes.train.distributed import gather_objects
 from recipes.train.errors import BadInput
 from recipes.train.trainable_state import frozen_names
@@ -150,7 +151,7 @@ def load_plain_optimizer(optimizer: torch.optim.Optimizer, ckpt: dict[str, Any],
         raise BadInput(f"checkpoint {ckpt['path']!r} was written with train.fsdp={bool(ckpt.get('fsdp'))}; resume it "
                        "with the same setting")  # fmt: skip
     if not sharded:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer(optimizer, ckpt.get("optimizer"), ckpt["path"])
 
 
 def shard_run(model: nn.Module, trainer: Any, ckpt: dict[str, Any] | None) -> nn.Module:

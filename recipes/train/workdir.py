@@ -138,11 +138,23 @@ def _foreign_entries(work_dir: Path) -> list[str]:
     return sorted(p.name for p in work_dir.iterdir() if p.name not in KEPT)
 
 
+def check_output_folder(path: str | Path, option: str) -> Path:
+    """A folder a tool will create or write into (``option`` names it): a file or a dangling link there is refused."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BadInput(f"{option} {str(path)!r} is a link to {os.readlink(path)!r}, which does not exist; give a "
+                       "new folder, or create the folder the link points to")  # fmt: skip
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option} {str(path)!r} is a file, not a folder; give a folder (nothing was written)")
+    return path
+
+
 def check_work_dir(work_dir: str | Path) -> None:
     """Refuse a work dir that is a file, or a non-empty folder no run of tools/train.py wrote (no marker)."""
     work_dir = Path(work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise BadInput(f"work dir {str(work_dir)!r} is a file, not a folder; choose another --work-dir")
+    check_output_folder(work_dir, "--work-dir")
     if not work_dir.is_dir() or (work_dir / RUN_MARKER).is_file():
         return
     foreign = _foreign_entries(work_dir)

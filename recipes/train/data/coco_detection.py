@@ -141,6 +141,9 @@ class CocoDetection(Dataset):
                 f"{self.ann_file}: {len(cats)} categories {self.class_names} but num_classes={num_classes}; "
                 "leave num_classes unset to follow the dataset, or fix the 'categories' list"
             )
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"data.size must be a whole number > 0 (the square side in pixels; by default "
+                             f"model.resolution), got {size!r} for {self.ann_file}")  # fmt: skip
         self.size, self.train = size, train
         self.seed, self.epoch = int(seed), 0
         self.transform = build_transform(train, size, **aug)

@@ -31,6 +31,13 @@ def rfdetr_class(size: str) -> type:
     return getattr(rfdetr, SIZES[size])
 
 
+def check_resolution(value: Any, key: str = "model.resolution") -> int:
+    """A square input side in pixels: a whole number > 0 (rfdetr's own check is a pydantic error far from the key)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a whole number > 0 (the square input side in pixels), got {value!r}")
+    return value
+
+
 def _trainable_only(path: Path) -> bool:
     """Whether ``path`` is a run's trainable-only checkpoint (memory-mapped: the tensors are not read)."""
     from recipes.train.checkpoint import SAFE_GLOBALS
@@ -59,6 +66,8 @@ def build_rfdetr_wrapper(
     ``allow_partial_load=True`` says it is meant.
     """
     cls = rfdetr_class(size)
+    if "resolution" in kwargs:
+        check_resolution(kwargs["resolution"])
     if pretrained is None:
         log.warning("RF-DETR %s: no model.pretrained given, starting from random weights", size)
         if size == "base":

@@ -44,6 +44,7 @@ def build_timm_model(
         raise ValueError("model: give pretrained=PATH or hub_cache=True, not both")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    _check_image_size(kwargs.get("img_size"))
     if pretrained_format != "timm":
         from recipes.train.models.pretrained import FORMATS, load_pretrained
 
@@ -75,6 +76,14 @@ def build_timm_model(
             near = difflib.get_close_matches(name, timm.list_models(), n=3)
             raise KeyError(f"model.name: unknown timm model {name!r}; did you mean {near}?") from None
         raise
+
+
+def _check_image_size(size: Any) -> None:
+    """``model.img_size``: pixels > 0, one number or (height, width) (timm's own error does not name the key)."""
+    sides = list(size) if isinstance(size, list | tuple) else [size]
+    if size is not None and (len(sides) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   and v > 0 for v in sides)):  # fmt: skip
+        raise ValueError(f"model.img_size must be a whole number > 0 or (height, width) in pixels, got {size!r}")
 
 
 def hub_cache_file(name: str) -> Path:

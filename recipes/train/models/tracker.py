@@ -66,6 +66,10 @@ class VideoMAETracker(nn.Module):
 
         self.videomae = VideoMAEModel(config)
         p, dim = config.patch_size, config.hidden_size
+        for key, side in (("template_size", template_size), ("search_size", search_size)):
+            if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+                raise ValueError(f"task.{key} must be a whole number > 0 (pixels, a multiple of the patch size {p}), "
+                                 f"got {side!r}")  # fmt: skip
         if template_size % p or search_size % p:
             raise ValueError(f"template_size {template_size} and search_size {search_size} must be multiples of the "
                              f"patch size {p}")  # fmt: skip

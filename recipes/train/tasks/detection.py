@@ -38,6 +38,7 @@ from recipes.train.distributed import gather_objects
 from recipes.train.models.rfdetr import (  # noqa: F401 - build_rfdetr_wrapper, rfdetr_class re-exported
     build_rfdetr_wrapper,
     check_encoder_weights,
+    check_resolution,
     load_encoder_weights,
     rfdetr_class,
 )
@@ -158,6 +159,7 @@ class DetectionTask(Task):
         if self.model_config is None:  # datasets built before the model: the config alone is cheap
             skip = ("size", "pretrained", "allow_partial_load", "encoder_weights")
             kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
+            check_resolution(kw.get("resolution", 1))
             self.model_config = rfdetr_class(self.model_cfg.get("size", "nano"))._model_config_class(**kw)
         return self.model_config
 
