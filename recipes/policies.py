@@ -220,8 +220,23 @@ def check_policy(cfg: Mapping[str, Any]) -> dict[str, Any]:
         *ENGINE_KEYS,
     }
     check_keys("policy.", cfg, allowed)
+    idle = [k for k in cfg if k in allowed and k not in _ACTS[cfg["type"]]]
+    if idle:
+        raise ValueError(f"policy.{idle[0]} does nothing with policy.type={cfg['type']!r} (it sets "
+                         f"{sorted(_ACTS[cfg['type']] - {'type'}) or 'nothing else'}); remove it")  # fmt: skip
     check_adapter(cfg)
     return dict(cfg)
+
+
+_LORA = {"type", "head", "adapter", *ADAPTER_KEYS, *ENGINE_KEYS}
+#: the keys each policy type reads; any other key of the section is an error naming it
+_ACTS = {
+    "full": {"type"},
+    "linear_probe": {"type", "head", "adapter"},
+    "norm_only": {"type", "head", "adapter"},
+    "lora_only": _LORA,
+    "hybrid_layerwise": _LORA | {"layout", "lora_blocks", "outside_norms"},
+}
 
 
 def apply_policy(model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:

@@ -142,3 +142,21 @@ def test_peft_comparison_configs_build_the_run_they_describe(name, lora):
     assert [r.steps for r in plan.freeze.rules] == ([400] if lora else [])
     assert type(plan.optimizer).__name__ == "AdamW"
     assert all(g["weight_decay"] in (0.0, 0.05) for g in plan.optimizer.param_groups)
+
+
+@pytest.mark.parametrize(
+    ("policy", "key"),
+    [
+        (dict(type="full", r=8), "r"),
+        (dict(type="full", freeze_lora_steps=5), "freeze_lora_steps"),
+        (dict(type="norm_only", outside_norms=True), "outside_norms"),
+        (dict(type="linear_probe", targets=["qkv"]), "targets"),
+        (dict(type="lora_only", layout="deep_lora"), "layout"),
+    ],
+)
+def test_a_key_the_policy_type_does_not_read_is_an_error_naming_it(policy, key):
+    from recipes.policies import check_policy
+
+    with pytest.raises(ValueError, match=rf"policy.{key} does nothing with policy.type='{policy['type']}'"):
+        check_policy(policy)
+    check_policy({k: v for k, v in policy.items() if k != key})  # without it the section is valid

@@ -38,10 +38,12 @@ DIFFUSION_DEFAULTS = {"kind": "lora", "r": 16, "alpha": 16, "dropout": 0.0, "tar
 
 
 def check_diffusion_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``policy`` section of a diffusion run: the library's checks, then the types and keys that act here."""
+    """The ``policy`` section of a diffusion run: the types and keys that act here, then the library's checks."""
     from recipes.policies import check_policy
 
-    cfg = check_policy(policy)
+    if not isinstance(policy, Mapping) or "type" not in policy:
+        return check_policy(policy)  # the library's error for a section without a type
+    cfg = dict(policy)  # this task's own rules first: their errors say what a diffusion run reads
     if cfg["type"] not in DIFFUSION_POLICIES:
         raise ValueError(f"policy.type={cfg['type']!r} does not apply to the diffusion task (a denoiser has no "
                          f"classifier head); use one of {DIFFUSION_POLICIES}")  # fmt: skip
@@ -55,6 +57,7 @@ def check_diffusion_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"policy.type='full' trains every denoiser weight: {given} would do nothing; remove "
                              "them (over a base config's LoRA: policy=dict(_delete_=True, type='full'), or "
                              "--cfg-options policy=None), or set type='lora_only'")  # fmt: skip
+    check_policy(cfg)
     return cfg
 
 
