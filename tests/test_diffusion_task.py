@@ -85,6 +85,19 @@ def assert_sd15_lora_reproduces(model, lora_dir, atol: float, min_change: float)
     assert (base - want).abs().max() > min_change
 
 
+def resave_with_visible_lora(trainer, work_dir):
+    """The trained model with its LoRA B nudged off zero (so the adapter's effect is large enough to see), exported
+    again by the task into ``work_dir/lora``; returns (model, task)."""
+    model, task = trainer.bare_model().eval(), trainer.task
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(torch.randn_like(p) * 0.05)
+    shutil.rmtree(work_dir / "lora")
+    task.final_report(model, torch.device("cpu"), None)
+    return model, task
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan"])
 def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, tmp_path):
     """One short run per family; then a fresh pipeline + load_lora_weights predicts what the trained model does."""
@@ -112,13 +125,7 @@ def test_shipped_config_trains_samples_and_saves_a_lora_diffusers_loads(family, 
     assert [(e.height, e.width) for e in grid] == [(h * prompts, w)] * len(pngs)  # rows = prompts, one seed
     if family == "wan":  # each prompt's frames, side by side (moviepy absent) or as a video
         assert images["media/samples/p0"][0].width >= trainer.task.train_frames() * w
-    model, task = trainer.bare_model().eval(), trainer.task
-    with torch.no_grad():  # LoRA B starts at zero: make the adapter's effect large enough to see
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.add_(torch.randn_like(p) * 0.05)
-    shutil.rmtree(tmp_path / "wd" / "lora")
-    task.final_report(model, torch.device("cpu"), None)
+    model, task = resave_with_visible_lora(trainer, tmp_path / "wd")
     fresh = getattr(diffusers, type(task.pipe).__name__).from_pretrained(pipeline_dir(family))
     fresh.load_lora_weights(str(tmp_path / "wd" / "lora"))
     batch = task.collate([trainer.train_set[0]])
