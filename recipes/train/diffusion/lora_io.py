@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +125,16 @@ def readable_as_umask_says(path: Path) -> Path:
 
 def check_finite(model: Any) -> None:
     """A trained tensor with NaN or inf is an error naming it: a broken adapter is never exported."""
-    for name, p in model.named_parameters():
-        if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
-            bad = int((~torch.isfinite(p.detach())).sum())
-            raise ValueError(f"export: the trained tensor {name!r} holds {bad} NaN/inf values of {p.numel()}; "
-                             "nothing was saved (lower the LRs, or resume from an earlier checkpoint)")  # fmt: skip
+    check_finite_tensors(((n, p.detach()) for n, p in model.named_parameters() if p.requires_grad), "trained tensor")
 
 
-def check_finite_state(state: dict[str, torch.Tensor]) -> None:
-    """As :func:`check_finite`, over a gathered state dict (floating tensors only)."""
-    for name, t in state.items():
+def check_finite_tensors(tensors: Iterable[tuple[str, torch.Tensor]], what: str = "tensor") -> None:
+    """The one NaN/inf check of an export: over a model's trained tensors or a gathered (FSDP) state dict."""
+    for name, t in tensors:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"export: the tensor {name!r} holds NaN/inf values; nothing was saved (lower the LRs, "
-                             "or resume from an earlier checkpoint)")  # fmt: skip
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"export: the {what} {name!r} holds {bad} NaN/inf values of {t.numel()}; nothing was "
+                             "saved (lower the LRs, or resume from an earlier checkpoint)")  # fmt: skip
 
 
 def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str, info: dict[str, Any],
@@ -148,7 +146,7 @@ def save_trained(model: Any, out: Path, pipeline_cls: Any, family: Any, fmt: str
     if full is None:
         check_finite(model)
     else:
-        check_finite_state(full)
+        check_finite_tensors(full.items())
     if info["lora"] is None:
         path = out / family.denoiser
         if path.exists():
