@@ -346,15 +346,15 @@ class DiffusionTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        """Validation loss at the fixed points ``VAL_TIMES`` with fixed noise (seed 0, the same every evaluation):
-        ``loss`` (their mean, which picks best.pt) and ``loss_t<percent>`` each; then the sample grid when due."""
+        """Validation loss at the fixed points ``VAL_TIMES`` with fixed noise (seed 0 and each sample's index, the same
+        every evaluation): ``loss`` (their mean, which picks best.pt) and ``loss_t<percent>``; then samples when due."""
         was = model.training
         model.eval()
-        gen, totals, count = torch.Generator(device).manual_seed(0), [0.0] * len(VAL_TIMES), 0
+        totals, count = [0.0] * len(VAL_TIMES), 0
         for batch in loader:
             n = len(batch["caption"])
-            for i, at in enumerate(VAL_TIMES):  # per-sample noise where the batch has its indices: any batching
-                draw = draws.sample_generators(0, 0, batch["index"], device) if "index" in batch else gen
+            for i, at in enumerate(VAL_TIMES):  # per-sample noise (seed 0, by dataset index): the same for any batching
+                draw = draws.sample_generators(0, 0, batch["index"], device)
                 totals[i] += float(self.loss(model, batch, device, draw, at=at)[0]) * n
             count += n
         if self.samples.get("prompts") and self._samples_due():
