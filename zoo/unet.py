@@ -26,7 +26,9 @@ no difference (one stack).
 
 Components: ``attn1`` -> ``self_attn``, ``attn2`` -> ``cross_attn``, ``ff`` -> ``ffn``, the
 transformers' ``proj_in`` / ``proj_out`` -> ``attn_proj``, ResNet blocks and resamplers ->
-``resnet``, every norm -> ``norm``; on SDXL ``conv_in`` (a block of its own) -> ``conv_in``.
+``resnet``, every norm -> ``norm``; on SDXL ``conv_in`` (a block of its own) -> ``conv_in``. The text encoders
+of a text-encoder LoRA run (``text_encoder.*`` / ``text_encoder_2.*``, see ``recipes/train/diffusion/text_lora.py``)
+-> ``text_encoder`` / ``text_encoder_2`` at layer id 0, outside the stack (so the U-Net's ids stay kohya's).
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ from zoo.diffusers_common import DiffusersAdapter, prefixes
 
 _PART = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.")
 _MID = re.compile(r"^mid_block\.(resnets|attentions)\.(\d+)\.")
-_EMBED = prefixes("conv_in", "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj")
+#: the text encoders a text-encoder LoRA run (``policy.text_encoder``) attaches under their pipeline names: layer id 0
+#: beside the embeddings, each its own component (no depth factor: its LR is ``component_lr[name]`` itself)
+_TEXT = re.compile(r"^(text_encoder(?:_2)?)\.")
+_EMBED = prefixes("conv_in", "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj", "text_encoder",
+                  "text_encoder_2")  # fmt: skip
 _HEAD = prefixes("conv_norm_out", "conv_out")
 _BLOCKS = r"^(?:down_blocks|mid_block|up_blocks)\."
 
@@ -109,6 +115,9 @@ class UNet(DiffusersAdapter):
         return "unet", slot, f"{where}:{kind}:{name[m.end() :]}"
 
     def component_of(self, name: str) -> str | None:
+        text = _TEXT.match(name)
+        if text is not None:
+            return text.group(1)
         if name.startswith("conv_in.") and self.geometry is not None and self.geometry.sdxl:
             return "conv_in"  # SDXL: a block of its own (IN00), so not the ``embed`` catch-all
         return super().component_of(name)

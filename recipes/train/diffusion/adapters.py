@@ -32,7 +32,7 @@ LOKR_LOADERS = ("ZImageLoraLoaderMixin", "Flux2LoraLoaderMixin")
 #: the policy types a diffusion run reads; the layer-wise ones need a classifier head and norms to train
 DIFFUSION_POLICIES = ("full", "lora_only")
 #: keys of the policy section a diffusion run reads (the adapter's, and the engine's freeze_lora_steps)
-DIFFUSION_KEYS = ("type", "kind", "r", "alpha", "dropout", "targets", "dora", "freeze_lora_steps")
+DIFFUSION_KEYS = ("type", "kind", "r", "alpha", "dropout", "targets", "dora", "freeze_lora_steps", "text_encoder")
 #: the adapter defaults of a diffusion LoRA when the policy leaves them out (kohya / diffusers examples: 16 / 16)
 DIFFUSION_DEFAULTS = {"kind": "lora", "r": 16, "alpha": 16, "dropout": 0.0, "targets": None, "dora": False}
 
@@ -57,7 +57,7 @@ def check_diffusion_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"policy.type='full' trains every denoiser weight: {given} would do nothing; remove "
                              "them (over a base config's LoRA: policy=dict(_delete_=True, type='full'), or "
                              "--cfg-options policy=None), or set type='lora_only'")  # fmt: skip
-    check_policy(cfg)
+    check_policy({k: v for k, v in cfg.items() if k != "text_encoder"})  # text_lora.py checks its own key
     return cfg
 
 
@@ -70,6 +70,12 @@ def adapter_settings(policy: Mapping[str, Any] | None, save_format: str = "diffu
     if cfg["type"] == "full":
         return None
     out = {**DIFFUSION_DEFAULTS, **{k: v for k, v in cfg.items() if k in DIFFUSION_DEFAULTS}}
+    from recipes.train.diffusion.text_lora import text_encoder_settings
+
+    out["text_encoder"] = text_encoder_settings(cfg.get("text_encoder"), out)  # None: the denoiser alone
+    if out["text_encoder"] and save_format != "diffusers":
+        raise ValueError(f"task.save_format={save_format!r}: policy.text_encoder is exported in diffusers' format "
+                         "(text_encoder. / text_encoder_2. tensors); use save_format='diffusers'")  # fmt: skip
     if out["kind"] != "lora" and save_format != "diffusers":
         raise ValueError(f"task.save_format={save_format!r} writes LoRA tensors only; policy.kind={out['kind']!r} "
                          "is saved with save_format='diffusers' (see docs/diffusion.md, What trains)")  # fmt: skip

@@ -103,9 +103,15 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
     if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
         return save_peft_adapter(state, config, out_dir)
     if fmt == "diffusers":
-        meta_key = save_key.replace("_layers", "_adapter_metadata")
-        state, meta = bake_scale(state, config.to_dict())
-        pipeline_cls.save_lora_weights(str(out_dir), **{save_key: state, meta_key: meta}, safe_serialization=True)
+        from recipes.train.diffusion.text_lora import attached, split_state
+
+        state, encoders = split_state(state, attached(model))  # policy.text_encoder: text_encoder(_2).<module>
+        parts = {save_key: (state, config)}
+        parts |= {f"{n}_lora_layers": (s, getattr(model, n).peft_config["default"]) for n, s in encoders.items()}
+        kwargs = {}
+        for key, (tensors, cfg) in parts.items():
+            kwargs[key], kwargs[key.replace("_layers", "_adapter_metadata")] = bake_scale(tensors, cfg.to_dict())
+        pipeline_cls.save_lora_weights(str(out_dir), **kwargs, safe_serialization=True)
         return readable_as_umask_says(out_dir / WEIGHT_NAME)
     from safetensors.torch import save_file
 

@@ -48,6 +48,7 @@ from recipes.train.diffusion.draws import Draw
 from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS, ready_to_save
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
+from recipes.train.diffusion.text_lora import attach_text_encoders, check_text_run
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 
@@ -99,6 +100,7 @@ class DiffusionTask(Task):
         self.cache_batch_size = cache_batch(cache_dir, cache_batch_size)
         #: the adapter the ``policy`` section puts on the denoiser (defaults filled), None for a full fine-tune
         self.lora = adapter_settings(cfg.get("policy"), save_format)
+        self.text_trains = check_text_run(self.lora, cache_dir, cfg.get("train") or {})  # policy.text_encoder
         self.samples = dict(samples or {})
         check_keys("task.samples.", self.samples, SAMPLE_KEYS)
         check_numbers(caption_dropout, noise_offset, sample_every, self.samples)
@@ -192,8 +194,9 @@ class DiffusionTask(Task):
         """The adapter through diffusers' ``add_adapter`` (so ``save_lora_weights`` sees it), or every weight."""
         if self.lora is None:
             return model.requires_grad_(True)
-        return ready_to_save(add_adapter(model, self.lora, self._family.lora_targets), self._family.name,
-                             self.save_format)  # fmt: skip
+        model = ready_to_save(add_adapter(model, self.lora, self._family.lora_targets), self._family.name,
+                              self.save_format)  # fmt: skip
+        return attach_text_encoders(model, self.pipe, self._family.name, self.lora["text_encoder"])
 
     # --- data ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Any, Any]:
@@ -247,10 +250,10 @@ class DiffusionTask(Task):
                     module.to(device)
             self._device = device
 
-    @torch.no_grad()
     def encode_prompts(self, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-        self._encoders_to(device)
-        return self.family.encode_prompts(self.pipe, prompts, device)
+        self._encoders_to(device)  # policy.text_encoder: with gradients through the encoders' LoRA while training
+        with torch.set_grad_enabled(self.text_trains and torch.is_grad_enabled()):
+            return self.family.encode_prompts(self.pipe, prompts, device)
 
     @torch.no_grad()
     def latent_params(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -277,7 +280,7 @@ class DiffusionTask(Task):
 
     def prompt_cond(self, prompt: str, device: torch.device) -> dict[str, torch.Tensor]:
         """One prompt's embeddings (no batch dim), kept in memory: sample prompts and the empty caption."""
-        if prompt not in self._cond_cache:
+        if prompt not in self._cond_cache or self.text_trains:  # a training text encoder: never a stale one
             self._cond_cache[prompt] = {k: v[0].cpu() for k, v in self.encode_prompts([prompt], device).items()}
         return {k: v.to(device) for k, v in self._cond_cache[prompt].items()}
 
@@ -285,9 +288,8 @@ class DiffusionTask(Task):
         return self.prompt_cond("", device)
 
     def sample_size(self) -> tuple[int, int]:
-        s = self.samples
         h, w = self.train_targets[0]
-        return int(s.get("height", h)), int(s.get("width", w))
+        return int(self.samples.get("height", h)), int(self.samples.get("width", w))
 
     def train_frames(self) -> int:
         return int(getattr(self, "num_frames", 1))
