@@ -102,3 +102,85 @@ def test_encoders_are_their_own_components_with_their_own_lr(sdxl):
     infos = [i for n, i in mmap.params.items() if n.startswith("text_encoder_2.")]
     assert infos and {(i.component, i.layer_id) for i in infos} == {("text_encoder_2", 0)}
     assert not any(n.startswith("text_encoder") for n in mmap.unmatched)
+
+
+# ------------------------------------------------------------------------------------------- training runs
+def _te_config(family: str, steps: int, **options):
+    from recipes.train.config import load_config
+    from tests.test_diffusion_task import ROOT, photos, pipeline_dir
+
+    name = "sdxl_lora_te" if family == "sdxl" else "sd15_lora"
+    opts = [f"model.pretrained={pipeline_dir(family)}", f"data_root={photos()}", "model.dtype=float32",
+            f"train.max_steps={steps}", "train.batch_size=2", "train.grad_accum=1", "train.progress=False",
+            "train.tensorboard=False", "train.ckpt_every=1", "train.log_every=1", "task.cache_dir=None",
+            "task.samples.prompts=[]", "schedule.warmup_steps=0", "data.train.resolution=32"]  # fmt: skip
+    opts += [f"{k}={v}" for k, v in options.items()]
+    return load_config(ROOT / "configs" / "diffusion" / f"{name}.py", opts)
+
+
+def _encode(encoder, ids):
+    with torch.no_grad():
+        return encoder(ids, output_hidden_states=True).hidden_states[-2]
+
+
+@pytest.mark.slow  # trains the SDXL test pipeline 2 steps and reloads the LoRA: ~60 s on a shared 2-core CPU
+def test_sdxl_text_encoders_train_and_load_into_the_pipeline(tmp_path):
+    import diffusers
+    from safetensors import safe_open
+
+    from tests.test_diffusion_task import pipeline_dir, resave_with_visible_lora, run
+
+    trainer, _ = run(_te_config("sdxl", 2), tmp_path / "te")
+    model = trainer.bare_model()
+    for name in ("text_encoder", "text_encoder_2"):  # trained: the LoRA Bs moved off their zero start
+        bs = {n: p for n, p in model.named_parameters() if n.startswith(name + ".") and "lora_B" in n}
+        still = {n for n, p in bs.items() if not p.abs().max() > 0}
+        last = f".layers.{getattr(model, name).config.num_hidden_layers - 1}."
+        # SDXL reads text_encoder's penultimate layer (its last one gets no gradient); text_encoder_2's pooled output
+        # comes from the last one, so all of that encoder trains
+        assert bs and still == ({n for n in bs if last in n} if name == "text_encoder" else set()), (name, still)
+    plain, _ = run(_te_config("sdxl", 2, **{"policy.text_encoder": None}), tmp_path / "unet_only")
+    assert not [n for n, _ in plain.bare_model().named_parameters() if n.startswith("text_encoder")]
+    base = diffusers.StableDiffusionXLPipeline.from_pretrained(pipeline_dir("sdxl"))
+    ids = base.tokenizer(["a photo of sks dog"], padding="max_length", return_tensors="pt").input_ids
+    for name in ("text_encoder", "text_encoder_2"):  # the denoiser-only run's encoders are the pipeline's
+        torch.testing.assert_close(_encode(getattr(plain.task.pipe, name), ids), _encode(getattr(base, name), ids))
+
+    model, _ = resave_with_visible_lora(trainer, tmp_path / "te")  # B nudged: the encoders' change is visible
+    with safe_open(str(tmp_path / "te" / "lora" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        prefixes = {k.split(".")[0] for k in f.keys()}
+    assert prefixes == {"unet", "text_encoder", "text_encoder_2"}
+    base.load_lora_weights(str(tmp_path / "te" / "lora"))
+    fresh = diffusers.StableDiffusionXLPipeline.from_pretrained(pipeline_dir("sdxl"))
+    for name in ("text_encoder", "text_encoder_2"):
+        want = _encode(getattr(model, name).eval(), ids)
+        torch.testing.assert_close(_encode(getattr(base, name), ids), want, atol=1e-5, rtol=1e-5)
+        assert (_encode(getattr(fresh, name), ids) - want).abs().max() > 1e-4, name
+
+
+@pytest.mark.slow  # 4 + 2 steps of the SD 1.5 test pipeline with its text encoder training: ~60 s
+def test_exact_resume_with_the_text_encoder_training(tmp_path):
+    from tests.test_diffusion_task import run
+
+    opts = {"policy.r": 1, "policy.alpha": 1, "policy.text_encoder": dict(r=2), "task.caption_dropout": 0.5,
+            "strategy.component_lr.text_encoder": 3e-4}  # fmt: skip
+    straight, _ = run(_te_config("sd15", 4, **opts), tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
+    resumed, _ = run(_te_config("sd15", 4, **opts), tmp_path / "b", resume=ckpt)
+    a = {n: p for n, p in straight.bare_model().named_parameters() if p.requires_grad}
+    b = dict(resumed.bare_model().named_parameters())
+    assert any(n.startswith("text_encoder.") for n in a)
+    assert all(torch.equal(p, b[n]) for n, p in a.items())
+    assert [x[1] for x in straight.history[2:]] == [x[1] for x in resumed.history]
+
+
+@pytest.mark.slow  # one process and two torchrun processes training SD 1.5 with its text encoder: ~60-120 s
+def test_ddp_two_processes_give_the_one_process_losses_with_the_text_encoder(tmp_path):
+    from tests.test_diffusion_distributed import config_path, logged_losses, one_process, options, torchrun
+
+    extra = {"policy.text_encoder": "True"}
+    ref = one_process("sd15", tmp_path / "one", options("sd15", 3, batch=2, **extra))
+    assert any(n.startswith("text_encoder.") for n, p in ref.bare_model().named_parameters() if p.requires_grad)
+    done = torchrun(config_path("sd15"), tmp_path / "two", options("sd15", 3, batch=1, **extra))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert logged_losses(tmp_path / "two") == pytest.approx([loss for _, loss in ref.history], rel=1e-4, abs=1e-6)

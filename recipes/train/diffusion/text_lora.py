@@ -87,7 +87,10 @@ def attach_text_encoders(model: Any, pipe: Any, family: str, settings: Mapping[s
     ``model`` under its pipeline name, so the engine trains, checkpoints and syncs it with the denoiser."""
     if not settings:
         return model
-    for name in encoder_names(family):
+    names = encoder_names(family)
+    if pipe is None:  # tools/show_lr.py: no pipeline folder, so the releases' encoders beside the preset denoiser
+        pipe = release_encoders(names, next(model.parameters()).device)
+    for name in names:
         encoder = getattr(pipe, name)
         encoder.requires_grad_(False)
         try:
@@ -100,6 +103,26 @@ def attach_text_encoders(model: Any, pipe: Any, family: str, settings: Mapping[s
                 p.data = p.data.float()
         model.add_module(name, encoder)
     return model
+
+
+#: the released CLIP text encoders' config.json values: SD 1.5's and SDXL's ``text_encoder`` (OpenAI CLIP ViT-L/14),
+#: SDXL's ``text_encoder_2`` (OpenCLIP ViT-bigG/14, with its projection)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+              projection_dim=768, hidden_act="quick_gelu")  # fmt: skip
+CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                  projection_dim=1280, hidden_act="gelu")  # fmt: skip
+
+
+def release_encoders(names: tuple[str, ...], device: Any) -> Any:
+    """Random-weight text encoders of the releases' sizes on ``device`` (``meta``: no memory), by pipeline name."""
+    from types import SimpleNamespace
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.device(device):
+        built = {"text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**CLIP_L)),
+                 "text_encoder_2": lambda: CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIG_G))}  # fmt: skip
+        return SimpleNamespace(**{n: built[n]() for n in names})
 
 
 def split_state(state: dict[str, torch.Tensor], names: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
