@@ -146,6 +146,12 @@ def test_sdxl_text_encoders_train_and_load_into_the_pipeline(tmp_path):
     for name in ("text_encoder", "text_encoder_2"):  # the denoiser-only run's encoders are the pipeline's
         torch.testing.assert_close(_encode(getattr(plain.task.pipe, name), ids), _encode(getattr(base, name), ids))
 
+    from tools import export_diffusion  # best.pt -> the same three parts (the encoders' rank 8, the U-Net's 16)
+
+    te = tmp_path / "te"
+    assert export_diffusion.main([str(te / "config.py"), str(te / "best.pt"), "--out", str(tmp_path / "exp")]) == 0
+    with safe_open(str(tmp_path / "exp" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert {k.split(".")[0] for k in f.keys()} == {"unet", "text_encoder", "text_encoder_2"}
     model, _ = resave_with_visible_lora(trainer, tmp_path / "te")  # B nudged: the encoders' change is visible
     with safe_open(str(tmp_path / "te" / "lora" / "pytorch_lora_weights.safetensors"), "pt") as f:
         prefixes = {k.split(".")[0] for k in f.keys()}

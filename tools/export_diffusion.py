@@ -80,11 +80,17 @@ def check_lora_rank(cfg: Any, ckpt: dict[str, Any]) -> None:
     if ranks and lora is None:
         raise BadInput(f"{ckpt['path']} holds LoRA tensors (e.g. {next(iter(ranks))!r}), but the config trains "
                        "the whole denoiser (no LoRA policy): export with the config the run was trained with")  # fmt: skip
-    r = int(dict(lora or {}).get("r", 16))
-    name, rank = next(((k, v) for k, v in ranks.items() if v != r), (None, r))
-    if name is not None:
-        raise BadInput(f"{ckpt['path']}: the LoRA tensor {name!r} has rank {rank}, the config says policy.r={r}; "
-                       f"export with the rank it was trained with (--cfg-options policy.r={rank})")  # fmt: skip
+    lora = dict(lora or {})
+    text_r = (lora.get("text_encoder") or {}).get("r")  # policy.text_encoder: the encoders' tensors have their own
+    for key, rank in ranks.items():
+        text = key.startswith("text_encoder")
+        if text and text_r is None:
+            raise BadInput(f"{ckpt['path']}: {key!r} is a text-encoder LoRA tensor, but the config has no "
+                           "policy.text_encoder: export with the config the run was trained with")  # fmt: skip
+        option, r = ("policy.text_encoder.r", text_r) if text else ("policy.r", int(lora.get("r", 16)))
+        if rank != r:
+            raise BadInput(f"{ckpt['path']}: the LoRA tensor {key!r} has rank {rank}, the config says {option}={r}; "
+                           f"export with the rank it was trained with (--cfg-options {option}={rank})")  # fmt: skip
 
 
 def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | None = None) -> tuple[Path, str]:
