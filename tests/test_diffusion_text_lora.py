@@ -168,7 +168,7 @@ def test_sdxl_text_encoders_train_and_load_into_the_pipeline(tmp_path):
 def test_exact_resume_with_the_text_encoder_training(tmp_path):
     from tests.test_diffusion_task import run
 
-    opts = {"policy.r": 1, "policy.alpha": 1, "policy.text_encoder": dict(r=2), "task.caption_dropout": 0.5,
+    opts = {"policy.r": 1, "policy.alpha": 1, "policy.text_encoder.r": 2, "task.caption_dropout": 0.5,
             "strategy.component_lr.text_encoder": 3e-4}  # fmt: skip
     straight, _ = run(_te_config("sd15", 4, **opts), tmp_path / "a")
     ckpt = tmp_path / "a" / "checkpoints" / "step_0000002.pt"
