@@ -31,6 +31,7 @@ from recipes.train.errors import BadInput, cli  # noqa: E402
 from tools.baselines import experiments as E  # noqa: E402
 from tools.baselines.cells import PREPARERS, provenance, run_cell  # noqa: E402
 from tools.baselines.docs import write_docs  # noqa: E402
+from tools.baselines.legacy import same_settings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(m, s) for m in methods for s in seeds]
     plans = [E.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
     keys = [E.cell_key(m, size, s) for m, s in cells]
+    olds = [results["cells"].get(key) for key in keys]
+    same = [
+        old and same_settings(cfg, digest, old["config_hash"]) for old, (cfg, digest) in zip(olds, plans, strict=True)
+    ]
     stale = [
         f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
-        for key, (_, digest) in zip(keys, plans, strict=True)
-        if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest
+        for key, old, why, (_, digest) in zip(keys, olds, same, plans, strict=True)
+        if old is not None and why is None
     ]
     if stale and not args.rerun and not args.dry_run:  # checked before any cell runs
         raise BadInput(
@@ -139,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             "pass --rerun to replace them"
         )
     paths: dict[str, str] | None = None
-    for i, ((method, seed), key, (cfg, digest)) in enumerate(zip(cells, keys, plans, strict=True), 1):
-        old = results["cells"].get(key)
+    for i, ((method, seed), key, (cfg, digest), old, why) in enumerate(
+        zip(cells, keys, plans, olds, same, strict=True), 1
+    ):
         tag = f"[{i}/{len(cells)}] {args.name} {key}"
-        if old is not None and old["config_hash"] == digest:
-            print(f"{tag}: done (commit {old['commit'][:10]}, same config hash {digest}); skipped", flush=True)
+        if why:  # the same config hash, or the same settings under names since renamed
+            print(f"{tag}: done (commit {old['commit'][:10]}, {why}); skipped", flush=True)
             continue
         if args.dry_run:
             state = (

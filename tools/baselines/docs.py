@@ -63,6 +63,14 @@ def write_docs() -> Path:
             these = {k: c for k, c in cells.items() if c["size"] == size}
             out += [f"### {size} size", "", f"`python tools/reproduce.py {name} --size {size}`", ""]
             out += _table(exp, these, size) + [""]
+            renamed = sorted({c["renamed"] for c in these.values() if c.get("renamed")})
+            if renamed:
+                n = sum(1 for c in these.values() if c.get("renamed"))
+                out += [
+                    f"{n} of these results were made before config keys were renamed, with the same settings (their "
+                    f"stored hash is today's config written with the old names: {'; '.join(renamed)}).",
+                    "",
+                ]
             if stale.get(size):
                 out += [
                     f"Left out: {len(stale[size])} result(s) made with another config of this size "
