@@ -3,6 +3,7 @@
     python tools/reproduce.py NAME [--size cpu|gpu] [--seeds 0,1] [--methods a,b] [--data-dir DIR]
     python tools/reproduce.py --docs              # regenerate docs/baselines.md and its plots from results only
     python tools/reproduce.py --list              # the baselines and their methods
+    python tools/reproduce.py NAME --import-tune STUDY_DIR   # a tools/tune.py study -> experiments/NAME/tune.json
 
 A baseline is ``experiments/NAME/experiment.py`` (methods -> configs, seeds, sizes, the metric it
 reports with its expected value and tolerance). Each finished cell is written at once (atomically)
@@ -32,6 +33,7 @@ from tools.baselines import experiments as E  # noqa: E402
 from tools.baselines.cells import PREPARERS, provenance, run_cell  # noqa: E402
 from tools.baselines.docs import write_docs  # noqa: E402
 from tools.baselines.legacy import same_settings  # noqa: E402
+from tools.baselines.tune_summary import import_tune  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--list", action="store_true", help="list the baselines")
     ap.add_argument(
         "--dry-run", action="store_true", help="print each cell's state (done, to run, another config); run nothing"
+    )
+    ap.add_argument(
+        "--import-tune",
+        default=None,
+        metavar="STUDY_DIR",
+        help="summarise a tools/tune.py study of this baseline into experiments/NAME/tune.json (then the docs)",
     )
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/baselines.md after the matrix")
     return ap.parse_args(argv)
@@ -116,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.name:
         raise BadInput(f"give a baseline name (one of {', '.join(E.baseline_names())}) or --docs / --list")
+    if args.import_tune:
+        print(f"[tune] wrote {import_tune(args.name, Path(args.import_tune))}")
+        if not args.no_docs:
+            print(f"[docs] wrote {write_docs()}")
+        return 0
     exp = E.load_experiment(args.name)
     size = args.size or exp["default_size"]
     if size not in exp["sizes"]:
