@@ -224,12 +224,12 @@ def test_fsdp_option_checks(option, message, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     opts = {**TRAIN_DEFAULTS, "fsdp": True, **option}
     if message is None:
-        check_options(opts, 2, {})
+        check_options(opts, 2, {}, {})
     else:
         with pytest.raises(BadInput, match=message):
-            check_options(opts, 2, {})
+            check_options(opts, 2, {}, {})
     with pytest.raises(BadInput, match="strategy.log_grad_norms with train.fsdp=True"):
-        check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True})
+        check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True}, {})
 
 
 def test_sharded_groups_keep_every_parameters_name_and_settings(tmp_path):
