@@ -3,6 +3,7 @@ used in training. The families themselves are in ``families.py``; ``denoiser_con
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,11 @@ def denoiser_config(model: Any) -> Any:
     """The denoiser's diffusers ``config`` through any DDP / ``torch.compile`` wrapper: the one place a family
     reads the model's settings (the wrapped model is what the forward pass calls)."""
     return unwrap_model(model).config
+
+
+def call_default(pipe: Any, name: str) -> Any:
+    """The default of argument ``name`` of the pipeline's ``__call__`` (what a user's prompt gets at inference)."""
+    return inspect.signature(type(pipe).__call__).parameters[name].default
 
 
 class Family:
