@@ -86,18 +86,40 @@ def test_ltx2_video_prediction_ignores_the_audio_stream_and_uses_the_prompt():
         assert not torch.allclose(tr(**kw)[0], tr(**calls[0])[0])  # the audio matters once the streams meet
 
 
+def _tiny_transformer():
+    import diffusers
+
+    return diffusers.LTX2VideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=2,
+                                                 attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4,
+                                                 audio_out_channels=4, audio_num_attention_heads=2,
+                                                 audio_attention_head_dim=4, audio_cross_attention_dim=8,
+                                                 num_layers=1, caption_channels=16)  # fmt: skip
+
+
+@pytest.mark.parametrize("targets", [["to_q"], ["audio_ff.net.2"], r".*av_cross_attn_video_a2v_gate\.linear"])
+def test_ltx2_lora_where_the_video_loss_sends_no_gradient_is_an_error(targets):
+    """``policy.targets`` reaching the audio stream or the audio-video attention (``to_q`` matches
+    ``audio_attn1.to_q`` and ``audio_to_video_attn.to_q`` too) is an error naming a module; the family's default
+    targets (the video stream's attn1, attn2, ff) pass."""
+    from recipes.train.diffusion.adapters import add_adapter
+    from recipes.train.diffusion.lora_io import ready_to_save
+
+    fam = FAMILIES["ltx2"]
+    with pytest.raises(ValueError, match=r"policy.targets: \d+ LoRA modules \(e.g. '.*(audio|av_cross).*'\) are where"):
+        ready_to_save(add_adapter(_tiny_transformer(), {"r": 2, "alpha": 2, "targets": targets}, fam.lora_targets),
+                      "ltx2", "diffusers")  # fmt: skip
+    model = ready_to_save(add_adapter(_tiny_transformer(), {"r": 2, "alpha": 2}, fam.lora_targets), "ltx2", "kohya")
+    lora = {n.rsplit(".", 1)[0] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert len(lora) == 10 and all(".attn1." in n or ".attn2." in n or ".ff." in n for n in lora)
+
+
 def test_ltx2_kohya_names_map_back_through_diffusers_converter_of_ltx2_loras():
     """Every linear layer of the transformer (both streams, the embedders, the modulation) has a kohya / ComfyUI name
     that diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers`` (what ``LTX2Pipeline.load_lora_weights`` applies
     to ltx-trainer's and ComfyUI's ``diffusion_model.*`` files) maps back to the module itself."""
-    import diffusers
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_ltx2_lora_to_diffusers as to_diffusers
 
-    tr = diffusers.LTX2VideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=2,
-                                               attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4,
-                                               audio_out_channels=4, audio_num_attention_heads=2,
-                                               audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1,
-                                               caption_channels=16)  # fmt: skip
+    tr = _tiny_transformer()
     names = [n for n, m in tr.named_modules() if isinstance(m, torch.nn.Linear)]
     assert len(names) == 54
     for name in names:

@@ -36,6 +36,8 @@ class Family:
     negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
     sample_options: dict[str, Any] = {}  # further ``__call__`` arguments of the sample grids
     guidance_argument = "guidance_scale"  # the ``__call__`` argument ``task.samples.guidance_scale`` sets
+    no_gradient = ""  # full-match regex of denoiser modules the training loss does not reach (a LoRA there: an error)
+    no_gradient_why = ""
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -29,8 +29,10 @@ class LTX2(Family):
     """
 
     name, pipelines, presets, video = "ltx2", ("LTX2Pipeline",), ("ltx2",), True
-    # the video stream's attention and MLP (an audio-stream LoRA gets no gradient from a video-only loss)
+    # the video stream's attention and MLP
     lora_targets = r".*transformer_blocks\.\d+\.(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ff\.net\.(?:0\.proj|2))"
+    no_gradient = r".*(?:audio|av_cross_attn).*"  # the audio stream, both cross-modal attentions, their modulation
+    no_gradient_why = "LTX-2 trains its video stream with the audio stream isolated: docs/diffusion.md"
 
     def __init__(self, connectors: Any = None, temporal_ratio: int = 8, frame_rate: float = 24.0,
                  audio_latents_per_second: float = 25.0) -> None:  # fmt: skip
