@@ -84,6 +84,13 @@ def test_ltx2_video_prediction_ignores_the_audio_stream_and_uses_the_prompt():
         torch.testing.assert_close(tr(**kw)[0], tr(**calls[0])[0])
         kw["isolate_modalities"] = False
         assert not torch.allclose(tr(**kw)[0], tr(**calls[0])[0])  # the audio matters once the streams meet
+        # the task hands the mask over in the model's dtype: 301 tokens, which bf16 would count as 300 or 302
+        mask = torch.zeros(1, 1024, dtype=torch.long)
+        mask[:, -301:] = 1
+        long = fam.context({"prompt_embeds": cat["prompt_embeds"], "prompt_attention_mask": mask})
+        half = fam.context({"prompt_embeds": cat["prompt_embeds"], "prompt_attention_mask": mask.bfloat16()})
+        for a, b in zip(long, half, strict=True):
+            assert torch.equal(a, b)
 
 
 def _tiny_transformer():

@@ -1,6 +1,6 @@
-"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo; LTX-2 from ``family_ltx2.py``), registered into ``families.FAMILIES``; each
-mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the families in ``families.py`` do
-(tests/test_diffusion_more_families.py records those calls and compares)."""
+"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo; LTX-2 from ``family_ltx2.py``), registered
+into ``families.FAMILIES``; each mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the
+families in ``families.py`` do (tests/test_diffusion_more_families.py records those calls and compares)."""
 
 from __future__ import annotations
 

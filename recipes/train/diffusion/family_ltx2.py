@@ -71,8 +71,9 @@ class LTX2(Family):
             raise ValueError("ltx2: the family has no pipeline connectors; use FAMILIES['ltx2'].for_pipeline(pipe)")
         c = self.connectors
         dtype = next(c.parameters()).dtype
+        mask = cond["prompt_attention_mask"].long()  # the task casts it to the model's dtype: bf16 miscounts > 256
         with torch.no_grad():  # frozen, as in the pipeline
-            return c(cond["prompt_embeds"].to(dtype), cond["prompt_attention_mask"], padding_side="left")
+            return c(cond["prompt_embeds"].to(dtype), mask, padding_side="left")
 
     def predict(self, model, noisy, timesteps, cond, extra):
         from diffusers import LTX2Pipeline
