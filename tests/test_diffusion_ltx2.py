@@ -120,6 +120,17 @@ def test_ltx2_lora_where_the_video_loss_sends_no_gradient_is_an_error(targets):
     assert len(lora) == 10 and all(".attn1." in n or ".attn2." in n or ".ff." in n for n in lora)
 
 
+def test_ltx2_full_fine_tune_trains_what_the_video_loss_reaches():
+    """``policy.type='full'`` leaves the audio stream and the cross-modal attention frozen (DDP stops on parameters
+    that never get a gradient); every video-stream weight trains, and a family without such modules trains all."""
+    model = FAMILIES["ltx2"].train_all(_tiny_transformer().requires_grad_(False))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all("audio" in n or "av_cross_attn" in n for n in frozen)
+    assert any(n.startswith("transformer_blocks.0.attn1.") for n, p in model.named_parameters() if p.requires_grad)
+    x = torch.nn.Linear(2, 2).requires_grad_(False)
+    assert all(p.requires_grad for p in FAMILIES["flux"].train_all(x).parameters())
+
+
 def test_ltx2_kohya_names_map_back_through_diffusers_converter_of_ltx2_loras():
     """Every linear layer of the transformer (both streams, the embedders, the modulation) has a kohya / ComfyUI name
     that diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers`` (what ``LTX2Pipeline.load_lora_weights`` applies

@@ -4,10 +4,12 @@ used in training. The families themselves are in ``families.py``; ``denoiser_con
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from recipes.adapter import unwrap_model
 
@@ -38,6 +40,16 @@ class Family:
     guidance_argument = "guidance_scale"  # the ``__call__`` argument ``task.samples.guidance_scale`` sets
     no_gradient = ""  # full-match regex of denoiser modules the training loss does not reach (a LoRA there: an error)
     no_gradient_why = ""
+
+    def train_all(self, denoiser: nn.Module) -> nn.Module:
+        """``policy.type='full'``: every weight the training loss reaches. Modules matching ``no_gradient`` stay
+        frozen (they would get no gradient, and DDP stops on parameters that never receive one)."""
+        denoiser.requires_grad_(True)
+        if self.no_gradient:
+            for name, module in denoiser.named_modules():
+                if name and re.fullmatch(self.no_gradient, name):
+                    module.requires_grad_(False)
+        return denoiser
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
