@@ -181,6 +181,15 @@ def test_undecodable_image_is_skipped_with_a_warning(tmp_path: Path, caplog):
     assert samples.tensors.shape == (2, 3, 64, 64) and [t["image_id"].item() for t in targets] == [0, 2]
 
 
+def test_resolution_off_the_window_block_is_an_error():
+    """RF-DETR nano: patch 16 x 2 windows; rfdetr's train() refuses 100 px, our collate would have padded it."""
+    ok = _task(Config(dict(model=dict(type="rfdetr", size="nano", resolution=96), task=dict(type="detection"))))
+    assert 96 in ok.scales() and all(s % 32 == 0 for s in ok.scales())  # multi-scale on by default
+    bad = _task(Config(dict(model=dict(type="rfdetr", size="nano", resolution=100), task=dict(type="detection"))))
+    with pytest.raises(ValueError, match=r"model.resolution=100 is not a multiple of .* = 32; use 96 or 128"):
+        bad.scales()
+
+
 def test_train_augmentation_keeps_boxes_valid(coco_root: Path):
     ds = CocoDetection(coco_root / "train" / "_annotations.coco.json", size=96, train=True)
     torch.manual_seed(0)

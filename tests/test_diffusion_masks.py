@@ -48,6 +48,21 @@ def test_a_mask_of_another_size_is_named(tmp_path):
         CaptionedImages(str(root), resolution=16)
 
 
+def test_a_mask_replaced_or_removed_mid_run_is_named(tmp_path):
+    """Checked at start-up and again when read: a mask swapped for another size is not resized without a word."""
+    root = write_photos(tmp_path / "p", size=32)
+    _mask(root, "rocket", _left_half)
+    ds = CaptionedImages(str(root), resolution=16)
+    i = [f.stem for f in ds.files].index("rocket")
+    assert ds[i]["mask"].shape == (1, 16, 16)
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / "rocket.mask.png")
+    with pytest.raises(ValueError, match=r"mask .*rocket.mask.png' is 7x5 now, its image rocket.jpg is"):
+        ds[i]
+    (root / "rocket.mask.png").unlink()
+    with pytest.raises(ValueError, match=r"mask .*rocket.mask.png' cannot be read now"):
+        ds[i]
+
+
 @pytest.mark.slow  # loads the SD 1.5 test pipeline three times: ~20 s on a shared 2-core CPU
 def test_mask_weights_the_loss(tmp_path):
     from tests.test_diffusion_options import task_loss

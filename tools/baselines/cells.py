@@ -19,7 +19,8 @@ def run_cell(cfg: Any, paths: dict[str, str], work_dir: Path, exp: dict[str, Any
     """Train one cell in this process; its summary, per-epoch curve, LR curves and reliability bins.
 
     A method with ``run="module:function"`` is not trained: the function scores it (a reference such as
-    OpenCV's tracker) and its metrics stand for both the final and the best epoch.
+    OpenCV's tracker) and its metrics stand for both the final and the best epoch. It returns one metrics dict,
+    or ``{"val": ..., "test": ...}`` (the ``test`` figures then sit where a trained cell's final test ones do).
     """
     import importlib
 
@@ -36,7 +37,8 @@ def run_cell(cfg: Any, paths: dict[str, str], work_dir: Path, exp: dict[str, Any
         except (ImportError, AttributeError):
             raise BadInput(f"{exp['name']} {method}: run={spec['run']!r} is not an importable function") from None
         scores = _plain(evaluate(cfg))
-        return {"metrics": {"val": scores, "best": scores}, "curve": [], "lr": {}}
+        splits = scores if isinstance(scores.get("val"), dict) else {"val": scores}
+        return {"metrics": {**splits, "best": splits["val"]}, "curve": [], "lr": {}}
     trainer = Trainer(cfg, work_dir).setup()
     summary = trainer.train()
     cell: dict[str, Any] = {"metrics": _plain(summary), "curve": _eval_curve(work_dir), "lr": _lr_curves(work_dir)}

@@ -118,8 +118,16 @@ class CaptionedImages(_CaptionedFolder):
 
         if self.masks[index] is None:
             return torch.ones(1, *placement[2])
-        with Image.open(self.masks[index]) as im:
-            grey = np.asarray(im.convert("L"))
+        try:
+            with Image.open(self.masks[index]) as im:
+                grey = np.asarray(im.convert("L"))
+        except OSError as e:  # removed or damaged after start-up
+            raise ValueError(f"data: mask {str(self.masks[index])!r} cannot be read now ({type(e).__name__}); it was "
+                             "at start-up: put it back, or restart the run") from None  # fmt: skip
+        if grey.shape != tuple(self.sizes[index]):  # replaced after start-up: it would no longer match its image
+            (h, w), (mh, mw) = self.sizes[index], grey.shape
+            raise ValueError(f"data: mask {str(self.masks[index])!r} is {mw}x{mh} now, its image "
+                             f"{self.files[index].name} is {w}x{h}; a mask must have its image's size")  # fmt: skip
         return torch.from_numpy(np.ascontiguousarray(_place(grey, placement))).float().div_(255.0)[None]
 
 

@@ -38,6 +38,18 @@ def check_resolution(value: Any, key: str = "model.resolution") -> int:
     return value
 
 
+def check_block(model_config: Any, key: str = "model.resolution") -> None:
+    """RF-DETR's windowed DINOv2 needs the side to be a multiple of ``patch_size * num_windows`` (rfdetr's ``train()``
+    refuses others with the same rule; our collate would pad them silently, so the model saw another size)."""
+    block = int(model_config.patch_size) * int(model_config.num_windows)
+    if model_config.resolution % block:
+        low = max(block, model_config.resolution // block * block)
+        raise ValueError(
+            f"{key}={model_config.resolution} is not a multiple of patch_size ({model_config.patch_size}) x "
+            f"num_windows ({model_config.num_windows}) = {block}; use {low} or {low + block}"
+        )
+
+
 def _trainable_only(path: Path) -> bool:
     """Whether ``path`` is a run's trainable-only checkpoint (memory-mapped: the tensors are not read)."""
     from recipes.train.checkpoint import SAFE_GLOBALS
@@ -105,6 +117,7 @@ def build_rfdetr_wrapper(
             f"model.pretrained: {pretrained!r} does not fit RF-DETR {size!r} ({hint}, or set "
             f"model.allow_partial_load=True to fine-tune from it on purpose). rfdetr: {partial.messages[0][:400]}"
         )
+    check_block(wrapper.model_config)
     return wrapper
 
 

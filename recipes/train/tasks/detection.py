@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from recipes.train.distributed import gather_objects
 from recipes.train.models.rfdetr import (  # noqa: F401 - build_rfdetr_wrapper, rfdetr_class re-exported
     build_rfdetr_wrapper,
+    check_block,
     check_encoder_weights,
     check_resolution,
     load_encoder_weights,
@@ -161,6 +162,7 @@ class DetectionTask(Task):
             kw = {k: v for k, v in self._model_kwargs().items() if k not in skip}
             check_resolution(kw.get("resolution", 1))
             self.model_config = rfdetr_class(self.model_cfg.get("size", "nano"))._model_config_class(**kw)
+            check_block(self.model_config)
         return self.model_config
 
     def scales(self) -> list[int]:

@@ -8,6 +8,7 @@ batch (each with its own template).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,10 +156,15 @@ def evaluate_tracker(cfg: object, run: object, split: str = "val") -> tuple[list
     return seqs, boxes, per_seq, {**summarise(per_seq), "fps": frames / wall, "frames": frames}
 
 
-def evaluate_opencv_mil(cfg: object) -> dict[str, float]:
-    """OpenCV ``TrackerMIL`` over a tracking config's ``data.val`` sequences, scored as the task scores its model.
+def evaluate_opencv_mil(cfg: object) -> dict[str, Any]:
+    """OpenCV ``TrackerMIL`` over a tracking config's ``data.val`` sequences, and over ``data.test`` when the config
+    has one with boxes, scored as the task scores its model: ``{"val": metrics, "test": metrics}``.
 
     The reference row of a tracking baseline (``run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"``
-    in an experiment's method): the same readers, the same one-pass protocol and metrics as the in-run evaluation.
+    in an experiment's method): the same readers, the same one-pass protocol and metrics as the in-run evaluation
+    and as a trained cell's final ``test`` figures.
     """
-    return evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs])[3]
+    out = {"val": evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs])[3]}
+    if (cfg.get("data") or {}).get("test") is not None and not eval_sequences(cfg, "test").withheld:
+        out["test"] = evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs], "test")[3]
+    return out
