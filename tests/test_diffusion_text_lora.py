@@ -68,6 +68,7 @@ def _attached(pipe, settings):
     return attach_text_encoders(unet, type("Pipe", (), encoders), "sdxl", settings)
 
 
+@pytest.mark.slow  # builds the SDXL test pipeline (its two CLIP encoders): 5-25 s on the shared CPU
 def test_attached_encoders_train_their_lora_only_with_the_settings_given(sdxl):
     model = _attached(sdxl, text_encoder_settings(dict(r=2, alpha=6, targets=["q_proj", "v_proj"]), LORA))
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -82,6 +83,7 @@ def test_attached_encoders_train_their_lora_only_with_the_settings_given(sdxl):
     assert not [n for n in trained if not n.startswith("text_encoder")]  # no denoiser adapter was added here
 
 
+@pytest.mark.slow  # builds the SDXL test pipeline (its two CLIP encoders): 5-25 s on the shared CPU
 def test_encoders_are_their_own_components_with_their_own_lr(sdxl):
     from recipes.param_groups import build_param_groups
     from zoo.unet import UNet
