@@ -148,7 +148,7 @@ def test_sdxl_text_encoders_train_and_load_into_the_pipeline(tmp_path):
     for name in ("text_encoder", "text_encoder_2"):  # the denoiser-only run's encoders are the pipeline's
         torch.testing.assert_close(_encode(getattr(plain.task.pipe, name), ids), _encode(getattr(base, name), ids))
 
-    from tools import export_diffusion  # best.pt -> the same three parts (the encoders' rank 8, the U-Net's 16)
+    from tools import export_diffusion  # best.pt -> the same three parts
 
     te = tmp_path / "te"
     assert export_diffusion.main([str(te / "config.py"), str(te / "best.pt"), "--out", str(tmp_path / "exp")]) == 0
@@ -192,3 +192,17 @@ def test_ddp_two_processes_give_the_one_process_losses_with_the_text_encoder(tmp
     done = torchrun(config_path("sd15"), tmp_path / "two", options("sd15", 3, batch=1, **extra))
     assert done.returncode == 0, done.stderr[-3000:]
     assert logged_losses(tmp_path / "two") == pytest.approx([loss for _, loss in ref.history], rel=1e-4, abs=1e-6)
+
+
+def test_export_checks_the_encoders_rank_against_policy_text_encoder():
+    from recipes.train.errors import BadInput
+    from tools.export_diffusion import check_lora_rank
+
+    ckpt = {"path": "best.pt", "model": {"text_encoder.m.lora_A.weight": torch.zeros(8, 4),
+                                         "down_blocks.m.lora_A.weight": torch.zeros(16, 4)}}  # fmt: skip
+    policy = dict(type="lora_only", r=16, alpha=16)
+    check_lora_rank({"policy": dict(policy, text_encoder=dict(r=8))}, ckpt)
+    with pytest.raises(BadInput, match=r"'text_encoder.m.lora_A.weight' has rank 8, .*policy.text_encoder.r=4"):
+        check_lora_rank({"policy": dict(policy, text_encoder=dict(r=4))}, ckpt)
+    with pytest.raises(BadInput, match="is a text-encoder LoRA tensor, but the config has no policy.text_encoder"):
+        check_lora_rank({"policy": policy}, ckpt)

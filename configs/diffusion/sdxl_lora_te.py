@@ -5,8 +5,9 @@
 # StableDiffusionXLPipeline.load_lora_weights(). Show the LR grid (both encoders' rows too) without weights:
 #   python tools/show_lr.py configs/diffusion/sdxl_lora_te.py --cfg-options model.device=meta
 _base_ = "./_base_/sdxl.py"
-# text_encoder=True: diffusers' defaults (q_proj / k_proj / v_proj / out_proj, the U-Net's rank and alpha)
-policy = dict(text_encoder=dict(r=8, alpha=8))
+# diffusers' defaults (q_proj / k_proj / v_proj / out_proj, the U-Net's rank and alpha, as kohya's one network_dim);
+# dict(r=, alpha=, targets=[..., "fc1", "fc2"]) sets them (kohya also wraps CLIPMLP)
+policy = dict(text_encoder=True)
 task = dict(cache_dir=None)  # the prompt goes through the training encoders every step: no text-embedding cache
 # kohya --text_encoder_lr 4e-5 (the U-Net's cross-attention LR here): one entry per encoder
 strategy = dict(component_lr={"text_encoder": 4e-05, "text_encoder_2": 4e-05})
