@@ -138,9 +138,10 @@ def test_sdxl_text_encoders_train_and_load_into_the_pipeline(tmp_path):
         bs = {n: p for n, p in model.named_parameters() if n.startswith(name + ".") and "lora_B" in n}
         still = {n for n, p in bs.items() if not p.abs().max() > 0}
         last = f".layers.{getattr(model, name).config.num_hidden_layers - 1}."
-        # SDXL reads text_encoder's penultimate layer (its last one gets no gradient); text_encoder_2's pooled output
-        # comes from the last one, so all of that encoder trains
-        assert bs and still == ({n for n in bs if last in n} if name == "text_encoder" else set()), (name, still)
+        # SDXL reads text_encoder's penultimate layer, so its last one has no adapter (it would get no gradient, and
+        # DDP stops on such parameters); text_encoder_2's pooled output comes from its last layer: all of it trains
+        assert bs and not still, (name, still)
+        assert any(last in n for n in bs) == (name == "text_encoder_2"), name
     plain, _ = run(_te_config("sdxl", 2, **{"policy.text_encoder": None}), tmp_path / "unet_only")
     assert not [n for n, _ in plain.bare_model().named_parameters() if n.startswith("text_encoder")]
     base = diffusers.StableDiffusionXLPipeline.from_pretrained(pipeline_dir("sdxl"))

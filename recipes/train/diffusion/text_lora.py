@@ -28,6 +28,10 @@ TEXT_ENCODERS = {"sd15": ("text_encoder",), "sdxl": ("text_encoder", "text_encod
 #: diffusers' ``train_dreambooth_lora_sdxl.py`` text-encoder targets (CLIP attention projections)
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 TEXT_KEYS = ("r", "alpha", "targets")
+#: final encoder layers whose output the family never reads: SDXL takes ``text_encoder``'s penultimate hidden state
+#: (``text_encoder_2``'s last layer feeds its pooled output), so a LoRA there would get no gradient, and DDP stops
+#: on parameters that never get one. No adapter goes there.
+UNREACHED_LAYERS = {("sdxl", "text_encoder"): 1}
 
 
 def text_encoder_settings(value: Any, lora: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -56,10 +60,13 @@ def text_encoder_settings(value: Any, lora: Mapping[str, Any] | None) -> dict[st
     return out
 
 
-def text_lora_config(settings: Mapping[str, Any]) -> Any:
+def text_lora_config(settings: Mapping[str, Any], skip: tuple[int, ...] = ()) -> Any:
+    """peft's config; ``skip``: encoder layers left without an adapter (those the family never reads)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], target_modules=list(settings["targets"]))
+    exclude = rf"(.*\.)?encoder\.layers\.({'|'.join(map(str, skip))})\..*" if skip else None  # full match
+    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], target_modules=list(settings["targets"]),
+                      exclude_modules=exclude)  # fmt: skip
 
 
 def check_text_run(lora: Mapping[str, Any] | None, cache_dir: Any, train: Mapping[str, Any]) -> bool:
@@ -93,8 +100,10 @@ def attach_text_encoders(model: Any, pipe: Any, family: str, settings: Mapping[s
     for name in names:
         encoder = getattr(pipe, name)
         encoder.requires_grad_(False)
+        n = encoder.config.num_hidden_layers
+        skip = tuple(range(n - UNREACHED_LAYERS.get((family, name), 0), n))
         try:
-            __import__("peft").inject_adapter_in_model(text_lora_config(settings), encoder)  # sets peft_config
+            __import__("peft").inject_adapter_in_model(text_lora_config(settings, skip), encoder)
         except ValueError as e:
             raise ValueError(f"policy.text_encoder.targets={settings['targets']!r} match no module of the {name} "
                              f"({type(encoder).__name__}; peft: {str(e)[:160]})") from None  # fmt: skip
