@@ -17,10 +17,10 @@ from recipes.train.diffusion.families import family_of_preset
 from tests.test_diffusion_task import ROOT, photos, pipeline_dir, run, videos
 
 CONFIGS = sorted((ROOT / "configs" / "diffusion").glob("*.py"))
-#: recipe-example configs of families with an LR grid (tools/show_lr.py) but no training path yet (issue 21, item 6)
-GRID_ONLY = {"ltx2_video_lora"}  # LTX-2 (LTX2Pipeline, audio + video)
+#: recipe-example configs of families with an LR grid (tools/show_lr.py) but no training path yet: none left
+GRID_ONLY: set[str] = set()
 TRAINABLE = [p for p in CONFIGS if p.stem not in GRID_ONLY]
-VIDEO_FAMILIES = {"wan", "wan22", "ltx_video", "hunyuan_video"}  # trained on 5-frame clips
+VIDEO_FAMILIES = {"wan", "wan22", "ltx_video", "hunyuan_video", "ltx2"}  # trained on 5-frame clips
 
 
 def tiny_family(cfg) -> str:
@@ -31,7 +31,7 @@ def tiny_family(cfg) -> str:
 
 def one_step_options(family: str) -> list[str]:
     video = family in VIDEO_FAMILIES
-    side = 16 if family.startswith("wan") else 32  # LTX-Video's pipeline asks for multiples of 32 px
+    side = 16 if family.startswith("wan") else 32  # LTX-Video's and LTX-2's pipelines ask for multiples of 32 px
     data = (
         [f"data.train.resolution=({side},{side})", "data.train.num_frames=5"] if video else ["data.train.resolution=32"]
     )

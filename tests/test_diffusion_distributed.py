@@ -23,16 +23,16 @@ from tests.test_train_cli import free_port
 
 pytest.importorskip("skimage.data", reason="scikit-image ships the sample photos")
 ROOT = Path(__file__).resolve().parents[1]
-TRAINABLE = ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan"]
+TRAINABLE = ["sd15", "sdxl", "sd3", "flux", "flux2", "flux2_dev", "chroma", "zimage", "wan", "ltx2"]
+VIDEO_SIDE = {"wan": 16, "ltx2": 32}  # 5-frame clips; LTX-2's pipeline asks for multiples of 32 px
 
 
 def options(family: str, steps: int, batch: int, **extra: object) -> list[str]:
     """``--cfg-options`` of a short run of ``family``'s shipped config on a tiny pipeline and real photos."""
-    data = videos() if family == "wan" else photos()
+    side = VIDEO_SIDE.get(family)
+    data = videos() if side else photos()
     res = (
-        ["data.train.resolution=(16,16)", "data.train.num_frames=5"]
-        if family == "wan"
-        else ["data.train.resolution=32"]
+        [f"data.train.resolution=({side},{side})", "data.train.num_frames=5"] if side else ["data.train.resolution=32"]
     )
     opts = [f"model.pretrained={pipeline_dir(family)}", f"data_root={data}", "model.dtype=float32",
             f"train.max_steps={steps}", f"train.batch_size={batch}", "train.grad_accum=1", "train.progress=False",
@@ -224,12 +224,12 @@ def test_fsdp_option_checks(option, message, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     opts = {**TRAIN_DEFAULTS, "fsdp": True, **option}
     if message is None:
-        check_options(opts, 2, {})
+        check_options(opts, 2, {}, {})
     else:
         with pytest.raises(BadInput, match=message):
-            check_options(opts, 2, {})
+            check_options(opts, 2, {}, {})
     with pytest.raises(BadInput, match="strategy.log_grad_norms with train.fsdp=True"):
-        check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True})
+        check_options({**TRAIN_DEFAULTS, "fsdp": True}, 2, {"log_grad_norms": True}, {})
 
 
 def test_sharded_groups_keep_every_parameters_name_and_settings(tmp_path):

@@ -77,7 +77,7 @@ def test_sana_prediction_is_the_pipelines_denoiser_call_and_one_step_is_euler():
         assert torch.equal(fam.sample_latents(z), z)  # DC-AE: deterministic latents
 
 
-@pytest.mark.parametrize("family", ["sana", "qwen_image", "ltx_video", "hunyuan_video"])
+@pytest.mark.parametrize("family", ["sana", "qwen_image", "ltx_video", "hunyuan_video", "ltx2"])
 def test_shipped_config_trains_samples_and_its_lora_loads_into_a_fresh_pipeline(family, tmp_path):
     import diffusers
 

@@ -27,11 +27,14 @@ def test_bad_base_precision_is_one_error_naming_it(precision, dtype, cuda, messa
         check_base_precision(precision, dtype, cuda)
 
 
-def test_a_missing_backend_package_is_named(monkeypatch):
+@pytest.mark.parametrize(("precision", "package"), [("int8", "torchao"), ("fp8", "torchao"), ("nf4", "bitsandbytes")])
+def test_a_missing_backend_package_names_it_and_the_lowp_extra(monkeypatch, precision, package):
+    """The lowp extra is not in [all]: the error says which extra (or package) to install."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
-    with pytest.raises(ValueError, match=r"base_precision='int8' needs the torchao package.*pip install torchao"):
-        check_base_precision("int8", None, False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(ValueError, match=rf"base_precision='{precision}' needs the {package} package") as e:
+        check_base_precision(precision, None, True)
+    assert "pip install 'zoo-recipes[lowp]'" in str(e.value) and f"pip install {package})" in str(e.value)
 
 
 @pytest.mark.skipif(not HAS_TORCHAO, reason="torchao not installed")

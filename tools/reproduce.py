@@ -3,6 +3,7 @@
     python tools/reproduce.py NAME [--size cpu|gpu] [--seeds 0,1] [--methods a,b] [--data-dir DIR]
     python tools/reproduce.py --docs              # regenerate docs/baselines.md and its plots from results only
     python tools/reproduce.py --list              # the baselines and their methods
+    python tools/reproduce.py NAME --import-tune STUDY_DIR   # a tools/tune.py study -> experiments/NAME/tune.json
 
 A baseline is ``experiments/NAME/experiment.py`` (methods -> configs, seeds, sizes, the metric it
 reports with its expected value and tolerance). Each finished cell is written at once (atomically)
@@ -31,6 +32,8 @@ from recipes.train.errors import BadInput, cli  # noqa: E402
 from tools.baselines import experiments as E  # noqa: E402
 from tools.baselines.cells import PREPARERS, provenance, run_cell  # noqa: E402
 from tools.baselines.docs import write_docs  # noqa: E402
+from tools.baselines.legacy import same_settings  # noqa: E402
+from tools.baselines.tune_summary import import_tune  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--list", action="store_true", help="list the baselines")
     ap.add_argument(
         "--dry-run", action="store_true", help="print each cell's state (done, to run, another config); run nothing"
+    )
+    ap.add_argument(
+        "--import-tune",
+        default=None,
+        metavar="STUDY_DIR",
+        help="summarise a tools/tune.py study of this baseline into experiments/NAME/tune.json (then the docs)",
     )
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/baselines.md after the matrix")
     return ap.parse_args(argv)
@@ -115,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.name:
         raise BadInput(f"give a baseline name (one of {', '.join(E.baseline_names())}) or --docs / --list")
+    if args.import_tune:
+        print(f"[tune] wrote {import_tune(args.name, Path(args.import_tune))}")
+        if not args.no_docs:
+            print(f"[docs] wrote {write_docs()}")
+        return 0
     exp = E.load_experiment(args.name)
     size = args.size or exp["default_size"]
     if size not in exp["sizes"]:
@@ -128,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(m, s) for m in methods for s in seeds]
     plans = [E.cell_config(exp, m, size, s, args.cfg_options) for m, s in cells]  # validates every config first
     keys = [E.cell_key(m, size, s) for m, s in cells]
+    olds = [results["cells"].get(key) for key in keys]
+    same = [
+        old and same_settings(cfg, digest, old["config_hash"]) for old, (cfg, digest) in zip(olds, plans, strict=True)
+    ]
     stale = [
         f"{key} (hash {old['config_hash']}, commit {old['commit'][:10]}; now {digest})"
-        for key, (_, digest) in zip(keys, plans, strict=True)
-        if (old := results["cells"].get(key)) is not None and old["config_hash"] != digest
+        for key, old, why, (_, digest) in zip(keys, olds, same, plans, strict=True)
+        if old is not None and why is None
     ]
     if stale and not args.rerun and not args.dry_run:  # checked before any cell runs
         raise BadInput(
@@ -139,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             "pass --rerun to replace them"
         )
     paths: dict[str, str] | None = None
-    for i, ((method, seed), key, (cfg, digest)) in enumerate(zip(cells, keys, plans, strict=True), 1):
-        old = results["cells"].get(key)
+    for i, ((method, seed), key, (cfg, digest), old, why) in enumerate(
+        zip(cells, keys, plans, olds, same, strict=True), 1
+    ):
         tag = f"[{i}/{len(cells)}] {args.name} {key}"
-        if old is not None and old["config_hash"] == digest:
-            print(f"{tag}: done (commit {old['commit'][:10]}, same config hash {digest}); skipped", flush=True)
+        if why:  # the same config hash, or the same settings under names since renamed
+            print(f"{tag}: done (commit {old['commit'][:10]}, {why}); skipped", flush=True)
             continue
         if args.dry_run:
             state = (

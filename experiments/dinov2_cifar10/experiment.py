@@ -62,4 +62,7 @@ curve_metric = "top1"
 metric = dict(
     label="test top-1 %", path="test.top1", method="linear_probe", size="cpu", seed=0, expected=62.2, tolerance=1.0
 )
+# The recipe search (tools/tune.py) started from this method at this size; its summary is experiments/dinov2_cifar10/tune.json:
+#   python tools/reproduce.py dinov2_cifar10 --import-tune STUDY_DIR
+tune = dict(method="full_layer_decay", size="cpu")
 hardware = "2 AMD EPYC cores, no GPU (18 runs in 68 min; short test runs shared the cores at times)"

@@ -144,15 +144,10 @@ def check_library_sections(cfg: Any) -> None:
 
 
 def check_combinations(cfg: Any) -> None:
-    """Options that are each valid but do not work together: one error naming both."""
-    train, model = _section(cfg, "train"), _section(cfg, "model")
-    if train.get("fsdp") and model.get("offload"):
-        raise BadInput("config: model.offload=True with train.fsdp=True: block offloading moves whole blocks between "
-                       "host and GPU, FSDP2 shards them over processes; use one (FSDP2 already spreads the weights)")  # fmt: skip
-    if train.get("fsdp") and model.get("base_precision") in ("fp8", "int8", "nf4"):
-        raise BadInput(f"config: model.base_precision={model['base_precision']!r} with train.fsdp=True is not "
-                       "supported (sharding torchao / bitsandbytes weight tensors is not tested here); a quantized "
-                       "base fits one GPU: use DDP (train.fsdp=False) under torchrun")  # fmt: skip
+    """Options that are each valid but do not work together: one error naming both (FSDP's: ``fsdp.check_conflicts``)."""
+    from recipes.train.fsdp import check_conflicts
+
+    check_conflicts(_section(cfg, "train"), _section(cfg, "strategy"), _section(cfg, "model"))
 
 
 def check_config(cfg: Any) -> None:

@@ -63,7 +63,7 @@ class Trainer:
         self.world = world_size()
         self.rank, self.device = init_device(self.opts["device"], self.world)
         self.is_main = self.rank == 0
-        fsdp.check_options(self.opts, self.world, self.cfg.get("strategy") or {})
+        fsdp.check_options(self.opts, self.world, self.cfg.get("strategy") or {}, self.cfg.get("model") or {})
         self.files = RunFiles(self.work_dir, self.is_main, self.opts["keep_ckpts"])
         setup_logging(self.is_main)
         seed_everything(self.opts["seed"] + self.rank)

@@ -32,26 +32,45 @@ from recipes.train.trainable_state import frozen_names
 log = logging.getLogger("recipes.train")
 
 
-def check_options(opts: Mapping[str, Any], world: int, strategy: Mapping[str, Any]) -> None:
-    """``train.fsdp=True``: one process, or an option the sharded path does not support, is one error."""
+# Options that are each valid but do not work with train.fsdp=True: (section, key, is it set, why).
+_CONFLICTS = (
+    ("train", "compile", bool, "torch.compile of the sharded model is not tested here"),
+    ("train", "log_grad_norms", bool, "the per-group gradient diagnostics read whole tensors, not shards"),
+    ("strategy", "log_grad_norms", bool, "the per-group gradient diagnostics read whole tensors, not shards"),
+)
+QUANTIZED = ("fp8", "int8", "nf4")
+
+
+def check_conflicts(train: Mapping[str, Any], strategy: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """Every option ``train.fsdp=True`` does not work with, one error naming both; called by the config check
+    (before torchrun, data or weights) and again at engine start. Nothing to check without ``train.fsdp``."""
+    if not train.get("fsdp"):
+        return
+    sections = {"train": train, "strategy": strategy}
+    for section, key, is_set, why in _CONFLICTS:
+        if is_set(sections[section].get(key)):
+            raise BadInput(f"config: {section}.{key} with train.fsdp=True is not supported ({why}); remove one of them")
+    if train.get("amp") == "fp16":
+        raise BadInput("config: train.amp='fp16' with train.fsdp=True is not supported (its gradient scaler does not "
+                       "read sharded gradients); use train.amp='bf16'")  # fmt: skip
+    if model.get("offload"):
+        raise BadInput("config: model.offload=True with train.fsdp=True: block offloading moves whole blocks between "
+                       "host and GPU, FSDP2 shards them over processes; use one (FSDP2 already spreads the weights)")  # fmt: skip
+    if model.get("base_precision") in QUANTIZED:
+        raise BadInput(f"config: model.base_precision={model['base_precision']!r} with train.fsdp=True is not "
+                       "supported (sharding torchao / bitsandbytes weight tensors is not tested here); a quantized "
+                       "base fits one GPU: use DDP (train.fsdp=False) under torchrun")  # fmt: skip
+
+
+def check_options(opts: Mapping[str, Any], world: int, strategy: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """Engine start with ``train.fsdp=True``: the option conflicts again (a guard; the config check ran them), then
+    one process (not launched by torchrun) is an error."""
     if not opts["fsdp"]:
         return
+    check_conflicts(opts, strategy, model)
     if world < 2 or "LOCAL_RANK" not in os.environ:
         raise BadInput("train.fsdp=True shards the model over processes: launch with torchrun, e.g. torchrun "
                        "--nproc_per_node=2 tools/train.py CONFIG (for one process set train.fsdp=False)")  # fmt: skip
-    unsupported = {
-        "compile": "torch.compile of the sharded model is not tested here",
-        "log_grad_norms": "the per-group gradient diagnostics read whole tensors, not shards",
-    }
-    for key, why in unsupported.items():
-        if opts[key]:
-            raise BadInput(f"train.{key} with train.fsdp=True is not supported ({why}); remove one of them")
-    if strategy.get("log_grad_norms"):
-        raise BadInput("strategy.log_grad_norms with train.fsdp=True is not supported (the per-group gradient "
-                       "diagnostics read whole tensors, not shards); remove one of them")  # fmt: skip
-    if opts["amp"] == "fp16":
-        raise BadInput("train.amp='fp16' with train.fsdp=True is not supported (its gradient scaler does not "
-                       "read sharded gradients); use train.amp='bf16'")  # fmt: skip
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:

@@ -183,19 +183,25 @@ def current_cells(exp: dict[str, Any], cells: dict[str, dict]) -> tuple[dict[str
     """The cells made with the experiment's present config for their (method, size, seed), and per size the keys
     of the others (a method or size since removed, a recipe or size since changed, extra ``--cfg-options``).
 
-    Tables and plots are built from the first only, so a changed recipe never averages with its old results.
+    A cell made before a key rename with the same settings counts as present (:mod:`tools.baselines.legacy`); its
+    ``renamed`` entry (set on the returned copy, not in results.json) says which renames. Tables and plots are built
+    from the first only, so a changed recipe never averages with its old results.
     """
+    from tools.baselines.legacy import same_settings
+
     kept: dict[str, dict] = {}
     stale: dict[str, list[str]] = {}
     for key, c in cells.items():
-        if (
-            c.get("method") in exp["methods"]
-            and c.get("size") in exp["sizes"]
-            and cell_config(exp, c["method"], c["size"], int(c["seed"]))[1] == c.get("config_hash")
-        ):
-            kept[key] = c
-        else:
+        why = None
+        if c.get("method") in exp["methods"] and c.get("size") in exp["sizes"]:
+            cfg, digest = cell_config(exp, c["method"], c["size"], int(c["seed"]))
+            why = same_settings(cfg, digest, str(c.get("config_hash")))
+        if why is None:
             stale.setdefault(str(c.get("size")), []).append(key)
+        else:
+            kept[key] = (
+                c if why == "same config hash" else {**c, "renamed": why.removeprefix("made before the renames: ")}
+            )
     return kept, stale
 
 

@@ -1,20 +1,13 @@
-"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo), registered into ``families.FAMILIES``; each
-mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the families in ``families.py`` do
-(tests/test_diffusion_more_families.py records those calls and compares)."""
+"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo; LTX-2 from ``family_ltx2.py``), registered
+into ``families.FAMILIES``; each mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the
+families in ``families.py`` do (tests/test_diffusion_more_families.py records those calls and compares)."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 import torch
 
-from recipes.train.diffusion.family import Family, denoiser_config
-
-
-def call_default(pipe: Any, name: str) -> Any:
-    """The default of argument ``name`` of the pipeline's ``__call__`` (what a user's prompt gets at inference)."""
-    return inspect.signature(type(pipe).__call__).parameters[name].default
+from recipes.train.diffusion.family import Family, call_default, denoiser_config
+from recipes.train.diffusion.family_ltx2 import LTX2
 
 
 class Sana(Family):
@@ -220,4 +213,4 @@ class HunyuanVideo(Family):
         return {k: cond[k] for k in ("prompt_embeds", "pooled_prompt_embeds", "prompt_attention_mask")}
 
 
-MORE_FAMILIES: tuple[Family, ...] = (Sana(), QwenImage(), LTXVideo(), HunyuanVideo())
+MORE_FAMILIES: tuple[Family, ...] = (Sana(), QwenImage(), LTXVideo(), HunyuanVideo(), LTX2())

@@ -3,10 +3,13 @@ used in training. The families themselves are in ``families.py``; ``denoiser_con
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from recipes.adapter import unwrap_model
 
@@ -15,6 +18,11 @@ def denoiser_config(model: Any) -> Any:
     """The denoiser's diffusers ``config`` through any DDP / ``torch.compile`` wrapper: the one place a family
     reads the model's settings (the wrapped model is what the forward pass calls)."""
     return unwrap_model(model).config
+
+
+def call_default(pipe: Any, name: str) -> Any:
+    """The default of argument ``name`` of the pipeline's ``__call__`` (what a user's prompt gets at inference)."""
+    return inspect.signature(type(pipe).__call__).parameters[name].default
 
 
 class Family:
@@ -30,6 +38,18 @@ class Family:
     negative_prompt = True  # samples: the pipeline takes ``negative_prompt_embeds`` (classifier-free guidance)
     sample_options: dict[str, Any] = {}  # further ``__call__`` arguments of the sample grids
     guidance_argument = "guidance_scale"  # the ``__call__`` argument ``task.samples.guidance_scale`` sets
+    no_gradient = ""  # full-match regex of denoiser modules the training loss does not reach (a LoRA there: an error)
+    no_gradient_why = ""
+
+    def train_all(self, denoiser: nn.Module) -> nn.Module:
+        """``policy.type='full'``: every weight the training loss reaches. Modules matching ``no_gradient`` stay
+        frozen (they would get no gradient, and DDP stops on parameters that never receive one)."""
+        denoiser.requires_grad_(True)
+        if self.no_gradient:
+            for name, module in denoiser.named_modules():
+                if name and re.fullmatch(self.no_gradient, name):
+                    module.requires_grad_(False)
+        return denoiser
 
     def encode_prompts(self, pipe: Any, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -8,7 +8,11 @@ kohya sd-scripts, musubi-tuner and ComfyUI name a LoRA module after the model's 
   holds ``to_q``, ``to_k``, ``to_v`` fused, ``single_blocks_N_linear1`` Flux.1's ``to_q``, ``to_k``, ``to_v``
   and ``proj_mlp`` (Flux.2's ``to_qkv_mlp_proj`` is already one module);
 - SD3 (``networks/lora_sd3.py``): ``joint_blocks_N_x_block_attn_qkv`` / ``context_block``;
-- WAN 2.1 / 2.2 (musubi-tuner ``networks/lora_wan.py``): ``blocks_N_self_attn_q`` ... ``ffn_0``.
+- WAN 2.1 / 2.2 (musubi-tuner ``networks/lora_wan.py``): ``blocks_N_self_attn_q`` ... ``ffn_0``;
+- LTX-2 (ltx-core / ComfyUI ``comfy/ldm/lightricks/av_model.py``, which ComfyUI's generic ``lora_unet_`` map
+  reads): the blocks keep diffusers' names (``transformer_blocks_0_attn1_to_q``, ``..._audio_ff_net_2``); the
+  top-level modules are renamed back (``patchify_proj``, ``adaln_single``, ``av_ca_*_adaln_single``), the inverse of
+  diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers``.
 
 A fused module is written as one LoRA of rank ``n * r``: ``lora_down`` the parts' ``lora_A`` stacked,
 ``lora_up`` their ``lora_B`` on the block diagonal, so ``up @ down`` is the parts' deltas stacked on the
@@ -97,6 +101,19 @@ RULES: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
         (r"blocks\.(\d+)\.ffn\.net\.2", "blocks.{0}.ffn.2", None),
     ],
 }
+#: LTX-2's top-level modules diffusers renamed (``scripts/convert_ltx2_to_diffusers.py``): (diffusers, original)
+_LTX2_RENAMED = (("audio_proj_in", "audio_patchify_proj"), ("proj_in", "patchify_proj"),
+                 ("audio_time_embed", "audio_adaln_single"), ("time_embed", "adaln_single"),
+                 ("av_cross_attn_video_scale_shift", "av_ca_video_scale_shift_adaln_single"),
+                 ("av_cross_attn_video_a2v_gate", "av_ca_a2v_gate_adaln_single"),
+                 ("av_cross_attn_audio_scale_shift", "av_ca_audio_scale_shift_adaln_single"),
+                 ("av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single"),
+                 ("audio_prompt_adaln", "audio_prompt_adaln_single"), ("prompt_adaln", "prompt_adaln_single"))  # fmt: skip
+RULES["ltx2"] = [
+    (r"(transformer_blocks\.\d+\..+)", "{0}", None),
+    *[(rf"{d}(\..+)?", o + "{0}", None) for d, o in _LTX2_RENAMED],
+    (r"((?:audio_)?(?:caption_projection\..+|proj_out))", "{0}", None),
+]
 _NOT_IN_CHROMA = ("mod", "time_in.", "guidance_in.", "vector_in.")  # its modulation comes from one approximator
 RULES["chroma"] = [r for r in RULES["flux"] if not any(w in r[1] for w in _NOT_IN_CHROMA)]
 RULES["wan22"] = RULES["wan"]
@@ -113,7 +130,7 @@ def original_path(family: str, module: str) -> tuple[str, int, tuple[str, ...] |
     for pattern, target, parts in RULES[family]:
         m = re.fullmatch(pattern, module)
         if m:
-            return target.format(*m.groups()[:1]), parts.index(m.group(2)) if parts else 0, parts
+            return target.format(*[g or "" for g in m.groups()[:1]]), parts.index(m.group(2)) if parts else 0, parts
     raise ValueError(f"task.save_format='kohya': the LoRA module {module!r} has no name in kohya's {family} layout; "
                      "leave it out of policy.targets or use save_format='diffusers'")  # fmt: skip
 

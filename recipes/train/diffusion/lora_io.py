@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 def ready_to_save(model: Any, family: str, fmt: str) -> Any:
     """``model`` once its LoRA can be saved in ``fmt``: with kohya's names, every LoRA module has one (checked
-    before training, not at its end)."""
+    before training, not at its end); no LoRA module sits where the family's loss sends no gradient."""
+    from recipes.train.diffusion.families import FAMILIES
+
+    unreached = FAMILIES[family].no_gradient if family in FAMILIES else ""
+    stray = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and unreached and re.fullmatch(unreached, n)]
+    if stray:
+        raise ValueError(f"policy.targets: {len(stray)} LoRA modules (e.g. {stray[0]!r}) are where the {family} loss "
+                         f"sends no gradient ({FAMILIES[family].no_gradient_why}); target other modules or leave "
+                         "policy.targets unset for the family's")  # fmt: skip
     if fmt == "kohya":
         from recipes.train.diffusion.kohya_keys import check_kohya_layout
 

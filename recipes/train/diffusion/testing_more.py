@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-MORE_TEST_FAMILIES = ("sana", "qwen_image", "ltx_video", "hunyuan_video")
+MORE_TEST_FAMILIES = ("sana", "qwen_image", "ltx_video", "hunyuan_video", "ltx2")  # LTX-2: testing_ltx2.py
 RELEASED_SCHEDULERS_MORE: dict[str, tuple[str, dict[str, Any], str]] = {
     "sana": (
         "DPMSolverMultistepScheduler",
@@ -232,5 +232,8 @@ def _hunyuan_video() -> Any:
 
 def build_more(family: str) -> Any:
     """The test pipeline of ``family`` (one of ``MORE_TEST_FAMILIES``), random weights, on the CPU."""
-    builders = {"sana": _sana, "qwen_image": _qwen_image, "ltx_video": _ltx_video, "hunyuan_video": _hunyuan_video}
+    from recipes.train.diffusion.testing_ltx2 import build_ltx2
+
+    builders = {"sana": _sana, "qwen_image": _qwen_image, "ltx_video": _ltx_video, "hunyuan_video": _hunyuan_video,
+                "ltx2": build_ltx2}  # fmt: skip
     return builders[family]()

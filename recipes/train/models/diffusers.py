@@ -160,7 +160,8 @@ def check_base_precision(precision: str | None, dtype: str | None, cuda: bool) -
     package, cpu_ok = BASE_PRECISIONS[precision]
     if package and importlib.util.find_spec(package) is None:
         raise ValueError(f"model.base_precision={precision!r} needs the {package} package, which is not installed "
-                         f"(pip install {package})")  # fmt: skip
+                         f"(pip install 'zoo-recipes[lowp]', the extra with torchao and bitsandbytes; or pip install "
+                         f"{package})")  # fmt: skip
     if not (cpu_ok or cuda):
         raise ValueError(f"model.base_precision={precision!r} ({package} through diffusers) runs on CUDA only and this "
                          "machine has no CUDA device; use 'int8' or 'fp8' (torchao, runs on the CPU too)")  # fmt: skip

@@ -191,7 +191,7 @@ class DiffusionTask(Task):
     def apply_policy(self, model: nn.Module, policy: Mapping[str, Any]) -> nn.Module:
         """The adapter through diffusers' ``add_adapter`` (so ``save_lora_weights`` sees it), or every weight."""
         if self.lora is None:
-            return model.requires_grad_(True)
+            return self._family.train_all(model)
         return ready_to_save(add_adapter(model, self.lora, self._family.lora_targets), self._family.name,
                              self.save_format)  # fmt: skip
 
