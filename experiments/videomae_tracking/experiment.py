@@ -19,6 +19,9 @@ data = dict(tracking=dict(archive="tracking_sot.tar.gz", path="tracking_sot"),
 methods = dict(
     dinov2_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.pretrained": "{dinov2}"}),
     random_init=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py", options={"model.pretrained": None}),
+    # a finer search grid: 196 px = 14 x 14 cells of 14 px (the shipped 140 px is 10 x 10), ~1.8x the tokens
+    dinov2_init_grid196=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py",
+                             options={"model.pretrained": "{dinov2}", "task.search_size": 196}),
     opencv_mil=dict(config="configs/tracking/videomae_dinov2_cpu_shared.py",
                     run="recipes.train.tasks.tracking_online:evaluate_opencv_mil"),
 )  # fmt: skip
