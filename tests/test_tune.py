@@ -185,6 +185,38 @@ def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint
 
 
 @pytest.mark.slow
+def test_a_trial_run_stopped_from_outside_is_requeued_not_pruned(tmp_path: Path) -> None:
+    """A signal to the trial's run alone (a scheduler, ``kill``): the run checkpoints and exits 3, which the search
+    did not ask for, so the trial goes back to the queue and the search stops as on Ctrl-C (it used to be
+    recorded as pruned, with the run's partial curve)."""
+    space = _space(tmp_path, SPACE)
+    longer = ("train.epochs=8", "train.ckpt_every=2")
+    p = _tune(tmp_path, space, "--trials", "2", "--no-reference", options=longer, start_new_session=True)
+    ckpt = tmp_path / "study" / "trials" / "0000" / "run" / "checkpoints" / "last"
+    deadline = time.time() + 600
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), p.communicate()[0]
+    run = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _cmdline(d).count("trials/0000/run")]
+    assert len(run) == 1
+    os.kill(run[0], signal.SIGTERM)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 3, out
+    import optuna
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert "PRUNED" not in states and "WAITING" in states, states
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     space = _space(tmp_path, SPACE)
     procs = [_tune(tmp_path, space, "--trials", "3", "--no-reference") for _ in range(2)]

@@ -87,6 +87,9 @@ class Search:
             except KeyboardInterrupt:
                 requeue(study, dict(trial.params), str(folder), trial.number)
                 raise
+            if res.code == 3 and not res.stopped:  # the run was interrupted from outside (a signal to it alone):
+                requeue(study, dict(trial.params), str(folder), trial.number)  # not a pruned trial; stop as Ctrl-C
+                raise KeyboardInterrupt
             trial.set_user_attr("exit", res.code)
             best = res.best(self.maximize)
             if res.code == 1:

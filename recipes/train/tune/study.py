@@ -41,6 +41,7 @@ class RunResult:
     code: int
     curve: list[tuple[int, float]]
     summary: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # this process stopped it (pruned); exit 3 without it: interrupted from outside
 
     def best(self, maximize: bool) -> float | None:
         values = [v for _, v in self.curve]
@@ -135,7 +136,8 @@ def run_training(
                 proc.kill()
             raise
     summary = run_dir / "summary.json"
-    res = RunResult(code, eval_curve(run_dir, metric), json.loads(summary.read_text()) if summary.is_file() else {})
+    res = RunResult(code, eval_curve(run_dir, metric), json.loads(summary.read_text()) if summary.is_file() else {},
+                    stopped)  # fmt: skip
     if code == EXIT_BAD_INPUT:
         lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("error:")]
         why = lines[-1][len("error:") :].strip() if lines else "the run stopped on bad input"
