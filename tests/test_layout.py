@@ -154,3 +154,16 @@ def test_files_stay_under_400_lines(folder):
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / folder).rglob("*.py")}
     long = {name: n for name, n in sizes.items() if n >= 400}
     assert not long, f"split these (the project keeps files under 400 lines): {long}"
+
+
+def test_no_merge_conflict_markers_in_tracked_files():
+    """A merge left ``<<<<<<<`` / ``>>>>>>>`` blocks in README.md and docs/diffusion.md once; no test read them."""
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True)
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.MULTILINE)
+    hits = []
+    for name in files.stdout.splitlines():
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".toml", ".cfg", ".txt", ".sh", ".yml", ".yaml"} and path.is_file():
+            if marker.search(path.read_text(errors="replace")):
+                hits.append(name)
+    assert not hits, hits
