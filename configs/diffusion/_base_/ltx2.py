@@ -5,7 +5,7 @@
 #   python tools/train.py configs/diffusion/ltx2_lora.py --cfg-options model.pretrained=/path/to/pipeline data_root=/path/to/data
 model = dict(type="diffusers", preset="ltx2", pretrained=None, dtype="bfloat16")
 # what trains (the one switch of every task): LoRA on the video stream's attention + MLP projections
-# (recipes/train/diffusion/family_ltx2.py); kind='lokr' / 'loha' for LyCORIS, type='full' for every weight
+# (recipes/train/diffusion/family_ltx.py); kind='lokr' / 'loha' for LyCORIS, type='full' for every weight
 policy = dict(type="lora_only", r=16, alpha=16)
 task = dict(
     type="diffusion",

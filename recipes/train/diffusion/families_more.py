@@ -1,4 +1,4 @@
-"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo; LTX-2 from ``family_ltx2.py``), registered
+"""More diffusion families (Sana, Qwen-Image, LTX-Video, HunyuanVideo; LTX-Video and LTX-2 from ``family_ltx.py``), registered
 into ``families.FAMILIES``; each mirrors one denoiser call of its pipeline's ``__call__`` in diffusers 0.42, as the
 families in ``families.py`` do (tests/test_diffusion_more_families.py records those calls and compares)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from recipes.train.diffusion.family import Family, call_default, denoiser_config
-from recipes.train.diffusion.family_ltx2 import LTX2
+from recipes.train.diffusion.family_ltx import LTX2, LTXVideo
 
 
 class Sana(Family):
@@ -112,64 +112,6 @@ class QwenImage(Family):
 
     def sample_kwargs(self, cond):
         return {"prompt_embeds": cond["prompt_embeds"], "prompt_embeds_mask": cond["prompt_embeds_mask"]}
-
-
-class LTXVideo(Family):
-    """LTX-Video (``LTXPipeline``: T5, its causal video VAE, a DiT over video tokens), as pipeline_ltx.py does it:
-
-    - prompts: the pipeline's ``encode_prompt`` (T5, ``max_sequence_length`` 128, the ``__call__`` default) and the
-      attention mask the transformer takes;
-    - latents: the VAE's sample normalised as ``_normalize_latents`` does with the VAE's ``latents_mean`` /
-      ``latents_std`` buffers and ``scaling_factor`` (the decode step undoes it), packed into tokens
-      (``_pack_latents`` with the transformer's patch sizes);
-    - the denoiser gets the timestep ``sigma * 1000``, the latent grid (frames, height, width) and the RoPE scale
-      ``(temporal ratio / frame_rate, spatial ratio, spatial ratio)`` at the ``__call__``'s ``frame_rate`` (25), read
-      from the pipeline by ``for_pipeline``;
-    - the shift is the scheduler's resolution-dependent one over the video's token count (frames x height x
-      width); the release's ``shift_terminal`` (0.1) only stretches the inference grid.
-    """
-
-    name, pipelines, presets, video = "ltx_video", ("LTXPipeline",), ("ltx-video",), True
-    lora_targets = r".*transformer_blocks\.\d+\.(?:attn[12]\.(?:to_[qkv]|to_out\.0)|ff\.net\.(?:0\.proj|2))"
-
-    def __init__(self, temporal_ratio: int = 8, frame_rate: float = 25.0) -> None:
-        self.temporal_ratio, self.frame_rate = temporal_ratio, frame_rate  # the release's VAE, the call's default
-
-    def for_pipeline(self, pipe, expert):
-        super().for_pipeline(pipe, expert)
-        return LTXVideo(int(pipe.vae_temporal_compression_ratio), float(call_default(pipe, "frame_rate")))
-
-    def encode_prompts(self, pipe, prompts, device):
-        embeds, mask, _, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False, device=device,
-                                                max_sequence_length=call_default(pipe, "max_sequence_length"))  # fmt: skip
-        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
-
-    def normalize(self, vae, latents):
-        from diffusers import LTXPipeline
-
-        return LTXPipeline._normalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-
-    def image_seq_len(self, latents, model):
-        c = denoiser_config(model)
-        f, h, w = latents.shape[-3:]
-        return (f // c.patch_size_t) * (h // c.patch_size) * (w // c.patch_size)  # the pipeline's sequence length
-
-    def predict(self, model, noisy, timesteps, cond, extra):
-        from diffusers import LTXPipeline
-
-        c = denoiser_config(model)
-        f, h, w = noisy.shape[-3:]
-        rope = (self.temporal_ratio / self.frame_rate, extra["vae_factor"], extra["vae_factor"])
-        out = model(hidden_states=LTXPipeline._pack_latents(noisy, c.patch_size, c.patch_size_t),
-                    encoder_hidden_states=cond["prompt_embeds"], timestep=timesteps,
-                    encoder_attention_mask=cond["prompt_attention_mask"], num_frames=f // c.patch_size_t,
-                    height=h // c.patch_size, width=w // c.patch_size, rope_interpolation_scale=rope,
-                    return_dict=False)[0]  # fmt: skip
-        return LTXPipeline._unpack_latents(out, f // c.patch_size_t, h // c.patch_size, w // c.patch_size,
-                                           c.patch_size, c.patch_size_t)  # fmt: skip
-
-    def sample_kwargs(self, cond):
-        return {"prompt_embeds": cond["prompt_embeds"], "prompt_attention_mask": cond["prompt_attention_mask"]}
 
 
 class HunyuanVideo(Family):
