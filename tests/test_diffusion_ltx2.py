@@ -11,9 +11,8 @@ import torch
 from recipes.train.diffusion.families import FAMILIES
 from recipes.train.diffusion.kohya_keys import original_path
 from recipes.train.diffusion.lora_io import save_lora
-from recipes.train.diffusion.objectives import FlowObjective
 from recipes.train.diffusion.testing import build_test_pipeline
-from tests.test_diffusion_more_families import denoiser_calls
+from tests.test_diffusion_more_families import check_ltx_latents_and_shift, denoiser_calls
 
 
 @pytest.mark.slow  # a tiny pipeline with 1,024-token prompts, 3-step calls: 30-60 s on a shared CPU
@@ -21,25 +20,13 @@ def test_ltx2_prediction_is_the_pipelines_video_only_denoiser_call():
     """Each modality-isolated transformer call of a 3-step ``LTX2Pipeline.__call__`` (packed video tokens, the
     connectors' context and mask, the grid, 24 fps) is the family's call on the unpacked latents; the calls with the
     audio-to-video attention on differ (the isolation is what trains); the first timestep is the training one."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
+    from diffusers import LTX2Pipeline
 
     pipe = build_test_pipeline("ltx2")
     fam = FAMILIES["ltx2"].for_pipeline(pipe, None)
     pipe.set_progress_bar_config(disable=True)
     assert (fam.temporal_ratio, fam.frame_rate, fam.audio_latents_per_second) == (4, 24.0, 25.0)
-    vae = pipe.vae
-    z = torch.randn(1, 8, 2, 4, 4, generator=torch.Generator().manual_seed(2))
-    back = LTX2Pipeline._denormalize_latents(fam.normalize(vae, z), vae.latents_mean, vae.latents_std,
-                                             vae.config.scaling_factor)  # fmt: skip
-    torch.testing.assert_close(back, z)  # what the pipeline's decode step undoes
-    x0 = torch.randn(1, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 5 frames of 32 px (ratios 4, 4)
-    obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
-    seq = fam.image_seq_len(x0, pipe.transformer)
-    assert seq == 2 * 8 * 8
-    no_terminal = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift_terminal=None)
-    t = torch.linspace(1.0, 1 / 3, 3)
-    no_terminal.set_timesteps(sigmas=t.tolist(), mu=obj.mu(seq))
-    torch.testing.assert_close(obj.shift_sigmas(t, seq), no_terminal.sigmas[:-1], atol=1e-6, rtol=1e-5)
+    x0, obj, seq, t = check_ltx_latents_and_shift(pipe, fam, LTX2Pipeline)
     with torch.no_grad():
         cond = {k: v[:1] for k, v in fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu")).items()}
         assert cond["prompt_embeds"].shape == (1, 1024, 16 * 3)  # Gemma's 2 layers + embeddings, 1024 tokens

@@ -147,20 +147,16 @@ def test_qwen_image_prediction_is_the_pipelines_denoiser_call_and_its_last_step_
         assert float(calls[0][1]["timestep"]) == pytest.approx(float(nb.sigmas), rel=1e-5)  # first sigma unstretched
 
 
-def test_ltx_video_prediction_is_the_pipelines_denoiser_call_and_its_last_step_is_euler():
-    """Each transformer call of a 3-step ``LTXPipeline.__call__`` (packed video tokens, grid, RoPE scale at the
-    call's frame rate) is the family's call on the unpacked latents; the last step is Euler on that prediction; the
-    training shift is the scheduler's over the video's token count; latents are normalised as the pipeline does."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+def check_ltx_latents_and_shift(pipe, fam, pipeline_cls):
+    """LTX-Video / LTX-2 on their tiny pipelines: the family's latent normalisation is what ``pipeline_cls``'s decode
+    step undoes, the token count is the pipeline's, and the training shift is the scheduler's (without the inference
+    grid's ``shift_terminal``). Returns the 5-frame 32 px latents, the objective, the token count and 3 sigmas."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    pipe = build_test_pipeline("ltx_video")
-    fam = FAMILIES["ltx_video"].for_pipeline(pipe, None)
-    pipe.set_progress_bar_config(disable=True)
-    assert (fam.temporal_ratio, fam.frame_rate) == (pipe.vae_temporal_compression_ratio, 25.0)
     vae = pipe.vae
     z = torch.randn(1, 8, 2, 4, 4, generator=torch.Generator().manual_seed(2))
-    back = LTXPipeline._denormalize_latents(fam.normalize(vae, z), vae.latents_mean, vae.latents_std,
-                                            vae.config.scaling_factor)  # fmt: skip
+    back = pipeline_cls._denormalize_latents(fam.normalize(vae, z), vae.latents_mean, vae.latents_std,
+                                             vae.config.scaling_factor)  # fmt: skip
     torch.testing.assert_close(back, z)  # what the pipeline's decode step undoes
     x0 = torch.randn(1, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 5 frames of 32 px (ratios 4, 4)
     obj = FlowObjective(pipe.scheduler.config, mu=fam.dynamic_mu(pipe))
@@ -170,6 +166,20 @@ def test_ltx_video_prediction_is_the_pipelines_denoiser_call_and_its_last_step_i
     t = torch.linspace(1.0, 1 / 3, 3)
     no_terminal.set_timesteps(sigmas=t.tolist(), mu=obj.mu(seq))
     torch.testing.assert_close(obj.shift_sigmas(t, seq), no_terminal.sigmas[:-1], atol=1e-6, rtol=1e-5)
+    return x0, obj, seq, t
+
+
+def test_ltx_video_prediction_is_the_pipelines_denoiser_call_and_its_last_step_is_euler():
+    """Each transformer call of a 3-step ``LTXPipeline.__call__`` (packed video tokens, grid, RoPE scale at the
+    call's frame rate) is the family's call on the unpacked latents; the last step is Euler on that prediction; the
+    training shift is the scheduler's over the video's token count; latents are normalised as the pipeline does."""
+    from diffusers import LTXPipeline
+
+    pipe = build_test_pipeline("ltx_video")
+    fam = FAMILIES["ltx_video"].for_pipeline(pipe, None)
+    pipe.set_progress_bar_config(disable=True)
+    assert (fam.temporal_ratio, fam.frame_rate) == (pipe.vae_temporal_compression_ratio, 25.0)
+    x0, obj, seq, t = check_ltx_latents_and_shift(pipe, fam, LTXPipeline)
     with torch.no_grad():
         cond = {k: v[:1] for k, v in fam.encode_prompts(pipe, ["a photo of a cat"], torch.device("cpu")).items()}
         nb = obj.noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), seq,
