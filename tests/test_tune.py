@@ -158,16 +158,22 @@ def test_search_writes_a_best_config_a_report_and_seed_reruns(tmp_path: Path) ->
     assert "Over seeds" in report and ("beats" in report or "keep the shipped recipe" in report)
 
 
-@pytest.mark.slow
-def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint(tmp_path: Path) -> None:
+def _tune_until_first_checkpoint(tmp_path: Path) -> tuple[Path, tuple[str, ...], subprocess.Popen]:
+    """A 2-trial search in its own session, returned once trial 0's run has saved a checkpoint (mid-run)."""
     space = _space(tmp_path, SPACE)
-    longer = ("train.epochs=8", "train.ckpt_every=2")  # 32 steps: Ctrl-C lands mid-run, after a checkpoint
+    longer = ("train.epochs=8", "train.ckpt_every=2")  # 32 steps: a signal lands mid-run, after a checkpoint
     p = _tune(tmp_path, space, "--trials", "2", "--no-reference", options=longer, start_new_session=True)
     ckpt = tmp_path / "study" / "trials" / "0000" / "run" / "checkpoints" / "last"
     deadline = time.time() + 600
     while not ckpt.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert ckpt.exists(), p.communicate()[0]
+    return space, longer, p
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_study_and_the_interrupted_trial_resumes_its_checkpoint(tmp_path: Path) -> None:
+    space, longer, p = _tune_until_first_checkpoint(tmp_path)
     os.killpg(p.pid, signal.SIGINT)
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 3, out
@@ -189,14 +195,7 @@ def test_a_trial_run_stopped_from_outside_is_requeued_not_pruned(tmp_path: Path)
     """A signal to the trial's run alone (a scheduler, ``kill``): the run checkpoints and exits 3, which the search
     did not ask for, so the trial goes back to the queue and the search stops as on Ctrl-C (it used to be
     recorded as pruned, with the run's partial curve)."""
-    space = _space(tmp_path, SPACE)
-    longer = ("train.epochs=8", "train.ckpt_every=2")
-    p = _tune(tmp_path, space, "--trials", "2", "--no-reference", options=longer, start_new_session=True)
-    ckpt = tmp_path / "study" / "trials" / "0000" / "run" / "checkpoints" / "last"
-    deadline = time.time() + 600
-    while not ckpt.exists() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), p.communicate()[0]
+    _, _, p = _tune_until_first_checkpoint(tmp_path)
     run = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _cmdline(d).count("trials/0000/run")]
     assert len(run) == 1
     os.kill(run[0], signal.SIGTERM)
