@@ -138,15 +138,17 @@ def eval_sequences(cfg: object, split: str = "val") -> object:
     return TrackingSequences(**{"bad_images": bad_images, **section})
 
 
-def evaluate_tracker(cfg: object, run: object, split: str = "val") -> tuple[list, list, dict, dict[str, float]]:
-    """``run`` (sequences -> boxes) over a tracking config's ``data.<split>`` sequences, scored as the task scores
-    its model: ``(sequences, boxes, per-sequence scores, overall metrics with fps and frames)``."""
+def evaluate_tracker(cfg: object, run: object, split: str = "val",
+                     data: object = None) -> tuple[list, list, dict, dict[str, float]]:  # fmt: skip
+    """``run`` (sequences -> boxes) over a tracking config's ``data.<split>`` sequences (``data``: that split
+    already loaded), scored as the task scores its model: ``(sequences, boxes, per-sequence scores, overall
+    metrics with fps and frames)``."""
     import time
 
     from recipes.train.metrics.tracking import sequence_scores, summarise
     from recipes.train.tasks.tracking import check_scorable
 
-    seqs = eval_sequences(cfg, split).seqs
+    seqs = (data if data is not None else eval_sequences(cfg, split)).seqs
     check_scorable(seqs)
     t0 = time.perf_counter()
     boxes = run(seqs)
@@ -164,7 +166,12 @@ def evaluate_opencv_mil(cfg: object) -> dict[str, Any]:
     in an experiment's method): the same readers, the same one-pass protocol and metrics as the in-run evaluation
     and as a trained cell's final ``test`` figures.
     """
-    out = {"val": evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs])[3]}
-    if (cfg.get("data") or {}).get("test") is not None and not eval_sequences(cfg, "test").withheld:
-        out["test"] = evaluate_tracker(cfg, lambda seqs: [track_opencv_mil(s) for s in seqs], "test")[3]
+
+    def mil(seqs: list) -> list:
+        return [track_opencv_mil(s) for s in seqs]
+
+    out = {"val": evaluate_tracker(cfg, mil)[3]}
+    test = eval_sequences(cfg, "test") if (cfg.get("data") or {}).get("test") is not None else None
+    if test is not None and not test.withheld:  # loaded once: the frame checks read every header
+        out["test"] = evaluate_tracker(cfg, mil, "test", test)[3]
     return out
