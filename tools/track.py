@@ -246,7 +246,7 @@ def run_eval(cfg: Any, run: Any, out: Path, name: str, split: str = "val") -> di
                                 out / "submission")  # fmt: skip
         print(f"[eval] {len(data.seqs)} {split} sequences, boxes withheld: submission {out / 'submission'} and {path}")
         return {"submission": str(path)}
-    seqs, boxes, per_seq, metrics = evaluate_tracker(cfg, run, split)
+    seqs, boxes, per_seq, metrics = evaluate_tracker(cfg, run, split, data)
     for s, b in zip(seqs, boxes, strict=True):
         write_boxes(out / f"{s.name}.txt", b)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
