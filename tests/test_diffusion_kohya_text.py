@@ -162,3 +162,67 @@ def test_kohya_file_loads_the_trained_encoders_and_unet_into_a_pipeline(family, 
 
 def _base_weights(unet) -> dict[str, torch.Tensor]:
     return {n.replace(".base_layer", ""): p for n, p in unet.named_parameters() if "lora_" not in n}
+
+
+# ------------------------------------------------------------------------------------------- the export tool
+def test_export_format_becomes_task_save_format_and_contradictions_are_errors(tmp_path, capsys):
+    from recipes.train.errors import BadInput
+    from tests.test_diffusion_task import ROOT
+    from tools import export_diffusion
+
+    assert export_diffusion.with_format(["a=1"], None) == ["a=1"]
+    assert export_diffusion.with_format(["a=1"], "kohya") == ["a=1", "task.save_format=kohya"]
+    assert export_diffusion.with_format(["task.save_format='kohya'"], "kohya")[-1] == "task.save_format=kohya"
+    with pytest.raises(BadInput, match="--format kohya and --cfg-options task.save_format=diffusers disagree"):
+        export_diffusion.with_format(["task.save_format=diffusers"], "kohya")
+    config = str(ROOT / "configs" / "diffusion" / "sd15_lora.py")
+    out = tmp_path / "out"
+    args = [config, str(tmp_path / "never_read.pt"), "--out", str(out), "--format", "kohya"]
+    assert export_diffusion.main([*args, "--cfg-options", "policy=None"]) == 2  # a full fine-tune has one layout
+    assert "--format kohya: the config fine-tunes the whole denoiser" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow  # trains the SD 1.5 test pipeline 2 steps with its text encoder and exports 3 times: ~30-60 s
+def test_a_text_encoder_run_saves_kohya_names_and_the_tool_exports_either_layout(tmp_path):
+    """A run with ``policy.text_encoder`` and ``save_format='kohya'`` ends with ``lora_unet_`` + ``lora_te_`` modules
+    holding the trained tensors; ``tools/export_diffusion.py`` writes the same file from the last step checkpoint,
+    ``--format diffusers`` the diffusers layout instead, and never writes into a folder that holds files."""
+    import diffusers
+    from safetensors.torch import load_file
+
+    from recipes.train.diffusion.kohya_keys import text_kohya_name
+    from tests.test_diffusion_task import pipeline_dir, run
+    from tests.test_diffusion_text_lora import _te_config
+    from tools import export_diffusion
+
+    opts = {"task.save_format": "kohya", "policy.r": 2, "policy.alpha": 4, "policy.text_encoder.r": 3,
+            "policy.text_encoder.alpha": 5, "strategy.component_lr.text_encoder": 1e-3}  # fmt: skip
+    trainer, summary = run(_te_config("sd15", 2, **opts), tmp_path / "wd")
+    saved, model = load_file(summary["saved"]), trainer.bare_model().eval()
+    assert {k.split("_")[1] for k in saved} == {"unet", "te"}
+    module = "encoder.layers.0.self_attn.q_proj"
+    stem, lora = text_kohya_name("sd15", "text_encoder", module), model.text_encoder.get_submodule(module)
+    assert torch.equal(saved[f"{stem}.lora_down.weight"], lora.lora_A["default"].weight.detach())
+    assert torch.equal(saved[f"{stem}.lora_up.weight"], lora.lora_B["default"].weight.detach())
+    assert lora.lora_B["default"].weight.abs().max() > 0 and float(saved[f"{stem}.alpha"]) == pytest.approx(5.0)
+
+    wd, step = tmp_path / "wd", sorted((tmp_path / "wd" / "checkpoints").glob("step_*.pt"))[-1]
+    tool = [str(wd / "config.py"), str(step), "--out"]
+    assert export_diffusion.main([*tool, str(tmp_path / "k")]) == 0
+    exported = load_file(tmp_path / "k" / "pytorch_lora_weights.safetensors")
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
+    assert export_diffusion.main([*tool, str(tmp_path / "d"), "--format", "diffusers"]) == 0
+    assert {k.split(".")[0] for k in load_file(tmp_path / "d" / "pytorch_lora_weights.safetensors")} == {
+        "unet", "text_encoder"}  # fmt: skip
+    assert export_diffusion.main([*tool, str(tmp_path / "k"), "--format", "kohya"]) == 2  # holds a file: kept
+    assert torch.equal(load_file(tmp_path / "k" / "pytorch_lora_weights.safetensors")[f"{stem}.alpha"],
+                       saved[f"{stem}.alpha"])  # fmt: skip
+
+    fresh = diffusers.StableDiffusionPipeline.from_pretrained(pipeline_dir("sd15"))
+    ids = fresh.tokenizer(["a photo of sks dog"], padding="max_length", return_tensors="pt").input_ids
+    moved = (_encoded(fresh.text_encoder, ids) - _encoded(model.text_encoder, ids)).abs().max()
+    assert moved > 1e-3  # two steps at 1e-3 moved the encoder visibly (0.038 measured)
+    fresh.load_lora_weights(str(tmp_path / "k"))
+    torch.testing.assert_close(_encoded(fresh.text_encoder, ids), _encoded(model.text_encoder, ids), atol=1e-6,
+                               rtol=1e-6)  # fmt: skip

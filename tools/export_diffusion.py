@@ -113,25 +113,26 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | Non
     """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder and which weights
     (``ema`` / ``model``) they are. ``fmt``: the ``--format`` given (already in ``cfg`` as ``task.save_format``)."""
     from recipes.train.build import rebuild_model
+    from recipes.train.diffusion.adapters import adapter_settings
     from recipes.train.diffusion.lora_io import check_finite, save_lora
     from recipes.train.tasks.diffusion import DiffusionTask
 
     out = Path(out)
     check_out(out)
+    if fmt is not None and adapter_settings(cfg.get("policy")) is None:
+        raise BadInput(f"--format {fmt}: the config fine-tunes the whole denoiser (no LoRA policy), which is saved "
+                       "with save_pretrained in one layout; leave --format out")  # fmt: skip
     ckpt, which = chosen_weights(read_checkpoint(checkpoint), weights)
     check_lora_rank(cfg, ckpt)
     # the pipeline's other parts (its class, for the LoRA file) come from model.pretrained even for a full fine-tune
     task, model = rebuild_model(cfg, ckpt, DiffusionTask, needs_pretrained=True)
     check_finite(model)  # a NaN/inf weight is an error naming it, before anything is written
-    if fmt is not None and task.lora is None:
-        raise BadInput(f"--format {fmt}: the run fine-tuned the whole denoiser (no LoRA), which is saved with "
-                       "save_pretrained in one layout; leave --format out")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if task.lora is None:
         model.save_pretrained(str(out))
         return out, which
-    fmt, family = task.save_format, task.family
-    return save_lora(type(task.pipe), model, out, family.lora_save_key, fmt, family=family.name), which
+    family = task.family
+    return save_lora(type(task.pipe), model, out, family.lora_save_key, task.save_format, family=family.name), which
 
 
 @cli
