@@ -184,3 +184,58 @@ def test_tools_train_bad_precision_or_offload_is_one_error_line_exit_2(tmp_path,
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and message in err[0], (option, err)
     assert not list(tmp_path.glob("*/checkpoints/*"))  # nothing trained
+
+
+def _tiny_flux_transformer():
+    import diffusers
+
+    torch.manual_seed(0)
+    return diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
+                                            attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                            pooled_projection_dim=16, axes_dims_rope=[2, 2, 4])  # fmt: skip
+
+
+def _flux_loss(model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = dict(hidden_states=torch.randn(1, 16, 16, generator=g), encoder_hidden_states=torch.randn(1, 4, 32, generator=g),
+             pooled_projections=torch.randn(1, 16, generator=g), timestep=torch.tensor([0.5]),
+             img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(4, 3))  # fmt: skip
+    return model(**x, return_dict=False)[0].pow(2).mean()
+
+
+def test_offloaded_leaves_hold_the_frozen_base_and_never_the_adapter():
+    """model.offload: diffusers' groups are made before the adapter is added, so no LoRA tensor is in one (a group
+    moves its tensors back to stale CPU copies after each forward: a trained tensor there would lose its updates, and
+    one added after the groups made them fail with a KeyError on the GPU). Leaf groups (onload on the CPU here, the
+    same hooks as on a GPU) still run the base: the loss and the LoRA gradients equal the plain model's."""
+    from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
+    from peft import LoraConfig
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.models.diffusers import offload_leaves, resident_trainable
+
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=FAMILIES["flux"].lora_targets, init_lora_weights=False)
+    plain, offloaded = _tiny_flux_transformer(), _tiny_flux_transformer()
+    offload_leaves(offloaded, torch.device("cpu"))
+    for model in (plain, offloaded):
+        model.requires_grad_(False)
+        torch.manual_seed(2)
+        model.add_adapter(config)
+    resident_trainable(offloaded, torch.device("cpu"))
+    in_groups, groups = set(), 0
+    for module in offloaded.modules():
+        hook = module._diffusers_hook.get_hook(_GROUP_OFFLOADING) if hasattr(module, "_diffusers_hook") else None
+        if hook is not None:
+            groups += 1
+            in_groups |= {id(p) for m in hook.group.modules for p in m.parameters()}
+            in_groups |= {id(p) for p in hook.group.parameters}
+    lora = [p for p in offloaded.parameters() if p.requires_grad]
+    frozen = [p for p in offloaded.parameters() if not p.requires_grad]
+    assert groups > 10 and lora and not {id(p) for p in lora} & in_groups
+    assert {id(p) for p in frozen} <= in_groups  # every base tensor is offloaded
+    losses = [_flux_loss(m) for m in (plain, offloaded)]
+    for loss in losses:
+        loss.backward()
+    assert torch.equal(losses[0], losses[1])
+    grads = [[p.grad for p in m.parameters() if p.requires_grad] for m in (plain, offloaded)]
+    assert all(a is not None and torch.equal(a, b) for a, b in zip(*grads))
