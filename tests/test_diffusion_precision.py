@@ -239,3 +239,21 @@ def test_offloaded_leaves_hold_the_frozen_base_and_never_the_adapter():
     assert torch.equal(losses[0], losses[1])
     grads = [[p.grad for p in m.parameters() if p.requires_grad] for m in (plain, offloaded)]
     assert all(a is not None and torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_packed_integer_weights_of_a_quantized_base_stay_frozen():
+    """bitsandbytes nf4 keeps each Linear's weight as packed uint8: making every denoiser tensor trainable stopped the
+    nf4 run at setup on a GPU ("only Tensors of floating point dtype can require gradients"). Only floating-point
+    tensors become trainable; the policy then picks the adapter."""
+    from torch import nn
+
+    from recipes.train.tasks.base import build_task
+    from tests.test_diffusion_task import config
+
+    task = build_task(config("flux"))
+    task.pipeline()
+    packed = nn.Parameter(torch.zeros(8, dtype=torch.uint8), requires_grad=False)
+    task.pipe.transformer.register_parameter("packed_weight", packed)
+    model = task.build_model()
+    assert not packed.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if n != "packed_weight")
