@@ -80,7 +80,7 @@ def test_pipeline_quantization_covers_the_denoiser_and_uncached_text_encoders(tm
 def test_offload_on_the_cpu_or_not_a_bool_is_an_error():
     model = torch.nn.Linear(2, 2)
     group_offload(model, {}, torch.device("cpu"))  # default: nothing happens
-    with pytest.raises(ValueError, match="model.offload=True moves denoiser blocks.*remove model.offload"):
+    with pytest.raises(ValueError, match="model.offload=True moves the denoiser.s layers.*remove model.offload"):
         group_offload(model, {"offload": True}, torch.device("cpu"))
     with pytest.raises(ValueError, match="model.offload must be True or False, got 'block'"):
         group_offload(model, {"offload": "block"}, torch.device("cpu"))
@@ -175,7 +175,7 @@ def test_tools_train_bad_precision_or_offload_is_one_error_line_exit_2(tmp_path,
     base = [f"model.pretrained={pipeline_dir('flux')}", f"data_root={photos()}", "data.train.resolution=32",
             "model.dtype=float32", "train.device=cpu", "task.cache_dir=None"]  # fmt: skip
     cases = {"model.base_precision=int4": "model.base_precision: unknown value 'int4'",
-             "model.offload=True": "model.offload=True moves denoiser blocks between the CPU and a CUDA device",
+             "model.offload=True": "model.offload=True moves the denoiser's layers between the CPU and a CUDA device",
              "model.base_precision=nf4": "model.base_precision='nf4' (bitsandbytes through diffusers) runs on CUDA only"}  # fmt: skip
     for i, (option, message) in enumerate(cases.items()):
         argv = [str(ROOT / "configs" / "diffusion" / "flux_lora.py"), "--work-dir", str(tmp_path / str(i)),
@@ -238,7 +238,7 @@ def test_offloaded_leaves_hold_the_frozen_base_and_never_the_adapter():
         loss.backward()
     assert torch.equal(losses[0], losses[1])
     grads = [[p.grad for p in m.parameters() if p.requires_grad] for m in (plain, offloaded)]
-    assert all(a is not None and torch.equal(a, b) for a, b in zip(*grads))
+    assert all(a is not None and torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_packed_integer_weights_of_a_quantized_base_stay_frozen():

@@ -227,7 +227,7 @@ def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:
     if not offload:
         return
     if device.type != "cuda":
-        raise ValueError("model.offload=True moves denoiser blocks between the CPU and a CUDA device; this run is on "
+        raise ValueError("model.offload=True moves the denoiser's layers between the CPU and a CUDA device; this run is on "
                          "the CPU, where the whole denoiser already lives; remove model.offload")  # fmt: skip
     if m.get("base_precision") == "nf4":
         raise ValueError("model.offload=True with base_precision='nf4': bitsandbytes 4-bit weights are not moved by "
