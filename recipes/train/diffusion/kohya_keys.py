@@ -15,8 +15,9 @@ kohya sd-scripts, musubi-tuner and ComfyUI name a LoRA module after the model's 
   diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers``;
 - SD 1.5 / SDXL text encoders (``policy.text_encoder``, kohya ``networks/lora.py``): ``lora_te_`` (SD 1.5),
   ``lora_te1_`` / ``lora_te2_`` (SDXL's ``text_encoder`` / ``text_encoder_2``) + the module's path in the
-  transformers 4 CLIP models kohya loads, ``lora_te1_text_model_encoder_layers_0_self_attn_q_proj``: transformers 5
-  flattened ``CLIPTextModel`` (no ``text_model.``), so that prefix is put back (``text_kohya_name``).
+  transformers 4.44 CLIP models kohya loads (its ``requirements.txt``):
+  ``lora_te1_text_model_encoder_layers_0_self_attn_q_proj``. transformers 5 flattened ``CLIPTextModel`` (no
+  ``text_model.``), so that prefix is put back (``text_kohya_name``).
 
 A fused module is written as one LoRA of rank ``n * r``: ``lora_down`` the parts' ``lora_A`` stacked,
 ``lora_up`` their ``lora_B`` on the block diagonal, so ``up @ down`` is the parts' deltas stacked on the
