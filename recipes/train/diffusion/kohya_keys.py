@@ -3,7 +3,11 @@
 kohya sd-scripts, musubi-tuner and ComfyUI name a LoRA module after the model's *original* checkpoint
 (``lora_unet_`` + its module path with ``_`` for ``.``), where diffusers renamed and split modules:
 
-- U-Net families (SD 1.5, SDXL) and Z-Image: the diffusers module path itself (diffusers' readers map it back);
+- SD 1.5 and Z-Image: the diffusers module path itself (kohya's SD 1.5 U-Net, ``library/original_unet.py``, is a
+  copy of diffusers 0.10.2's with its state-dict names; musubi-tuner names Z-Image's modules as diffusers does);
+- SDXL (kohya ``library/sdxl_original_unet.py``, the original SGM layout kohya trains SDXL on): ``input_blocks``,
+  ``middle_block``, ``output_blocks`` numbered from the U-Net's config (``sgm_blocks``):
+  ``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`` is diffusers' ``down_blocks.1.attentions.0...``;
 - Flux.1 / Chroma / Flux.2 (BFL names, kohya ``networks/lora_flux.py``): ``double_blocks_N_img_attn_qkv``
   holds ``to_q``, ``to_k``, ``to_v`` fused, ``single_blocks_N_linear1`` Flux.1's ``to_q``, ``to_k``, ``to_v``
   and ``proj_mlp`` (Flux.2's ``to_qkv_mlp_proj`` is already one module);
@@ -122,16 +126,94 @@ RULES["ltx2"] = [
 _NOT_IN_CHROMA = ("mod", "time_in.", "guidance_in.", "vector_in.")  # its modulation comes from one approximator
 RULES["chroma"] = [r for r in RULES["flux"] if not any(w in r[1] for w in _NOT_IN_CHROMA)]
 RULES["wan22"] = RULES["wan"]
-SAME_PATH = ("sd15", "sdxl", "zimage")  # kohya (U-Nets) and musubi-tuner (Z-Image) use the diffusers module path
+SAME_PATH = ("sd15", "zimage")  # kohya's SD 1.5 U-Net and musubi-tuner's Z-Image use the diffusers module path
+SGM = ("sdxl",)  # kohya's SDXL U-Net (library/sdxl_original_unet.py) has the original SGM layout
+
+# --- SDXL: diffusers' U-Net blocks in the SGM layout of kohya's SDXL U-Net -----------------------------------------
+#: a ResnetBlock2D's layers: diffusers name -> SGM name (kohya ``ResnetBlock2D``: ``in_layers`` = GroupNorm, SiLU,
+#: Conv2d; ``emb_layers`` = SiLU, Linear; ``out_layers`` = GroupNorm, SiLU, Identity, Conv2d); ComfyUI
+#: ``comfy/utils.py`` ``UNET_MAP_RESNET`` is the same table
+SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
+              "conv_shortcut": "skip_connection"}  # fmt: skip
+_BLOCK = r"(?:down_blocks|up_blocks)\.\d+\.(?:resnets|attentions)\.\d+|mid_block\.(?:resnets|attentions)\.\d+"
+_SAMPLER = r"down_blocks\.\d+\.downsamplers\.0\.conv|up_blocks\.\d+\.upsamplers\.0\.conv"
+_DOWN, _UP, _MID = (
+    ("DownBlock2D", "CrossAttnDownBlock2D"),
+    ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "UNetMidBlock2DCrossAttn",
+)
 
 
-def original_path(family: str, module: str) -> tuple[str, int, tuple[str, ...] | None]:
-    """``(original module path, part index, fused parts)`` of a diffusers LoRA module in ``family``."""
+def sgm_blocks(unet: Any) -> dict[str, str]:
+    """``{diffusers block path: SGM block path}`` of a diffusers ``UNet2DConditionModel`` config (a mapping, or the
+    model), walked as the original U-Net is built: ``input_blocks.0`` is ``conv_in``; each down level's layers
+    follow as ``input_blocks.N.0`` (resnet) / ``.1`` (attention), then its downsampler's ``input_blocks.N.0.op``;
+    ``middle_block.0`` / ``.1`` / ``.2`` = resnet, attention, resnet; each up level's ``layers_per_block + 1`` layers
+    as ``output_blocks.N.0`` / ``.1``, its upsampler ``output_blocks.N.1.conv`` (``.2`` after an attention). The same
+    walk as ComfyUI's ``unet_to_diffusers`` and diffusers' ``_maybe_map_sgm_blocks_to_diffusers`` in reverse."""
+    cfg = getattr(unet, "config", unet)
+    down, up, per = list(cfg["down_block_types"]), list(cfg["up_block_types"]), cfg["layers_per_block"]
+    per = [per] * len(down) if isinstance(per, int) else list(per)
+    odd = [t for t in down if t not in _DOWN] + [t for t in up if t not in _UP]
+    if odd or cfg.get("mid_block_type", _MID) != _MID or len(up) != len(down) or len(per) != len(down):
+        raise ValueError(f"task.save_format='kohya': this U-Net's blocks ({down}, {cfg.get('mid_block_type')}, {up}) "
+                         "are not the SDXL layout kohya's SGM names are known for; use save_format='diffusers'")  # fmt: skip
+    blocks, n = {}, 1
+    for i, kind in enumerate(down):
+        for j in range(per[i]):
+            blocks[f"down_blocks.{i}.resnets.{j}"] = f"input_blocks.{n}.0"
+            if kind.startswith("CrossAttn"):
+                blocks[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{n}.1"
+            n += 1
+        if i < len(down) - 1:  # every level but the last halves the resolution
+            blocks[f"down_blocks.{i}.downsamplers.0.conv"], n = f"input_blocks.{n}.0.op", n + 1
+    blocks |= {"mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
+               "mid_block.resnets.1": "middle_block.2"}  # fmt: skip
+    n = 0
+    for i, (kind, layers) in enumerate(zip(up, per[::-1], strict=True)):
+        attention = kind.startswith("CrossAttn")
+        for j in range(layers + 1):
+            blocks[f"up_blocks.{i}.resnets.{j}"] = f"output_blocks.{n}.0"
+            if attention:
+                blocks[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{n}.1"
+            n += 1
+        if i < len(up) - 1:  # the upsampler sits in the level's last output block, after its resnet (and attention)
+            blocks[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{n - 1}.{2 if attention else 1}.conv"
+    return blocks
+
+
+def sgm_path(module: str, blocks: dict[str, str]) -> str:
+    """kohya's SDXL module path of a diffusers U-Net module (``blocks``: ``sgm_blocks`` of the U-Net): inside an
+    attention (kohya's ``Transformer2DModel``) the names are diffusers' own (``proj_in``,
+    ``transformer_blocks.0.attn1.to_q``, ``ff.net.0.proj``); a resnet's layers are renamed (``SGM_RESNET``)."""
+    m = re.fullmatch(rf"({_BLOCK})(?:\.(.+))?|({_SAMPLER})", module)
+    block = m and (m.group(1) or m.group(3))
+    if block not in blocks or (m.group(1) and m.group(2) is None):
+        raise ValueError(f"task.save_format='kohya': the LoRA module {module!r} is not in kohya's SDXL network "
+                         "(networks/lora.py wraps the Linear and Conv2d layers of Transformer2DModel, ResnetBlock2D, "
+                         "Downsample2D and Upsample2D); leave it out of policy.targets or use "
+                         "save_format='diffusers'")  # fmt: skip
+    rest = m.group(2)
+    if ".resnets." in block:
+        if rest not in SGM_RESNET:
+            raise ValueError(f"task.save_format='kohya': the resnet layer {module!r} has no SGM name (known: "
+                             f"{sorted(SGM_RESNET)}); leave it out of policy.targets or use save_format='diffusers'")  # fmt: skip
+        rest = SGM_RESNET[rest]
+    return blocks[block] + (f".{rest}" if rest else "")
+
+
+def original_path(family: str, module: str, unet: Any = None) -> tuple[str, int, tuple[str, ...] | None]:
+    """``(original module path, part index, fused parts)`` of a diffusers LoRA module in ``family`` (``unet``: the
+    U-Net or its config, whose block counts number SDXL's SGM blocks)."""
     if family in SAME_PATH:
         return module, 0, None
+    if family in SGM:
+        if unet is None:
+            raise ValueError(f"kohya's names of the {family} U-Net's modules follow its config: pass the U-Net")
+        return sgm_path(module, sgm_blocks(unet)), 0, None
     if family not in RULES:
         raise ValueError(f"task.save_format='kohya': no kohya / ComfyUI key layout is known for the {family} family "
-                         f"(known: {sorted([*RULES, *SAME_PATH])}); use save_format='diffusers'")  # fmt: skip
+                         f"(known: {sorted([*RULES, *SAME_PATH, *SGM])}); use save_format='diffusers'")  # fmt: skip
     for pattern, target, parts in RULES[family]:
         m = re.fullmatch(pattern, module)
         if m:
@@ -149,13 +231,17 @@ def lora_scale(config: Any) -> float:
     return alpha / math.sqrt(r) if config.use_rslora else alpha / r
 
 
-def kohya_modules(modules: dict[str, Any], family: str) -> dict[str, list[Any]]:
-    """``{diffusers module path: value}`` grouped by kohya module (``{original path: [values of its parts]}``)."""
+def kohya_modules(modules: dict[str, Any], family: str, unet: Any = None) -> dict[str, list[Any]]:
+    """``{diffusers module path: value}`` grouped by kohya module (``{original path: [values of its parts]}``);
+    ``unet``: the U-Net or its config (SDXL)."""
     groups: dict[str, dict[int, Any]] = {}
     parts_of: dict[str, tuple[str, ...] | None] = {}
     for module, value in modules.items():
-        target, index, parts = original_path(family, module)
-        groups.setdefault(target, {})[index] = value
+        target, index, parts = original_path(family, module, unet)
+        if index in groups.setdefault(target, {}):
+            raise ValueError(f"task.save_format='kohya': two LoRA modules, {module!r} and another, have the one kohya "
+                             f"name {target!r}")  # fmt: skip
+        groups[target][index] = value
         parts_of[target] = parts
     for target, members in groups.items():
         parts = parts_of[target]
@@ -168,9 +254,11 @@ def kohya_modules(modules: dict[str, Any], family: str) -> dict[str, list[Any]]:
 
 
 def check_kohya_layout(model: Any, family: str) -> None:
-    """Before training: every LoRA module of ``model`` (peft-injected) has a kohya name and one alpha."""
+    """Before training: every LoRA module of the denoiser ``model`` (peft-injected) has a kohya name and one alpha."""
     lora_scale(model.peft_config["default"])
-    kohya_modules({n: n for n, m in model.named_modules() if hasattr(m, "lora_A")}, family)
+    text = tuple(f"{n}." for n in ("text_encoder", "text_encoder_2"))  # attached encoders: their own names
+    lora = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and not n.startswith(text)]
+    kohya_modules({n: n for n in lora}, family, model)
 
 
 def _by_module(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -185,18 +273,20 @@ def _by_module(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tens
 def _kohya_module(stem: str, ordered: list[dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
     """One kohya module from its parts' LoRA (one part unless fused), with ``.alpha`` = scale x its rank."""
     down = torch.cat([m["A"] for m in ordered])
-    out = {f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": torch.block_diag(*[m["B"] for m in ordered]),
+    up = ordered[0]["B"] if len(ordered) == 1 else torch.block_diag(*[m["B"] for m in ordered])  # a conv's B is 4-D
+    out = {f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up,
            f"{stem}.alpha": torch.tensor(scale * down.shape[0])}  # fmt: skip
     if "magnitude_vector" in ordered[0]:
         out[f"{stem}.dora_scale"] = torch.cat([m["magnitude_vector"] for m in ordered]).reshape(-1, 1)
     return out
 
 
-def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
-    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
+def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any, unet: Any = None) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys
+    (``unet``: the U-Net or its config, SDXL)."""
     scale = lora_scale(config)
     out: dict[str, torch.Tensor] = {}
-    for target, ordered in kohya_modules(_by_module(state), family).items():
+    for target, ordered in kohya_modules(_by_module(state), family, unet).items():
         out |= _kohya_module("lora_unet_" + target.replace(".", "_"), ordered, scale)
     return out
 

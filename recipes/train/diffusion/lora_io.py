@@ -138,7 +138,7 @@ def kohya_file_state(model: Any, state: dict[str, torch.Tensor], family: str) ->
     from recipes.train.diffusion.text_lora import attached, split_state
 
     state, encoders = split_state(state, attached(model))
-    out = kohya_state(state, family, model.peft_config["default"])
+    out = kohya_state(state, family, model.peft_config["default"], getattr(model, "config", None))
     for name, tensors in encoders.items():
         out |= kohya_text_state(tensors, family, name, getattr(model, name).peft_config["default"])
     return out
