@@ -203,3 +203,35 @@ def test_kohya_file_with_every_kohya_module_loads_as_the_diffusers_file(tmp_path
     base = _base_weights(build_test_pipeline("sdxl").unet)
     changed = [n for n, w in fused["kohya"].items() if not torch.equal(w, base[n])]
     assert sorted(changed) == sorted(f"{n}.weight" for n in lora_modules)
+
+
+@pytest.mark.slow  # trains the tiny SDXL pipeline two steps and exports a checkpoint: ~30 s on a shared CPU
+def test_an_sdxl_run_saves_sgm_names_and_the_tool_exports_the_same_file(tmp_path):
+    """A run with ``save_format='kohya'`` (r 2, alpha 4) ends with SGM names holding the trained tensors (kohya's
+    scale alpha / rank = 2), which SDXL's ``load_lora_weights`` puts back on the trained U-Net; the export tool
+    writes the same file from the last step checkpoint."""
+    import diffusers
+    from safetensors.torch import load_file
+
+    from tests.test_diffusion_task import config, pipeline_dir, run
+    from tools import export_diffusion
+
+    opts = {"task.samples.prompts": "[]", "task.save_format": "kohya", "policy.r": 2, "policy.alpha": 4}
+    trainer, summary = run(config("sdxl", steps=2, **opts), tmp_path / "wd")
+    saved, model = load_file(summary["saved"]), trainer.bare_model()
+    stem, module = "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k", "down_blocks.1.attentions.0"
+    lora = model.get_submodule(f"{module}.transformer_blocks.0.attn2.to_k")
+    assert torch.equal(saved[f"{stem}.lora_up.weight"], lora.lora_B["default"].weight.detach())
+    assert lora.lora_B["default"].weight.abs().max() > 0 and float(saved[f"{stem}.alpha"]) == pytest.approx(4.0)
+    assert not any("down_blocks" in k or "up_blocks" in k or "mid_block" in k for k in saved)
+
+    fresh = diffusers.StableDiffusionXLPipeline.from_pretrained(pipeline_dir("sdxl"))
+    fresh.load_lora_weights(str(tmp_path / "wd" / "lora_kohya"))
+    fresh.fuse_lora(components=["unet"])
+    want = lora.base_layer.weight + lora.get_delta_weight("default")
+    got = fresh.unet.get_submodule(f"{module}.transformer_blocks.0.attn2.to_k").weight
+    torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-6)
+    step = sorted((tmp_path / "wd" / "checkpoints").glob("step_*.pt"))[-1]
+    assert export_diffusion.main([str(tmp_path / "wd" / "config.py"), str(step), "--out", str(tmp_path / "e")]) == 0
+    exported = load_file(tmp_path / "e" / "pytorch_lora_weights.safetensors")
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
