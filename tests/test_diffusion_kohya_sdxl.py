@@ -100,6 +100,22 @@ def test_release_unet_modules_get_kohyas_sdxl_names_and_diffusers_maps_them_back
     assert back == set(modules)
 
 
+def test_kohyas_block_index_of_each_exported_name_is_the_layer_id_it_trained_at():
+    """kohya reads a module's ``--block_lr`` slot (``down_lr_weight`` ...) from its name: ``networks/lora.py``
+    ``get_block_index(lora_name, is_sdxl=True)`` = 1 + N for ``input_blocks_N``, 10 + N for ``middle_block_N``,
+    13 + N for ``output_blocks_N``. On every exported name it is the U-Net adapter's layer id of the module (the
+    kohya block the LR grid trained it in), so a file continued in kohya keeps each module's block."""
+    from recipes.param_groups import resolve_adapter
+
+    unet = _release_unet()
+    layer_ids = resolve_adapter(unet).describe(unet).params
+    for module in (n for n, _ in unet.named_modules() if re.fullmatch(ALL_KOHYA, n)):
+        name = original_path("sdxl", module, unet)[0]
+        where, n = re.match(r"(input_blocks|middle_block|output_blocks)\.(\d+)\.", name).groups()
+        kohya_index = {"input_blocks": 1, "middle_block": 10, "output_blocks": 13}[where] + int(n)
+        assert layer_ids[f"{module}.weight"].layer_id == kohya_index, (module, name)
+
+
 def test_sgm_blocks_follow_the_config_not_the_release():
     """The tiny test U-Net (one layer per block, attention only in the second level): its own SGM numbers, as
     ComfyUI's ``unet_to_diffusers`` walks the same config; the release's 2-layer levels move every index."""
