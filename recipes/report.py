@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap
+from recipes.adapter import Adapter, ModelMap, ParamInfo
 from recipes.names import canonical_name
 from recipes.param_groups import describe_model, resolve_adapter
 from recipes.schedules import Schedule
@@ -74,12 +74,22 @@ def format_lr_grid(
 
 def group_layers(group: dict[str, Any], mmap: ModelMap) -> str:
     """The layers a group spans: ``IN05``, or ``IN04..OUT02 (9)`` (first..last by layer id, count)."""
-    ids = sorted({i.layer_id for n in group.get("param_names", []) if (i := mmap.params.get(canonical_name(n)[0]))})
-    if not ids:
+    found = {
+        (i.tower or "", i.layer_id): i
+        for n in group.get("param_names", [])
+        if (i := mmap.params.get(canonical_name(n)[0]))
+    }
+    if not found:
         return "?"
-    if len(ids) == 1:
-        return mmap.layer_label(ids[0])
-    return f"{mmap.layer_label(ids[0])}..{mmap.layer_label(ids[-1])} ({len(ids)})"
+    first, last = found[min(found)], found[max(found)]  # the main model's layers first, then each tower's
+    if len(found) == 1:
+        return layer_of(first, mmap)
+    return f"{layer_of(first, mmap)}..{layer_of(last, mmap)} ({len(found)})"
+
+
+def layer_of(info: ParamInfo, mmap: ModelMap) -> str:
+    """:meth:`ModelMap.layer_label` of the parameter's layer id, or its tower's (``text_encoder.07``)."""
+    return mmap.layer_label(info.layer_id) if info.tower is None else mmap.param_label(info)
 
 
 def lr_table(groups: Sequence[dict[str, Any]], schedule: Schedule, every: int = 1) -> list[dict[str, float]]:
@@ -149,7 +159,7 @@ def param_table(
             rows.append({
                 "name": name, "group": g.get("name"),
                 "layer_id": None if info is None else info.layer_id,
-                "layer": None if info is None else mmap.layer_label(info.layer_id),
+                "layer": None if info is None else layer_of(info, mmap),
                 "component": None if info is None else info.component, "lora": lora,
                 "lr": g["lr"], "lr_scale": g.get("lr_scale", 1.0), "weight_decay": g.get("weight_decay", 0.0),
                 "shape": "x".join(map(str, shapes.get(name, tuple(p.shape)))), "numel": p.numel(),
@@ -254,19 +264,25 @@ def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
             info = mmap.params.get(canonical_name(name)[0])
             if info is None:
                 continue
-            if info.stack is not None:
+            if info.tower is not None:  # a panel per tower, its layers by its own ids
+                panel = panels.setdefault(info.tower, {"columns": [], "components": [], "lr": {}})
+            elif info.stack is not None:
                 panel = panels[info.stack]
             elif 1 <= info.layer_id < mmap.max_layer_id and mmap.num_layers:
                 panel = panels[mmap.block_at(info.layer_id - 1)[0]]  # a non-block tensor at a block's depth
             else:
                 panel = panels["outside"]
-            col = mmap.layer_label(info.layer_id)
+            col = layer_of(info, mmap)
             if col not in panel["columns"]:
                 panel["columns"].append(col)
             if info.component not in panel["components"]:
                 panel["components"].append(info.component)
             key = (info.component, col)
             panel["lr"][key] = max(panel["lr"].get(key, 0.0), g["lr"])
+    for tower in mmap.towers:  # a tower's columns in layer order, however the groups come
+        if tower in panels:
+            order = [mmap.tower_label(tower, k) for k in range(mmap.towers[tower] + 2)]
+            panels[tower]["columns"].sort(key=order.index)
     return {"panels": {k: v for k, v in panels.items() if v["lr"]}}
 
 
