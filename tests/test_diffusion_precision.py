@@ -80,7 +80,7 @@ def test_pipeline_quantization_covers_the_denoiser_and_uncached_text_encoders(tm
 def test_offload_on_the_cpu_or_not_a_bool_is_an_error():
     model = torch.nn.Linear(2, 2)
     group_offload(model, {}, torch.device("cpu"))  # default: nothing happens
-    with pytest.raises(ValueError, match="model.offload=True moves denoiser blocks.*remove model.offload"):
+    with pytest.raises(ValueError, match="model.offload=True moves the denoiser.s layers.*remove model.offload"):
         group_offload(model, {"offload": True}, torch.device("cpu"))
     with pytest.raises(ValueError, match="model.offload must be True or False, got 'block'"):
         group_offload(model, {"offload": "block"}, torch.device("cpu"))
@@ -175,7 +175,7 @@ def test_tools_train_bad_precision_or_offload_is_one_error_line_exit_2(tmp_path,
     base = [f"model.pretrained={pipeline_dir('flux')}", f"data_root={photos()}", "data.train.resolution=32",
             "model.dtype=float32", "train.device=cpu", "task.cache_dir=None"]  # fmt: skip
     cases = {"model.base_precision=int4": "model.base_precision: unknown value 'int4'",
-             "model.offload=True": "model.offload=True moves denoiser blocks between the CPU and a CUDA device",
+             "model.offload=True": "model.offload=True moves the denoiser's layers between the CPU and a CUDA device",
              "model.base_precision=nf4": "model.base_precision='nf4' (bitsandbytes through diffusers) runs on CUDA only"}  # fmt: skip
     for i, (option, message) in enumerate(cases.items()):
         argv = [str(ROOT / "configs" / "diffusion" / "flux_lora.py"), "--work-dir", str(tmp_path / str(i)),
@@ -184,3 +184,94 @@ def test_tools_train_bad_precision_or_offload_is_one_error_line_exit_2(tmp_path,
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and message in err[0], (option, err)
     assert not list(tmp_path.glob("*/checkpoints/*"))  # nothing trained
+
+
+def _tiny_flux_transformer():
+    import diffusers
+
+    torch.manual_seed(0)
+    return diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
+                                            attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                            pooled_projection_dim=16, axes_dims_rope=[2, 2, 4])  # fmt: skip
+
+
+def _flux_loss(model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = dict(hidden_states=torch.randn(1, 16, 16, generator=g), encoder_hidden_states=torch.randn(1, 4, 32, generator=g),
+             pooled_projections=torch.randn(1, 16, generator=g), timestep=torch.tensor([0.5]),
+             img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(4, 3))  # fmt: skip
+    return model(**x, return_dict=False)[0].pow(2).mean()
+
+
+def test_offloaded_leaves_hold_the_frozen_base_and_never_the_adapter():
+    """model.offload: diffusers' groups are made before the adapter is added, so no LoRA tensor is in one (a group
+    moves its tensors back to stale CPU copies after each forward: a trained tensor there would lose its updates, and
+    one added after the groups made them fail with a KeyError on the GPU). Leaf groups (onload on the CPU here, the
+    same hooks as on a GPU) still run the base: the loss and the LoRA gradients equal the plain model's."""
+    from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
+    from peft import LoraConfig
+
+    from recipes.train.diffusion.families import FAMILIES
+    from recipes.train.models.diffusers import offload_leaves, resident_trainable
+
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=FAMILIES["flux"].lora_targets, init_lora_weights=False)
+    plain, offloaded = _tiny_flux_transformer(), _tiny_flux_transformer()
+    offload_leaves(offloaded, torch.device("cpu"))
+    for model in (plain, offloaded):
+        model.requires_grad_(False)
+        torch.manual_seed(2)
+        model.add_adapter(config)
+    resident_trainable(offloaded, torch.device("cpu"))
+    in_groups, groups = set(), 0
+    for module in offloaded.modules():
+        hook = module._diffusers_hook.get_hook(_GROUP_OFFLOADING) if hasattr(module, "_diffusers_hook") else None
+        if hook is not None:
+            groups += 1
+            in_groups |= {id(p) for m in hook.group.modules for p in m.parameters()}
+            in_groups |= {id(p) for p in hook.group.parameters}
+    lora = [p for p in offloaded.parameters() if p.requires_grad]
+    frozen = [p for p in offloaded.parameters() if not p.requires_grad]
+    assert groups > 10 and lora and not {id(p) for p in lora} & in_groups
+    assert {id(p) for p in frozen} <= in_groups  # every base tensor is offloaded
+    losses = [_flux_loss(m) for m in (plain, offloaded)]
+    for loss in losses:
+        loss.backward()
+    assert torch.equal(losses[0], losses[1])
+    grads = [[p.grad for p in m.parameters() if p.requires_grad] for m in (plain, offloaded)]
+    assert all(a is not None and torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def test_packed_integer_weights_of_a_quantized_base_stay_frozen():
+    """bitsandbytes nf4 keeps each Linear's weight as packed uint8: making every denoiser tensor trainable stopped the
+    nf4 run at setup on a GPU ("only Tensors of floating point dtype can require gradients"). Only floating-point
+    tensors become trainable; the policy then picks the adapter."""
+    from torch import nn
+
+    from recipes.train.tasks.base import build_task
+    from tests.test_diffusion_task import config
+
+    task = build_task(config("flux"))
+    task.pipeline()
+    packed = nn.Parameter(torch.zeros(8, dtype=torch.uint8), requires_grad=False)
+    task.pipe.transformer.register_parameter("packed_weight", packed)
+    model = task.build_model()
+    assert not packed.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if n != "packed_weight")
+
+
+@pytest.mark.slow  # trains the SD 1.5 test pipeline 2 steps on an int8 base: ~15 s on a shared 2-core CPU
+def test_text_encoder_lora_trains_on_a_quantized_text_encoder(tmp_path):
+    """base_precision int8 quantizes the text encoders too (text-encoder LoRA rules out the cache): peft's torchao
+    LoRA layers wrap the int8 CLIP projections, and their LoRA trains."""
+    pytest.importorskip("torchao")
+    from tests.test_diffusion_task import run
+    from tests.test_diffusion_text_lora import _te_config
+
+    trainer, _ = run(_te_config("sd15", 2, **{"model.base_precision": "int8", "policy.text_encoder": True}), tmp_path)
+    encoder = trainer.model.text_encoder
+    wrapped = [m for n, m in encoder.named_modules() if n.endswith("self_attn.q_proj")]
+    assert wrapped and all(type(m).__name__ == "TorchaoLoraLinear" for m in wrapped)
+    assert all("torchao" in type(m.base_layer.weight).__module__ for m in wrapped)
+    ups = [p for n, p in encoder.named_parameters() if "lora_B" in n]
+    assert ups and all(p.requires_grad for p in ups) and any(p.abs().sum() > 0 for p in ups)  # B starts at zero
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in trainer.history)

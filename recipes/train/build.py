@@ -60,6 +60,7 @@ def build_model(cfg: Any, task: Task, opts: Mapping[str, Any]) -> nn.Module:
     model = task.build_model()
     if cfg.get("policy"):
         model = task.apply_policy(model, cfg.policy)
+    model = task.finish_model(model)
     if opts["grad_checkpointing"]:
         enable_grad_checkpointing(model)
     return model

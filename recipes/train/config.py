@@ -6,6 +6,8 @@ The whole config is checked by :func:`recipes.train.config_check.check_config` b
 from __future__ import annotations
 
 import ast
+import contextlib
+import difflib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -151,7 +153,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ckpt_every": None, "eval_every": None, "keep_ckpts": 3, "seed": 0, "num_workers": 0, "log_every": 10,
     "log_grad_norms": False, "tensorboard": True, "progress": True, "device": None, "num_threads": None,
     "freeze": None, "grad_checkpointing": False, "save_frozen": "auto", "bad_images": "error", "fsdp": False,
+    "sdpa_backends": None,
 }  # fmt: skip
+#: train.sdpa_backends: names -> torch.nn.attention.SDPBackend members
+SDPA_BACKENDS = {
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "math": "MATH",
+}
 BAD_IMAGES = ("error", "skip")  # train.bad_images: what the setup-time data check does with an unreadable image
 TRAIN_ALIASES = {"grad_clip": "clip_grad"}  # rfdetr's name for the same option
 # Keys that once existed or that users carry over from other trainers, with what to do instead.
@@ -236,7 +246,32 @@ def train_options(cfg: Config) -> dict[str, Any]:
             opts[key] = _count(f"train.{key}", opts[key])
     if opts["bad_images"] not in BAD_IMAGES:
         raise BadInput(f"train.bad_images must be one of {BAD_IMAGES}, got {opts['bad_images']!r}")
+    if opts["sdpa_backends"] is not None:
+        opts["sdpa_backends"] = _sdpa_names(opts["sdpa_backends"])
     return opts
+
+
+def _sdpa_names(value: Any) -> list[str]:
+    known = list(SDPA_BACKENDS)
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise BadInput(f"train.sdpa_backends must be a non-empty list of {known} (or None), got {value!r}")
+    for name in value:
+        if name not in SDPA_BACKENDS:
+            near = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise BadInput(f"train.sdpa_backends: unknown attention kernel {name!r}{hint}; known: {known}")
+    return list(value)
+
+
+def sdpa_context(names: list[str] | None) -> contextlib.AbstractContextManager:
+    """``train.sdpa_backends``: the kernels ``F.scaled_dot_product_attention`` may pick from (torch's ``sdpa_kernel``;
+    among them, torch's order of preference) around every forward, backward and evaluation; None: torch's choice.
+    Where none of them can run a call (``flash`` on float32 or with a mask), torch raises "No available kernel"."""
+    if names is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[n]) for n in names])
 
 
 def world_size() -> int:

@@ -29,7 +29,7 @@ from recipes.adapter import unwrap_model
 from recipes.train import fsdp
 from recipes.train.build import prepare_run
 from recipes.train.checkpoint import rng_state, seed_everything, set_rng_state
-from recipes.train.config import train_options, world_size
+from recipes.train.config import sdpa_context, train_options, world_size
 from recipes.train.diagnostics import UpdateTracker, check_gradients
 from recipes.train.distributed import any_rank, gather_objects, init_device, mean_over_ranks
 from recipes.train.ema import ModelEMA
@@ -241,7 +241,7 @@ class Trainer:
         for k in range(accum):
             batch = next(it)
             sync = contextlib.nullcontext() if (k == accum - 1 or not ddp) else self.model.no_sync()
-            with sync:
+            with sync, sdpa_context(self.opts["sdpa_backends"]):  # backward too: checkpointing recomputes there
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, logs = self.task.train_step(self.model, batch, self.device)
                 value = float(loss.detach())
@@ -293,8 +293,7 @@ class Trainer:
     def evaluate(self, split: str = "val", weights: str = "model") -> dict[str, float]:
         """The task's metrics of the model (``weights="ema"``: its EMA) on ``data.<split>``, on every rank.
 
-        ``split`` is one of the task's ``data_splits`` that the config fills (``train``, ``val``; ``test`` for
-        classification).
+        ``split``: one of the task's ``data_splits`` that the config fills (``train``, ``val``; classification ``test``).
         """
         if weights not in ("model", "ema") or (weights == "ema" and self.ema is None):
             hint = "'model' or 'ema'" if self.ema else "'model' (this run keeps no EMA: train.ema is unset)"
@@ -310,7 +309,8 @@ class Trainer:
 
     def _metrics(self, module: nn.Module, dataset: Any) -> dict[str, float]:
         loader = WithProgress(self.eval_loader(dataset), "eval", self.is_main and bool(self.opts["progress"]))
-        return self.task.evaluate(module, loader, self.device)  # a bar while it runs (70 s on RF-DETR's val set)
+        with sdpa_context(self.opts["sdpa_backends"]):  # a bar while it runs (70 s on RF-DETR's val set)
+            return self.task.evaluate(module, loader, self.device)
 
     def _end_of_epoch(self, epoch: int) -> None:
         if self.val_set is None:
@@ -379,21 +379,18 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
         summary: dict[str, Any] = {
-            "steps": self.step,
-            "epochs": self.step / self.steps_per_epoch,
-            "wall_s": wall,
-            "img_per_s": self.imgs / max(wall, 1e-9),
-            "trainable_params": self.trainable,
-            "total_params": self.total_params,
-            "final_loss": self.history[-1][1] if self.history else None,
-        }
+            "steps": self.step, "epochs": self.step / self.steps_per_epoch, "wall_s": wall,
+            "img_per_s": self.imgs / max(wall, 1e-9), "trainable_params": self.trainable,
+            "total_params": self.total_params, "final_loss": self.history[-1][1] if self.history else None,
+        }  # fmt: skip
         summary["val"] = getattr(self, "last_metrics", {})
         if self.cfg.get("policy"):
             from recipes.policies import trainable_counts
 
             summary["trainable_by_role"] = trainable_counts(self.bare_model())
         summary.update(self.files.best_entries(self.task.primary_metric))
-        summary.update(self.task.final_report(self.bare_model(), self.device, self.eval_loader))
+        with sdpa_context(self.opts["sdpa_backends"]):  # the task's last evaluations (calibration, test split)
+            summary.update(self.task.final_report(self.bare_model(), self.device, self.eval_loader))
         self.files.write_summary(summary)
         self.log.close()
         return summary

@@ -54,7 +54,7 @@ def check_conflicts(train: Mapping[str, Any], strategy: Mapping[str, Any], model
         raise BadInput("config: train.amp='fp16' with train.fsdp=True is not supported (its gradient scaler does not "
                        "read sharded gradients); use train.amp='bf16'")  # fmt: skip
     if model.get("offload"):
-        raise BadInput("config: model.offload=True with train.fsdp=True: block offloading moves whole blocks between "
+        raise BadInput("config: model.offload=True with train.fsdp=True: group offloading moves the base layers between "
                        "host and GPU, FSDP2 shards them over processes; use one (FSDP2 already spreads the weights)")  # fmt: skip
     if model.get("base_precision") in QUANTIZED:
         raise BadInput(f"config: model.base_precision={model['base_precision']!r} with train.fsdp=True is not "

@@ -208,8 +208,17 @@ def pipeline_quantization(m: Mapping[str, Any], lora: bool, cached: bool, device
 
 
 def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:
-    """``model.offload=True``: diffusers' block-level group offloading (one block at a time on the GPU, the next
-    copied on a CUDA stream while the current one runs); the engine's ``.to(device)`` then leaves it in place."""
+    """``model.offload=True``: diffusers' leaf-level group offloading of the frozen denoiser, turned on BEFORE the
+    adapter is added. Each leaf module (a Linear, a norm) keeps its weights on the CPU and copies them to the GPU
+    for its own forward; the engine's ``.to(device)`` then leaves the model in place (diffusers' ``to`` is a no-op
+    on an offloaded model) and ``resident_trainable`` puts the adapter on the GPU.
+
+    Why not block level: a group's hooks pin and move every tensor its modules hold when the forward runs. An
+    adapter added after the hooks is missing from their tables (diffusers' ``KeyError`` on the first step, seen
+    on an H200); added before, it is moved too: its gradients stay on the GPU while the tensors go back to stale
+    CPU copies, so updates are lost. Leaf groups hold the base layers alone (peft wraps each one: the LoRA tensors
+    are new leaves, outside every group). No CUDA stream: the prefetch order a stream needs is the first
+    forward's, which gradient checkpointing's recomputation does not follow."""
     import torch
 
     offload = m.get("offload", False)
@@ -218,14 +227,28 @@ def group_offload(model: nn.Module, m: Mapping[str, Any], device: Any) -> None:
     if not offload:
         return
     if device.type != "cuda":
-        raise ValueError("model.offload=True moves denoiser blocks between the CPU and a CUDA device; this run is on "
+        raise ValueError("model.offload=True moves the denoiser's layers between the CPU and a CUDA device; this run is on "
                          "the CPU, where the whole denoiser already lives; remove model.offload")  # fmt: skip
     if m.get("base_precision") == "nf4":
         raise ValueError("model.offload=True with base_precision='nf4': bitsandbytes 4-bit weights are not moved by "
                          "group offloading; use 'int8' / 'fp8' or drop model.offload")  # fmt: skip
     onload = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
-    model.enable_group_offload(onload, torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)  # fmt: skip
+    offload_leaves(model, onload)
+
+
+def offload_leaves(model: nn.Module, onload: Any) -> None:
+    """Leaf-level group offloading to the CPU, synchronous (see ``group_offload``)."""
+    import torch
+
+    model.enable_group_offload(onload, torch.device("cpu"), offload_type="leaf_level", use_stream=False)
+
+
+def resident_trainable(model: nn.Module, device: Any) -> nn.Module:
+    """Every trainable tensor (the adapter added after ``offload_leaves``) on ``device``, where it stays."""
+    for p in model.parameters():
+        if p.requires_grad and p.device != device:
+            p.data = p.data.to(device)
+    return model
 
 
 def load_pipeline(pretrained: str | Path, dtype: str | None = None, quantization: Any = None) -> Any:

@@ -86,6 +86,12 @@ class Task:
 
         return apply_policy(model, self.check_policy(policy)) or model
 
+    def finish_model(self, model: nn.Module) -> nn.Module:
+        """The last step of the build, once the policy has added what trains (before gradient checkpointing and
+        the move to ``train.device``). Default: nothing; the diffusion task turns group offloading on here, so the
+        offloading hooks know the adapter's tensors."""
+        return model
+
     def freeze(self) -> dict[str, Any] | None:
         """Parameters the engine keeps from updating for the first N steps: ``dict(params=regex, steps=N)``.
 

@@ -8,16 +8,12 @@ Config sketch (configs/diffusion/<family>_lora.py)::
                 samples=dict(prompts=["a photo of sks dog"], seeds=[0], steps=20))
     data = dict(train=dict(type="captioned_images", resolution=512, flip_p=0.5))
 
-The pipeline's VAE and text encoders are loaded with it and frozen; only the denoiser (``unet`` or
-``transformer``) is the engine's model, so param groups, checkpoints and resume cover it alone.
-What trains is the ``policy`` section, as in every task (``diffusion/adapters.py``): ``lora_only``
-injects peft's ``LoraConfig`` / ``LoKrConfig`` / ``LoHaConfig`` through diffusers' ``add_adapter``
-(targets: the family's attention and MLP projections, or ``policy.targets``); ``type="full"`` or no
-policy trains every denoiser weight. Objectives: see ``recipes/train/diffusion/objectives.py``.
-With ``cache_dir`` the latents and text embeddings are computed once (see ``diffusion/cache.py``) and
-the text encoders are dropped. Each evaluation logs a fixed-noise loss and writes a PNG grid (GIF
-for video) of the sample prompts/seeds through the real pipeline (also to TensorBoard with
-``train.tensorboard``); at the end the LoRA is saved in diffusers' format (or kohya's), a full
+The denoiser (``unet`` / ``transformer``) is the engine's model; the VAE and text encoders are frozen (text-encoder
+LoRA: ``diffusion/text_lora.py``). What trains is the ``policy`` section (``diffusion/adapters.py``): ``lora_only``
+injects peft's LoRA / LoKr / LoHa through diffusers' ``add_adapter`` (the family's projections or ``policy.targets``);
+``type="full"`` or no policy trains every weight. Objectives: ``diffusion/objectives.py``. ``cache_dir`` computes
+latents and text embeddings once (``diffusion/cache.py``). Each evaluation logs a fixed-noise loss and a sample grid
+(PNG, GIF for video; TensorBoard too); at the end the LoRA is saved in diffusers' (or kohya's) format, a full
 fine-tune with ``save_pretrained``, under ``<work_dir>/``.
 """
 
@@ -49,6 +45,7 @@ from recipes.train.diffusion.families import Family, family_of
 from recipes.train.diffusion.lora_io import FORMATS, ready_to_save
 from recipes.train.diffusion.objectives import DDPMObjective, FlowObjective, weighted_mse
 from recipes.train.diffusion.text_lora import attach_text_encoders, check_text_run
+from recipes.train.models.diffusers import group_offload, resident_trainable
 from recipes.train.registry import MODELS, TASKS
 from recipes.train.tasks.base import Task
 
@@ -182,11 +179,14 @@ class DiffusionTask(Task):
             self.pipeline()
             family = self.family
             model = getattr(self.pipe, family.denoiser)
-        from recipes.train.models.diffusers import group_offload
-
-        group_offload(model, self.model_cfg, self.train_device)
+        group_offload(model, self.model_cfg, self.train_device)  # the frozen base's leaves, before the adapter
         self._family = family  # the adapter's default targets, the export's names
-        return model.requires_grad_(True)
+        for p in model.parameters():  # a quantized base's packed integer weights (bitsandbytes nf4) cannot train
+            p.requires_grad_(p.is_floating_point())
+        return model
+
+    def finish_model(self, model: nn.Module) -> nn.Module:  # model.offload: the adapter (on CPU leaves) to the GPU
+        return resident_trainable(model, self.train_device) if self.model_cfg.get("offload") else model
 
     check_policy = staticmethod(check_diffusion_policy)  # full or lora_only, with the adapter's keys
 
