@@ -307,6 +307,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
     norm = LogNorm(min(values), max(values) * (1.0001 if min(values) == max(values) else 1.0)) if values else None
     widths = [max(2, len(p["columns"])) for p in panels.values()]
     rows = max(len(p["components"]) for p in panels.values())
+    narrow = sum(widths) > 39  # the figure stops at 26 in: narrower cells, values written upright
     fig, axes = plt.subplots(1, len(panels), figsize=(min(26, 2.5 + 0.6 * sum(widths)), 1.8 + 0.5 * rows),
                              gridspec_kw={"width_ratios": widths}, squeeze=False)  # fmt: skip
     image = None
@@ -324,7 +325,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
                     if not math.isnan(v) and v > 0:
                         dark = norm(v) < 0.55
                         ax.text(c, r, f"{v:.1e}".replace("e-0", "e-"), ha="center", va="center", fontsize=6,
-                                rotation=90 if len(p["columns"]) > 12 else 0, color="white" if dark else "black")  # fmt: skip
+                                rotation=90 if narrow or len(p["columns"]) > 12 else 0, color="white" if dark else "black")  # fmt: skip
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label="peak LR")
     fig.suptitle(title or f"peak LR per component and block ({mmap.adapter})", fontsize=10, y=1.03)

@@ -28,15 +28,17 @@ DEPTH = dict(type="component_depth", component_lr={"self_attn": 1e-4, "cross_att
 UNET_DEPTH = dict(DEPTH, component_lr={"self_attn": 1e-4, "cross_attn": 4e-5})  # the same for the U-Net alone
 
 
-def _unet():
+def _unet(sdxl=True):
+    """A tiny U-Net of SDXL's layout (``add_embedding``: kohya's 23-slot numbering) or SD 1.5's."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
+    extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
+                 projection_class_embeddings_input_dim=6 * 8 + 16) if sdxl else {}  # fmt: skip
     return UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, norm_num_groups=4,
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=2, addition_embed_type="text_time", addition_time_embed_dim=8,
-                                projection_class_embeddings_input_dim=6 * 8 + 16)  # fmt: skip
+                                attention_head_dim=2, **extra)  # fmt: skip
 
 
 def _encoders():
@@ -51,21 +53,23 @@ def _encoders():
                              "text_encoder_2": CLIPTextModelWithProjection(config(LAYERS["text_encoder_2"]))})  # fmt: skip
 
 
-def _lora_unet():
+def _lora_unet(sdxl=True):
     """The U-Net with LoRA on its attention, as the denoiser of a LoRA run (the base frozen)."""
     from peft import LoraConfig
 
-    unet = _unet().requires_grad_(False)
+    unet = _unet(sdxl).requires_grad_(False)
     unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     return unet
+
+
+SETTINGS = dict(r=2, alpha=2, kind="lora", dora=False)
 
 
 @pytest.fixture(scope="module")
 def models():
     """(the LoRA U-Net alone, the same with both encoders' LoRA attached as training attaches them)."""
     bare = _lora_unet()
-    settings = text_encoder_settings(True, dict(r=2, alpha=2, kind="lora", dora=False))
-    return bare, attach_text_encoders(copy.deepcopy(bare), _encoders(), "sdxl", settings)
+    return bare, attach_text_encoders(copy.deepcopy(bare), _encoders(), "sdxl", text_encoder_settings(True, SETTINGS))
 
 
 def _lrs(groups, prefix=None):
@@ -146,6 +150,21 @@ def test_layer_decay_with_tower_depth_decays_inside_each_encoder(models):
         assert lr == pytest.approx(3e-5 * 0.5 ** (n + 1 - layer_id)), param
     unet_ids = UNet().describe(model).max_layer_id - 1  # without it: layer 0 of the U-Net, as before
     assert sorted(set(flat.values())) == pytest.approx([3e-5 * 0.5 ** (unet_ids + 1)])
+
+
+def test_sd15_encoder_trains_every_layer_at_its_depth_and_the_unets_ids_stay():
+    bare = _lora_unet(sdxl=False)
+    encoder = type("Pipe", (), {"text_encoder": _encoders().text_encoder})
+    model = attach_text_encoders(copy.deepcopy(bare), encoder, "sd15", text_encoder_settings(True, SETTINGS))
+    mmap, alone = UNet().describe(model), UNet().describe(bare)
+    assert mmap.towers == {"text_encoder": 3} and mmap.labels == alone.labels and "IN00" in mmap.labels.values()
+    assert {n: i for n, i in mmap.params.items() if i.tower is None} == alone.params
+    lrs = {k: v for k, v in DEPTH["component_lr"].items() if k != "text_encoder_2"}  # SD 1.5 has one encoder
+    groups = build_param_groups(model, dict(DEPTH, component_lr=lrs, tower_depth=True), UNet())
+    got = [(int(re.search(r"\.layers\.(\d+)\.", n).group(1)), lr) for n, lr in _lrs(groups, "text_encoder").items()]
+    assert {layer for layer, _ in got} == {0, 1, 2}  # SD 1.5 reads the last layer: every one trains
+    assert [lr for _, lr in got] == pytest.approx([1e-5 * depth_factor("linear", layer, 3, 0.4) for layer, _ in got])
+    assert _unet_part(groups) == _unet_part(build_param_groups(bare, UNET_DEPTH, UNet()))
 
 
 @pytest.mark.parametrize(
