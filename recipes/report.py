@@ -6,7 +6,7 @@
 * :func:`lr_table` / :func:`plot_lr`: every group's LR over the schedule, each curve labelled
   (groups on the same curve share one label);
 * :func:`lr_grid` / :func:`plot_lr_heatmap`: peak LR per component (rows) and block (columns), one
-  panel per block stack plus one for what sits outside the stacks (embeddings, head). Columns carry
+  panel per block stack plus one for what sits outside the stacks (embeddings, head) and one per tower. Columns carry
   the family's own layer names where its adapter gives them (``ModelMap.labels``), with a rule
   between name families (IN | MID | OUT).
 """
@@ -247,7 +247,7 @@ def _spread(ys: list[float], lo: float, hi: float, log: bool, gap: float = 1 / 4
 
 
 def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
-    """Peak LR per (component, column), per panel: each block stack, then ``outside`` the stacks.
+    """Peak LR per (component, column), per panel: each block stack, ``outside`` the stacks, then each tower.
 
     Returns ``{"panels": {panel: {"columns": [...labels], "components": [...], "lr": {(comp, col): lr}}}}``;
     a cell holds the largest LR of the tensors there (they differ only with per-role LRs or LoRA+).
