@@ -29,7 +29,7 @@ def test_settings_default_to_the_denoisers_rank_and_diffusers_targets():
         (dict(text_encoder="yes"), "diffusers", "policy.text_encoder must be True or dict("),
         (dict(text_encoder=True, kind="lokr"), "diffusers", "policy.kind='lokr'"),
         (dict(text_encoder=True, dora=True), "diffusers", "policy.dora=True"),
-        (dict(text_encoder=True), "kohya", "task.save_format='kohya': policy.text_encoder is exported in diffusers"),
+        (dict(text_encoder=dict(targets=["text_projection"])), "kohya", "not in kohya's text-encoder layout"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_one_error_naming_the_key(policy, fmt, message):

@@ -1,7 +1,7 @@
 """Export the denoiser weights of a diffusion run's checkpoint: a LoRA diffusers loads, or a full denoiser.
 
     python tools/export_diffusion.py CONFIG work_dirs/my_lora/best.pt --out work_dirs/my_lora/best_lora \\
-        [--cfg-options model.pretrained=/models/FLUX.1-dev ...]
+        [--format kohya] [--cfg-options model.pretrained=/models/FLUX.1-dev ...]
 
 The end of a run saves its last weights (``<work_dir>/lora``); this exports any other checkpoint, e.g.
 ``best.pt`` (the evaluation with the lowest fixed-noise loss) or ``checkpoints/step_*.pt``. The
@@ -10,7 +10,8 @@ denoiser is rebuilt as every tool rebuilds a model (``recipes.train.build.rebuil
 ``read_checkpoint`` (tensors only) and loaded over it. A LoRA run's checkpoints hold
 only the LoRA tensors (``frozen_omitted``): the frozen denoiser comes from ``model.pretrained`` and
 must match the fingerprint the run saved. Output: ``task.save_format`` (diffusers'
-``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights(OUT)``, or kohya's names), or
+``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights(OUT)``, or kohya's names; ``--format``
+overrides it, so a run saved in one layout exports in the other, text-encoder LoRA included), or
 ``save_pretrained`` of the whole denoiser for a full fine-tune. ``--out`` must be a new or empty
 folder. A run with ``train.ema`` exports its EMA weights, as its end of run does (``--weights model``:
 the plain ones of a ``step_*.pt``); ``best.pt`` holds whichever scored best. Exit status: 0 done,
@@ -33,6 +34,7 @@ from recipes.train.config import load_config  # noqa: E402
 from recipes.train.errors import BadInput, cli  # noqa: E402
 
 WEIGHTS = ("ema", "model")
+FORMATS = ("diffusers", "kohya")  # recipes.train.diffusion.lora_io.FORMATS (imported lazily: it pulls in torch)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,8 +45,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weights", choices=WEIGHTS, default=None,
                     help="a step_*.pt of a run with train.ema holds both: export its EMA (the default, as the end of "
                          "the run does) or the plain weights; best.pt holds the ones that scored best")  # fmt: skip
+    ap.add_argument("--format", choices=FORMATS, default=None,
+                    help="the LoRA's layout: diffusers' (pipeline.load_lora_weights) or kohya's (lora_unet_ / "
+                         "lora_te_ names, ComfyUI / kohya / musubi); default: the config's task.save_format")  # fmt: skip
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     return ap.parse_args(argv)
+
+
+def with_format(options: list[str], fmt: str | None) -> list[str]:
+    """``--cfg-options`` with ``--format`` as ``task.save_format``; both given and different is an error."""
+    if fmt is None:
+        return options
+    given = [o.partition("=")[2] for o in options if o.partition("=")[0] == "task.save_format"]
+    if given and given[-1].strip("'\"") != fmt:
+        raise BadInput(f"--format {fmt} and --cfg-options task.save_format={given[-1]} disagree; give one of them")
+    return [*options, f"task.save_format={fmt}"]
 
 
 def check_out(out: Path) -> None:
@@ -93,15 +108,20 @@ def check_lora_rank(cfg: Any, ckpt: dict[str, Any]) -> None:
                            f"export with the rank it was trained with (--cfg-options {option}={rank})")  # fmt: skip
 
 
-def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | None = None) -> tuple[Path, str]:
+def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | None = None,
+           fmt: str | None = None) -> tuple[Path, str]:  # fmt: skip
     """Write the checkpoint's denoiser weights to ``out``; returns the written file or folder and which weights
-    (``ema`` / ``model``) they are."""
+    (``ema`` / ``model``) they are. ``fmt``: the ``--format`` given (already in ``cfg`` as ``task.save_format``)."""
     from recipes.train.build import rebuild_model
+    from recipes.train.diffusion.adapters import adapter_settings
     from recipes.train.diffusion.lora_io import check_finite, save_lora
     from recipes.train.tasks.diffusion import DiffusionTask
 
     out = Path(out)
     check_out(out)
+    if fmt is not None and adapter_settings(cfg.get("policy")) is None:
+        raise BadInput(f"--format {fmt}: the config fine-tunes the whole denoiser (no LoRA policy), which is saved "
+                       "with save_pretrained in one layout; leave --format out")  # fmt: skip
     ckpt, which = chosen_weights(read_checkpoint(checkpoint), weights)
     check_lora_rank(cfg, ckpt)
     # the pipeline's other parts (its class, for the LoRA file) come from model.pretrained even for a full fine-tune
@@ -111,15 +131,15 @@ def export(cfg: Any, checkpoint: str | Path, out: str | Path, weights: str | Non
     if task.lora is None:
         model.save_pretrained(str(out))
         return out, which
-    fmt, family = task.save_format, task.family
-    return save_lora(type(task.pipe), model, out, family.lora_save_key, fmt, family=family.name), which
+    family = task.family
+    return save_lora(type(task.pipe), model, out, family.lora_save_key, task.save_format, family=family.name), which
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
-    path, which = export(cfg, args.checkpoint, args.out, args.weights)
+    cfg = load_config(args.config, with_format(args.cfg_options, args.format))
+    path, which = export(cfg, args.checkpoint, args.out, args.weights, args.format)
     print(f"{args.checkpoint} ({which} weights) -> {path}")
     return 0
 

@@ -73,9 +73,10 @@ def adapter_settings(policy: Mapping[str, Any] | None, save_format: str = "diffu
     from recipes.train.diffusion.text_lora import text_encoder_settings
 
     out["text_encoder"] = text_encoder_settings(cfg.get("text_encoder"), out)  # None: the denoiser alone
-    if out["text_encoder"] and save_format != "diffusers":
-        raise ValueError(f"task.save_format={save_format!r}: policy.text_encoder is exported in diffusers' format "
-                         "(text_encoder. / text_encoder_2. tensors); use save_format='diffusers'")  # fmt: skip
+    if out["text_encoder"] and save_format == "kohya":  # lora_te_ / lora_te1_ / lora_te2_ modules
+        from recipes.train.diffusion.kohya_keys import check_text_targets
+
+        check_text_targets(out["text_encoder"]["targets"])
     if out["kind"] != "lora" and save_format != "diffusers":
         raise ValueError(f"task.save_format={save_format!r} writes LoRA tensors only; policy.kind={out['kind']!r} "
                          "is saved with save_format='diffusers' (see docs/diffusion.md, What trains)")  # fmt: skip

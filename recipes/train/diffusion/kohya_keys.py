@@ -12,7 +12,12 @@ kohya sd-scripts, musubi-tuner and ComfyUI name a LoRA module after the model's 
 - LTX-2 (ltx-core / ComfyUI ``comfy/ldm/lightricks/av_model.py``, which ComfyUI's generic ``lora_unet_`` map
   reads): the blocks keep diffusers' names (``transformer_blocks_0_attn1_to_q``, ``..._audio_ff_net_2``); the
   top-level modules are renamed back (``patchify_proj``, ``adaln_single``, ``av_ca_*_adaln_single``), the inverse of
-  diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers``.
+  diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers``;
+- SD 1.5 / SDXL text encoders (``policy.text_encoder``, kohya ``networks/lora.py``): ``lora_te_`` (SD 1.5),
+  ``lora_te1_`` / ``lora_te2_`` (SDXL's ``text_encoder`` / ``text_encoder_2``) + the module's path in the
+  transformers 4.44 CLIP models kohya loads (its ``requirements.txt``):
+  ``lora_te1_text_model_encoder_layers_0_self_attn_q_proj``. transformers 5 flattened ``CLIPTextModel`` (no
+  ``text_model.``), so that prefix is put back (``text_kohya_name``).
 
 A fused module is written as one LoRA of rank ``n * r``: ``lora_down`` the parts' ``lora_A`` stacked,
 ``lora_up`` their ``lora_B`` on the block diagonal, so ``up @ down`` is the parts' deltas stacked on the
@@ -168,20 +173,83 @@ def check_kohya_layout(model: Any, family: str) -> None:
     kohya_modules({n: n for n, m in model.named_modules() if hasattr(m, "lora_A")}, family)
 
 
-def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
-    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
-    scale = lora_scale(config)
+def _by_module(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """peft's ``<module>.lora_A.weight`` ... keys grouped: ``{module: {"A": ..., "B": ..., "magnitude_vector": ...}}``."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         module, _, kind = key.rpartition(".lora_")
         modules.setdefault(module, {})[kind.split(".")[0]] = value
+    return modules
+
+
+def _kohya_module(stem: str, ordered: list[dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
+    """One kohya module from its parts' LoRA (one part unless fused), with ``.alpha`` = scale x its rank."""
+    down = torch.cat([m["A"] for m in ordered])
+    out = {f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": torch.block_diag(*[m["B"] for m in ordered]),
+           f"{stem}.alpha": torch.tensor(scale * down.shape[0])}  # fmt: skip
+    if "magnitude_vector" in ordered[0]:
+        out[f"{stem}.dora_scale"] = torch.cat([m["magnitude_vector"] for m in ordered]).reshape(-1, 1)
+    return out
+
+
+def kohya_state(state: dict[str, torch.Tensor], family: str, config: Any) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of a ``family`` denoiser (``<module>.lora_A.weight`` ...) in kohya's keys."""
+    scale = lora_scale(config)
     out: dict[str, torch.Tensor] = {}
-    for target, ordered in kohya_modules(modules, family).items():
-        down = torch.cat([m["A"] for m in ordered])
-        up = torch.block_diag(*[m["B"] for m in ordered])
-        stem = "lora_unet_" + target.replace(".", "_")
-        out[f"{stem}.lora_down.weight"], out[f"{stem}.lora_up.weight"] = down, up
-        out[f"{stem}.alpha"] = torch.tensor(scale * down.shape[0])
-        if "magnitude_vector" in ordered[0]:
-            out[f"{stem}.dora_scale"] = torch.cat([m["magnitude_vector"] for m in ordered]).reshape(-1, 1)
+    for target, ordered in kohya_modules(_by_module(state), family).items():
+        out |= _kohya_module("lora_unet_" + target.replace(".", "_"), ordered, scale)
+    return out
+
+
+# --- text encoders (policy.text_encoder, SD 1.5 / SDXL) ----------------------------------------------------------
+#: kohya sd-scripts ``networks/lora.py`` ``LoRANetwork``: ``LORA_PREFIX_TEXT_ENCODER`` ("lora_te") with one text
+#: encoder, ``LORA_PREFIX_TEXT_ENCODER1`` / ``2`` ("lora_te1" / "lora_te2") with SDXL's two; ComfyUI
+#: ``comfy/lora.py`` ``model_lora_keys_clip`` reads the same (``lora_te_`` / ``lora_te1_`` for CLIP-L,
+#: ``lora_te2_`` for SDXL's CLIP-G)
+TEXT_PREFIXES = {
+    "sd15": {"text_encoder": "lora_te"},
+    "sdxl": {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
+}
+#: the Linear layers kohya wraps in a CLIP text encoder (the children of ``TEXT_ENCODER_TARGET_REPLACE_MODULE``
+#: ``CLIPAttention`` and ``CLIPMLP``); ComfyUI's ``LORA_CLIP_MAP`` lists the same six
+TEXT_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+#: a LoRA module of a CLIP text encoder as transformers 5 names it; ``text_model.`` is absent in ``CLIPTextModel``
+#: (flattened in transformers 5) and present in ``CLIPTextModelWithProjection``
+_TEXT_MODULE = r"(?:text_model\.)?(encoder\.layers\.\d+\.(?:self_attn\.(?:q|k|v|out)_proj|mlp\.fc[12]))"
+
+
+def text_kohya_name(family: str, encoder: str, module: str) -> str:
+    """kohya's name of a LoRA module of a pipeline's text encoder: its prefix, then the module's path in the
+    transformers 4 ``CLIPTextModel`` / ``CLIPTextModelWithProjection`` kohya loads (both under ``text_model.``),
+    ``_`` for ``.``: ``text_encoder_2`` + ``encoder.layers.0.self_attn.q_proj`` ->
+    ``lora_te2_text_model_encoder_layers_0_self_attn_q_proj``."""
+    prefix = TEXT_PREFIXES.get(family, {}).get(encoder)
+    if prefix is None:
+        raise ValueError(f"task.save_format='kohya': no kohya text-encoder prefix for {encoder!r} of the {family} "
+                         f"family (known: {TEXT_PREFIXES})")  # fmt: skip
+    m = re.fullmatch(_TEXT_MODULE, module)
+    if m is None:
+        raise ValueError(f"task.save_format='kohya': the {encoder} LoRA module {module!r} has no name in kohya's "
+                         f"text-encoder layout (the {list(TEXT_LINEARS)} layers of each encoder layer); leave it out "
+                         "of policy.text_encoder.targets or use save_format='diffusers'")  # fmt: skip
+    return f"{prefix}_text_model_{m.group(1)}".replace(".", "_")
+
+
+def check_text_targets(targets: list[str]) -> None:
+    """Before training: every ``policy.text_encoder.targets`` suffix names one of kohya's text-encoder layers."""
+    stray = [t for t in targets if not isinstance(t, str) or t.rpartition(".")[2] not in TEXT_LINEARS]
+    if stray:
+        raise ValueError(f"task.save_format='kohya': policy.text_encoder.targets {stray} are not in kohya's "
+                         f"text-encoder layout (networks/lora.py wraps the Linear layers {list(TEXT_LINEARS)} of "
+                         "CLIPAttention and CLIPMLP); target those or use save_format='diffusers'")  # fmt: skip
+
+
+def kohya_text_state(state: dict[str, torch.Tensor], family: str, encoder: str, config: Any) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict of the pipeline's text encoder ``encoder`` (``encoder.layers.0.self_attn.q_proj.
+    lora_A.weight`` ...) in kohya's keys (``lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight``
+    ...), each module with its ``.alpha`` (the encoder's own alpha / r)."""
+    scale = lora_scale(config)
+    out: dict[str, torch.Tensor] = {}
+    for module, parts in _by_module(state).items():
+        out |= _kohya_module(text_kohya_name(family, encoder, module), [parts], scale)
     return out

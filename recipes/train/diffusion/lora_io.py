@@ -5,7 +5,8 @@ diffusers format: the pipeline class's own ``save_lora_weights`` with peft's ada
 exactly on load; the scale alpha / r is baked into ``lora_B`` and the metadata says alpha = r
 (``bake_scale``), so loaders that ignore the metadata (ComfyUI) apply the same strength.
 kohya / ComfyUI / musubi format: ``lora_unet_<original module path with '_'>.lora_down.weight`` /
-``.lora_up.weight`` / ``.alpha`` (/ ``.dora_scale``) for every family with a kohya layout (``kohya_keys``).
+``.lora_up.weight`` / ``.alpha`` (/ ``.dora_scale``) for every family with a kohya layout (``kohya_keys``), and the
+SD 1.5 / SDXL text encoders' LoRA (``policy.text_encoder``) as ``lora_te_`` / ``lora_te1_`` / ``lora_te2_`` modules.
 """
 
 from __future__ import annotations
@@ -105,9 +106,7 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         out_dir.mkdir(parents=True, exist_ok=True)
         return save_lycoris(pipeline_cls, state, config, out_dir, save_key, fmt)
     if fmt == "kohya":  # every name and fused module is resolved before anything is written
-        from recipes.train.diffusion.kohya_keys import kohya_state, lora_scale
-
-        state, scale = kohya_state(state, family, config), lora_scale(config)
+        state = kohya_file_state(model, state, family)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers" and not hasattr(pipeline_cls, "save_lora_weights"):
         return save_peft_adapter(state, config, out_dir)
@@ -124,10 +123,25 @@ def save_lora(pipeline_cls: Any, model: Any, out_dir: Path, save_key: str, fmt: 
         return readable_as_umask_says(out_dir / WEIGHT_NAME)
     from safetensors.torch import save_file
 
+    from recipes.train.diffusion.kohya_keys import lora_scale
+
     path = out_dir / WEIGHT_NAME
-    meta = {"ss_network_dim": str(config.r), "ss_network_alpha": str(scale * config.r)}
+    meta = {"ss_network_dim": str(config.r), "ss_network_alpha": str(lora_scale(config) * config.r)}
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
     return readable_as_umask_says(path)
+
+
+def kohya_file_state(model: Any, state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """The LoRA of ``model`` in kohya's keys: the denoiser's ``lora_unet_*``, and with ``policy.text_encoder`` the
+    attached encoders' ``lora_te_*`` (SD 1.5) / ``lora_te1_*`` + ``lora_te2_*`` (SDXL), each with its own alpha."""
+    from recipes.train.diffusion.kohya_keys import kohya_state, kohya_text_state
+    from recipes.train.diffusion.text_lora import attached, split_state
+
+    state, encoders = split_state(state, attached(model))
+    out = kohya_state(state, family, model.peft_config["default"])
+    for name, tensors in encoders.items():
+        out |= kohya_text_state(tensors, family, name, getattr(model, name).peft_config["default"])
+    return out
 
 
 def readable_as_umask_says(path: Path) -> Path:
