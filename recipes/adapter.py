@@ -11,7 +11,10 @@ An adapter is data first. It lists, as ordered regex tables matched against the 
 * ``no_decay``: adapter-specific names that get no weight decay, on top of the generic rules.
 
 Layer ids: 0 = embeddings/stem, 1..N = blocks in execution order, N+1 = head and the rest.
-Depth is computed from *all* parameters (frozen ones too), never from what is trainable.
+Depth is computed from *all* parameters (frozen ones too), never from what is trainable. A model trained
+beside the main one (a denoiser's text encoder) is a *tower*: its parameters carry ``ParamInfo.tower`` and
+layer ids of its own (0 = its embeddings, 1..n its blocks, n+1 the rest; ``ModelMap.towers`` holds each n),
+so the main model's ids, N and labels do not move.
 
 Names are canonicalised first (:mod:`recipes.names`), so one table serves a plain model, a
 peft-wrapped one, DDP and ``torch.compile``. Norm detection and the generic no-decay names live in
@@ -69,6 +72,7 @@ class ParamInfo:
     block: int | None = None  # global block index in execution order (0-based)
     lora: str | None = None  # lora_A / lora_B / lora_magnitude, None for base weights
     norm: bool = False  # held by a normalisation layer (:func:`is_norm`)
+    tower: str | None = None  # the attached model it belongs to (layer_id counts inside it), None: the main one
 
 
 @dataclass
@@ -84,6 +88,8 @@ class ModelMap:
     labels: dict[int, str] = field(default_factory=dict)
     #: False when no adapter knew the model: every parameter sits at layer 0 and no depth is known
     has_depth: bool = True
+    #: models attached beside the main one (a denoiser's text encoders): their blocks, by tower name
+    towers: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -124,9 +130,20 @@ class ModelMap:
     def param_label(self, info: ParamInfo) -> str:
         """Where one parameter sits, by the names every report uses: its block (``blocks.07``) where it is
         in a stack, else :meth:`layer_label` of its layer id (the family's own names first)."""
+        if info.tower is not None:
+            return self.tower_label(info.tower, info.layer_id)
         if info.stack is not None and info.layer_id not in self.labels:
             return self.block_label(info.stack, info.stack_index)
         return self.layer_label(info.layer_id)
+
+    def tower_label(self, tower: str, layer_id: int) -> str:
+        """A tower's layer by its own ids: ``text_encoder.embed``, ``text_encoder.07`` (block 7), ``.head``."""
+        n = self.towers[tower]
+        if layer_id <= 0:
+            return f"{tower}.embed"
+        if layer_id > n:
+            return f"{tower}.head"
+        return f"{tower}.{layer_id - 1:0{max(2, len(str(n - 1)))}d}"
 
     @property
     def max_layer_id(self) -> int:

@@ -178,9 +178,7 @@ def describe_model(
             norm = n in norms
             infos[n] = ParamInfo(n, head_id, "head", generic_no_decay(n, norm=norm), norm=norm)
     unmatched = [prefix + n for n in sub_map.unmatched]
-    mmap = ModelMap(
-        sub_map.adapter, infos, sub_map.stack_sizes, unmatched, head_id, dict(sub_map.labels), sub_map.has_depth
-    )
+    mmap = dataclasses.replace(sub_map, params=infos, unmatched=unmatched, head_layer_id=head_id)
     return adp, mmap
 
 
@@ -257,6 +255,7 @@ def build_param_groups(
     named = [(n, p, *canonical_name(n)) for n, p in params]
     adp, mmap = describe_model(model, strategy, adapter, [c for _, _, c, _ in named], norms)
     strategy.prepare(mmap)
+    strategy.check_towers(mmap)
     peft = strategy.loraplus_mode == "peft"
     decides = bool(getattr(adp, "decides_decay", False))  # the adapter's verdict stands alone (transformers' rule)
     if peft:
@@ -279,10 +278,10 @@ def build_param_groups(
         else:
             if lora:
                 info = dataclasses.replace(info, lora=lora)
-            where = (info.layer_id, info.component, info.stack, info.stack_index, info.lora)
+            where = (info.layer_id, info.component, info.stack, info.stack_index, info.lora, info.tower)
             scale = scales.get(where)
             if scale is None:
-                scale = scales[where] = strategy.lr_scale(info, mmap)
+                scale = scales[where] = strategy.lr_scale(strategy.placed(info), mmap)
         if roles:
             scale *= strategy.role_factor(canon, info, lora, ndim)
         if peft:  # peft's create_loraplus_optimizer, tensor by tensor
@@ -370,14 +369,17 @@ def group_name(infos: list[ParamInfo | None], decay: bool, mmap: ModelMap) -> st
     locs = list(dict.fromkeys(_location(i, mmap) for i in infos))
     if len(locs) == 1:
         parts.append(locs[0])
-    elif mmap.labels and all(i is not None and i.layer_id in mmap.labels for i in infos):
+    elif mmap.labels and all(i is not None and i.tower is None and i.layer_id in mmap.labels for i in infos):
         ids = sorted({i.layer_id for i in infos})
         parts.append(_runs(ids, lambda k: mmap.labels[k]))
     elif all(i is not None and i.stack is not None and i.stack == infos[0].stack for i in infos):
         idx = sorted({i.stack_index for i in infos})
         parts.append(f"{infos[0].stack}.{_runs(idx, lambda k: f'{k:02d}')}")
+    elif all(i is not None and i.tower is not None for i in infos):  # layers of towers: the towers
+        parts.append("+".join(dict.fromkeys(i.tower for i in infos)))
     comps = {i.component for i in infos if i is not None}
-    if len(comps) == 1 and all(i is not None for i in infos) and (comp := comps.pop()) not in parts:
+    whole = len(comps) == 1 and all(i is not None for i in infos) and (comp := comps.pop()) not in parts
+    if whole and comp != infos[0].tower:  # a tower's component is its name, said by the location already
         parts.append(comp)
     roles = {i.lora if i is not None else None for i in infos}
     if len(roles) == 1 and (role := roles.pop()):

@@ -6,7 +6,7 @@
 * :func:`lr_table` / :func:`plot_lr`: every group's LR over the schedule, each curve labelled
   (groups on the same curve share one label);
 * :func:`lr_grid` / :func:`plot_lr_heatmap`: peak LR per component (rows) and block (columns), one
-  panel per block stack plus one for what sits outside the stacks (embeddings, head). Columns carry
+  panel per block stack plus one for what sits outside the stacks (embeddings, head) and one per tower. Columns carry
   the family's own layer names where its adapter gives them (``ModelMap.labels``), with a rule
   between name families (IN | MID | OUT).
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from recipes.adapter import Adapter, ModelMap
+from recipes.adapter import Adapter, ModelMap, ParamInfo
 from recipes.names import canonical_name
 from recipes.param_groups import describe_model, resolve_adapter
 from recipes.schedules import Schedule
@@ -74,12 +74,22 @@ def format_lr_grid(
 
 def group_layers(group: dict[str, Any], mmap: ModelMap) -> str:
     """The layers a group spans: ``IN05``, or ``IN04..OUT02 (9)`` (first..last by layer id, count)."""
-    ids = sorted({i.layer_id for n in group.get("param_names", []) if (i := mmap.params.get(canonical_name(n)[0]))})
-    if not ids:
+    found = {
+        (i.tower or "", i.layer_id): i
+        for n in group.get("param_names", [])
+        if (i := mmap.params.get(canonical_name(n)[0]))
+    }
+    if not found:
         return "?"
-    if len(ids) == 1:
-        return mmap.layer_label(ids[0])
-    return f"{mmap.layer_label(ids[0])}..{mmap.layer_label(ids[-1])} ({len(ids)})"
+    first, last = found[min(found)], found[max(found)]  # the main model's layers first, then each tower's
+    if len(found) == 1:
+        return layer_of(first, mmap)
+    return f"{layer_of(first, mmap)}..{layer_of(last, mmap)} ({len(found)})"
+
+
+def layer_of(info: ParamInfo, mmap: ModelMap) -> str:
+    """:meth:`ModelMap.layer_label` of the parameter's layer id, or its tower's (``text_encoder.07``)."""
+    return mmap.layer_label(info.layer_id) if info.tower is None else mmap.param_label(info)
 
 
 def lr_table(groups: Sequence[dict[str, Any]], schedule: Schedule, every: int = 1) -> list[dict[str, float]]:
@@ -149,7 +159,7 @@ def param_table(
             rows.append({
                 "name": name, "group": g.get("name"),
                 "layer_id": None if info is None else info.layer_id,
-                "layer": None if info is None else mmap.layer_label(info.layer_id),
+                "layer": None if info is None else layer_of(info, mmap),
                 "component": None if info is None else info.component, "lora": lora,
                 "lr": g["lr"], "lr_scale": g.get("lr_scale", 1.0), "weight_decay": g.get("weight_decay", 0.0),
                 "shape": "x".join(map(str, shapes.get(name, tuple(p.shape)))), "numel": p.numel(),
@@ -237,7 +247,7 @@ def _spread(ys: list[float], lo: float, hi: float, log: bool, gap: float = 1 / 4
 
 
 def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
-    """Peak LR per (component, column), per panel: each block stack, then ``outside`` the stacks.
+    """Peak LR per (component, column), per panel: each block stack, ``outside`` the stacks, then each tower.
 
     Returns ``{"panels": {panel: {"columns": [...labels], "components": [...], "lr": {(comp, col): lr}}}}``;
     a cell holds the largest LR of the tensors there (they differ only with per-role LRs or LoRA+).
@@ -254,19 +264,25 @@ def lr_grid(groups: Sequence[dict[str, Any]], mmap: ModelMap) -> dict[str, Any]:
             info = mmap.params.get(canonical_name(name)[0])
             if info is None:
                 continue
-            if info.stack is not None:
+            if info.tower is not None:  # a panel per tower, its layers by its own ids
+                panel = panels.setdefault(info.tower, {"columns": [], "components": [], "lr": {}})
+            elif info.stack is not None:
                 panel = panels[info.stack]
             elif 1 <= info.layer_id < mmap.max_layer_id and mmap.num_layers:
                 panel = panels[mmap.block_at(info.layer_id - 1)[0]]  # a non-block tensor at a block's depth
             else:
                 panel = panels["outside"]
-            col = mmap.layer_label(info.layer_id)
+            col = layer_of(info, mmap)
             if col not in panel["columns"]:
                 panel["columns"].append(col)
             if info.component not in panel["components"]:
                 panel["components"].append(info.component)
             key = (info.component, col)
             panel["lr"][key] = max(panel["lr"].get(key, 0.0), g["lr"])
+    for tower in mmap.towers:  # a tower's columns in layer order, however the groups come
+        if tower in panels:
+            order = [mmap.tower_label(tower, k) for k in range(mmap.towers[tower] + 2)]
+            panels[tower]["columns"].sort(key=order.index)
     return {"panels": {k: v for k, v in panels.items() if v["lr"]}}
 
 
@@ -291,6 +307,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
     norm = LogNorm(min(values), max(values) * (1.0001 if min(values) == max(values) else 1.0)) if values else None
     widths = [max(2, len(p["columns"])) for p in panels.values()]
     rows = max(len(p["components"]) for p in panels.values())
+    narrow = sum(widths) > 39  # the figure stops at 26 in: narrower cells, values written upright
     fig, axes = plt.subplots(1, len(panels), figsize=(min(26, 2.5 + 0.6 * sum(widths)), 1.8 + 0.5 * rows),
                              gridspec_kw={"width_ratios": widths}, squeeze=False)  # fmt: skip
     image = None
@@ -308,7 +325,7 @@ def plot_lr_heatmap(groups: Sequence[dict[str, Any]], mmap: ModelMap, path: str,
                     if not math.isnan(v) and v > 0:
                         dark = norm(v) < 0.55
                         ax.text(c, r, f"{v:.1e}".replace("e-0", "e-"), ha="center", va="center", fontsize=6,
-                                rotation=90 if len(p["columns"]) > 12 else 0, color="white" if dark else "black")  # fmt: skip
+                                rotation=90 if narrow or len(p["columns"]) > 12 else 0, color="white" if dark else "black")  # fmt: skip
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label="peak LR")
     fig.suptitle(title or f"peak LR per component and block ({mmap.adapter})", fontsize=10, y=1.03)

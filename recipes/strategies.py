@@ -7,6 +7,7 @@ parameter and the :class:`~recipes.adapter.ModelMap` of the whole architecture. 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -60,7 +61,12 @@ class Strategy:
             multiplied by ``lr_lora / base_lr``, so layer decay and LoRA+ still apply on top.
         lr_norm: the same for normalisation weights and biases (component ``norm``, or a 1-D
             tensor of a module named like ``norm*``, ``ln*``, ``bn*``); see :meth:`role_factor`.
+        tower_depth: the depth mechanism (``component_depth``, ``layer_decay``) also acts inside each tower
+            (a model trained beside this one: a denoiser's text encoders), by the tower's own layer ids. Off: a
+            tower sits at layer 0, outside every stack, so its component's LR is the whole tower's.
     """
+
+    tower_depth_applies: bool = False  # a depth mechanism that can act inside towers
 
     #: True when the strategy needs the model's depth (an adapter that knows its blocks)
     needs_depth: bool = False
@@ -77,6 +83,7 @@ class Strategy:
         loraplus_mode: str = "lora_b",
         loraplus_lr_embedding: float | None = None,
         prefix: str | None = None,
+        tower_depth: bool = False,
     ) -> None:
         self.lr = check_lr("strategy.lr", lr)
         self.weight_decay = check_lr("strategy.weight_decay", weight_decay)
@@ -116,6 +123,25 @@ class Strategy:
         if prefix is not None and (not isinstance(prefix, str) or not prefix.strip(".")):
             raise ValueError(f"strategy.prefix: expected a submodule path such as 'backbone.', got {prefix!r}")
         self.prefix = None if prefix is None else prefix.strip(".") + "."
+        if not isinstance(tower_depth, bool):
+            raise TypeError(f"strategy.tower_depth: expected True or False, got {tower_depth!r}")
+        if tower_depth and not self.tower_depth_applies:
+            raise ValueError(f"strategy.tower_depth=True: {type(self).__name__} has no depth mechanism to apply "
+                             "inside towers; use component_depth or layer_decay, or drop tower_depth")  # fmt: skip
+        self.tower_depth = tower_depth
+
+    def placed(self, info: ParamInfo) -> ParamInfo:
+        """What :meth:`lr_scale` sees of a parameter: one of a tower at the main model's layer 0, outside every
+        stack (no depth factor), unless ``tower_depth`` keeps it at its depth inside the tower."""
+        if info.tower is None or self.tower_depth:
+            return info
+        return dataclasses.replace(info, layer_id=0, stack=None, stack_index=None, block=None, tower=None)
+
+    def check_towers(self, mmap: ModelMap) -> None:
+        """``tower_depth`` on a model without towers would do nothing: an error."""
+        if self.tower_depth and not mmap.towers:
+            raise ValueError(f"strategy.tower_depth=True: the model ({mmap.adapter!r}) has no tower (a model trained "
+                             "beside it, such as policy.text_encoder's encoders); drop tower_depth")  # fmt: skip
 
     def role_factor(self, name: str, info: ParamInfo | None, lora: str | None, ndim: int) -> float:
         """Multiplier for per-role LRs (``lr_lora`` / ``lr_norm``); 1.0 when neither is set.
@@ -198,6 +224,7 @@ class LayerDecay(Strategy):
     """
 
     needs_depth = True
+    tower_depth_applies = True
 
     def __init__(
         self,
@@ -223,6 +250,9 @@ class LayerDecay(Strategy):
         self.component_lr = {k: check_lr(f"component_lr[{k!r}]", v) for k, v in (component_lr or {}).items()}
         if self.component_lr and self.lr == 0:
             raise ValueError("layer_decay: component_lr needs a non-zero base `lr` to express it as an lr_scale")
+        if self.tower_depth and self.scales is not None:
+            raise ValueError("layer_decay: `scales` are per layer id of the main model; tower_depth=True decays "
+                             "inside each tower by `decay`: give `decay` instead")  # fmt: skip
 
     def prepare(self, mmap: ModelMap) -> None:
         if self.scales is not None and len(self.scales) != mmap.max_layer_id + 1:
@@ -240,7 +270,8 @@ class LayerDecay(Strategy):
         return max(self.min_scale, self.decay ** (num_layers + 1 - layer_id))
 
     def lr_scale(self, info: ParamInfo, mmap: ModelMap) -> float:
-        scale = self.layer_scale(info.layer_id, mmap.max_layer_id - 1)
+        n = mmap.max_layer_id - 1 if info.tower is None else mmap.towers[info.tower]  # a tower: its own depth
+        scale = self.layer_scale(info.layer_id, n)
         scale *= self.component_scale.get(info.component, 1.0)
         if info.component in self.component_lr:
             scale *= self.component_lr[info.component] / self.lr
@@ -285,9 +316,12 @@ class ComponentDepth(Strategy):
 
     Args:
         depth_scope: ``"per_stack"`` (depth restarts at each block stack, as in the recipe's log) or
-            ``"global"`` (one index over all stacks in execution order).
+            ``"global"`` (one index over all stacks in execution order). With ``tower_depth`` a tower's
+            blocks get the factor over the tower's own blocks, whichever the scope.
         log_grad_norms: read by the training engine (per-group gradient norms every step).
     """
+
+    tower_depth_applies = True
 
     def __init__(
         self,
@@ -326,6 +360,8 @@ class ComponentDepth(Strategy):
         self.log_grad_norms = bool(log_grad_norms)
         if self.enabled and self.default_lr == 0:
             raise ValueError("component_depth.default_lr is the base LR (lr_scale 1.0) and must be > 0")
+        if self.tower_depth and not self.enabled:
+            raise ValueError("component_depth: tower_depth=True with enabled=False (one flat LR): drop one")
 
     @property
     def base_lr(self) -> float:
@@ -340,6 +376,11 @@ class ComponentDepth(Strategy):
             _warn_unused_components("component_depth.component_lr", self.component_lr, mmap)
 
     def factor(self, info: ParamInfo, mmap: ModelMap) -> float:
+        if info.tower is not None:  # tower_depth: over the tower's own blocks (ids 1..n); its embeddings and head 1.0
+            n = mmap.towers[info.tower]
+            if not 1 <= info.layer_id <= n:
+                return 1.0
+            return depth_factor(self.depth_strategy, info.layer_id - 1, n, self.min_depth_factor, self.peak_position)
         if info.block is None:
             return 1.0
         if self.depth_scope == "per_stack":

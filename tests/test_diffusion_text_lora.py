@@ -99,10 +99,12 @@ def test_encoders_are_their_own_components_with_their_own_lr(sdxl):
            for name in ("text_encoder", "text_encoder_2")}  # fmt: skip
     for name, want in ids.items():
         got = sorted({g["lr"] for g in groups if {id(p) for p in g["params"]} & want})
-        assert got == pytest.approx([lrs[name]]), name  # no depth factor: the component's LR itself
+        assert got == pytest.approx([lrs[name]]), name  # no depth factor (no tower_depth): the component's LR itself
     mmap = UNet().describe(model)
     infos = [i for n, i in mmap.params.items() if n.startswith("text_encoder_2.")]
-    assert infos and {(i.component, i.layer_id) for i in infos} == {("text_encoder_2", 0)}
+    assert infos and {(i.component, i.tower) for i in infos} == {("text_encoder_2", "text_encoder_2")}
+    own = set(range(mmap.towers["text_encoder_2"] + 2))  # its own layer ids (tests/test_diffusion_text_depth.py)
+    assert {i.layer_id for i in infos} == own
     assert not any(n.startswith("text_encoder") for n in mmap.unmatched)
 
 

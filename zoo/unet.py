@@ -26,9 +26,15 @@ no difference (one stack).
 
 Components: ``attn1`` -> ``self_attn``, ``attn2`` -> ``cross_attn``, ``ff`` -> ``ffn``, the
 transformers' ``proj_in`` / ``proj_out`` -> ``attn_proj``, ResNet blocks and resamplers ->
-``resnet``, every norm -> ``norm``; on SDXL ``conv_in`` (a block of its own) -> ``conv_in``. The text encoders
-of a text-encoder LoRA run (``text_encoder.*`` / ``text_encoder_2.*``, see ``recipes/train/diffusion/text_lora.py``)
--> ``text_encoder`` / ``text_encoder_2`` at layer id 0, outside the stack (so the U-Net's ids stay kohya's).
+``resnet``, every norm -> ``norm``; on SDXL ``conv_in`` (a block of its own) -> ``conv_in``.
+
+The CLIP text encoders of a text-encoder LoRA run (``text_encoder.*`` / ``text_encoder_2.*``, attached under their
+pipeline names by ``recipes/train/diffusion/text_lora.py``; names from transformers 5.25.0 ``CLIPTextModel`` /
+``CLIPTextModelWithProjection``) are towers (``ModelMap.towers``), each one component (``text_encoder`` /
+``text_encoder_2``) with layer ids of its own, as the ``hf`` adapter numbers a CLIP text model: ``embeddings`` -> 0,
+``encoder.layers.i`` -> i+1, ``final_layer_norm`` / ``text_projection`` -> n+1 (``CLIPTextModel`` has no
+``text_model.`` level in 5.x). The U-Net's ids stay kohya's; a strategy's depth acts inside the encoders only with
+``strategy.tower_depth=True``.
 """
 
 from __future__ import annotations
@@ -41,18 +47,30 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from recipes.adapter import ModelMap, ParamInfo, canonical_name, unwrap_model
+from recipes.adapter import (
+    ModelMap,
+    ParamInfo,
+    canonical_name,
+    generic_no_decay,
+    is_norm_name,
+    norm_param_names,
+    unwrap_model,
+)
 from recipes.registry import ADAPTERS, STRATEGIES
 from recipes.strategies import Strategy, check_lr
 from zoo.diffusers_common import DiffusersAdapter, prefixes
 
 _PART = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.")
 _MID = re.compile(r"^mid_block\.(resnets|attentions)\.(\d+)\.")
-#: the text encoders a text-encoder LoRA run (``policy.text_encoder``) attaches under their pipeline names: layer id 0
-#: beside the embeddings, each its own component (no depth factor: its LR is ``component_lr[name]`` itself)
-_TEXT = re.compile(r"^(text_encoder(?:_2)?)\.")
-_EMBED = prefixes("conv_in", "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj", "text_encoder",
-                  "text_encoder_2")  # fmt: skip
+#: the text encoders a text-encoder LoRA run (``policy.text_encoder``) attaches under their pipeline names: towers,
+#: each its own component; where in the encoder (id 0, block i + 1, the rest n + 1) by the first rule that matches
+_TOWER = re.compile(r"^(text_encoder(?:_2)?)\.")
+_TOWER_PARTS = (
+    (re.compile(r"^text_encoder(?:_2)?\.(?:text_model\.)?embeddings\."), "embed"),
+    (re.compile(r"^text_encoder(?:_2)?\.(?:text_model\.)?encoder\.layers\.(\d+)\."), "block"),
+    (re.compile(r"^text_encoder(?:_2)?\.(?:(?:text_model\.)?final_layer_norm|text_projection)\."), "head"),
+)
+_EMBED = prefixes("conv_in", "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj")
 _HEAD = prefixes("conv_norm_out", "conv_out")
 _BLOCKS = r"^(?:down_blocks|mid_block|up_blocks)\."
 
@@ -88,9 +106,35 @@ class UNet(DiffusersAdapter):
     def describe(self, model: nn.Module, names: list[str] | None = None, norms: set[str] | None = None) -> ModelMap:
         if names is None:
             names = [canonical_name(n)[0] for n, _ in unwrap_model(model).named_parameters()]
-        geometry = unet_geometry(names)
+        own = [n for n in names if not _TOWER.match(n)]
+        geometry = unet_geometry(own)
         placed = self if geometry == self.geometry else type(self)(geometry)
-        return super(UNet, placed).describe(model, names, norms)
+        mmap = super(UNet, placed).describe(model, own, norms)
+        if len(own) < len(names):
+            if norms is None:
+                norms = norm_param_names(model) if model is not None else {n for n in names if is_norm_name(n)}
+            self._place_towers(mmap, [n for n in names if _TOWER.match(n)], norms)
+        return mmap
+
+    def _place_towers(self, mmap: ModelMap, names: list[str], norms: set[str]) -> None:
+        """The text encoders' parameters into ``mmap``: each encoder a tower with its own layer ids (see above)."""
+        where: dict[str, tuple[str, str, int]] = {}
+        for n in names:
+            for rx, part in _TOWER_PARTS:
+                if m := rx.match(n):
+                    where[n] = (_TOWER.match(n).group(1), part, int(m.group(1)) if part == "block" else 0)
+                    break
+        for tower, part, i in where.values():
+            if part == "block":
+                mmap.towers[tower] = max(mmap.towers.get(tower, 0), i + 1)
+        for n in names:
+            if n not in where:
+                mmap.unmatched.append(n)
+                continue
+            tower, part, i = where[n]
+            layer_id = {"embed": 0, "block": i + 1, "head": mmap.towers.get(tower, 0) + 1}[part]
+            no_decay = n in norms or self.is_no_decay(n) or generic_no_decay(n, norm=n in norms)
+            mmap.params[n] = ParamInfo(n, layer_id, tower, no_decay, norm=n in norms, tower=tower)
 
     def _locate(self, name: str) -> tuple[str, int, str] | None:
         """The LDM slot of a down/mid/up name (see the module docstring); None outside them."""
@@ -115,9 +159,6 @@ class UNet(DiffusersAdapter):
         return "unet", slot, f"{where}:{kind}:{name[m.end() :]}"
 
     def component_of(self, name: str) -> str | None:
-        text = _TEXT.match(name)
-        if text is not None:
-            return text.group(1)
         if name.startswith("conv_in.") and self.geometry is not None and self.geometry.sdxl:
             return "conv_in"  # SDXL: a block of its own (IN00), so not the ``embed`` catch-all
         return super().component_of(name)

@@ -10,8 +10,9 @@ with the denoiser's rank and alpha. Only these two families, whose pipelines' ``
 
 The encoders become submodules of the trained denoiser under their pipeline names, so the engine's param
 groups, checkpoints, resume and DDP cover them with nothing else changed: their parameter names are
-``text_encoder.text_model.encoder.layers.<i>...``, the zoo ``unet`` adapter's ``text_encoder`` /
-``text_encoder_2`` components (own LR through ``strategy.component_lr`` / ``component_scale``). The prompt goes
+``text_encoder.encoder.layers.<i>...``, the zoo ``unet`` adapter's ``text_encoder`` / ``text_encoder_2``
+components (own LR through ``strategy.component_lr`` / ``component_scale``) and towers (a layer id per encoder
+layer; ``strategy.tower_depth=True`` applies the strategy's depth inside each). The prompt goes
 through them with gradients every step, so the text embeddings are not cached (``task.cache_dir`` is an
 error) and FSDP (which shards the denoiser alone) is an error.
 """
