@@ -80,6 +80,10 @@ def test_release_unet_modules_get_kohyas_sdxl_names_and_diffusers_maps_them_back
 
     unet = _release_unet()
     modules = [n for n, _ in unet.named_modules() if re.fullmatch(ALL_KOHYA, n)]
+    kinds = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")  # kohya's target classes
+    linear = (torch.nn.Linear, torch.nn.Conv2d)
+    assert set(modules) == {f"{n}.{c}" for n, m in unet.named_modules() if type(m).__name__ in kinds
+                            for c, x in m.named_modules() if c and isinstance(x, linear)}  # fmt: skip
     names = [original_path("sdxl", n, unet)[0] for n in modules]
     kohya = _kohya_sdxl_unet()
     assert len(set(names)) == len(names) == len(kohya)
