@@ -88,8 +88,8 @@ class Task:
 
     def finish_model(self, model: nn.Module) -> nn.Module:
         """The last step of the build, once the policy has added what trains (before gradient checkpointing and
-        the move to ``train.device``). Default: nothing; the diffusion task turns group offloading on here, so the
-        offloading hooks know the adapter's tensors."""
+        the move to ``train.device``). Default: nothing; the diffusion task puts the adapter on the GPU here when
+        the frozen base is group-offloaded (``model.offload``), which the engine's ``.to(device)`` would not move."""
         return model
 
     def freeze(self) -> dict[str, Any] | None:
