@@ -62,6 +62,18 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     assert [v for _, v in bf16.history] != [v for _, v in fp32.history]  # autocast did change the maths
 
 
+def test_flash_only_attention_trains_under_bf16(tmp_path):
+    """train.sdpa_backends=['flash'] on CUDA: the timm ViT's attention runs on the flash kernel alone (it needs bf16 /
+    fp16, so autocast makes it possible); the same run's losses match torch's own choice of kernel closely."""
+    auto = Trainer(gpu_cfg(amp="bf16"), tmp_path / "auto").setup()
+    auto.train()
+    flash = Trainer(gpu_cfg(amp="bf16", sdpa_backends=["flash"]), tmp_path / "flash").setup()
+    flash.train()
+    assert [v for _, v in flash.history] == pytest.approx([v for _, v in auto.history], rel=5e-2)
+    with pytest.raises(RuntimeError, match="No viable backend|No available kernel"):  # flash cannot run float32
+        Trainer(gpu_cfg(sdpa_backends=["flash"]), tmp_path / "fp32").setup().train()
+
+
 def test_cuda_rng_is_restored_on_resume(tmp_path):
     """Dropout draws from the CUDA generator: a resume matches only if its state was saved and restored."""
     full, resumed = run_and_resume(tmp_path)
