@@ -25,6 +25,15 @@ TARGETS = {
 }
 
 
+def randomize_lora(module: torch.nn.Module, seed: int = 1) -> None:
+    """Every LoRA A and B tensor of ``module`` random (seeded), so a LoRA changes every target it wraps."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
 def _trained(family: str, dora: bool = False, r: int = 2, alpha: float = 8.0):
     """The family's test pipeline with a LoRA whose A and B are random (a LoRA that changes every target)."""
     pipe = build_test_pipeline(family)
@@ -32,11 +41,7 @@ def _trained(family: str, dora: bool = False, r: int = 2, alpha: float = 8.0):
     model = getattr(pipe, fam.denoiser)
     lora = {"r": r, "alpha": alpha, "dora": dora, "targets": TARGETS.get(family)}
     add_adapter(model, lora, fam.lora_targets)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    randomize_lora(model)
     return pipe, model
 
 

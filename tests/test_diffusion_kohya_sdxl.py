@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from recipes.train.diffusion.kohya_keys import SGM_RESNET, kohya_state, original_path, sgm_blocks
+from tests.test_diffusion_kohya import randomize_lora
 
 #: every module kohya's SDXL network wraps, as diffusers names it: the Linear / Conv2d layers of each attention
 #: (Transformer2DModel), resnet, downsampler and upsampler
@@ -194,11 +195,7 @@ def test_kohya_file_with_every_kohya_module_loads_as_the_diffusers_file(tmp_path
 
     pipe = build_test_pipeline("sdxl")
     unet = add_adapter(pipe.unet, {"r": 2, "alpha": 8.0, "targets": ALL_KOHYA}, FAMILIES["sdxl"].lora_targets)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    randomize_lora(unet)
     key = FAMILIES["sdxl"].lora_save_key
     path = save_lora(type(pipe), unet, tmp_path / "kohya", key, "kohya", family="sdxl")
     save_lora(type(pipe), unet, tmp_path / "diffusers", key, "diffusers", family="sdxl")

@@ -14,6 +14,7 @@ import torch
 from recipes.train.diffusion.adapters import DIFFUSION_DEFAULTS, adapter_settings
 from recipes.train.diffusion.kohya_keys import TEXT_LINEARS, kohya_text_state, text_kohya_name
 from recipes.train.diffusion.text_lora import attach_text_encoders, release_encoders, text_encoder_settings
+from tests.test_diffusion_kohya import randomize_lora
 
 LORA = dict(DIFFUSION_DEFAULTS, r=2, alpha=8)
 #: kohya's text-encoder modules (``networks/lora.py``: the Linear children of CLIPAttention and CLIPMLP), as ComfyUI's
@@ -108,11 +109,7 @@ def _trained(family: str):
     pipe = build_test_pipeline(family)
     unet = add_adapter(pipe.unet, LORA, FAMILIES[family].lora_targets)
     attach_text_encoders(unet, pipe, family, text_encoder_settings(ALL_SIX, LORA))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    randomize_lora(unet)
     return pipe, unet
 
 
